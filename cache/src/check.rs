@@ -1,0 +1,318 @@
+//! `system check`: every store invariant, asserted. Errors are corruption; garbage (leftovers
+//! of crashes, unreferenced content) is reported but is not an error.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use strata_image::digest::{chain_ids, Digest, Hasher};
+use strata_image::spec::ImageConfig;
+
+use crate::error::{IoContext, Result};
+use crate::fsutil;
+use crate::layers::chain_id;
+use crate::store::Store;
+
+/// The outcome of a check.
+#[derive(Debug, Default, Clone)]
+pub struct CheckReport {
+    /// Broken invariants.
+    pub errors: Vec<String>,
+    /// Harmless leftovers a prune reclaims.
+    pub garbage: Vec<String>,
+    /// What `--repair` did.
+    pub repaired: Vec<String>,
+    pub blobs: usize,
+    pub layers: usize,
+    pub images: usize,
+    pub tags: usize,
+    pub containers: usize,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+impl Store {
+    /// Checks every invariant. `live` says whether a container ID has a live process (so its
+    /// mounts are expected). With `repair`, leftovers are swept and orphan mounts unmounted.
+    pub fn check(&self, repair: bool, live: &dyn Fn(&str) -> bool) -> Result<CheckReport> {
+        let mut r = CheckReport::default();
+        let exclusive = if repair {
+            Some(self.exclusive()?)
+        } else {
+            self.try_exclusive()?
+        };
+
+        // I1: every blob hashes to its name.
+        let blob_dir = self.blobs_dir();
+        for e in fs::read_dir(&blob_dir).at(&blob_dir)? {
+            let e = e.at(&blob_dir)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(d) = Digest::from_hex(&name) else {
+                r.errors
+                    .push(format!("blobs/sha256/{name}: name is not a sha256 digest"));
+                continue;
+            };
+            r.blobs += 1;
+            match hash_file(&e.path()) {
+                Ok(actual) if actual == d => {}
+                Ok(actual) => {
+                    r.errors
+                        .push(format!("blob {d}: content hashes to {actual}"));
+                    if repair {
+                        fsutil::remove_any(&e.path())?;
+                        r.repaired.push(format!("removed corrupt blob {d}"));
+                    }
+                }
+                Err(err) => r.errors.push(format!("blob {d}: {err}")),
+            }
+        }
+
+        // Layers: complete, consistent chain IDs, parents present.
+        let layers = self.list_layers()?;
+        let layer_set: BTreeSet<Digest> = layers.iter().cloned().collect();
+        for l in &layers {
+            r.layers += 1;
+            match self.layer_meta(l) {
+                Err(e) => r.errors.push(format!("layer {l}: {e}")),
+                Ok(m) => {
+                    if &m.chain_id != l || &chain_id(m.parent.as_ref(), &m.diff_id) != l {
+                        r.errors.push(format!(
+                            "layer {l}: chain ID does not match its parent and diffID"
+                        ));
+                    }
+                    if let Some(p) = &m.parent {
+                        if !layer_set.contains(p) {
+                            r.errors
+                                .push(format!("layer {l}: parent layer {p} is missing"));
+                        }
+                    }
+                    if !self.layer_diff(l).is_dir() {
+                        r.errors
+                            .push(format!("layer {l}: diff directory is missing"));
+                    }
+                }
+            }
+        }
+        let layer_dir = self.layers_dir();
+        for e in fs::read_dir(&layer_dir).at(&layer_dir)? {
+            let name = e.at(&layer_dir)?.file_name().to_string_lossy().into_owned();
+            if Digest::from_hex(&name).is_err() {
+                r.errors
+                    .push(format!("layers/{name}: name is not a chain ID"));
+            }
+        }
+
+        // Images: config present and valid, layers match the config.
+        let images = self.list_images()?;
+        let image_set: BTreeSet<Digest> = images.iter().cloned().collect();
+        for id in &images {
+            r.images += 1;
+            let rec = match self.image_record(id) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    r.errors.push(format!("image {id}: {e}"));
+                    continue;
+                }
+            };
+            if &rec.id != id {
+                r.errors
+                    .push(format!("image {id}: record names {}", rec.id));
+            }
+            match self.read_blob(id, strata_image::spec::MAX_JSON_BYTES) {
+                Err(e) => r.errors.push(format!("image {id}: config: {e}")),
+                Ok(bytes) => match ImageConfig::parse("config", &bytes) {
+                    Err(e) => r.errors.push(format!("image {id}: {e}")),
+                    Ok(cfg) => {
+                        if chain_ids(&cfg.rootfs.diff_ids) != rec.layers {
+                            r.errors.push(format!(
+                                "image {id}: layers do not match the config's diff_ids"
+                            ));
+                        }
+                    }
+                },
+            }
+            for l in &rec.layers {
+                if !layer_set.contains(l) {
+                    r.errors.push(format!("image {id}: layer {l} is missing"));
+                }
+            }
+            for m in &rec.manifests {
+                if !self.has_blob(&m.digest) {
+                    r.errors
+                        .push(format!("image {id}: manifest {} is missing", m.digest));
+                }
+            }
+        }
+
+        // Tags point at images.
+        match self.refs() {
+            Err(e) => {
+                r.errors.push(e.to_string());
+                if repair {
+                    let p = self.root().join("refs.json");
+                    fs::rename(&p, self.temp_path("corrupt-refs")).at(&p)?;
+                    r.repaired
+                        .push("moved the unreadable refs.json aside (tags are lost)".into());
+                }
+            }
+            Ok(refs) => {
+                for (name, id) in refs.tags.iter().chain(refs.digests.iter()) {
+                    r.tags += 1;
+                    if !image_set.contains(id) {
+                        r.errors.push(format!("tag {name}: image {id} is missing"));
+                    }
+                }
+            }
+        }
+
+        // Containers stand on images that exist.
+        let containers = self.container_links()?;
+        let container_ids: BTreeSet<String> = containers.iter().map(|c| c.id.clone()).collect();
+        for c in &containers {
+            r.containers += 1;
+            if !image_set.contains(&c.image) {
+                r.errors.push(format!(
+                    "container {}: image {} is missing",
+                    short(&c.id),
+                    c.image
+                ));
+            }
+        }
+
+        // Build cache records point at images.
+        for rec in self.cache_records()? {
+            if !image_set.contains(&rec.image) {
+                r.garbage.push(format!(
+                    "build-cache record {} points at a removed image",
+                    rec.key
+                ));
+                if repair {
+                    self.cache_remove(&rec.key)?;
+                }
+            }
+        }
+
+        // Unreferenced content is garbage.
+        let (keep_layers, keep_blobs) = self.reachable()?;
+        for l in layers.iter().filter(|l| !keep_layers.contains(l)) {
+            r.garbage
+                .push(format!("layer {l} is not used by any image"));
+        }
+        for b in self
+            .list_blobs()?
+            .iter()
+            .filter(|b| !keep_blobs.contains(b))
+        {
+            r.garbage.push(format!("blob {b} is not referenced"));
+        }
+
+        // tmp/ leftovers.
+        let tmp = self.tmp_dir();
+        let leftovers: Vec<PathBuf> = fs::read_dir(&tmp)
+            .at(&tmp)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        if exclusive.is_some() {
+            for p in &leftovers {
+                r.garbage.push(format!(
+                    "{}: left over from an interrupted operation",
+                    p.display()
+                ));
+                if repair {
+                    fsutil::remove_any(p)?;
+                }
+            }
+            if repair && !leftovers.is_empty() {
+                r.repaired
+                    .push(format!("swept {} entries from tmp/", leftovers.len()));
+            }
+        }
+
+        // Mounts of the store that belong to no live container.
+        for m in store_mounts(self.root())? {
+            let owner = m
+                .strip_prefix(self.containers_dir())
+                .ok()
+                .and_then(|rest| rest.components().next())
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let orphan = match &owner {
+                Some(id) => !container_ids.contains(id) || !live(id),
+                None => true,
+            };
+            if orphan {
+                r.errors.push(format!(
+                    "{}: mounted but no live container owns it",
+                    m.display()
+                ));
+                if repair {
+                    match nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                        Ok(()) => r.repaired.push(format!("unmounted {}", m.display())),
+                        Err(e) => r
+                            .errors
+                            .push(format!("{}: unmount failed: {e}", m.display())),
+                    }
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn hash_file(p: &Path) -> std::io::Result<Digest> {
+    let mut f = fs::File::open(p)?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finish())
+}
+
+/// Mount points at or below `root`, from /proc/self/mountinfo.
+pub fn store_mounts(root: &Path) -> Result<Vec<PathBuf>> {
+    let root = fs::canonicalize(root).at(root)?;
+    let info = fs::read_to_string("/proc/self/mountinfo").at("/proc/self/mountinfo")?;
+    let mut out = Vec::new();
+    for line in info.lines() {
+        if let Some(mp) = line.split(' ').nth(4) {
+            let mp = PathBuf::from(unescape_mountinfo(mp));
+            if mp.starts_with(&root) && mp != root {
+                out.push(mp);
+            }
+        }
+    }
+    // Deepest first, so repairs unmount children before parents.
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    Ok(out)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}

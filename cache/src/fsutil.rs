@@ -1,0 +1,173 @@
+//! Small filesystem helpers: durable atomic writes, directory fsync, random names, flock.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, Result};
+
+/// A random hex name for temporary files and IDs.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the kernel's random source works");
+    hex::encode(buf)
+}
+
+/// fsync a directory so a rename inside it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).at(dir)
+}
+
+/// Writes `bytes` to `path` atomically and durably: temp file in `tmp_dir` (same
+/// filesystem) → fsync → rename → fsync(parent).
+pub fn atomic_write(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_dir.join(format!("w-{}", random_hex(8)));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        fs::rename(&tmp, path).at(path)?;
+        sync_dir(path.parent().unwrap_or(Path::new("/")))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes a file or a whole tree, ignoring "not found".
+pub fn remove_any(path: &Path) -> Result<()> {
+    let r = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.at(path),
+    }
+}
+
+/// Lock mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// A held `flock`; released on drop or when the process dies (never a pid file).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+impl FileLock {
+    /// Blocks until the lock is held.
+    pub fn acquire(path: &Path, mode: LockMode) -> Result<FileLock> {
+        Self::lock(path, mode, false).map(|l| l.expect("blocking lock always returns"))
+    }
+
+    /// Takes the lock only if it is free now.
+    pub fn try_acquire(path: &Path, mode: LockMode) -> Result<Option<FileLock>> {
+        Self::lock(path, mode, true)
+    }
+
+    fn lock(path: &Path, mode: LockMode, nonblock: bool) -> Result<Option<FileLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .at(path)?;
+        let mut op = match mode {
+            LockMode::Shared => libc::LOCK_SH,
+            LockMode::Exclusive => libc::LOCK_EX,
+        };
+        if nonblock {
+            op |= libc::LOCK_NB;
+        }
+        loop {
+            // SAFETY: flock on an fd we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+            if rc == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) if nonblock => return Ok(None),
+                _ => return Err(err).at(path),
+            }
+        }
+        Ok(Some(FileLock {
+            _file: file,
+            path: path.to_path_buf(),
+        }))
+    }
+}
+
+/// Current time as RFC 3339 with nanoseconds, UTC (Docker's `created` format).
+pub fn now_rfc3339() -> String {
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// Formats a time as RFC 3339 UTC with nanoseconds trimmed of trailing zeros.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let base = t
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]"
+        ))
+        .expect("a valid time formats");
+    let nanos = t.nanosecond();
+    if nanos == 0 {
+        format!("{base}Z")
+    } else {
+        let frac = format!("{nanos:09}");
+        format!("{base}.{}Z", frac.trim_end_matches('0'))
+    }
+}
+
+/// Seconds since the epoch → RFC 3339.
+pub fn rfc3339_from_unix(secs: i64) -> String {
+    rfc3339(
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
+/// Parses an RFC 3339 time to Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_forms() {
+        assert_eq!(rfc3339_from_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05.5Z"), Some(1704164645));
+    }
+
+    #[test]
+    fn exclusive_lock_excludes() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("l");
+        let _a = FileLock::acquire(&p, LockMode::Shared).unwrap();
+        let _b = FileLock::acquire(&p, LockMode::Shared).unwrap();
+        assert!(FileLock::try_acquire(&p, LockMode::Exclusive)
+            .unwrap()
+            .is_none());
+    }
+}

@@ -1,0 +1,457 @@
+//! The safe layer extractor: a hostile tar stream into a directory in overlayfs form.
+//!
+//! Every entry's parent is resolved inside the target with `openat2(RESOLVE_IN_ROOT)` and no
+//! symlinks allowed (pathrs), and the entry itself is created with `*at` calls on that parent
+//! fd with `O_NOFOLLOW`/`O_EXCL`. So `../x`, absolute names, writes through a symlink the
+//! archive planted, and hardlinks to anything outside the layer are all refused, and nothing
+//! outside the target is ever touched.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, Permissions};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstatat, futimens, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use pathrs::flags::ResolverFlags;
+use pathrs::Root;
+use xattr::FileExt;
+
+use super::guard::ExtensionGuard;
+use super::{LayerError, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
+
+/// Options for [`extract_layer`].
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    /// Allow character and block device entries (only when running as root).
+    pub allow_devices: bool,
+    /// Set file owners from the archive (needs root).
+    pub preserve_owners: bool,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        let root = nix::unistd::geteuid().is_root();
+        ExtractOptions {
+            allow_devices: root,
+            preserve_owners: root,
+        }
+    }
+}
+
+/// What an extraction produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub entries: u64,
+    /// Bytes of regular-file content.
+    pub content_bytes: u64,
+}
+
+/// Extracts the (already decompressed) tar stream `input` into the existing, empty directory
+/// `target`, converting OCI whiteouts to overlayfs form. Returns the reader positioned after
+/// the end-of-archive marker so callers can hash or drain the rest.
+pub fn extract_layer<R: Read>(
+    input: R,
+    target: &Path,
+    opts: &ExtractOptions,
+) -> Result<(ExtractStats, R), LayerError> {
+    let root = Root::open(target)
+        .map_err(|e| LayerError::io(target, io::Error::other(e.to_string())))?
+        .with_resolver_flags(ResolverFlags::NO_SYMLINKS);
+    let mut x = Extractor {
+        root,
+        target,
+        opts,
+        parents: HashMap::new(),
+        dirs: Vec::new(),
+        stats: ExtractStats::default(),
+    };
+    let mut archive = tar::Archive::new(ExtensionGuard::new(input));
+    for entry in archive.entries().map_err(LayerError::Stream)? {
+        let mut entry = entry.map_err(LayerError::Stream)?;
+        x.entry(&mut entry)?;
+    }
+    x.finish_dirs()?;
+    Ok((x.stats, archive.into_inner().into_inner()))
+}
+
+struct DirFixup {
+    path: PathBuf,
+    mode: u32,
+    mtime: i64,
+}
+
+struct Extractor<'a> {
+    root: Root,
+    target: &'a Path,
+    opts: &'a ExtractOptions,
+    /// Parent directories already resolved, by their path inside the layer.
+    parents: HashMap<PathBuf, OwnedFd>,
+    /// Directory modes and times, applied last so creating children does not disturb them.
+    dirs: Vec<DirFixup>,
+    stats: ExtractStats,
+}
+
+impl Extractor<'_> {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), LayerError> {
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let bad = |reason: &str| LayerError::entry(shown.clone(), reason);
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            return Ok(());
+        }
+        let path = clean_entry_path(&raw).map_err(bad)?;
+        self.stats.entries += 1;
+        let Some(name) = path.file_name().map(OsStr::to_os_string) else {
+            // The archive's root entry ("./"): nothing to create.
+            return Ok(());
+        };
+        let parent = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let name_bytes = name.as_bytes();
+
+        if name_bytes == OPAQUE_MARKER.as_bytes() {
+            let dir = self.parent(&parent, &shown)?;
+            let f = File::from(dir.try_clone().map_err(|e| self.io(&parent, e))?);
+            return f
+                .set_xattr(OVERLAY_OPAQUE_XATTR, b"y")
+                .map_err(|e| self.io(&parent, e));
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+                return Err(bad("whiteout names an invalid path"));
+            }
+            let hidden = OsStr::from_bytes(hidden).to_os_string();
+            let dir = self.parent(&parent, &shown)?;
+            self.clear(&dir, &parent, &hidden, false)?;
+            return mknodat(&dir, hidden.as_os_str(), SFlag::S_IFCHR, Mode::empty(), 0)
+                .map_err(|e| self.io(&path, e.into()));
+        }
+
+        let header = entry.header();
+        let mode = header.mode().map_err(LayerError::Stream)? & 0o7777;
+        let uid = header.uid().map_err(LayerError::Stream)?;
+        let gid = header.gid().map_err(LayerError::Stream)?;
+        let mtime = header.mtime().map_err(LayerError::Stream)? as i64;
+        let dir = self.parent(&parent, &shown)?;
+        let owner = (uid as u32, gid as u32);
+
+        match kind {
+            tar::EntryType::Directory => {
+                self.clear(&dir, &parent, &name, true)?;
+                match nix::sys::stat::mkdirat(
+                    &dir,
+                    name.as_os_str(),
+                    Mode::from_bits_truncate(0o700),
+                ) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(self.io(&path, e.into())),
+                }
+                let fd = openat(
+                    &dir,
+                    name.as_os_str(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.io(&path, e.into()))?;
+                self.own(&fd, owner, &path)?;
+                self.set_xattrs(entry, &File::from(fd), &path)?;
+                self.dirs.push(DirFixup { path, mode, mtime });
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.clear(&dir, &parent, &name, false)?;
+                let fd = openat(
+                    &dir,
+                    name.as_os_str(),
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|e| self.io(&path, e.into()))?;
+                let mut file = File::from(fd);
+                let n = io::copy(entry, &mut file).map_err(LayerError::Stream)?;
+                self.stats.content_bytes += n;
+                self.own(&file, owner, &path)?;
+                fchmod(&file, Mode::from_bits_truncate(mode))
+                    .map_err(|e| self.io(&path, e.into()))?;
+                self.set_xattrs(entry, &file, &path)?;
+                let t = TimeSpec::new(mtime, 0);
+                futimens(&file, &t, &t).map_err(|e| self.io(&path, e.into()))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| bad("symlink without a target"))?
+                    .into_owned();
+                self.clear(&dir, &parent, &name, false)?;
+                symlinkat(OsStr::from_bytes(&target), &dir, name.as_os_str())
+                    .map_err(|e| self.io(&path, e.into()))?;
+                if self.opts.preserve_owners {
+                    fchownat(
+                        &dir,
+                        name.as_os_str(),
+                        Some(Uid::from_raw(owner.0)),
+                        Some(Gid::from_raw(owner.1)),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.io(&path, e.into()))?;
+                }
+                let t = TimeSpec::new(mtime, 0);
+                utimensat(
+                    &dir,
+                    name.as_os_str(),
+                    &t,
+                    &t,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| self.io(&path, e.into()))?;
+            }
+            tar::EntryType::Link => {
+                let raw_target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| bad("hardlink without a target"))?
+                    .into_owned();
+                let target = clean_entry_path(&raw_target)
+                    .map_err(|r| bad(&format!("hardlink target: {r}")))?;
+                let (tparent, tname) = match (target.parent(), target.file_name()) {
+                    (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
+                    _ => return Err(bad("hardlink target is the layer root")),
+                };
+                let tdir = self
+                    .root
+                    .resolve_nofollow(&tparent)
+                    .map(OwnedFd::from)
+                    .map_err(|_| bad("hardlink target is not in the layer"))?;
+                let tst = fstatat(&tdir, tname.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(|_| bad("hardlink target is not in the layer"))?;
+                if SFlag::from_bits_truncate(tst.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
+                    return Err(bad("hardlink target is a directory"));
+                }
+                self.clear(&dir, &parent, &name, false)?;
+                linkat(
+                    &tdir,
+                    tname.as_os_str(),
+                    &dir,
+                    name.as_os_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| self.io(&path, e.into()))?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let (sflag, is_dev) = match kind {
+                    tar::EntryType::Char => (SFlag::S_IFCHR, true),
+                    tar::EntryType::Block => (SFlag::S_IFBLK, true),
+                    _ => (SFlag::S_IFIFO, false),
+                };
+                if is_dev && !self.opts.allow_devices {
+                    return Err(bad("device nodes are only extracted as root"));
+                }
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                if is_dev && major == 0 && minor == 0 && sflag == SFlag::S_IFCHR {
+                    return Err(bad(
+                        "a 0/0 character device is a whiteout in overlay form; refusing it",
+                    ));
+                }
+                self.clear(&dir, &parent, &name, false)?;
+                mknodat(
+                    &dir,
+                    name.as_os_str(),
+                    sflag,
+                    Mode::from_bits_truncate(mode),
+                    libc::makedev(major, minor),
+                )
+                .map_err(|e| self.io(&path, e.into()))?;
+                if self.opts.preserve_owners {
+                    fchownat(
+                        &dir,
+                        name.as_os_str(),
+                        Some(Uid::from_raw(owner.0)),
+                        Some(Gid::from_raw(owner.1)),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.io(&path, e.into()))?;
+                }
+                let t = TimeSpec::new(mtime, 0);
+                utimensat(
+                    &dir,
+                    name.as_os_str(),
+                    &t,
+                    &t,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| self.io(&path, e.into()))?;
+            }
+            other => return Err(bad(&format!("unsupported entry type {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// The fd of `parent` inside the layer, creating missing directories; never through a symlink.
+    fn parent(&mut self, parent: &Path, shown: &str) -> Result<OwnedFd, LayerError> {
+        if let Some(fd) = self.parents.get(parent) {
+            return fd.try_clone().map_err(|e| self.io(parent, e));
+        }
+        let handle = self
+            .root
+            .mkdir_all(parent, &Permissions::from_mode(0o755))
+            .map_err(|e| {
+                LayerError::entry(
+                    shown,
+                    format!("parent directory cannot be resolved inside the layer (a symlink or a non-directory in the path?): {e}"),
+                )
+            })?;
+        let fd = OwnedFd::from(handle);
+        if self.parents.len() > 4096 {
+            self.parents.clear();
+        }
+        self.parents.insert(
+            parent.to_path_buf(),
+            fd.try_clone().map_err(|e| self.io(parent, e))?,
+        );
+        Ok(fd)
+    }
+
+    /// Removes whatever is at `dir/name` so a new entry can take its place. An existing
+    /// directory stays when the new entry is a directory too.
+    fn clear(
+        &mut self,
+        dir: &OwnedFd,
+        parent: &Path,
+        name: &OsStr,
+        keep_dir: bool,
+    ) -> Result<(), LayerError> {
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(self.io(&parent.join(name), e.into())),
+        };
+        let is_dir = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
+        if is_dir && keep_dir {
+            return Ok(());
+        }
+        if is_dir {
+            // Removing a directory invalidates every cached fd below it.
+            self.parents.clear();
+            self.root
+                .remove_all(parent.join(name))
+                .map_err(|e| self.io(&parent.join(name), io::Error::other(e.to_string())))
+        } else {
+            unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| self.io(&parent.join(name), e.into()))
+        }
+    }
+
+    fn own(&self, fd: impl AsFd, owner: (u32, u32), path: &Path) -> Result<(), LayerError> {
+        if !self.opts.preserve_owners {
+            return Ok(());
+        }
+        fchown(
+            fd,
+            Some(Uid::from_raw(owner.0)),
+            Some(Gid::from_raw(owner.1)),
+        )
+        .map_err(|e| self.io(path, e.into()))
+    }
+
+    fn set_xattrs<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        f: &File,
+        path: &Path,
+    ) -> Result<(), LayerError> {
+        let Some(exts) = entry.pax_extensions().map_err(LayerError::Stream)? else {
+            return Ok(());
+        };
+        for ext in exts {
+            let ext = ext.map_err(LayerError::Stream)?;
+            let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
+            // Overlay's own attributes are never taken from an archive.
+            if name.starts_with(b"trusted.overlay.") {
+                continue;
+            }
+            match f.set_xattr(OsStr::from_bytes(name), ext.value_bytes()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+                Err(e) => return Err(self.io(path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_dirs(&mut self) -> Result<(), LayerError> {
+        for d in std::mem::take(&mut self.dirs) {
+            let fd = OwnedFd::from(
+                self.root
+                    .resolve_nofollow(&d.path)
+                    .map_err(|e| self.io(&d.path, io::Error::other(e.to_string())))?,
+            );
+            // An O_PATH handle cannot be chmod'ed; reopen it as a real directory fd.
+            let f = reopen_dir(&fd).map_err(|e| self.io(&d.path, e))?;
+            fchmod(&f, Mode::from_bits_truncate(d.mode)).map_err(|e| self.io(&d.path, e.into()))?;
+            let t = TimeSpec::new(d.mtime, 0);
+            futimens(&f, &t, &t).map_err(|e| self.io(&d.path, e.into()))?;
+        }
+        Ok(())
+    }
+
+    fn io(&self, rel: &Path, e: io::Error) -> LayerError {
+        LayerError::io(self.target.join(rel), e)
+    }
+}
+
+fn reopen_dir(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    openat(
+        fd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Normalises a tar entry name: strips `./` and trailing `/`, refuses absolute paths, `..`
+/// components and NUL bytes.
+fn clean_entry_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
+    if raw.contains(&0) {
+        return Err("name contains a NUL byte");
+    }
+    if raw.first() == Some(&b'/') {
+        return Err("absolute path");
+    }
+    let mut out = PathBuf::new();
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err("path escapes the layer with '..'"),
+            p => out.push(OsStr::from_bytes(p)),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_are_cleaned_or_refused() {
+        assert_eq!(clean_entry_path(b"./a/b/").unwrap(), PathBuf::from("a/b"));
+        assert_eq!(clean_entry_path(b"./").unwrap(), PathBuf::from(""));
+        assert!(clean_entry_path(b"../x").is_err());
+        assert!(clean_entry_path(b"a/../../x").is_err());
+        assert!(clean_entry_path(b"/etc/passwd").is_err());
+    }
+}

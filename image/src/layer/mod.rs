@@ -1,0 +1,51 @@
+//! The layer codec: a deterministic tar writer from a directory in overlayfs form, and a safe
+//! extractor from a (hostile) tar stream into overlayfs form.
+//!
+//! Overlayfs form: a deleted path is a 0/0 character device, an opaque directory carries
+//! `trusted.overlay.opaque=y`. Tar form (OCI): `.wh.NAME` and `.wh..wh..opq` entries.
+
+mod extract;
+mod guard;
+mod writer;
+
+pub use extract::{extract_layer, ExtractOptions, ExtractStats};
+pub use writer::{write_layer_tar, TarOptions};
+
+use std::path::PathBuf;
+
+/// The prefix of a whiteout entry in tar form.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The name of an opaque-directory marker in tar form.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// The xattr overlayfs uses to mark an opaque directory.
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Errors of the layer codec. Every message names the entry or path it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("tar entry {entry:?}: {reason}")]
+    Entry { entry: String, reason: String },
+    #[error("tar stream: {0}")]
+    Stream(#[source] std::io::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LayerError {
+    pub(crate) fn entry(entry: impl Into<String>, reason: impl Into<String>) -> Self {
+        LayerError::Entry {
+            entry: entry.into(),
+            reason: reason.into(),
+        }
+    }
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        LayerError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian packages strata's examples and tests need (run as root on Debian 12).
+#  busybox-static      the tiny base image rootfs
+#  debootstrap         the debian:bookworm base image rootfs
+#  skopeo umoci runc   independent oracles for interop tests
+#  docker-registry     the CNCF distribution server for registry tests
+#  apache2-utils       htpasswd for registry auth tests
+#  zstd hyperfine      compressed fixtures; benchmarks
+set -eu
+pkgs="busybox-static debootstrap skopeo umoci runc docker-registry apache2-utils zstd hyperfine iproute2"
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq $missing >/dev/null
+fi

@@ -1,0 +1,14 @@
+//! One module per command family; each function takes its parsed arguments and the store.
+
+pub mod images;
+pub mod system;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use strata_cache::Store;
+
+/// Opens the store, creating it on first use.
+pub fn open_store(root: &Path) -> Result<Store> {
+    Store::open(root).with_context(|| format!("opening the store at {}", root.display()))
+}

@@ -1,0 +1,160 @@
+//! `system df|prune|check|info`, `version`.
+
+use anyhow::{bail, Result};
+use strata_cache::{ImagePrune, Store};
+
+use crate::cli::PruneArgs;
+use crate::output::{human_size, print_table};
+
+pub fn version() {
+    println!("strata version {}", env!("CARGO_PKG_VERSION"));
+    println!("os/arch: linux/{}", strata_cache::transfer::host_arch());
+    println!("store format: {}", strata_cache::store::STORE_VERSION);
+}
+
+pub fn cgroup_version() -> &'static str {
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "2"
+    } else {
+        "1"
+    }
+}
+
+pub fn info(store: &Store) -> Result<()> {
+    let images = store.list_images()?.len();
+    let layers = store.list_layers()?.len();
+    let containers = store.container_links()?.len();
+    println!("Store: {}", store.root().display());
+    println!("Storage Driver: overlay");
+    println!("Cgroup Version: {}", cgroup_version());
+    println!("Images: {images}");
+    println!("Layers: {layers}");
+    println!("Containers: {containers}");
+    println!("Build Cache Records: {}", store.cache_records()?.len());
+    println!(
+        "Kernel Version: {}",
+        nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    println!("Architecture: {}", std::env::consts::ARCH);
+    println!(
+        "CPUs: {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    Ok(())
+}
+
+pub fn df(store: &Store) -> Result<()> {
+    let refs = store.refs()?;
+    let images = store.list_images()?;
+    let used: std::collections::BTreeSet<_> = store
+        .container_links()?
+        .into_iter()
+        .map(|c| c.image)
+        .collect();
+    let mut img_size = 0u64;
+    let mut reclaim = 0u64;
+    let mut active = 0;
+    let mut seen_layers = std::collections::BTreeSet::new();
+    for id in &images {
+        let Ok(rec) = store.image_record(id) else {
+            continue;
+        };
+        let in_use = used.contains(id);
+        if in_use {
+            active += 1;
+        }
+        for l in &rec.layers {
+            if seen_layers.insert(l.clone()) {
+                let s = store.layer_meta(l).map(|m| m.size).unwrap_or(0);
+                img_size += s;
+                if !in_use && refs.tags_of(id).is_empty() {
+                    reclaim += s;
+                }
+            }
+        }
+    }
+    let containers = store.container_links()?;
+    let cache = store.cache_records()?;
+    let pct = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
+    print_table(
+        &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+        &[
+            vec![
+                "Images".into(),
+                images.len().to_string(),
+                active.to_string(),
+                human_size(img_size),
+                format!("{} ({}%)", human_size(reclaim), pct(reclaim, img_size)),
+            ],
+            vec![
+                "Containers".into(),
+                containers.len().to_string(),
+                containers.len().to_string(),
+                "0B".into(),
+                "0B (0%)".into(),
+            ],
+            vec![
+                "Build Cache".into(),
+                cache.len().to_string(),
+                "0".into(),
+                "0B".into(),
+                "0B".into(),
+            ],
+        ],
+    );
+    Ok(())
+}
+
+pub fn prune(store: &Store, a: &PruneArgs, images_only: bool) -> Result<()> {
+    let mode = if a.all {
+        ImagePrune::Unused
+    } else {
+        ImagePrune::Dangling
+    };
+    if a.all && !images_only {
+        for r in store.cache_records()? {
+            store.cache_remove(&r.key)?;
+        }
+    }
+    let report = store.prune(mode)?;
+    if !report.images.is_empty() {
+        println!("Deleted Images:");
+        for i in &report.images {
+            println!("deleted: {i}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(report.bytes));
+    Ok(())
+}
+
+pub fn check(store: &Store, repair: bool) -> Result<()> {
+    let report = store.check(repair, &|_| false)?;
+    for g in &report.garbage {
+        println!("garbage: {g}");
+    }
+    for r in &report.repaired {
+        println!("repaired: {r}");
+    }
+    for e in &report.errors {
+        println!("error: {e}");
+    }
+    println!(
+        "checked {} blobs, {} layers, {} images, {} tags, {} containers: {} errors, {} garbage",
+        report.blobs,
+        report.layers,
+        report.images,
+        report.tags,
+        report.containers,
+        report.errors.len(),
+        report.garbage.len()
+    );
+    if !report.ok() {
+        bail!("store check failed with {} errors", report.errors.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! Output formatting shared by commands: Docker's human sizes and durations, aligned tables,
+//! and a subset of Go templates for `--format`.
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+/// Docker's `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut size = bytes as f64;
+    let mut i = 0;
+    while size >= 1000.0 && i < UNITS.len() - 1 {
+        size /= 1000.0;
+        i += 1;
+    }
+    format!("{}{}", format_g3(size), UNITS[i])
+}
+
+/// `%.3g`: three significant digits, trailing zeros removed.
+fn format_g3(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let digits = v.abs().log10().floor() as i32 + 1;
+    let decimals = (3 - digits).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// go-units `HumanDuration`: "Less than a second", "About a minute", "2 weeks", ...
+pub fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let minutes = secs / 60;
+    let hours = ((secs as f64) / 3600.0 + 0.5) as i64;
+    if secs < 1 {
+        "Less than a second".into()
+    } else if secs == 1 {
+        "1 second".into()
+    } else if secs < 60 {
+        format!("{secs} seconds")
+    } else if minutes == 1 {
+        "About a minute".into()
+    } else if minutes < 60 {
+        format!("{minutes} minutes")
+    } else if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", hours / 24 / 365)
+    }
+}
+
+/// "3 weeks ago" for an RFC 3339 time.
+pub fn since(rfc3339: &str) -> String {
+    match strata_cache::fsutil::parse_rfc3339(rfc3339) {
+        Some(t) => format!("{} ago", human_duration(now_unix() - t)),
+        None => "N/A".into(),
+    }
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Prints rows as columns separated by three spaces, like Docker's tabwriter.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 3));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+/// How a listing command prints.
+pub enum Format {
+    Table,
+    Json,
+    Template { template: String, table: bool },
+}
+
+impl Format {
+    pub fn parse(f: Option<&str>) -> Format {
+        match f {
+            None | Some("") | Some("table") => Format::Table,
+            Some("json") => Format::Json,
+            Some(t) => match t.strip_prefix("table") {
+                Some(rest) => Format::Template {
+                    template: rest.trim_start().to_string(),
+                    table: true,
+                },
+                None => Format::Template {
+                    template: t.to_string(),
+                    table: false,
+                },
+            },
+        }
+    }
+}
+
+/// Prints objects with a `--format` choice; `headers` maps template fields to column titles.
+pub fn print_formatted(format: &Format, items: &[Value], headers: &[(&str, &str)]) -> Result<()> {
+    match format {
+        Format::Table => unreachable!("callers print their own tables"),
+        Format::Json => {
+            for i in items {
+                println!("{}", serde_json::to_string(i)?);
+            }
+        }
+        Format::Template { template, table } => {
+            let template = unescape(template);
+            if *table {
+                let mut hdr = template.clone();
+                for (field, title) in headers {
+                    hdr = hdr.replace(&format!("{{{{.{field}}}}}"), title);
+                }
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|i| {
+                        render(&template, i).map(|s| s.split('\t').map(str::to_string).collect())
+                    })
+                    .collect::<Result<_>>()?;
+                let h: Vec<&str> = hdr.split('\t').collect();
+                print_table(&h, &rows);
+            } else {
+                for i in items {
+                    println!("{}", render(&template, i)?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\t", "\t").replace("\\n", "\n")
+}
+
+/// Renders a Go-template subset: `{{.A.B}}`, `{{json .A}}`, `{{index .A "k"}}`,
+/// `{{join .A ","}}`, `{{len .A}}`, `{{upper .A}}`, `{{lower .A}}`, `{{.}}`.
+pub fn render(template: &str, data: &Value) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            bail!("template: unclosed action in {template:?}");
+        };
+        let action = after[..end]
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
+        out.push_str(&eval_action(action, data)?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn eval_action(action: &str, data: &Value) -> Result<String> {
+    let words = split_words(action);
+    let Some(first) = words.first() else {
+        bail!("template: empty action");
+    };
+    let arg = |i: usize| -> Result<Value> {
+        let w = words
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("template: {first} needs an argument"))?;
+        lookup(w, data)
+    };
+    Ok(match first.as_str() {
+        "json" => serde_json::to_string(&arg(1)?)?,
+        "index" => {
+            let v = arg(1)?;
+            let key = words.get(2).map(|k| k.trim_matches('"')).unwrap_or("");
+            plain(v.get(key).unwrap_or(&Value::Null))
+        }
+        "join" => {
+            let v = arg(1)?;
+            let sep = words.get(2).map(|k| k.trim_matches('"')).unwrap_or(" ");
+            match v {
+                Value::Array(a) => a.iter().map(plain).collect::<Vec<_>>().join(sep),
+                other => plain(&other),
+            }
+        }
+        "len" => match arg(1)? {
+            Value::Array(a) => a.len().to_string(),
+            Value::Object(o) => o.len().to_string(),
+            Value::String(s) => s.len().to_string(),
+            _ => "0".into(),
+        },
+        "upper" => plain(&arg(1)?).to_uppercase(),
+        "lower" => plain(&arg(1)?).to_lowercase(),
+        "println" => format!("{}\n", plain(&arg(1).unwrap_or(Value::Null))),
+        w if w.starts_with('.') => plain(&lookup(w, data)?),
+        other => bail!("template: function {other:?} not defined"),
+    })
+}
+
+fn split_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ' ' | '\t' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn lookup(path: &str, data: &Value) -> Result<Value> {
+    if path == "." {
+        return Ok(data.clone());
+    }
+    let mut v = data;
+    for part in path.trim_start_matches('.').split('.') {
+        match v.get(part) {
+            Some(x) => v = x,
+            None => {
+                if v.is_object() {
+                    bail!("template: can't evaluate field {part}");
+                }
+                return Ok(Value::Null);
+            }
+        }
+    }
+    Ok(v.clone())
+}
+
+/// Go's default printing of a value.
+fn plain(v: &Value) -> String {
+    match v {
+        Value::Null => "<no value>".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => format!("[{}]", a.iter().map(plain).collect::<Vec<_>>().join(" ")),
+        Value::Object(o) => format!(
+            "map[{}]",
+            o.iter()
+                .map(|(k, v)| format!("{k}:{}", plain(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_sizes() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(4_261_000), "4.26MB");
+        assert_eq!(human_size(7_800_000), "7.8MB");
+        assert_eq!(human_size(77_812_345), "77.8MB");
+        assert_eq!(human_size(1_000), "1kB");
+        assert_eq!(human_size(123_456_789_012), "123GB");
+    }
+
+    #[test]
+    fn docker_durations() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(45), "45 seconds");
+        assert_eq!(human_duration(61), "About a minute");
+        assert_eq!(human_duration(3 * 3600), "3 hours");
+        assert_eq!(human_duration(15 * 86400), "2 weeks");
+        assert_eq!(human_duration(800 * 86400), "2 years");
+    }
+
+    #[test]
+    fn templates() {
+        let v = serde_json::json!({"Repository":"busybox","Tag":"latest","Config":{"Env":["A=1","B=2"],"Labels":{"k":"v"}}});
+        assert_eq!(
+            render("{{.Repository}}:{{.Tag}}", &v).unwrap(),
+            "busybox:latest"
+        );
+        assert_eq!(
+            render("{{json .Config.Env}}", &v).unwrap(),
+            r#"["A=1","B=2"]"#
+        );
+        assert_eq!(render(r#"{{index .Config.Labels "k"}}"#, &v).unwrap(), "v");
+        assert_eq!(
+            render(r#"{{join .Config.Env ","}}"#, &v).unwrap(),
+            "A=1,B=2"
+        );
+        assert!(render("{{.Nope}}", &v).is_err());
+    }
+}

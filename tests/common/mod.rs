@@ -1,0 +1,140 @@
+//! Helpers shared by the end-to-end tests: a private store per test and the busybox fixture.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The strata binary under test.
+pub fn strata_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_strata")
+}
+
+/// A test's own store in a temp dir, removed at the end.
+pub struct Strata {
+    pub dir: tempfile::TempDir,
+}
+
+impl Strata {
+    pub fn new() -> Strata {
+        Strata {
+            dir: tempfile::Builder::new()
+                .prefix("strata-test-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// A path for scratch files of this test.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(strata_bin());
+        c.arg("--root").arg(self.root()).args(args);
+        c.env_remove("STRATA_ROOT");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "strata {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Runs and expects failure with a one-line error; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            !o.status.success(),
+            "strata {args:?} succeeded unexpectedly: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "error is not one line: {err:?}");
+        err
+    }
+
+    /// Imports the busybox fixture as `busybox:latest`; returns the image ID.
+    pub fn busybox(&self) -> String {
+        let out = self.ok(&[
+            "import",
+            "-c",
+            r#"CMD ["sh"]"#,
+            busybox_tar().to_str().unwrap(),
+            "busybox:latest",
+        ]);
+        out.trim().to_string()
+    }
+
+    /// `system check` passes.
+    pub fn assert_check(&self) {
+        let out = self.ok(&["system", "check"]);
+        assert!(out.contains(" 0 errors"), "{out}");
+    }
+}
+
+/// The busybox rootfs tarball, built once per test binary from Debian's busybox-static.
+pub fn busybox_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tar = dir.join("busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/busybox-rootfs.sh");
+        let st = Command::new(script).arg(&tar).status().unwrap();
+        assert!(st.success(), "building the busybox fixture failed");
+        tar
+    })
+}
+
+/// Runs a shell command, asserting success; returns stdout.
+pub fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// True if a program is on PATH (interop tests use Debian's tools as oracles).
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A sorted listing of a tree: path, type, mode, owner, size/target, content hash.
+pub fn tree_listing(root: &Path) -> Vec<String> {
+    let out = sh(&format!(
+        "cd {} && {{ find . -mindepth 1 \\( -type f -printf '%p f %m %U:%G %s\\n' \\) -o \\( ! -type f -printf '%p %y %m %U:%G %l\\n' \\); find . -type f -exec sha256sum {{}} + ; }} | sort",
+        root.display()
+    ));
+    out.lines().map(str::to_string).collect()
+}
