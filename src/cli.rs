@@ -27,6 +27,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
     /// Create an image from a root filesystem tarball
     Import(ImportArgs),
     /// List images
@@ -197,4 +199,32 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile), or - for standard input
+    #[arg(short, long)]
+    pub file: Option<String>,
+    /// Name and optionally a tag (NAME[:TAG]); repeatable
+    #[arg(short, long = "tag")]
+    pub tags: Vec<String>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Set the target build stage
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the build cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Check the Dockerfile and exit without building
+    #[arg(long)]
+    pub check: bool,
+    /// Print the plan (stages, steps, cache keys, CACHED or why not) without building
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Build context directory, or - to read a Dockerfile from standard input
+    #[arg(default_value = ".")]
+    pub context: String,
 }

@@ -10,6 +10,9 @@ mod output;
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use cli::{Cli, Command, ImageCommand, SystemCommand};
@@ -53,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.clone();
     let store = || open_store(&root);
     match cli.command {
+        Command::Build(a) => commands::build::build(&a),
         Command::Version => {
             system::version();
             Ok(())

@@ -581,3 +581,21 @@ fn load_killed_at_random_moments_leaves_a_checkable_store_and_retry_succeeds() {
     dst.assert_check();
     assert_eq!(fs::read_dir(dst.root().join("tmp")).unwrap().count(), 0);
 }
+
+#[test]
+fn check_detects_a_layer_changed_behind_the_store() {
+    let s = Strata::new();
+    s.busybox();
+    s.assert_check();
+    let layer = fs::read_dir(s.root().join("layers"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::write(layer.join("diff/etc/passwd"), "tampered\n").unwrap();
+    let o = s.run(&["system", "check"]);
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("no longer hashes to its diffID"), "{out}");
+}

@@ -94,6 +94,11 @@ impl Store {
                     if !self.layer_diff(l).is_dir() {
                         r.errors
                             .push(format!("layer {l}: diff directory is missing"));
+                    } else if m.canonical {
+                        // The directory must still be exactly what its diffID says.
+                        if let Err(e) = self.write_layer_tar(l, std::io::sink()) {
+                            r.errors.push(format!("layer {l}: {e}"));
+                        }
                     }
                 }
             }

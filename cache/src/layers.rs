@@ -31,6 +31,10 @@ pub struct LayerMeta {
     /// Blobs known to hold this layer (compressed or not), reused by save and push.
     #[serde(default)]
     pub blobs: Vec<Descriptor>,
+    /// The diffID is the digest of strata's own deterministic tar of `diff/`, so the directory
+    /// can be verified (and the tar regenerated) from the directory alone.
+    #[serde(default)]
+    pub canonical: bool,
 }
 
 /// The chain ID of a layer with `diff_id` on top of `parent`.
@@ -81,6 +85,18 @@ impl Store {
         blob: Option<Descriptor>,
         what: &str,
     ) -> Result<LayerMeta> {
+        self.add_layer_from_tar_inner(parent, tar, expect_diff, blob, what, false)
+    }
+
+    fn add_layer_from_tar_inner<R: Read>(
+        &self,
+        parent: Option<&Digest>,
+        tar: R,
+        expect_diff: Option<&Digest>,
+        blob: Option<Descriptor>,
+        what: &str,
+        canonical: bool,
+    ) -> Result<LayerMeta> {
         let staging = self.temp_dir("layer")?;
         let result = (|| {
             let diff = staging.join("diff");
@@ -100,7 +116,14 @@ impl Store {
                     });
                 }
             }
-            self.publish_layer(&staging, parent, diff_id, size, blob.into_iter().collect())
+            self.publish_layer(
+                &staging,
+                parent,
+                diff_id,
+                size,
+                blob.into_iter().collect(),
+                canonical,
+            )
         })();
         let _ = fsutil::remove_any(&staging);
         result
@@ -126,13 +149,8 @@ impl Store {
                 let w = io::BufWriter::with_capacity(256 << 10, writer);
                 write_layer_tar(&src, w, &o).map(|_| ())
             });
-            let result = self.add_layer_from_tar(
-                parent,
-                reader,
-                None,
-                None,
-                &format!("layer from {}", dir.display()),
-            );
+            let what = format!("layer from {}", dir.display());
+            let result = self.add_layer_from_tar_inner(parent, reader, None, None, &what, true);
             let produced = producer.join().expect("tar writer thread does not panic");
             produced.map_err(StoreError::from)?;
             return result;
@@ -144,7 +162,7 @@ impl Store {
         let result = (|| {
             let diff = staging.join("diff");
             fs::rename(dir, &diff).at(dir)?;
-            self.publish_layer(&staging, parent, diff_id, size, Vec::new())
+            self.publish_layer(&staging, parent, diff_id, size, Vec::new(), true)
         })();
         let _ = fsutil::remove_any(&staging);
         result
@@ -159,6 +177,7 @@ impl Store {
         diff_id: Digest,
         size: u64,
         blobs: Vec<Descriptor>,
+        canonical: bool,
     ) -> Result<LayerMeta> {
         if let Some(p) = parent {
             if !self.has_layer(p) {
@@ -182,6 +201,7 @@ impl Store {
             size,
             created: fsutil::now_rfc3339(),
             blobs,
+            canonical,
         };
         let meta_path = staging.join("meta.json");
         fs::write(
@@ -189,7 +209,10 @@ impl Store {
             serde_json::to_vec_pretty(&meta).expect("meta serializes"),
         )
         .at(&meta_path)?;
-        syncfs(staging)?;
+        // Layer contents are not fsynced (neither containerd nor Docker does): a kill leaves the
+        // page cache intact, and after a power loss `system check` re-hashes every canonical
+        // layer against its diffID. Syncing here would tie every import and build step to the
+        // disk's write speed.
         let dest = self.layer_path(&chain);
         match fs::rename(staging, &dest) {
             Ok(()) => {}
@@ -301,10 +324,4 @@ impl Store {
         chain.reverse();
         Ok(chain)
     }
-}
-
-/// Flushes the filesystem holding `path` so a layer is durable before it becomes visible.
-fn syncfs(path: &Path) -> Result<()> {
-    let f = fs::File::open(path).at(path)?;
-    nix::unistd::syncfs(&f).at(path)
 }
