@@ -4,7 +4,7 @@ set -eu
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 cargo build --release --locked
-S="./target/release/strata --root ${STRATA_ROOT:-/var/lib/strata}"
+S="./target/x86_64-unknown-linux-gnu/release/strata --root ${STRATA_ROOT:-/var/lib/strata}"
 tar=$(mktemp --suffix=.tar)
 trap 'rm -f "$tar"' EXIT
 ./tests/fixtures/busybox-rootfs.sh "$tar"

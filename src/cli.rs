@@ -27,6 +27,61 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create(CreateArgs),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Pause all processes within one or more containers
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Unpause all processes within one or more containers
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove one or more containers
+    Rm(RmArgs),
+    /// List containers
+    Ps(PsArgs),
+    /// Execute a command in a running container
+    Exec(ExecArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container
+    Rename { container: String, new_name: String },
+    /// Display the running processes of a container
+    Top { container: String },
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff { container: String },
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    #[command(name = "__monitor", hide = true)]
+    Monitor(MonitorArgs),
+    #[command(name = "__exec", hide = true)]
+    ExecHelper {
+        #[arg(long)]
+        spec_fd: i32,
+    },
     /// Build an image from a Dockerfile
     Build(BuildArgs),
     /// Create an image from a root filesystem tarball
@@ -227,4 +282,266 @@ pub struct BuildArgs {
     /// Build context directory, or - to read a Dockerfile from standard input
     #[arg(default_value = ".")]
     pub context: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// Show low-level information on containers
+    Inspect(InspectArgs),
+    /// List containers
+    #[command(alias = "list")]
+    Ls(PsArgs),
+    /// Remove containers
+    Rm(RmArgs),
+    /// Create a container
+    #[command(disable_help_flag = true)]
+    Create(CreateArgs),
+    /// Start containers
+    Start(StartArgs),
+    /// Stop containers
+    Stop(StopArgs),
+    /// Kill containers
+    Kill(KillArgs),
+    /// Run a container
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Remove all stopped containers
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Print help (-h is --hostname, as in Docker)
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Keep STDIN open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    pub env_file: Vec<std::path::PathBuf>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Bind mount a volume (HOST:CONTAINER[:ro])
+    #[arg(short, long = "volume")]
+    pub volumes: Vec<String>,
+    /// Mount a tmpfs directory (PATH[:OPTIONS])
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Network mode: none (loopback only, the default) or host
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Memory limit (e.g. 512m, 1g)
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Tune container pids limit
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Add Linux capabilities
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security options (no-new-privileges, seccomp=unconfined)
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
+    /// Signal to stop the container
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long)]
+    pub stop_timeout: Option<i64>,
+    /// Set metadata on a container
+    #[arg(short, long = "label")]
+    pub labels: Vec<String>,
+    /// The image
+    pub image: String,
+    /// Command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short, long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach container's STDIN
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short, long)]
+    pub time: Option<i64>,
+    /// Signal to send to the container
+    #[arg(short, long)]
+    pub signal: Option<String>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short, long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short, long)]
+    pub volumes: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep STDIN open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set environment variables
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Username or UID
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Give extended privileges to the command
+    #[arg(long)]
+    pub privileged: bool,
+    pub container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs
+    #[arg(short = 'n', long)]
+    pub tail: Option<String>,
+    /// Show timestamps
+    #[arg(short, long)]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Apply a Dockerfile instruction to the created image
+    #[arg(short, long = "change")]
+    pub changes: Vec<String>,
+    /// Commit message
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Author
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// Pause the container during commit (default true)
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pause: bool,
+    pub container: String,
+    pub reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long)]
+    pub output: Option<std::path::PathBuf>,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    pub id: String,
+    #[arg(long)]
+    pub foreground: bool,
+    #[arg(long)]
+    pub ready_fd: Option<i32>,
 }

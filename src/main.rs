@@ -10,22 +10,33 @@ mod output;
 
 use std::process::ExitCode;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 
-use cli::{Cli, Command, ImageCommand, SystemCommand};
+use cli::{Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
+use commands::containers::{self, ExitError};
 use commands::{images, open_store, system};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
+    // Docker's rule: a failure of strata itself while running a container exits 125.
+    let runs_container = matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Create(_)
+            | Command::Exec(_)
+            | Command::Container(ContainerCommand::Run(_))
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {}", one_line(&e));
-            ExitCode::from(1)
+            let code = match e.downcast_ref::<ExitError>() {
+                Some(ExitError(code, _)) => *code,
+                None if runs_container => 125,
+                None => 1,
+            };
+            ExitCode::from(code as u8)
         }
     }
 }
@@ -57,6 +68,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let store = || open_store(&root);
     match cli.command {
         Command::Build(a) => commands::build::build(&a),
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
+            containers::run(&store()?, &root, &a)
+        }
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            containers::create(&store()?, &a)
+        }
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
+            containers::start(&store()?, &root, &a)
+        }
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
+            containers::stop(&store()?, &a)
+        }
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
+            containers::kill(&store()?, &a)
+        }
+        Command::Pause { containers: c } => containers::pause(&store()?, &c),
+        Command::Unpause { containers: c } => containers::unpause(&store()?, &c),
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => {
+            containers::rm(&store()?, &a)
+        }
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
+            containers::ps(&store()?, &a)
+        }
+        Command::Exec(a) => containers::exec(&root, &a),
+        Command::Logs(a) => containers::logs(&store()?, &a),
+        Command::Wait { containers: c } => containers::wait(&store()?, &c),
+        Command::Rename {
+            container,
+            new_name,
+        } => containers::rename(&store()?, &container, &new_name),
+        Command::Top { container } => containers::top(&store()?, &container),
+        Command::Commit(a) => containers::commit(&store()?, &a),
+        Command::Export(a) => containers::export(&store()?, &a),
+        Command::Diff { container } => containers::diff(&store()?, &container),
+        Command::Container(ContainerCommand::Inspect(a)) => {
+            containers::inspect(&store()?, &a.names, a.format.as_deref(), Some("container"))
+        }
+        Command::Container(ContainerCommand::Prune(_)) => {
+            for id in containers::prune_stopped(&store()?)? {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Command::Monitor(a) => {
+            let opts = strata_runtime::monitor::Options {
+                foreground: a.foreground,
+                ready_fd: a.ready_fd,
+            };
+            std::process::exit(strata_runtime::monitor::run(&store()?, &a.id, opts));
+        }
+        Command::ExecHelper { spec_fd } => {
+            std::process::exit(containers::exec_helper(&store()?, spec_fd))
+        }
         Command::Version => {
             system::version();
             Ok(())
@@ -66,9 +130,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             images::import(&store()?, &a)
         }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::images(&store()?, &a),
-        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => {
-            images::inspect(&store()?, &a)
+        Command::Inspect(a) => {
+            containers::inspect(&store()?, &a.names, a.format.as_deref(), a.kind.as_deref())
         }
+        Command::Image(ImageCommand::Inspect(a)) => images::inspect(&store()?, &a),
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
             images::history(&store()?, &a)
         }

@@ -436,7 +436,7 @@ fn load_refuses_archives_that_lie() {
 fn cli_errors_are_one_line() {
     let s = Strata::new();
     let err = s.fails(&["inspect", "nosuch"]);
-    assert!(err.contains("no such image: nosuch"), "{err}");
+    assert!(err.contains("no such object: nosuch"), "{err}");
     let err = s.fails(&["tag", "nosuch", "x"]);
     assert!(err.contains("no such image"), "{err}");
     s.busybox();

@@ -1,6 +1,7 @@
 //! One module per command family; each function takes its parsed arguments and the store.
 
 pub mod build;
+pub mod containers;
 pub mod images;
 pub mod system;
 

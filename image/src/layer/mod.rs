@@ -4,12 +4,14 @@
 //! Overlayfs form: a deleted path is a 0/0 character device, an opaque directory carries
 //! `trusted.overlay.opaque=y`. Tar form (OCI): `.wh.NAME` and `.wh..wh..opq` entries.
 
+mod changes;
 mod extract;
 mod guard;
 mod writer;
 
+pub use changes::changes;
 pub use extract::{extract_layer, ExtractOptions, ExtractStats};
-pub use writer::{write_layer_tar, TarOptions};
+pub use writer::{write_flattened_tar, write_layer_tar, TarOptions};
 
 use std::path::PathBuf;
 

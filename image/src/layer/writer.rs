@@ -32,20 +32,46 @@ pub struct TarOptions {
 
 /// Writes the layer directory `dir` (overlayfs form) as a tar stream to `out`.
 pub fn write_layer_tar<W: Write>(dir: &Path, out: W, opts: &TarOptions) -> Result<W, LayerError> {
-    let root = nix::fcntl::open(
-        dir,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| LayerError::io(dir, e.into()))?;
+    write_tree(&[dir], out, opts, false)
+}
+
+/// Writes the union of layer directories (`dirs`, top first) as one flat tar: what a container
+/// sees, with whiteouts applied and no whiteout entries (`export`, `-o type=tar`).
+pub fn write_flattened_tar<W: Write>(
+    dirs: &[&Path],
+    out: W,
+    opts: &TarOptions,
+) -> Result<W, LayerError> {
+    write_tree(dirs, out, opts, true)
+}
+
+fn write_tree<W: Write>(
+    dirs: &[&Path],
+    out: W,
+    opts: &TarOptions,
+    flatten: bool,
+) -> Result<W, LayerError> {
+    let mut roots = Vec::new();
+    for dir in dirs {
+        roots.push(
+            nix::fcntl::open(
+                *dir,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| LayerError::io(*dir, e.into()))?,
+        );
+    }
+    let dir = dirs.first().copied().unwrap_or(Path::new("."));
     let mut w = TarOut {
         out,
         opts,
         hardlinks: HashMap::new(),
         dir,
         buf: vec![0; 256 << 10],
+        flatten,
     };
-    w.walk(&root, b"")?;
+    w.walk(&roots, b"")?;
     w.out
         .write_all(&[0u8; 1024])
         .map_err(|e| LayerError::io(dir, e))?;
@@ -58,6 +84,8 @@ struct TarOut<'a, W> {
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     dir: &'a Path,
     buf: Vec<u8>,
+    /// Merge several layers into one view instead of writing one layer.
+    flatten: bool,
 }
 
 /// Extended attributes as (name, value) pairs, sorted by name.
@@ -80,15 +108,38 @@ impl<W: Write> TarOut<'_, W> {
         )
     }
 
-    fn walk(&mut self, dir: &OwnedFd, prefix: &[u8]) -> Result<(), LayerError> {
-        for name in sorted_names(dir).map_err(|e| self.err(prefix, e))? {
+    /// Writes the entries of directory `prefix`, present in `dirs` (top first; one unless
+    /// flattening). The topmost layer holding a name decides what it is.
+    fn walk(&mut self, dirs: &[OwnedFd], prefix: &[u8]) -> Result<(), LayerError> {
+        let mut names: Vec<OsString> = Vec::new();
+        for d in dirs {
+            names.extend(sorted_names(d).map_err(|e| self.err(prefix, e))?);
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        names.dedup();
+        for name in names {
             let mut rel = prefix.to_vec();
             rel.extend_from_slice(name.as_bytes());
-            let st = fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(|e| self.err(&rel, e))?;
+            let mut found = None;
+            for (i, d) in dirs.iter().enumerate() {
+                match fstatat(d, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => {
+                        found = Some((i, st));
+                        break;
+                    }
+                    Err(nix::errno::Errno::ENOENT) => continue,
+                    Err(e) => return Err(self.err(&rel, e)),
+                }
+            }
+            let Some((top, st)) = found else { continue };
+            let dir = &dirs[top];
             let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+            let whiteout = fmt == SFlag::S_IFCHR && st.st_rdev == 0;
+            if whiteout && self.flatten {
+                continue;
+            }
             match fmt {
-                SFlag::S_IFDIR => self.directory(dir, &name, rel, &st)?,
+                SFlag::S_IFDIR => self.directory(&dirs[top..], &name, rel, &st)?,
                 SFlag::S_IFREG => self.regular(dir, &name, rel, &st)?,
                 SFlag::S_IFLNK => {
                     let target =
@@ -98,7 +149,7 @@ impl<W: Write> TarOut<'_, W> {
                         Meta::simple(tar::EntryType::Symlink, &st, Some(target.as_bytes())),
                     )?;
                 }
-                SFlag::S_IFCHR if st.st_rdev == 0 => {
+                SFlag::S_IFCHR if whiteout => {
                     let mut wh = prefix.to_vec();
                     wh.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
                     wh.extend_from_slice(name.as_bytes());
@@ -120,33 +171,58 @@ impl<W: Write> TarOut<'_, W> {
         Ok(())
     }
 
+    /// A directory: `layers[0]` holds it; when flattening, the layers below it that also hold
+    /// it as a directory contribute their entries until an opaque one or a non-directory.
     fn directory(
         &mut self,
-        parent: &OwnedFd,
+        layers: &[OwnedFd],
         name: &OsString,
         mut rel: Vec<u8>,
         st: &FileStat,
     ) -> Result<(), LayerError> {
-        let fd = openat(
-            parent,
-            name.as_os_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| self.err(&rel, e))?;
+        let open = |d: &OwnedFd| {
+            openat(
+                d,
+                name.as_os_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let fd = open(&layers[0]).map_err(|e| self.err(&rel, e))?;
         let file = File::from(fd);
         let (xattrs, opaque) = read_xattrs(&file).map_err(|e| self.err(&rel, e))?;
         rel.push(b'/');
         let mut meta = Meta::simple(tar::EntryType::Directory, st, None);
         meta.xattrs = xattrs;
         self.entry(&rel, meta)?;
-        if opaque {
+        if opaque && !self.flatten {
             let mut marker = rel.clone();
             marker.extend_from_slice(OPAQUE_MARKER.as_bytes());
             self.marker(&marker, st)?;
         }
-        let fd = OwnedFd::from(file);
-        self.walk(&fd, &rel)
+        let mut children = vec![OwnedFd::from(file)];
+        if self.flatten && !opaque {
+            for lower in &layers[1..] {
+                match fstatat(lower, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Err(nix::errno::Errno::ENOENT) => continue,
+                    Err(e) => return Err(self.err(&rel, e)),
+                    Ok(lst)
+                        if SFlag::from_bits_truncate(lst.st_mode & SFlag::S_IFMT.bits())
+                            == SFlag::S_IFDIR =>
+                    {
+                        let f = File::from(open(lower).map_err(|e| self.err(&rel, e))?);
+                        let (_, lower_opaque) = read_xattrs(&f).map_err(|e| self.err(&rel, e))?;
+                        children.push(OwnedFd::from(f));
+                        if lower_opaque {
+                            break;
+                        }
+                    }
+                    // A file or a whiteout hides everything further down.
+                    Ok(_) => break,
+                }
+            }
+        }
+        self.walk(&children, &rel)
     }
 
     fn regular(

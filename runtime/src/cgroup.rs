@@ -1,0 +1,346 @@
+//! cgroups v1 (one hierarchy per controller) and v2 (unified), detected at run time: limits,
+//! the freezer, membership, the device allow-list, and clean-up.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::RuntimeError;
+
+const ROOT: &str = "/sys/fs/cgroup";
+/// The parent group all containers live under.
+const PARENT: &str = "strata";
+
+/// Resource limits (0 = unlimited).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory: i64,
+    pub pids: i64,
+    pub nano_cpus: i64,
+    pub cpuset_cpus: String,
+    /// Restrict devices to Docker's allow-list (off for --privileged).
+    pub restrict_devices: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// Which cgroup version this host runs.
+pub fn version() -> Version {
+    if Path::new(ROOT).join("cgroup.controllers").exists() {
+        Version::V2
+    } else {
+        Version::V1
+    }
+}
+
+/// v1 controllers strata uses (those mounted on this host).
+const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpu", "cpuset", "freezer", "devices"];
+
+/// A container's cgroup.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    pub version: Version,
+    /// v1: one directory per controller; v2: one directory.
+    pub dirs: Vec<(String, PathBuf)>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), RuntimeError> {
+    fs::write(path, value).map_err(|e| RuntimeError::io(path, e))
+}
+
+/// Docker's default device rules (v1 `devices.allow` syntax).
+const DEVICE_ALLOW: [&str; 13] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+    "c 10:229 rwm",
+];
+
+impl Cgroup {
+    /// The cgroup of container `id`, without creating it.
+    pub fn of(id: &str) -> Cgroup {
+        let version = version();
+        let dirs = match version {
+            Version::V2 => vec![("".to_string(), Path::new(ROOT).join(PARENT).join(id))],
+            Version::V1 => V1_CONTROLLERS
+                .iter()
+                .filter(|c| Path::new(ROOT).join(c).is_dir())
+                .map(|c| (c.to_string(), Path::new(ROOT).join(c).join(PARENT).join(id)))
+                .collect(),
+        };
+        Cgroup { version, dirs }
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        match self.version {
+            Version::V2 => self.dirs.first().map(|d| d.1.as_path()),
+            Version::V1 => self
+                .dirs
+                .iter()
+                .find(|d| d.0 == controller)
+                .map(|d| d.1.as_path()),
+        }
+    }
+
+    /// Creates the cgroup and applies `limits`.
+    pub fn create(id: &str, limits: &Limits) -> Result<Cgroup, RuntimeError> {
+        let cg = Cgroup::of(id);
+        match cg.version {
+            Version::V2 => {
+                let parent = Path::new(ROOT).join(PARENT);
+                if !parent.is_dir() {
+                    create_dir(&parent)?;
+                }
+                // Delegate the controllers we set down to containers (ignore ones this host lacks).
+                for ctl in ["+memory", "+pids", "+cpu", "+cpuset"] {
+                    let _ = fs::write(Path::new(ROOT).join("cgroup.subtree_control"), ctl);
+                    let _ = fs::write(parent.join("cgroup.subtree_control"), ctl);
+                }
+                create_dir(&cg.dirs[0].1)?;
+            }
+            Version::V1 => {
+                for (ctl, dir) in &cg.dirs {
+                    let parent = dir.parent().expect("has a parent");
+                    if !parent.is_dir() {
+                        create_dir(parent)?;
+                    }
+                    if ctl == "cpuset" {
+                        // A v1 cpuset group takes no tasks until cpus and mems are set.
+                        inherit_cpuset(parent)?;
+                    }
+                    create_dir(dir)?;
+                    if ctl == "cpuset" {
+                        inherit_cpuset(dir)?;
+                    }
+                }
+            }
+        }
+        if let Err(e) = cg.apply(limits) {
+            cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    fn apply(&self, l: &Limits) -> Result<(), RuntimeError> {
+        match self.version {
+            Version::V1 => {
+                if l.memory > 0 {
+                    if let Some(d) = self.dir("memory") {
+                        write(&d.join("memory.limit_in_bytes"), &l.memory.to_string())?;
+                        let memsw = d.join("memory.memsw.limit_in_bytes");
+                        if memsw.exists() {
+                            write(&memsw, &(l.memory * 2).to_string())?;
+                        }
+                    }
+                }
+                if l.pids > 0 {
+                    if let Some(d) = self.dir("pids") {
+                        write(&d.join("pids.max"), &l.pids.to_string())?;
+                    }
+                }
+                if l.nano_cpus > 0 {
+                    if let Some(d) = self.dir("cpu") {
+                        write(&d.join("cpu.cfs_period_us"), "100000")?;
+                        write(
+                            &d.join("cpu.cfs_quota_us"),
+                            &(l.nano_cpus / 10_000).to_string(),
+                        )?;
+                    }
+                }
+                if !l.cpuset_cpus.is_empty() {
+                    if let Some(d) = self.dir("cpuset") {
+                        write(&d.join("cpuset.cpus"), &l.cpuset_cpus)?;
+                    }
+                }
+                if l.restrict_devices {
+                    if let Some(d) = self.dir("devices") {
+                        write(&d.join("devices.deny"), "a")?;
+                        for rule in DEVICE_ALLOW {
+                            write(&d.join("devices.allow"), rule)?;
+                        }
+                    }
+                }
+            }
+            Version::V2 => {
+                let d = &self.dirs[0].1;
+                if l.memory > 0 {
+                    write(&d.join("memory.max"), &l.memory.to_string())?;
+                    let _ = fs::write(d.join("memory.swap.max"), l.memory.to_string());
+                }
+                if l.pids > 0 {
+                    write(&d.join("pids.max"), &l.pids.to_string())?;
+                }
+                if l.nano_cpus > 0 {
+                    write(
+                        &d.join("cpu.max"),
+                        &format!("{} 100000", l.nano_cpus / 10_000),
+                    )?;
+                }
+                if !l.cpuset_cpus.is_empty() {
+                    write(&d.join("cpuset.cpus"), &l.cpuset_cpus)?;
+                }
+                // v2 device control needs eBPF programs; see docs/architecture.md.
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` into the cgroup.
+    pub fn add(&self, pid: i32) -> Result<(), RuntimeError> {
+        for (_, d) in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Freezes or thaws every process in the cgroup.
+    pub fn freeze(&self, frozen: bool) -> Result<(), RuntimeError> {
+        match self.version {
+            Version::V1 => {
+                let d = self.dir("freezer").ok_or_else(|| {
+                    RuntimeError::Invalid("the freezer cgroup controller is not available".into())
+                })?;
+                let want = if frozen { "FROZEN" } else { "THAWED" };
+                write(&d.join("freezer.state"), want)?;
+                // Freezing is asynchronous in v1: wait until the state settles.
+                for _ in 0..2000 {
+                    let now = fs::read_to_string(d.join("freezer.state")).unwrap_or_default();
+                    if now.trim() == want {
+                        return Ok(());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    write(&d.join("freezer.state"), want)?;
+                }
+                Err(RuntimeError::Invalid(format!(
+                    "cgroup freezer did not reach {want}"
+                )))
+            }
+            Version::V2 => {
+                let d = &self.dirs[0].1;
+                write(&d.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+                for _ in 0..2000 {
+                    let ev = fs::read_to_string(d.join("cgroup.events")).unwrap_or_default();
+                    if ev.contains(if frozen { "frozen 1" } else { "frozen 0" }) {
+                        return Ok(());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(RuntimeError::Invalid("cgroup did not freeze".into()))
+            }
+        }
+    }
+
+    /// Pids in the cgroup.
+    pub fn procs(&self) -> Vec<i32> {
+        let d = match self.version {
+            Version::V1 => self
+                .dir("pids")
+                .or_else(|| self.dir("memory"))
+                .or_else(|| self.dirs.first().map(|d| d.1.as_path())),
+            Version::V2 => self.dirs.first().map(|d| d.1.as_path()),
+        };
+        d.and_then(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the kernel's OOM killer fired in this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+        let text = match self.version {
+            Version::V1 => self
+                .dir("memory")
+                .map(|d| read(d.join("memory.oom_control")))
+                .unwrap_or_default(),
+            Version::V2 => read(self.dirs[0].1.join("memory.events")),
+        };
+        text.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.next() == Some("oom_kill") && f.next().map(|n| n != "0").unwrap_or(false)
+        })
+    }
+
+    /// Removes the cgroup directories (best effort; processes must be gone).
+    pub fn destroy(&self) {
+        for (_, d) in &self.dirs {
+            for _ in 0..100 {
+                match fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
+            }
+        }
+    }
+}
+
+fn create_dir(p: &Path) -> Result<(), RuntimeError> {
+    match fs::create_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(RuntimeError::io(p, e)),
+    }
+}
+
+fn inherit_cpuset(dir: &Path) -> Result<(), RuntimeError> {
+    let parent = dir.parent().expect("has a parent");
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let mine = fs::read_to_string(dir.join(f)).unwrap_or_default();
+        if mine.trim().is_empty() {
+            let theirs = fs::read_to_string(parent.join(f))
+                .map_err(|e| RuntimeError::io(parent.join(f), e))?;
+            write(&dir.join(f), theirs.trim())?;
+        }
+    }
+    Ok(())
+}
+
+/// Validates a `--cpuset-cpus` list against the CPUs this host has.
+pub fn check_cpuset(spec: &str) -> Result<(), String> {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
+    for part in spec.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let (a, b): (u64, u64) = match (a.trim().parse(), b.trim().parse()) {
+            (Ok(a), Ok(b)) if a <= b => (a, b),
+            _ => return Err(format!("invalid --cpuset-cpus value {spec:?}")),
+        };
+        if b >= n {
+            return Err(format!(
+                "invalid --cpuset-cpus: requested CPUs {a}-{b} are not available (this host has CPUs 0-{})",
+                n - 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpuset_validation() {
+        assert!(check_cpuset("0").is_ok());
+        assert!(check_cpuset("0-100000000").is_err());
+        assert!(check_cpuset("x").is_err());
+    }
+}

@@ -1,0 +1,581 @@
+//! Container records in the store (`containers/<id>/`): the configuration a container was
+//! created with, its state, and the lifecycle verbs' state checks.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use strata_cache::fsutil::{self, FileLock, LockMode};
+use strata_cache::Store;
+use strata_image::Digest;
+
+use crate::RuntimeError;
+
+/// How a container should run (Docker's `Config`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RunConfig {
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub working_dir: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub open_stdin: bool,
+    #[serde(default)]
+    pub stop_signal: String,
+    #[serde(default)]
+    pub stop_timeout: Option<i64>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Host-side settings (Docker's `HostConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostConfig {
+    #[serde(default)]
+    pub binds: Vec<String>,
+    #[serde(default)]
+    pub tmpfs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+    #[serde(default)]
+    pub network_mode: String,
+    #[serde(default)]
+    pub memory: i64,
+    #[serde(default)]
+    pub pids_limit: i64,
+    #[serde(default)]
+    pub nano_cpus: i64,
+    #[serde(default)]
+    pub cpuset_cpus: String,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub security_opt: Vec<String>,
+    #[serde(default)]
+    pub init: bool,
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+impl HostConfig {
+    pub fn no_new_privileges(&self) -> bool {
+        self.security_opt.iter().any(|o| {
+            o == "no-new-privileges"
+                || o == "no-new-privileges:true"
+                || o == "no-new-privileges=true"
+        })
+    }
+    pub fn seccomp_unconfined(&self) -> bool {
+        self.privileged
+            || self
+                .security_opt
+                .iter()
+                .any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined")
+    }
+}
+
+/// What `containers/<id>/config.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// The image ID (config digest).
+    pub image: Digest,
+    /// The image as the user named it.
+    pub image_name: String,
+    pub created: String,
+    pub config: RunConfig,
+    pub host_config: HostConfig,
+    /// Chain IDs of the image's layers, bottom first.
+    pub layers: Vec<Digest>,
+}
+
+impl ContainerRecord {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+    /// The command to run: entrypoint + cmd.
+    pub fn argv(&self) -> Vec<String> {
+        let mut v = self.config.entrypoint.clone();
+        v.extend(self.config.cmd.iter().cloned());
+        v
+    }
+}
+
+/// Lifecycle status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Exited,
+    Removing,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Exited => "exited",
+            Status::Removing => "removing",
+        }
+    }
+}
+
+/// What `containers/<id>/state.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct State {
+    pub status: Status,
+    /// Host pid of the container's init.
+    #[serde(default)]
+    pub pid: i32,
+    /// Its start time (clock ticks since boot), to detect a reused pid.
+    #[serde(default)]
+    pub pid_start: u64,
+    #[serde(default)]
+    pub monitor_pid: i32,
+    #[serde(default)]
+    pub monitor_start: u64,
+    #[serde(default)]
+    pub exit_code: i32,
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: String,
+    #[serde(default, rename = "OOMKilled")]
+    pub oom_killed: bool,
+}
+
+impl State {
+    pub fn new() -> State {
+        State {
+            status: Status::Created,
+            pid: 0,
+            pid_start: 0,
+            monitor_pid: 0,
+            monitor_start: 0,
+            exit_code: 0,
+            error: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            oom_killed: false,
+        }
+    }
+    pub fn is_running(&self) -> bool {
+        matches!(self.status, Status::Running | Status::Paused)
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new()
+    }
+}
+
+/// A process's start time from /proc/<pid>/stat, if it exists.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// True when `pid` is alive and is the process that started at `start`.
+pub fn same_process(pid: i32, start: u64) -> bool {
+    pid > 0 && process_start_time(pid) == Some(start)
+}
+
+/// Directory layout of one container.
+#[derive(Debug, Clone)]
+pub struct ContainerDir {
+    pub path: PathBuf,
+}
+
+impl ContainerDir {
+    pub fn config(&self) -> PathBuf {
+        self.path.join("config.json")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.path.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.path.join("work")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.path.join("rootfs")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.path.join("container.log")
+    }
+}
+
+/// The containers of a store.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    pub store: Store,
+}
+
+/// Docker's name rule.
+pub fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphanumeric())
+        && n.len() >= 2
+        && n.len() <= 128
+        && c.all(|x| x.is_ascii_alphanumeric() || matches!(x, '_' | '.' | '-'))
+}
+
+const ADJECTIVES: [&str; 24] = [
+    "admiring",
+    "brave",
+    "clever",
+    "dazzling",
+    "eager",
+    "festive",
+    "gallant",
+    "happy",
+    "jolly",
+    "keen",
+    "lucid",
+    "modest",
+    "nifty",
+    "optimistic",
+    "pensive",
+    "quirky",
+    "relaxed",
+    "serene",
+    "tender",
+    "upbeat",
+    "vibrant",
+    "wizardly",
+    "youthful",
+    "zealous",
+];
+const NAMES: [&str; 24] = [
+    "babbage",
+    "curie",
+    "dijkstra",
+    "euler",
+    "feynman",
+    "gauss",
+    "hopper",
+    "hypatia",
+    "jepsen",
+    "knuth",
+    "lamport",
+    "lovelace",
+    "mccarthy",
+    "noether",
+    "pascal",
+    "ritchie",
+    "shannon",
+    "thompson",
+    "turing",
+    "volhard",
+    "wozniak",
+    "yalow",
+    "zuse",
+    "kowalevski",
+];
+
+impl Containers {
+    pub fn new(store: &Store) -> Containers {
+        Containers {
+            store: store.clone(),
+        }
+    }
+
+    pub fn dir(&self, id: &str) -> ContainerDir {
+        ContainerDir {
+            path: self.store.containers_dir().join(id),
+        }
+    }
+
+    /// Every container record (unreadable ones are skipped with a warning).
+    pub fn list(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
+        let root = self.store.containers_dir();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&root).map_err(|e| RuntimeError::io(&root, e))? {
+            let e = e.map_err(|e| RuntimeError::io(&root, e))?;
+            let id = e.file_name().to_string_lossy().into_owned();
+            match self.load(&id) {
+                Ok(r) => out.push(r),
+                Err(err) => tracing::debug!("skipping container {id}: {err}"),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn load(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        let p = self.dir(id).config();
+        let bytes = fs::read(&p).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RuntimeError::NotFound(format!("no such container: {id}")),
+            _ => RuntimeError::io(&p, e),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", p.display())))
+    }
+
+    /// Finds a container by full ID, unique ID prefix, or name.
+    pub fn resolve(&self, key: &str) -> Result<ContainerRecord, RuntimeError> {
+        let key = key.strip_prefix('/').unwrap_or(key);
+        if key.is_empty() {
+            return Err(RuntimeError::NotFound("no such container: \"\"".into()));
+        }
+        let all = self.list()?;
+        if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
+            return Ok(r.clone());
+        }
+        let matches: Vec<&ContainerRecord> = all.iter().filter(|r| r.id.starts_with(key)).collect();
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => Err(RuntimeError::NotFound(format!("no such container: {key}"))),
+            _ => Err(RuntimeError::Invalid(format!(
+                "multiple containers match {key:?}; use more of the ID"
+            ))),
+        }
+    }
+
+    /// Creates the record and directories. Fails if the name is taken.
+    pub fn create(&self, mut rec: ContainerRecord) -> Result<ContainerRecord, RuntimeError> {
+        let _lock = self.store.meta_lock("containers")?;
+        let existing = self.list()?;
+        if rec.name.is_empty() {
+            rec.name = loop {
+                let mut b = [0u8; 2];
+                getrandom::fill(&mut b).expect("random source");
+                let n = format!(
+                    "{}_{}",
+                    ADJECTIVES[b[0] as usize % 24],
+                    NAMES[b[1] as usize % 24]
+                );
+                if !existing.iter().any(|r| r.name == n) {
+                    break n;
+                }
+            };
+        } else if !valid_name(&rec.name) {
+            return Err(RuntimeError::Invalid(format!(
+                "invalid container name ({:?}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                rec.name
+            )));
+        } else if let Some(other) = existing.iter().find(|r| r.name == rec.name) {
+            return Err(RuntimeError::Conflict(format!(
+                "the container name \"/{}\" is already in use by container {}",
+                rec.name, other.id
+            )));
+        }
+        let dir = self.dir(&rec.id);
+        // Built in tmp/ and renamed, so a half-created container is never listed.
+        let staging = self.store.temp_dir("container")?;
+        let build = || -> Result<(), RuntimeError> {
+            for d in ["upper", "work", "rootfs"] {
+                let p = staging.join(d);
+                fs::create_dir(&p).map_err(|e| RuntimeError::io(&p, e))?;
+            }
+            // The staging directory is private: plain writes, no temp files needed.
+            for (name, bytes) in [
+                (
+                    "state.json",
+                    serde_json::to_vec_pretty(&State::new()).expect("serializes"),
+                ),
+                (
+                    "config.json",
+                    serde_json::to_vec_pretty(&rec).expect("serializes"),
+                ),
+            ] {
+                let p = staging.join(name);
+                fs::write(&p, bytes).map_err(|e| RuntimeError::io(&p, e))?;
+            }
+            fs::rename(&staging, &dir.path).map_err(|e| RuntimeError::io(&dir.path, e))
+        };
+        if let Err(e) = build() {
+            let _ = fsutil::remove_any(&staging);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Replaces the record (rename).
+    pub fn save(&self, rec: &ContainerRecord) -> Result<(), RuntimeError> {
+        let dir = self.dir(&rec.id);
+        let _l = self.lock(&rec.id)?;
+        write_json(&dir.config(), rec)
+    }
+
+    /// Renames a container, refusing names in use.
+    pub fn rename(&self, key: &str, new_name: &str) -> Result<(), RuntimeError> {
+        let _lock = self.store.meta_lock("containers")?;
+        if !valid_name(new_name) {
+            return Err(RuntimeError::Invalid(format!(
+                "invalid container name ({new_name:?})"
+            )));
+        }
+        let mut rec = self.resolve(key)?;
+        if let Some(other) = self
+            .list()?
+            .iter()
+            .find(|r| r.name == new_name && r.id != rec.id)
+        {
+            return Err(RuntimeError::Conflict(format!(
+                "the container name \"/{new_name}\" is already in use by container {}",
+                other.id
+            )));
+        }
+        rec.name = new_name.to_string();
+        self.save(&rec)
+    }
+
+    /// The container's lock (the state file, held exclusively).
+    pub fn lock(&self, id: &str) -> Result<FileLock, RuntimeError> {
+        Ok(FileLock::acquire(
+            &self.dir(id).state(),
+            LockMode::Exclusive,
+        )?)
+    }
+
+    /// Reads the state and corrects it if its processes died without recording it (a killed
+    /// monitor, a reboot), so it is never a lie.
+    pub fn state(&self, id: &str) -> Result<State, RuntimeError> {
+        let st = self.read_state(id)?;
+        if st.is_running()
+            && !same_process(st.pid, st.pid_start)
+            && !same_process(st.monitor_pid, st.monitor_start)
+        {
+            return self.update_state(id, |s| {
+                if s.is_running()
+                    && !same_process(s.pid, s.pid_start)
+                    && !same_process(s.monitor_pid, s.monitor_start)
+                {
+                    s.status = Status::Exited;
+                    if s.exit_code == 0 {
+                        s.exit_code = 255;
+                    }
+                    s.error = "the container's monitor died".into();
+                    s.finished_at = fsutil::now_rfc3339();
+                    s.pid = 0;
+                }
+                Ok(())
+            });
+        }
+        Ok(st)
+    }
+
+    fn open_state(&self, id: &str) -> Result<fs::File, RuntimeError> {
+        let p = self.dir(id).state();
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => {
+                    RuntimeError::NotFound(format!("no such container: {id}"))
+                }
+                _ => RuntimeError::io(&p, e),
+            })
+    }
+
+    fn read_state(&self, id: &str) -> Result<State, RuntimeError> {
+        let mut f = self.open_state(id)?;
+        flock(&f, libc::LOCK_SH).map_err(|e| RuntimeError::io(self.dir(id).state(), e))?;
+        parse_state(&mut f, &self.dir(id).state())
+    }
+
+    /// Read-modify-write of the state under an exclusive lock on the state file itself. The
+    /// file is rewritten in place (readers take a shared lock), so no inode is created per
+    /// update: a container start updates its state three times.
+    pub fn update_state(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut State) -> Result<(), RuntimeError>,
+    ) -> Result<State, RuntimeError> {
+        let p = self.dir(id).state();
+        let mut file = self.open_state(id)?;
+        flock(&file, libc::LOCK_EX).map_err(|e| RuntimeError::io(&p, e))?;
+        let mut st = parse_state(&mut file, &p)?;
+        f(&mut st)?;
+        let bytes = serde_json::to_vec_pretty(&st).expect("serializes");
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&bytes, 0)
+            .map_err(|e| RuntimeError::io(&p, e))?;
+        file.set_len(bytes.len() as u64)
+            .map_err(|e| RuntimeError::io(&p, e))?;
+        Ok(st)
+    }
+
+    /// Removes a container's directory (it must not be running).
+    pub fn remove_dir(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.dir(id);
+        // Out of sight first, then deleted: a half-removed container is never listed.
+        let dead = self.store.temp_path("dead-container");
+        fs::rename(&dir.path, &dead).map_err(|e| RuntimeError::io(&dir.path, e))?;
+        fsutil::remove_any(&dead)?;
+        Ok(())
+    }
+}
+
+/// Atomic JSON write without fsync: container records are rebuilt from the processes'
+/// reality (`Containers::state`) after a crash, so durability is not needed, and start-up
+/// latency is.
+pub fn write_json<T: Serialize>(path: &std::path::Path, v: &T) -> Result<(), RuntimeError> {
+    let tmp = path.with_extension(format!("tmp-{}", fsutil::random_hex(4)));
+    fs::write(&tmp, serde_json::to_vec_pretty(v).expect("serializes"))
+        .map_err(|e| RuntimeError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| RuntimeError::io(path, e))
+}
+
+fn flock(f: &fs::File, op: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+fn parse_state(f: &mut fs::File, p: &std::path::Path) -> Result<State, RuntimeError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)
+        .map_err(|e| RuntimeError::io(p, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", p.display())))
+}
+
+/// A new random container ID.
+pub fn new_id() -> String {
+    fsutil::random_hex(32)
+}

@@ -1,0 +1,210 @@
+//! `exec`: a new process in a running container: same namespaces, cgroup, capabilities,
+//! seccomp profile and (by default) user. Runs in a single-threaded re-exec of strata.
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+use serde::{Deserialize, Serialize};
+use strata_cache::Store;
+
+use crate::cgroup::Cgroup;
+use crate::container::{same_process, Containers, Status};
+use crate::init;
+use crate::spec::ProcessSpec;
+use crate::RuntimeError;
+
+/// What `strata exec` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecOptions {
+    pub container: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub tty: bool,
+    pub interactive: bool,
+    pub detach: bool,
+    pub privileged: bool,
+}
+
+/// Runs the exec; returns the process's exit code (or 125/126/127 with a message).
+pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
+    let e125 = |e: RuntimeError| (125, e.to_string());
+    let containers = Containers::new(store);
+    let rec = containers.resolve(&o.container).map_err(e125)?;
+    let st = containers.state(&rec.id).map_err(e125)?;
+    match st.status {
+        Status::Running if same_process(st.pid, st.pid_start) => {}
+        Status::Paused => {
+            return Err((
+                125,
+                format!(
+                    "container {} is paused, unpause the container before exec",
+                    rec.short_id()
+                ),
+            ))
+        }
+        _ => return Err((125, format!("container {} is not running", rec.short_id()))),
+    }
+    let (_, base) = crate::monitor::specs(store, &rec).map_err(e125)?;
+    let mut env = base.env.clone();
+    env.extend(o.env.iter().cloned());
+    let caps = if o.privileged {
+        crate::caps::container_set(true, &[], &[]).map_err(|m| (125, m))?
+    } else {
+        base.caps.clone()
+    };
+    let spec = ProcessSpec {
+        args: o.args.clone(),
+        env,
+        cwd: o.workdir.clone().unwrap_or(base.cwd.clone()),
+        user: o.user.clone().unwrap_or(base.user.clone()),
+        caps,
+        no_new_privs: base.no_new_privs,
+        seccomp: base.seccomp && !o.privileged,
+        tty: o.tty,
+        init: false,
+    };
+    // Join the cgroup, then the namespaces (mount last: it changes our root).
+    Cgroup::of(&rec.id)
+        .add(std::process::id() as i32)
+        .map_err(e125)?;
+    let pid = st.pid;
+    let ns = |name: &str| -> Result<OwnedFd, (i32, String)> {
+        let p = format!("/proc/{pid}/ns/{name}");
+        fs::File::open(&p)
+            .map(OwnedFd::from)
+            .map_err(|e| (125, format!("{p}: {e}")))
+    };
+    let fds = [
+        (ns("ipc")?, CloneFlags::CLONE_NEWIPC),
+        (ns("uts")?, CloneFlags::CLONE_NEWUTS),
+        (ns("net")?, CloneFlags::CLONE_NEWNET),
+        (ns("pid")?, CloneFlags::CLONE_NEWPID),
+        (ns("mnt")?, CloneFlags::CLONE_NEWNS),
+    ];
+    // The pid namespace we opened must still be the container's (the pid was not reused).
+    if !same_process(pid, st.pid_start) {
+        return Err((125, format!("container {} is not running", rec.short_id())));
+    }
+    // SAFETY: until exec, this strata process must not be reachable through /proc/<pid>/exe.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    for (fd, flag) in &fds {
+        setns(fd, *flag).map_err(|e| (125, format!("join the container's namespaces: {e}")))?;
+    }
+    drop(fds);
+    let console = if o.tty {
+        let master =
+            nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
+                .map_err(|e| (125, format!("open /dev/ptmx: {e}")))?;
+        nix::pty::grantpt(&master).map_err(|e| (125, format!("grantpt: {e}")))?;
+        nix::pty::unlockpt(&master).map_err(|e| (125, format!("unlockpt: {e}")))?;
+        let name = nix::pty::ptsname_r(&master).map_err(|e| (125, format!("ptsname: {e}")))?;
+        Some((master, name))
+    } else {
+        None
+    };
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| (125, format!("pipe: {e}")))?;
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    set.thread_block()
+        .map_err(|e| (125, format!("block signals: {e}")))?;
+    // SAFETY: single-threaded helper process; the child execs or exits.
+    match unsafe { fork() }.map_err(|e| (125, format!("fork: {e}")))? {
+        ForkResult::Child => {
+            drop(err_r);
+            // SAFETY: stdio wiring in the child.
+            unsafe {
+                if !o.interactive && !o.tty {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                    libc::dup2(null, 0);
+                    libc::close(null);
+                }
+                if o.detach {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                    for t in 0..3 {
+                        libc::dup2(null, t);
+                    }
+                    libc::close(null);
+                    libc::setsid();
+                }
+            }
+            if let Some((master, name)) = &console {
+                let slave = nix::fcntl::open(
+                    name.as_str(),
+                    nix::fcntl::OFlag::O_RDWR,
+                    nix::sys::stat::Mode::empty(),
+                );
+                if let Ok(slave) = slave {
+                    // SAFETY: making the pty our controlling terminal and stdio.
+                    unsafe {
+                        libc::setsid();
+                        libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
+                        for t in 0..3 {
+                            libc::dup2(slave.as_raw_fd(), t);
+                        }
+                    }
+                }
+                let _ = master;
+            }
+            let fd = err_w.as_raw_fd();
+            std::mem::forget(err_w);
+            let e = match init::exec_process(&spec, fd) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            init::report(fd, &e);
+            std::process::exit(e.code);
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            let mut msg = String::new();
+            let _ = fs::File::from(err_r).read_to_string(&mut msg);
+            if !msg.is_empty() {
+                let _ = waitpid(child, None);
+                let (code, text) = msg.split_once(' ').unwrap_or(("126", &msg));
+                return Err((code.parse().unwrap_or(126), text.to_string()));
+            }
+            if o.detach {
+                return Ok(0);
+            }
+            let master = console.map(|(m, _)| {
+                use std::os::fd::{FromRawFd, IntoRawFd};
+                // SAFETY: taking ownership of the pty master's descriptor.
+                unsafe { OwnedFd::from_raw_fd(m.into_raw_fd()) }
+            });
+            Ok(wait_relay(child, master, set))
+        }
+    }
+}
+
+/// Waits for an exec'd process, relaying signals and (with a tty) the terminal.
+fn wait_relay(child: nix::unistd::Pid, console: Option<OwnedFd>, set: SigSet) -> i32 {
+    let sfd = match nix::sys::signalfd::SignalFd::new(&set) {
+        Ok(s) => s,
+        Err(_) => {
+            return match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, c)) => c,
+                Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
+                _ => 255,
+            }
+        }
+    };
+    crate::monitor::relay(child, sfd, console)
+}

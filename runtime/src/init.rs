@@ -1,0 +1,887 @@
+//! The container's init, run in the child the monitor forks into the new pid namespace:
+//! namespaces, the overlay root, Docker's mounts, pivot_root, hostname, loopback, the console,
+//! user, capabilities, seccomp, and finally exec. Everything here runs in a single-threaded
+//! process freshly re-executed from the strata binary.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::stat::{mknodat, Mode, SFlag};
+use nix::unistd::{chdir, pivot_root, sethostname};
+use pathrs::Root;
+
+use crate::spec::{ProcessSpec, RootSpec, UserMount, DEFAULT_PATH, MASKED_PATHS, READONLY_PATHS};
+
+/// A failure inside init: the exit code Docker would use and a one-line message.
+#[derive(Debug)]
+pub struct InitError {
+    pub code: i32,
+    pub message: String,
+}
+
+fn fail<T>(code: i32, message: impl Into<String>) -> Result<T, InitError> {
+    Err(InitError {
+        code,
+        message: message.into(),
+    })
+}
+
+trait Ctx<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, InitError>;
+}
+
+impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, InitError> {
+        self.map_err(|e| InitError {
+            code: 125,
+            message: format!("{}: {e}", what()),
+        })
+    }
+}
+
+/// Sets up the container and execs its process. Only returns on failure.
+pub fn run(
+    root: &RootSpec,
+    proc_: &ProcessSpec,
+    err_fd: RawFd,
+    console: Option<RawFd>,
+    cgroup_ready: OwnedFd,
+) -> InitError {
+    match setup(root, proc_, err_fd, console, cgroup_ready) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// A result that never succeeds: the success path is exec.
+pub enum Never {}
+
+fn setup(
+    root: &RootSpec,
+    p: &ProcessSpec,
+    err_fd: RawFd,
+    console: Option<RawFd>,
+    cgroup_ready: OwnedFd,
+) -> Result<Never, InitError> {
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if root.isolated_network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).ctx(|| "unshare namespaces".into())?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .ctx(|| "make / private".into())?;
+    mount_rootfs(root)?;
+    let root_fd: OwnedFd = nix::fcntl::open(
+        &root.mountpoint,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open rootfs {}", root.mountpoint.display()))?;
+    standard_mounts(&root_fd, root)?;
+    etc_files(&root_fd, root)?;
+    if !root.mounts.is_empty() {
+        // User mount targets are arbitrary paths in an untrusted tree: resolve them with pathrs.
+        let rootfs = Root::open(&root.mountpoint)
+            .ctx(|| format!("open rootfs {}", root.mountpoint.display()))?;
+        user_mounts(&rootfs, root)?;
+    }
+    drop(root_fd);
+    enter_root(&root.mountpoint)?;
+    if !root.privileged {
+        mask_paths();
+    }
+    if root.readonly {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .ctx(|| "remount / read-only".into())?;
+    }
+    if !root.hostname.is_empty() {
+        sethostname(&root.hostname).ctx(|| "sethostname".into())?;
+    }
+    if root.isolated_network {
+        loopback_up().ctx(|| "bring up loopback".into())?;
+    }
+    if p.tty {
+        attach_console(console)?;
+    }
+    // Limits must apply to the user's process: wait until the monitor placed us in the cgroup.
+    let mut b = [0u8; 1];
+    let _ = nix::unistd::read(&cgroup_ready, &mut b);
+    drop(cgroup_ready);
+    exec_process(p, err_fd)
+}
+
+fn mount_rootfs(root: &RootSpec) -> Result<(), InitError> {
+    // Relative lowerdirs keep the option string under the kernel's one-page limit.
+    chdir(&root.layers_dir).ctx(|| format!("chdir {}", root.layers_dir.display()))?;
+    // Never empty: the container's init layer is always the top lower layer.
+    let lowers = root.lowers.join(":");
+    let data = format!(
+        "lowerdir={lowers},upperdir={},workdir={},index=off,volatile",
+        root.upper.display(),
+        root.work.display()
+    );
+    mount(
+        Some("overlay"),
+        &root.mountpoint,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .ctx(|| format!("mount overlay on {}", root.mountpoint.display()))
+}
+
+/// Resolves (creating as directories) `target` inside the rootfs and mounts onto it through
+/// its fd, so no symlink planted in the image can redirect the mount (CVE-2021-30465).
+fn mount_in(
+    rootfs: &Root,
+    target: &str,
+    source: Option<&str>,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), InitError> {
+    let handle = rootfs
+        .mkdir_all(target, &fs::Permissions::from_mode(0o755))
+        .ctx(|| format!("create mount point {target}"))?;
+    let fd = OwnedFd::from(handle);
+    let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    mount(source, via.as_str(), fstype, flags, data).ctx(|| format!("mount {target}"))
+}
+
+/// Opens a fixed path inside the new root with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS):
+/// the standard mount points come from the init layer, so no symlink may appear on the way.
+fn open_fixed(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, InitError> {
+    let c = CString::new(path).expect("no NUL");
+    let mut flags = libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    if dir {
+        flags |= libc::O_DIRECTORY;
+    }
+    /// `struct open_how` of openat2(2).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: flags as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid open_how; the result is a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return fail(
+            125,
+            format!(
+                "open {path} in the container: {}",
+                std::io::Error::last_os_error()
+            ),
+        );
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn mount_fixed(
+    root: &OwnedFd,
+    target: &str,
+    source: Option<&str>,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), InitError> {
+    let fd = open_fixed(root, target, true)?;
+    let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    mount(source, via.as_str(), fstype, flags, data).ctx(|| format!("mount {target}"))
+}
+
+fn standard_mounts(root_fd: &OwnedFd, root: &RootSpec) -> Result<(), InitError> {
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    mount_fixed(
+        root_fd,
+        "/proc",
+        Some("proc"),
+        Some("proc"),
+        nosuid_noexec_nodev,
+        None,
+    )?;
+    mount_fixed(
+        root_fd,
+        "/dev",
+        Some("tmpfs"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    // The new /dev is our own empty tmpfs: make its directories, nodes and links.
+    let dev = reopen_dir(&open_fixed(root_fd, "/dev", true)?).ctx(|| "open /dev".into())?;
+    for d in ["pts", "shm", "mqueue"] {
+        nix::sys::stat::mkdirat(&dev, d, Mode::from_bits_truncate(0o755))
+            .ctx(|| format!("mkdir /dev/{d}"))?;
+    }
+    mount_fixed(
+        root_fd,
+        "/dev/pts",
+        Some("devpts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    mount_fixed(
+        root_fd,
+        "/dev/shm",
+        Some("shm"),
+        Some("tmpfs"),
+        nosuid_noexec_nodev,
+        Some("mode=1777,size=65536k"),
+    )?;
+    mount_fixed(
+        root_fd,
+        "/dev/mqueue",
+        Some("mqueue"),
+        Some("mqueue"),
+        nosuid_noexec_nodev,
+        None,
+    )?;
+    let sys_flags = if root.privileged {
+        nosuid_noexec_nodev
+    } else {
+        nosuid_noexec_nodev | MsFlags::MS_RDONLY
+    };
+    if root.isolated_network {
+        mount_fixed(
+            root_fd,
+            "/sys",
+            Some("sysfs"),
+            Some("sysfs"),
+            sys_flags,
+            None,
+        )?;
+    } else {
+        // sysfs cannot be mounted fresh without owning the network namespace: bind the host's.
+        mount_fixed(
+            root_fd,
+            "/sys",
+            Some("/sys"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        if !root.privileged {
+            mount_fixed(
+                root_fd,
+                "/sys",
+                None,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid_noexec_nodev,
+                None,
+            )?;
+        }
+    }
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        mknodat(
+            &dev,
+            name,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            libc::makedev(major, minor),
+        )
+        .ctx(|| format!("mknod /dev/{name}"))?;
+        // mknod honours the umask; devices must be 0666.
+        nix::sys::stat::fchmodat(
+            &dev,
+            name,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .ctx(|| format!("chmod /dev/{name}"))?;
+    }
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        nix::unistd::symlinkat(target, &dev, link).ctx(|| format!("symlink /dev/{link}"))?;
+    }
+    Ok(())
+}
+
+fn reopen_dir(fd: &OwnedFd) -> nix::Result<OwnedFd> {
+    nix::fcntl::openat(
+        fd,
+        ".",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// /etc/hosts, /etc/hostname, /etc/resolv.conf bound from the container's directory onto the
+/// files the init layer provides (so nothing is written to the container's layer).
+fn etc_files(root_fd: &OwnedFd, root: &RootSpec) -> Result<(), InitError> {
+    for (host, target) in &root.etc_files {
+        let fd = open_fixed(root_fd, target, false)?;
+        let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        mount(
+            Some(host.as_path()),
+            via.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind {target}"))?;
+    }
+    Ok(())
+}
+
+fn user_mounts(rootfs: &Root, root: &RootSpec) -> Result<(), InitError> {
+    for m in &root.mounts {
+        match m {
+            UserMount::Bind {
+                source,
+                target,
+                readonly,
+            } => {
+                let is_dir = source.is_dir();
+                let handle = if is_dir {
+                    rootfs.mkdir_all(target, &fs::Permissions::from_mode(0o755))
+                } else {
+                    let parent = Path::new(target)
+                        .parent()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or("/".into());
+                    rootfs
+                        .mkdir_all(&parent, &fs::Permissions::from_mode(0o755))
+                        .ctx(|| format!("create {parent}"))?;
+                    match rootfs.resolve(target) {
+                        Ok(h) => Ok(h),
+                        Err(_) => {
+                            rootfs
+                                .create_file(
+                                    target,
+                                    pathrs::flags::OpenFlags::O_WRONLY,
+                                    &fs::Permissions::from_mode(0o644),
+                                )
+                                .ctx(|| format!("create {target}"))?;
+                            rootfs.resolve(target)
+                        }
+                    }
+                }
+                .ctx(|| format!("create mount point {target}"))?;
+                let fd = OwnedFd::from(handle);
+                let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                mount(
+                    Some(source.as_path()),
+                    via.as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .ctx(|| format!("bind {} to {target}", source.display()))?;
+                if *readonly {
+                    // The fd above still names the directory under the new mount; resolve again
+                    // to reach the bind mount itself.
+                    let top =
+                        OwnedFd::from(rootfs.resolve(target).ctx(|| format!("resolve {target}"))?);
+                    let via = format!("/proc/self/fd/{}", top.as_raw_fd());
+                    mount(
+                        None::<&str>,
+                        via.as_str(),
+                        None::<&str>,
+                        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )
+                    .ctx(|| format!("make {target} read-only"))?;
+                }
+            }
+            UserMount::Tmpfs { target, options } => {
+                let opts = if options.is_empty() {
+                    "mode=1777".to_string()
+                } else {
+                    options.clone()
+                };
+                mount_in(
+                    rootfs,
+                    target,
+                    Some("tmpfs"),
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(opts.as_str()),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// pivot_root into the new root and detach the old one.
+fn enter_root(mountpoint: &Path) -> Result<(), InitError> {
+    chdir(mountpoint).ctx(|| format!("chdir {}", mountpoint.display()))?;
+    pivot_root(".", ".").ctx(|| "pivot_root".into())?;
+    // The old root is now stacked under "."; make it private and detach it.
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| "make old root a slave".into())?;
+    umount2(".", MntFlags::MNT_DETACH).ctx(|| "detach old root".into())?;
+    chdir("/").ctx(|| "chdir /".into())
+}
+
+fn mask_paths() {
+    for p in MASKED_PATHS {
+        let path = Path::new(p);
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            continue;
+        };
+        let r = if meta.is_dir() {
+            mount(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        };
+        if let Err(e) = r {
+            tracing::debug!("mask {p}: {e}");
+        }
+    }
+    for p in READONLY_PATHS {
+        if !Path::new(p).exists() {
+            continue;
+        }
+        let _ = mount(
+            Some(p),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        );
+        let _ = mount(
+            Some(p),
+            p,
+            None::<&str>,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC
+                | MsFlags::MS_REC,
+            None::<&str>,
+        );
+    }
+}
+
+/// `ip link set lo up` without a shell tool.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: plain socket/ioctl calls on a struct we own.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = OwnedFd::from_raw_fd(s);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Opens a pty in the container's own devpts, sends the master to the monitor, and makes the
+/// slave the controlling terminal and stdio.
+fn attach_console(console: Option<RawFd>) -> Result<(), InitError> {
+    let sock = console.ok_or_else(|| InitError {
+        code: 125,
+        message: "tty requested without a console socket".into(),
+    })?;
+    let master = nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
+        .ctx(|| "open /dev/ptmx".into())?;
+    nix::pty::grantpt(&master).ctx(|| "grantpt".into())?;
+    nix::pty::unlockpt(&master).ctx(|| "unlockpt".into())?;
+    let name = nix::pty::ptsname_r(&master).ctx(|| "ptsname".into())?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {name}"))?;
+    crate::fdpass::send_fd(sock, master.as_raw_fd())
+        .ctx(|| "send the console to the monitor".into())?;
+    drop(master);
+    // SAFETY: the console socket is ours to close.
+    unsafe { libc::close(sock) };
+    nix::unistd::setsid().ctx(|| "setsid".into())?;
+    // SAFETY: TIOCSCTTY on an fd we own.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return fail(
+            125,
+            format!(
+                "set controlling terminal: {}",
+                std::io::Error::last_os_error()
+            ),
+        );
+    }
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard fds.
+        unsafe { libc::dup2(slave.as_raw_fd(), target) };
+    }
+    Ok(())
+}
+
+/// Environment with Docker's defaults filled in.
+pub fn final_env(env: &[String], home: &str, hostname: &str, tty: bool) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let has = |k: &str| {
+        env.iter()
+            .any(|e| e.split_once('=').map(|(a, _)| a) == Some(k))
+    };
+    if !has("PATH") {
+        out.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !hostname.is_empty() && !has("HOSTNAME") {
+        out.push(format!("HOSTNAME={hostname}"));
+    }
+    if tty && !has("TERM") {
+        out.push("TERM=xterm".into());
+    }
+    out.extend(env.iter().cloned());
+    if !has("HOME") {
+        out.push(format!("HOME={home}"));
+    }
+    out
+}
+
+/// PATH lookup of `cmd` inside the (already entered) container root. Returns the path or the
+/// Docker exit code and message.
+pub fn find_executable(cmd: &str, env: &[String]) -> Result<String, InitError> {
+    let check = |p: &Path| -> Result<(), InitError> {
+        match fs::metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fail(
+                127,
+                format!(
+                    "exec: {:?}: stat {}: no such file or directory",
+                    cmd,
+                    p.display()
+                ),
+            ),
+            Err(e) => fail(126, format!("exec: {cmd:?}: {e}")),
+            Ok(m) if m.is_dir() => fail(126, format!("exec: {cmd:?}: is a directory")),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+                fail(126, format!("exec: {cmd:?}: permission denied"))
+            }
+            Ok(_) => Ok(()),
+        }
+    };
+    if cmd.contains('/') {
+        check(Path::new(cmd))?;
+        return Ok(cmd.to_string());
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':') {
+        let candidate = Path::new(if dir.is_empty() { "." } else { dir }).join(cmd);
+        if let Ok(m) = fs::metadata(&candidate) {
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate.to_string_lossy().into_owned());
+            }
+        }
+    }
+    fail(
+        127,
+        format!("exec: {cmd:?}: executable file not found in $PATH"),
+    )
+}
+
+/// User, limits, working directory, security, fds, and exec. Shared with `exec`.
+pub fn exec_process(p: &ProcessSpec, err_fd: RawFd) -> Result<Never, InitError> {
+    if p.args.is_empty() {
+        return fail(125, "no command specified");
+    }
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    let user = crate::user::resolve(&p.user, &passwd, &group).map_err(|m| InitError {
+        code: 125,
+        message: m,
+    })?;
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let env = final_env(&p.env, &user.home, &hostname, p.tty);
+    raise_nofile();
+    // Only our error pipe survives from here: no fd can carry a host directory into the
+    // container (CVE-2024-21626), not even through a working directory like /proc/self/fd/N.
+    close_fds_except(err_fd);
+    let cwd = if p.cwd.is_empty() {
+        "/"
+    } else {
+        p.cwd.as_str()
+    };
+    if !Path::new(cwd).exists() {
+        fs::create_dir_all(cwd).ctx(|| format!("create working directory {cwd}"))?;
+    }
+    chdir(cwd).ctx(|| format!("chdir to working directory {cwd}"))?;
+    match nix::unistd::getcwd() {
+        Ok(d) if d.starts_with("/") && d.to_string_lossy() != "(unreachable)" => {}
+        _ => {
+            return fail(
+                125,
+                format!("working directory {cwd} is outside the container"),
+            )
+        }
+    }
+    let program = find_executable(&p.args[0], &env)?;
+    if p.no_new_privs {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return fail(125, "set no_new_privs");
+        }
+    }
+    drop_privileges(p, &user)?;
+    reset_signals();
+    if p.init {
+        return run_as_init(&program, &p.args, &env, err_fd);
+    }
+    Err(do_exec(&program, &p.args, &env))
+}
+
+fn raise_nofile() {
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        // Never above the host's hard limit, so this cannot fail for lack of privilege.
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn close_fds_except(keep: RawFd) {
+    // SAFETY: close_range on descriptor ranges; stdio (0-2) and `keep` stay.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            (keep.max(2) + 1) as u32,
+            u32::MAX,
+            0u32,
+        );
+    }
+}
+
+fn drop_privileges(p: &ProcessSpec, user: &crate::user::ExecUser) -> Result<(), InitError> {
+    crate::caps::drop_bounding(&p.caps).ctx(|| "drop capabilities".into())?;
+    if p.seccomp {
+        let names = p
+            .caps
+            .iter()
+            .map(|&c| crate::caps::NAMES[c as usize].to_string())
+            .collect();
+        let filters = crate::seccomp::default_profile(&names).map_err(|m| InitError {
+            code: 125,
+            message: m,
+        })?;
+        crate::seccomp::apply(&filters).ctx(|| "load seccomp profile".into())?;
+    }
+    // SAFETY: prctl/setgroups/setres[ug]id with plain arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+        let mut groups = vec![user.gid];
+        groups.extend(user.additional_gids.iter().copied());
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+            return fail(
+                125,
+                format!("setgroups: {}", std::io::Error::last_os_error()),
+            );
+        }
+        if libc::setresgid(user.gid, user.gid, user.gid) != 0 {
+            return fail(
+                125,
+                format!("setgid {}: {}", user.gid, std::io::Error::last_os_error()),
+            );
+        }
+        if libc::setresuid(user.uid, user.uid, user.uid) != 0 {
+            return fail(
+                125,
+                format!("setuid {}: {}", user.uid, std::io::Error::last_os_error()),
+            );
+        }
+    }
+    // Root keeps the container's set; another user gets none (only the bounding set), like Docker.
+    let eff = if user.uid == 0 {
+        p.caps.clone()
+    } else {
+        Default::default()
+    };
+    crate::caps::set_process(&eff).ctx(|| "set capabilities".into())?;
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    Ok(())
+}
+
+fn reset_signals() {
+    // SAFETY: restoring default dispositions and an empty mask before exec.
+    unsafe {
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+fn do_exec(program: &str, args: &[String], env: &[String]) -> InitError {
+    let c = |s: &str| CString::new(s).unwrap_or_else(|_| CString::new("?").expect("no NUL"));
+    let prog = c(program);
+    let argv: Vec<CString> = args.iter().map(|a| c(a)).collect();
+    let envp: Vec<CString> = env.iter().map(|a| c(a)).collect();
+    let e = nix::unistd::execve(&prog, &argv, &envp).unwrap_err();
+    let code = if e == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
+    InitError {
+        code,
+        message: format!("exec {program}: {e}"),
+    }
+}
+
+/// `--init`: this process stays pid 1, reaping zombies and forwarding signals to the command.
+fn run_as_init(
+    program: &str,
+    args: &[String],
+    env: &[String],
+    err_fd: RawFd,
+) -> Result<Never, InitError> {
+    // SAFETY: the reaper stays strata code inside the container: keep it non-dumpable so the
+    // container cannot open its /proc/<pid>/exe (CVE-2019-5736).
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Block forwarded signals before forking so none is lost.
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGQUIT,
+        nix::sys::signal::Signal::SIGUSR1,
+        nix::sys::signal::Signal::SIGUSR2,
+        nix::sys::signal::Signal::SIGWINCH,
+        nix::sys::signal::Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    set.thread_block().ctx(|| "block signals".into())?;
+    // SAFETY: single-threaded; the child execs or exits.
+    match unsafe { nix::unistd::fork() }.ctx(|| "fork".into())? {
+        nix::unistd::ForkResult::Child => {
+            reset_signals();
+            let e = do_exec(program, args, env);
+            report(err_fd, &e);
+            std::process::exit(e.code);
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            // SAFETY: our copy of the error pipe is not needed; the child reports exec errors.
+            unsafe { libc::close(err_fd) };
+            let sfd = nix::sys::signalfd::SignalFd::new(&set).ctx(|| "signalfd".into())?;
+            loop {
+                let Ok(Some(info)) = sfd.read_signal() else {
+                    continue;
+                };
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGCHLD {
+                    loop {
+                        match nix::sys::wait::waitpid(
+                            None,
+                            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                        ) {
+                            Ok(nix::sys::wait::WaitStatus::Exited(pid, code)) if pid == child => {
+                                std::process::exit(code)
+                            }
+                            Ok(nix::sys::wait::WaitStatus::Signaled(pid, s, _)) if pid == child => {
+                                std::process::exit(128 + s as i32)
+                            }
+                            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => break,
+                            Ok(_) => continue,
+                        }
+                    }
+                } else {
+                    // SAFETY: forwarding a signal to our child.
+                    unsafe { libc::kill(child.as_raw(), sig) };
+                }
+            }
+        }
+    }
+}
+
+/// Writes an init failure to the error pipe: `<code> <message>`.
+pub fn report(err_fd: RawFd, e: &InitError) {
+    // SAFETY: err_fd is the pipe's write end, owned by this process until exit.
+    let mut f = unsafe { File::from_raw_fd(err_fd) };
+    let _ = write!(f, "{} {}", e.code, e.message.replace('\n', " "));
+    std::mem::forget(f);
+}

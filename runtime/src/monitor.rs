@@ -1,0 +1,663 @@
+//! The monitor: starts a container and stays its parent until it exits, then records the exit
+//! status. In the foreground it is the `strata run` process itself (the client execs into it)
+//! and forwards signals and the terminal; detached, it is a `setsid` process that writes the
+//! container's output to its json log.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use strata_cache::fsutil;
+use strata_cache::Store;
+
+use crate::cgroup::{Cgroup, Limits};
+use crate::container::{process_start_time, ContainerRecord, Containers, Status};
+use crate::init;
+use crate::logs::LogWriter;
+use crate::spec::{ProcessSpec, RootSpec, UserMount};
+use crate::RuntimeError;
+
+/// How the monitor talks to the world.
+pub struct Options {
+    /// Attached to the user's terminal (`run` without -d, `start -a`).
+    pub foreground: bool,
+    /// Detached: where to report "started" or the start error to the waiting client.
+    pub ready_fd: Option<RawFd>,
+}
+
+/// Signals a foreground monitor forwards to the container.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Builds the init's view of the container from its record.
+pub fn specs(
+    store: &Store,
+    rec: &ContainerRecord,
+) -> Result<(RootSpec, ProcessSpec), RuntimeError> {
+    let dir = Containers::new(store).dir(&rec.id);
+    let h = &rec.host_config;
+    let network_host = h.network_mode == "host";
+    let hostname = if !rec.config.hostname.is_empty() {
+        rec.config.hostname.clone()
+    } else if network_host {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        rec.short_id().to_string()
+    };
+    let etc = etc_files(&dir.path, &hostname, network_host)?;
+    let mut mounts = Vec::new();
+    for b in &h.binds {
+        mounts.push(parse_bind(b)?);
+    }
+    for (target, options) in &h.tmpfs {
+        mounts.push(UserMount::Tmpfs {
+            target: target.clone(),
+            options: options.clone(),
+        });
+    }
+    let caps = crate::caps::container_set(h.privileged, &h.cap_add, &h.cap_drop)
+        .map_err(RuntimeError::Invalid)?;
+    let mut lowers = vec![init_layer(store.root())?.display().to_string()];
+    lowers.extend(rec.layers.iter().rev().map(|l| format!("{}/diff", l.hex())));
+    let root = RootSpec {
+        lowers,
+        layers_dir: store.layers_dir(),
+        upper: dir.upper(),
+        work: dir.work(),
+        mountpoint: dir.rootfs(),
+        mounts,
+        etc_files: etc,
+        hostname,
+        readonly: h.readonly_rootfs,
+        privileged: h.privileged,
+        isolated_network: !network_host,
+    };
+    let proc_ = ProcessSpec {
+        args: rec.argv(),
+        env: rec.config.env.clone(),
+        cwd: rec.config.working_dir.clone(),
+        user: rec.config.user.clone(),
+        caps,
+        no_new_privs: h.no_new_privileges(),
+        seccomp: !h.seccomp_unconfined(),
+        tty: rec.config.tty,
+        init: h.init,
+    };
+    Ok((root, proc_))
+}
+
+/// The init layer every container gets on top of its image (like Docker's): the mount points
+/// strata always uses, so making them never lands in the container's own layer (diff, commit
+/// and export stay clean), and no image can turn them into symlinks. Shared by all containers
+/// of a store; built in tmp/ and renamed, so it is complete whenever it exists.
+fn init_layer(store_root: &std::path::Path) -> Result<PathBuf, RuntimeError> {
+    let init = store_root.join("init");
+    if init.is_dir() {
+        return Ok(init);
+    }
+    let staging = store_root
+        .join("tmp")
+        .join(format!("init-{}", fsutil::random_hex(6)));
+    for d in ["dev", "proc", "sys", "etc"] {
+        let p = staging.join(d);
+        fs::create_dir_all(&p).map_err(|e| RuntimeError::io(&p, e))?;
+    }
+    for f in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        let p = staging.join(f);
+        fs::write(&p, b"").map_err(|e| RuntimeError::io(&p, e))?;
+    }
+    if let Err(e) = fs::rename(&staging, &init) {
+        let _ = fs::remove_dir_all(&staging);
+        if !init.is_dir() {
+            return Err(RuntimeError::io(&init, e));
+        }
+    }
+    Ok(init)
+}
+
+/// `-v HOST:CTR[:ro|rw]`.
+pub fn parse_bind(b: &str) -> Result<UserMount, RuntimeError> {
+    let parts: Vec<&str> = b.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, m] => (*s, *d, *m),
+        _ => {
+            return Err(RuntimeError::Invalid(format!(
+                "invalid volume specification: {b:?}"
+            )))
+        }
+    };
+    if !src.starts_with('/') {
+        return Err(RuntimeError::Invalid(format!(
+            "invalid volume specification {b:?}: named volumes are not supported, use an absolute host path"
+        )));
+    }
+    if !dst.starts_with('/') {
+        return Err(RuntimeError::Invalid(format!(
+            "invalid volume specification {b:?}: the container path must be absolute"
+        )));
+    }
+    let readonly = match mode {
+        "" | "rw" => false,
+        "ro" => true,
+        other => {
+            return Err(RuntimeError::Invalid(format!(
+                "invalid volume mode {other:?} in {b:?}"
+            )))
+        }
+    };
+    if fs::metadata(src).is_err() {
+        return Err(RuntimeError::Invalid(format!(
+            "invalid volume specification {b:?}: {src} does not exist"
+        )));
+    }
+    Ok(UserMount::Bind {
+        source: PathBuf::from(src),
+        target: dst.to_string(),
+        readonly,
+    })
+}
+
+fn etc_files(
+    dir: &std::path::Path,
+    hostname: &str,
+    network_host: bool,
+) -> Result<Vec<(PathBuf, String)>, RuntimeError> {
+    let hosts = dir.join("hosts");
+    let content = if network_host {
+        fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+        )
+    };
+    let hostname_file = dir.join("hostname");
+    let resolv = dir.join("resolv.conf");
+    let resolv_content = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for (p, c) in [
+        (&hosts, content),
+        (&hostname_file, format!("{hostname}\n")),
+        (&resolv, resolv_content),
+    ] {
+        fs::write(p, c).map_err(|e| RuntimeError::io(p, e))?;
+    }
+    Ok(vec![
+        (hosts, "/etc/hosts".into()),
+        (hostname_file, "/etc/hostname".into()),
+        (resolv, "/etc/resolv.conf".into()),
+    ])
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::io("pipe", e.into()))
+}
+
+/// Runs the monitor for container `id`; returns the exit code for the process to exit with.
+pub fn run(store: &Store, id: &str, opts: Options) -> i32 {
+    match run_inner(store, id, &opts) {
+        Ok(code) => code,
+        Err((code, msg)) => {
+            report_ready(opts.ready_fd, &format!("error {msg}"));
+            if opts.foreground {
+                eprintln!("Error: {msg}");
+            }
+            code
+        }
+    }
+}
+
+fn report_ready(fd: Option<RawFd>, msg: &str) {
+    if let Some(fd) = fd {
+        // SAFETY: the ready pipe's write end is ours.
+        let mut f = unsafe { fs::File::from_raw_fd(fd) };
+        let _ = f.write_all(msg.as_bytes());
+        std::mem::forget(f);
+    }
+}
+
+fn run_inner(store: &Store, id: &str, opts: &Options) -> Result<i32, (i32, String)> {
+    let e125 = |e: RuntimeError| (125, e.to_string());
+    let containers = Containers::new(store);
+    let rec = containers.load(id).map_err(e125)?;
+    let me = std::process::id() as i32;
+    let my_start = process_start_time(me).unwrap_or(0);
+    // Claim the container: only one monitor may start it.
+    containers
+        .update_state(id, |s| {
+            if s.is_running() {
+                return Err(RuntimeError::Conflict(format!(
+                    "container {} is already running",
+                    rec.name
+                )));
+            }
+            s.status = Status::Running;
+            s.pid = 0;
+            s.monitor_pid = me;
+            s.monitor_start = my_start;
+            s.error.clear();
+            Ok(())
+        })
+        .map_err(e125)?;
+    let fail_start = |code: i32, msg: String| {
+        let _ = containers.update_state(id, |s| {
+            s.status = Status::Exited;
+            s.exit_code = code;
+            s.error = msg.clone();
+            s.pid = 0;
+            s.finished_at = fsutil::now_rfc3339();
+            Ok(())
+        });
+        if rec.host_config.auto_remove {
+            let _ = containers.remove_dir(id);
+        }
+        (code, msg)
+    };
+    let (root, proc_) = specs(store, &rec).map_err(|e| fail_start(125, e.to_string()))?;
+    // The overlay is mounted `volatile` (no syncs on unmount: Docker does not need them either,
+    // and they dominate a short container's run time); the kernel then leaves a marker in the
+    // work dir that must go before the next mount.
+    let _ = fs::remove_dir_all(root.work.join("work/incompat"));
+    let _ = fs::remove_dir_all(root.work.join("incompat"));
+    let limits = Limits {
+        memory: rec.host_config.memory,
+        pids: rec.host_config.pids_limit,
+        nano_cpus: rec.host_config.nano_cpus,
+        cpuset_cpus: rec.host_config.cpuset_cpus.clone(),
+        restrict_devices: !rec.host_config.privileged,
+    };
+    let cg = Cgroup::create(id, &limits).map_err(|e| fail_start(125, e.to_string()))?;
+    let started = start(&rec, &root, &proc_, &cg, opts);
+    let (child, io) = match started {
+        Ok(x) => x,
+        Err((code, msg)) => {
+            cg.destroy();
+            return Err(fail_start(code, msg));
+        }
+    };
+    let pid_start = process_start_time(child.as_raw()).unwrap_or(0);
+    let _ = containers.update_state(id, |s| {
+        s.pid = child.as_raw();
+        s.pid_start = pid_start;
+        s.started_at = fsutil::now_rfc3339();
+        s.exit_code = 0;
+        s.oom_killed = false;
+        Ok(())
+    });
+    report_ready(opts.ready_fd, "ok");
+    if let Some(fd) = opts.ready_fd {
+        // SAFETY: the client has its answer; close our end.
+        unsafe { libc::close(fd) };
+    }
+    let log = if opts.foreground {
+        None
+    } else {
+        LogWriter::open(&containers.dir(id).log()).ok()
+    };
+    let code = supervise(child, io, log, opts.foreground);
+    let oom = cg.oom_killed();
+    cg.destroy();
+    let code = if oom && code == 137 { 137 } else { code };
+    let _ = containers.update_state(id, |s| {
+        s.status = Status::Exited;
+        s.exit_code = code;
+        s.oom_killed = oom;
+        s.pid = 0;
+        s.finished_at = fsutil::now_rfc3339();
+        Ok(())
+    });
+    if rec.host_config.auto_remove {
+        let _ = containers.remove_dir(id);
+    }
+    Ok(code)
+}
+
+/// The monitor's side of the container's stdio.
+struct Io {
+    signals: SignalFd,
+    /// Detached: stdout and stderr pipes to log.
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    /// tty: the console master.
+    console: Option<OwnedFd>,
+}
+
+fn start(
+    rec: &ContainerRecord,
+    root: &RootSpec,
+    p: &ProcessSpec,
+    cg: &Cgroup,
+    opts: &Options,
+) -> Result<(Pid, Io), (i32, String)> {
+    let err = |e: RuntimeError| (125, e.to_string());
+    let (sync_r, sync_w) = pipe().map_err(err)?;
+    let (err_r, err_w) = pipe().map_err(err)?;
+    let (out_pipe, err_pipe) = if opts.foreground || p.tty {
+        (None, None)
+    } else {
+        (Some(pipe().map_err(err)?), Some(pipe().map_err(err)?))
+    };
+    let console = if p.tty {
+        Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| (125, format!("console socket: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGWINCH);
+    set.thread_block()
+        .map_err(|e| (125, format!("block signals: {e}")))?;
+    let signals = SignalFd::with_flags(&set, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| (125, format!("signalfd: {e}")))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| (125, format!("unshare pid namespace: {e}")))?;
+    let stdin_null = !rec.config.open_stdin || !opts.foreground;
+    // SAFETY: the monitor is single-threaded (a fresh exec), so the child may allocate.
+    match unsafe { fork() } {
+        Err(e) => Err((125, format!("fork: {e}"))),
+        Ok(ForkResult::Child) => {
+            drop(sync_w);
+            drop(err_r);
+            drop(signals);
+            // SAFETY: wiring the child's stdio before anything else runs.
+            unsafe {
+                if stdin_null {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                    libc::dup2(null, 0);
+                    libc::close(null);
+                }
+                if let Some((_, w)) = &out_pipe {
+                    libc::dup2(w.as_raw_fd(), 1);
+                }
+                if let Some((_, w)) = &err_pipe {
+                    libc::dup2(w.as_raw_fd(), 2);
+                }
+            }
+            drop(out_pipe);
+            drop(err_pipe);
+            let console_fd = console.map(|(parent, child)| {
+                drop(parent);
+                let fd = child.as_raw_fd();
+                std::mem::forget(child);
+                fd
+            });
+            let fd = err_w.as_raw_fd();
+            // The error pipe must survive close_fds: keep it as a raw fd.
+            std::mem::forget(err_w);
+            // Setup runs while the monitor moves us into the cgroup (a cgroup v1 migration can
+            // wait out an RCU grace period); init waits for it just before exec.
+            let e = init::run(root, p, fd, console_fd, sync_r);
+            init::report(fd, &e);
+            std::process::exit(e.code);
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(sync_r);
+            drop(err_w);
+            let out = out_pipe.map(|(r, w)| {
+                drop(w);
+                r
+            });
+            let errp = err_pipe.map(|(r, w)| {
+                drop(w);
+                r
+            });
+            let console_parent = console.map(|(parent, child)| {
+                drop(child);
+                parent
+            });
+            if let Err(e) = cg.add(child.as_raw()) {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err((125, e.to_string()));
+            }
+            let _ = nix::unistd::write(&sync_w, b"g");
+            drop(sync_w);
+            // The console arrives before exec (init sends it while setting up).
+            let console_master = match &console_parent {
+                Some(sock) => crate::fdpass::recv_fd(sock.as_raw_fd()).ok().flatten(),
+                None => None,
+            };
+            // EOF on the error pipe means exec happened; text means init failed.
+            let mut msg = String::new();
+            let _ = fs::File::from(err_r).read_to_string(&mut msg);
+            if !msg.is_empty() {
+                let _ = waitpid(child, None);
+                let (code, text) = msg.split_once(' ').unwrap_or(("125", &msg));
+                return Err((code.parse().unwrap_or(125), text.to_string()));
+            }
+            Ok((
+                child,
+                Io {
+                    signals,
+                    out,
+                    err: errp,
+                    console: console_master,
+                },
+            ))
+        }
+    }
+}
+
+/// Waits for the container, relaying signals, the terminal and logs. Returns the exit code.
+fn supervise(child: Pid, io: Io, mut log: Option<LogWriter>, foreground: bool) -> i32 {
+    let stdin_tty = foreground
+        && io.console.is_some()
+        && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    let saved = if stdin_tty { make_raw() } else { None };
+    if let Some(c) = &io.console {
+        copy_winsize(0, c.as_raw_fd());
+    }
+    let mut stdin_open = foreground && io.console.is_some();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut exit: Option<i32> = None;
+    let mut open_streams: BTreeSet<usize> = BTreeSet::new();
+    if io.out.is_some() {
+        open_streams.insert(1);
+    }
+    if io.err.is_some() {
+        open_streams.insert(2);
+    }
+    if io.console.is_some() {
+        open_streams.insert(3);
+    }
+    loop {
+        if exit.is_some() && open_streams.is_empty() {
+            break;
+        }
+        let stdin = std::io::stdin();
+        let mut keys: Vec<usize> = vec![0];
+        let mut pfds: Vec<PollFd> = vec![PollFd::new(io.signals.as_fd(), PollFlags::POLLIN)];
+        for (key, fd) in [
+            (1, io.out.as_ref()),
+            (2, io.err.as_ref()),
+            (3, io.console.as_ref()),
+        ] {
+            if let Some(fd) = fd {
+                if open_streams.contains(&key) {
+                    keys.push(key);
+                    pfds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                }
+            }
+        }
+        if stdin_open {
+            keys.push(4);
+            pfds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        // After the exit, drain what is left without blocking forever on a leaked writer.
+        let timeout = if exit.is_some() {
+            PollTimeout::from(200u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut pfds, timeout) {
+            Ok(0) if exit.is_some() => break,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<(usize, PollFlags)> = keys
+            .iter()
+            .zip(pfds.iter())
+            .map(|(k, p)| (*k, p.revents().unwrap_or(PollFlags::empty())))
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        drop(pfds);
+        for (key, revents) in ready {
+            match key {
+                0 => {
+                    if let Ok(Some(si)) = io.signals.read_signal() {
+                        let sig = si.ssi_signo as i32;
+                        if sig == libc::SIGCHLD {
+                            if let Some(code) = reap(child) {
+                                exit = Some(code);
+                            }
+                        } else if sig == libc::SIGWINCH {
+                            if let Some(c) = &io.console {
+                                copy_winsize(0, c.as_raw_fd());
+                            }
+                        } else {
+                            // SAFETY: forwarding a signal to the container's init.
+                            unsafe { libc::kill(child.as_raw(), sig) };
+                        }
+                    }
+                }
+                1..=3 => {
+                    let fd = match key {
+                        1 => io.out.as_ref(),
+                        2 => io.err.as_ref(),
+                        _ => io.console.as_ref(),
+                    }
+                    .expect("polled")
+                    .as_raw_fd();
+                    // SAFETY: reading from a pipe/pty we own into our buffer.
+                    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                    if n <= 0 {
+                        if n == 0 || !revents.contains(PollFlags::POLLIN) || exit.is_some() {
+                            open_streams.remove(&key);
+                        }
+                        continue;
+                    }
+                    let data = &buf[..n as usize];
+                    match (&mut log, key) {
+                        (Some(l), 1) | (Some(l), 3) => l.write(0, data),
+                        (Some(l), 2) => l.write(1, data),
+                        (None, _) => {
+                            let _ = std::io::stdout().write_all(data);
+                            let _ = std::io::stdout().flush();
+                        }
+                        _ => {}
+                    }
+                }
+                4 => {
+                    // SAFETY: reading the user's stdin into our buffer.
+                    let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+                    if n <= 0 {
+                        stdin_open = false;
+                        continue;
+                    }
+                    if let Some(c) = &io.console {
+                        let _ = nix::unistd::write(c, &buf[..n as usize]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if exit.is_none() {
+            if let Some(code) = reap(child) {
+                exit = Some(code);
+            }
+        }
+    }
+    if let Some(l) = &mut log {
+        l.flush();
+    }
+    if let Some(t) = saved {
+        let _ =
+            nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &t);
+    }
+    exit.unwrap_or(255)
+}
+
+/// Waits for `child` (an exec'd process), forwarding signals and relaying its console.
+pub fn relay(child: Pid, signals: SignalFd, console: Option<OwnedFd>) -> i32 {
+    supervise(
+        child,
+        Io {
+            signals,
+            out: None,
+            err: None,
+            console,
+        },
+        None,
+        true,
+    )
+}
+
+/// The container's exit code if it has exited.
+fn reap(child: Pid) -> Option<i32> {
+    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(code),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+        Ok(_) => None,
+        Err(nix::errno::Errno::ECHILD) => Some(255),
+        Err(_) => None,
+    }
+}
+
+fn make_raw() -> Option<nix::sys::termios::Termios> {
+    let stdin = std::io::stdin();
+    let saved = nix::sys::termios::tcgetattr(&stdin).ok()?;
+    let mut raw = saved.clone();
+    nix::sys::termios::cfmakeraw(&mut raw);
+    nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw).ok()?;
+    Some(saved)
+}
+
+fn copy_winsize(from: RawFd, to: RawFd) {
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a winsize we own.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Helper for clients: wait for the detached monitor's "ok" / "error ...".
+pub fn read_ready(fd: OwnedFd) -> Result<(), (i32, String)> {
+    let mut msg = String::new();
+    let _ = fs::File::from(fd).read_to_string(&mut msg);
+    match msg.strip_prefix("error ") {
+        None if msg.starts_with("ok") => Ok(()),
+        None => Err((
+            125,
+            "the container monitor exited before starting the container".into(),
+        )),
+        Some(rest) => Err((125, rest.to_string())),
+    }
+}

@@ -1,0 +1,81 @@
+//! What the container's init needs to know, derived from the record by the monitor.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A user mount (`-v`, `--tmpfs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserMount {
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
+    Tmpfs {
+        target: String,
+        options: String,
+    },
+}
+
+/// The root filesystem and mounts of a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RootSpec {
+    /// Layer directories, top first, relative to `layers_dir` (keeps the mount options short).
+    pub lowers: Vec<String>,
+    pub layers_dir: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub mountpoint: PathBuf,
+    pub mounts: Vec<UserMount>,
+    /// Host files bind-mounted over /etc/hosts, /etc/hostname, /etc/resolv.conf.
+    pub etc_files: Vec<(PathBuf, String)>,
+    pub hostname: String,
+    pub readonly: bool,
+    pub privileged: bool,
+    /// A new network namespace with only loopback.
+    pub isolated_network: bool,
+}
+
+/// The process to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub caps: BTreeSet<u32>,
+    pub no_new_privs: bool,
+    pub seccomp: bool,
+    pub tty: bool,
+    /// Run a reaping init (pid 1) that forwards signals to the command.
+    pub init: bool,
+}
+
+/// The default PATH, as Docker and BuildKit set it.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's masked paths (bind-mounted over with /dev/null or an empty read-only tmpfs).
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];

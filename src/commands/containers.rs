@@ -1,0 +1,840 @@
+//! Container commands: create, run, start, stop, kill, pause, unpause, rm, ps, exec, logs,
+//! wait, inspect, rename, top, commit, export, diff, and the hidden monitor/exec helpers.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use strata_cache::{fsutil, Store};
+use strata_image::reference::Reference;
+use strata_image::spec::{self, ContainerConfig, History, ImageConfig};
+use strata_runtime::container::{
+    new_id, ContainerRecord, Containers, HostConfig, RunConfig, State, Status,
+};
+use strata_runtime::{cgroup, ops, rootexe};
+
+use crate::changes;
+use crate::cli::{
+    CommitArgs, CreateArgs, ExecArgs, ExportArgs, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs,
+    StartArgs, StopArgs,
+};
+use crate::output::{human_duration, now_unix, print_formatted, print_table, since, Format};
+
+/// An error that carries the process exit code (125/126/127 as Docker uses them).
+#[derive(Debug)]
+pub struct ExitError(pub i32, pub String);
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+fn exit125(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!(ExitError(125, e.to_string()))
+}
+
+/// `-m 512m` → bytes; Docker's minimum is 6 MB.
+pub fn parse_memory(s: &str) -> Result<i64> {
+    let bytes = strata_parser::instructions::parse_size(s)
+        .ok_or_else(|| anyhow!("invalid memory value {s:?} (use e.g. 512m or 1g)"))?;
+    if bytes < 6 << 20 {
+        bail!("invalid --memory {s:?}: minimum memory limit allowed is 6MB");
+    }
+    Ok(bytes as i64)
+}
+
+fn parse_env_files(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("open env file {}", f.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if line.contains('\0') {
+                bail!("{}:{}: contains a NUL byte", f.display(), n + 1);
+            }
+            out.push(line.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// `-e K=V` (or `-e K` from our environment) merged over `base`.
+fn merge_env(base: &[String], extra: &[String]) -> Result<Vec<String>> {
+    let mut cfg = ContainerConfig {
+        env: base.to_vec(),
+        ..Default::default()
+    };
+    for e in extra {
+        if e.contains('\0') {
+            bail!("invalid environment variable {e:?}: contains a NUL byte");
+        }
+        match e.split_once('=') {
+            Some(("", _)) => bail!("invalid environment variable: {e:?}"),
+            Some((k, v)) => cfg.env_set(k, v),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    cfg.env_set(e, &v);
+                }
+            }
+        }
+    }
+    Ok(cfg.env)
+}
+
+/// Builds and stores a container record from an image and the create flags.
+pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
+    let _lease = store.lease()?;
+    let id = store
+        .resolve_image(&a.image)
+        .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image))?;
+    let img = store.image(&id)?;
+    let cfg = img.config.container();
+    let entrypoint = match &a.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => cfg.entrypoint.clone().unwrap_or_default(),
+    };
+    let cmd = if !a.command.is_empty() {
+        a.command.clone()
+    } else if a.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        cfg.cmd.clone().unwrap_or_default()
+    };
+    if entrypoint.is_empty() && cmd.is_empty() {
+        bail!("no command specified");
+    }
+    let mut extra = parse_env_files(&a.env_file)?;
+    extra.extend(a.env.iter().cloned());
+    let env = merge_env(&cfg.env, &extra)?;
+    let memory = a
+        .memory
+        .as_deref()
+        .map(parse_memory)
+        .transpose()?
+        .unwrap_or(0);
+    if let Some(p) = a.pids_limit {
+        if p < -1 || p == 0 {
+            bail!("invalid --pids-limit {p}");
+        }
+    }
+    let nano_cpus = match a.cpus {
+        None => 0,
+        Some(c) => {
+            let n = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1) as f64;
+            if !(0.01..=n).contains(&c) {
+                bail!("invalid --cpus {c}: range of CPUs is from 0.01 to {n}");
+            }
+            (c * 1e9) as i64
+        }
+    };
+    if let Some(cs) = &a.cpuset_cpus {
+        cgroup::check_cpuset(cs).map_err(|e| anyhow!(e))?;
+    }
+    strata_runtime::caps::container_set(a.privileged, &a.cap_add, &a.cap_drop)
+        .map_err(|e| anyhow!(e))?;
+    for o in &a.security_opt {
+        let known = [
+            "no-new-privileges",
+            "no-new-privileges:true",
+            "no-new-privileges=true",
+            "seccomp=unconfined",
+            "seccomp:unconfined",
+        ];
+        if !known.contains(&o.as_str()) {
+            bail!(
+                "invalid --security-opt {o:?} (supported: no-new-privileges, seccomp=unconfined)"
+            );
+        }
+    }
+    let network = match a.network.as_str() {
+        "none" | "default" | "bridge" => "none",
+        "host" => "host",
+        other => bail!("network {other:?} not found (strata supports none and host)"),
+    };
+    for v in &a.volumes {
+        strata_runtime::monitor::parse_bind(v)?;
+    }
+    let mut tmpfs = BTreeMap::new();
+    for t in &a.tmpfs {
+        let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+        if !path.starts_with('/') {
+            bail!("invalid --tmpfs {t:?}: the path must be absolute");
+        }
+        tmpfs.insert(path.to_string(), opts.to_string());
+    }
+    if let Some(s) = a
+        .stop_signal
+        .as_deref()
+        .or(Some(cfg.stop_signal.as_str()))
+        .filter(|s| !s.is_empty())
+    {
+        strata_runtime::parse_signal(s)?;
+    }
+    let mut labels = cfg.labels.clone();
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let rec = ContainerRecord {
+        id: new_id(),
+        name: a.name.clone().unwrap_or_default(),
+        image: id.clone(),
+        image_name: a.image.clone(),
+        created: fsutil::now_rfc3339(),
+        config: RunConfig {
+            entrypoint,
+            cmd,
+            env,
+            working_dir: a.workdir.clone().unwrap_or(cfg.working_dir.clone()),
+            user: a.user.clone().unwrap_or(cfg.user.clone()),
+            hostname: a.hostname.clone().unwrap_or_default(),
+            tty: a.tty,
+            open_stdin: a.interactive,
+            stop_signal: a.stop_signal.clone().unwrap_or(cfg.stop_signal.clone()),
+            stop_timeout: a.stop_timeout,
+            labels,
+        },
+        host_config: HostConfig {
+            binds: a.volumes.clone(),
+            tmpfs,
+            readonly_rootfs: a.read_only,
+            network_mode: network.into(),
+            memory,
+            pids_limit: a.pids_limit.unwrap_or(0),
+            nano_cpus,
+            cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
+            cap_add: a.cap_add.clone(),
+            cap_drop: a.cap_drop.clone(),
+            privileged: a.privileged,
+            security_opt: a.security_opt.clone(),
+            init: a.init,
+            auto_remove: a.rm,
+        },
+        layers: img.record.layers.clone(),
+    };
+    Ok(Containers::new(store).create(rec)?)
+}
+
+pub fn create(store: &Store, a: &CreateArgs) -> Result<()> {
+    let rec = create_record(store, a).map_err(exit125)?;
+    println!("{}", rec.id);
+    Ok(())
+}
+
+/// Replaces this process with the container's monitor (foreground).
+fn become_monitor(root: &Path, id: &str) -> anyhow::Error {
+    let exe = match rootexe::protected_exe() {
+        Ok(e) => e,
+        Err(e) => return exit125(e),
+    };
+    let err = Command::new(exe)
+        .arg0("strata")
+        .arg("--root")
+        .arg(root)
+        .args(["__monitor", id, "--foreground"])
+        .exec();
+    exit125(format!("exec the container monitor: {err}"))
+}
+
+/// Starts a detached monitor and waits until it reports the container started.
+fn start_detached(root: &Path, id: &str) -> Result<()> {
+    let exe = rootexe::protected_exe().map_err(exit125)?;
+    // CLOEXEC: only the dup2'd copy (fd 3, whose dup clears the flag) reaches the monitor.
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| exit125(format!("pipe: {e}")))?;
+    let wfd = w.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg0("strata")
+        .arg("--root")
+        .arg(root)
+        .args(["__monitor", id, "--ready-fd", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| exit125(format!("start the container monitor: {e}")))?;
+    drop(w);
+    let result = strata_runtime::monitor::read_ready(r);
+    // The monitor lives on as a session leader; reap it if it already exited.
+    let _ = child.try_wait();
+    result.map_err(|(code, msg)| anyhow!(ExitError(code, msg)))
+}
+
+pub fn run(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
+    if a.detach && a.create.rm && a.create.interactive {
+        // Docker allows it; nothing special to do.
+    }
+    let rec = create_record(store, &a.create).map_err(exit125)?;
+    if a.detach {
+        start_detached(root, &rec.id)?;
+        println!("{}", rec.id);
+        return Ok(());
+    }
+    Err(become_monitor(root, &rec.id))
+}
+
+pub fn start(store: &Store, root: &Path, a: &StartArgs) -> Result<()> {
+    let c = Containers::new(store);
+    if a.attach || a.interactive {
+        if a.containers.len() != 1 {
+            bail!("you cannot start and attach multiple containers at once");
+        }
+        let rec = c.resolve(&a.containers[0])?;
+        if a.interactive && !rec.config.open_stdin {
+            let mut r = rec.clone();
+            r.config.open_stdin = true;
+            c.save(&r)?;
+        }
+        return Err(become_monitor(root, &rec.id));
+    }
+    let mut failed = Vec::new();
+    for key in &a.containers {
+        let r = c.resolve(key).map_err(anyhow::Error::from).and_then(|rec| {
+            if c.state(&rec.id)?.is_running() {
+                return Ok(());
+            }
+            start_detached(root, &rec.id)
+        });
+        match r {
+            Ok(()) => println!("{key}"),
+            Err(e) => failed.push(format!("{key}: {e}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+fn for_each(
+    store: &Store,
+    keys: &[String],
+    f: impl Fn(&Containers, &ContainerRecord) -> Result<()>,
+) -> Result<()> {
+    let c = Containers::new(store);
+    let mut failed = Vec::new();
+    for key in keys {
+        match c
+            .resolve(key)
+            .map_err(anyhow::Error::from)
+            .and_then(|rec| f(&c, &rec))
+        {
+            Ok(()) => println!("{key}"),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+pub fn stop(store: &Store, a: &StopArgs) -> Result<()> {
+    for_each(store, &a.containers, |c, rec| {
+        let mut rec = rec.clone();
+        if let Some(s) = &a.signal {
+            strata_runtime::parse_signal(s)?;
+            rec.config.stop_signal = s.clone();
+        }
+        Ok(ops::stop(c, &rec, a.time)?)
+    })
+}
+
+pub fn kill(store: &Store, a: &KillArgs) -> Result<()> {
+    let sig = strata_runtime::parse_signal(&a.signal)?;
+    for_each(store, &a.containers, |c, rec| Ok(ops::kill(c, rec, sig)?))
+}
+
+pub fn pause(store: &Store, keys: &[String]) -> Result<()> {
+    for_each(store, keys, |c, rec| Ok(ops::pause(c, rec)?))
+}
+
+pub fn unpause(store: &Store, keys: &[String]) -> Result<()> {
+    for_each(store, keys, |c, rec| Ok(ops::unpause(c, rec)?))
+}
+
+pub fn rm(store: &Store, a: &RmArgs) -> Result<()> {
+    for_each(store, &a.containers, |c, rec| {
+        Ok(ops::remove(c, rec, a.force)?)
+    })
+}
+
+pub fn wait(store: &Store, keys: &[String]) -> Result<()> {
+    let c = Containers::new(store);
+    for key in keys {
+        let rec = c.resolve(key)?;
+        println!("{}", ops::wait(&c, &rec)?);
+    }
+    Ok(())
+}
+
+pub fn rename(store: &Store, key: &str, new_name: &str) -> Result<()> {
+    Ok(Containers::new(store).rename(key, new_name)?)
+}
+
+/// Docker's STATUS column.
+fn status_text(st: &State) -> String {
+    let ago = |t: &str| {
+        strata_cache::fsutil::parse_rfc3339(t)
+            .map(|t| human_duration(now_unix() - t))
+            .unwrap_or_default()
+    };
+    match st.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", ago(&st.started_at)),
+        Status::Paused => format!("Up {} (Paused)", ago(&st.started_at)),
+        Status::Exited => format!("Exited ({}) {} ago", st.exit_code, ago(&st.finished_at)),
+        Status::Removing => "Removal In Progress".into(),
+    }
+}
+
+fn command_text(rec: &ContainerRecord, trunc: bool) -> String {
+    let cmd = rec.argv().join(" ");
+    if trunc && cmd.chars().count() > 20 {
+        format!("\"{}…\"", cmd.chars().take(19).collect::<String>())
+    } else {
+        format!("\"{cmd}\"")
+    }
+}
+
+pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
+    let c = Containers::new(store);
+    let mut rows = Vec::new();
+    let mut recs = c.list()?;
+    recs.sort_by(|x, y| y.created.cmp(&x.created));
+    for rec in recs {
+        let st = match c.state(&rec.id) {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if !a.all && !st.is_running() {
+            continue;
+        }
+        rows.push((rec, st));
+    }
+    if a.quiet {
+        for (rec, _) in &rows {
+            println!("{}", if a.no_trunc { &rec.id } else { rec.short_id() });
+        }
+        return Ok(());
+    }
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|(rec, st)| {
+            json!({
+                "ID": if a.no_trunc { rec.id.clone() } else { rec.short_id().to_string() },
+                "Image": rec.image_name,
+                "Command": command_text(rec, !a.no_trunc),
+                "CreatedAt": rec.created,
+                "RunningFor": since(&rec.created),
+                "Status": status_text(st),
+                "State": st.status.as_str(),
+                "Ports": "",
+                "Names": rec.name,
+                "Labels": rec.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+            })
+        })
+        .collect();
+    let format = Format::parse(a.format.as_deref());
+    if let Format::Table = format {
+        let table: Vec<Vec<String>> = items
+            .iter()
+            .map(|i| {
+                [
+                    "ID",
+                    "Image",
+                    "Command",
+                    "RunningFor",
+                    "Status",
+                    "Ports",
+                    "Names",
+                ]
+                .iter()
+                .map(|k| i[k].as_str().unwrap_or_default().to_string())
+                .collect()
+            })
+            .collect();
+        print_table(
+            &[
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "PORTS",
+                "NAMES",
+            ],
+            &table,
+        );
+        return Ok(());
+    }
+    print_formatted(
+        &format,
+        &items,
+        &[
+            ("ID", "CONTAINER ID"),
+            ("Image", "IMAGE"),
+            ("Command", "COMMAND"),
+            ("RunningFor", "CREATED"),
+            ("Status", "STATUS"),
+            ("Ports", "PORTS"),
+            ("Names", "NAMES"),
+            ("State", "STATE"),
+        ],
+    )
+}
+
+/// Docker's `container inspect` object.
+pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
+    let c = Containers::new(store);
+    let st = c.state(&rec.id)?;
+    let dir = c.dir(&rec.id);
+    let argv = rec.argv();
+    Ok(json!({
+        "Id": rec.id,
+        "Created": rec.created,
+        "Path": argv.first().cloned().unwrap_or_default(),
+        "Args": argv.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": st.status.as_str(),
+            "Running": st.status == Status::Running || st.status == Status::Paused,
+            "Paused": st.status == Status::Paused,
+            "Restarting": false,
+            "OOMKilled": st.oom_killed,
+            "Dead": false,
+            "Pid": if st.is_running() { st.pid } else { 0 },
+            "ExitCode": st.exit_code,
+            "Error": st.error,
+            "StartedAt": if st.started_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { st.started_at.clone() },
+            "FinishedAt": if st.finished_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { st.finished_at.clone() },
+        },
+        "Image": rec.image.to_string(),
+        "ResolvConfPath": dir.path.join("resolv.conf"),
+        "HostnamePath": dir.path.join("hostname"),
+        "HostsPath": dir.path.join("hosts"),
+        "LogPath": dir.log(),
+        "Name": format!("/{}", rec.name),
+        "RestartCount": 0,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "HostConfig": rec.host_config,
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "LowerDir": rec.layers.iter().rev().map(|l| store.layer_diff(l).display().to_string()).collect::<Vec<_>>().join(":"),
+                "UpperDir": dir.upper(),
+                "WorkDir": dir.work(),
+                "MergedDir": dir.rootfs(),
+            }
+        },
+        "Mounts": rec.host_config.binds.iter().map(|b| {
+            let p: Vec<&str> = b.split(':').collect();
+            json!({"Type": "bind", "Source": p.first(), "Destination": p.get(1), "RW": p.get(2) != Some(&"ro")})
+        }).collect::<Vec<_>>(),
+        "Config": {
+            "Hostname": if rec.config.hostname.is_empty() { rec.short_id().to_string() } else { rec.config.hostname.clone() },
+            "User": rec.config.user,
+            "Tty": rec.config.tty,
+            "OpenStdin": rec.config.open_stdin,
+            "Env": rec.config.env,
+            "Cmd": rec.config.cmd,
+            "Image": rec.image_name,
+            "WorkingDir": rec.config.working_dir,
+            "Entrypoint": if rec.config.entrypoint.is_empty() { Value::Null } else { json!(rec.config.entrypoint) },
+            "Labels": rec.config.labels,
+            "StopSignal": rec.config.stop_signal,
+        },
+        "NetworkSettings": { "Networks": { rec.host_config.network_mode.clone(): {} } },
+    }))
+}
+
+pub fn inspect(
+    store: &Store,
+    names: &[String],
+    format: Option<&str>,
+    kind: Option<&str>,
+) -> Result<()> {
+    let c = Containers::new(store);
+    let mut values = Vec::new();
+    let mut failed = Vec::new();
+    for n in names {
+        let as_container = if kind != Some("image") {
+            c.resolve(n).ok()
+        } else {
+            None
+        };
+        if let Some(rec) = as_container {
+            values.push(inspect_value(store, &rec)?);
+            continue;
+        }
+        if kind == Some("container") {
+            failed.push(format!("no such container: {n}"));
+            continue;
+        }
+        match store.resolve_image(n).and_then(|id| store.image(&id)) {
+            Ok(img) => values.push(crate::commands::images::inspect_value(store, &img)?),
+            Err(_) => failed.push(format!("no such object: {n}")),
+        }
+    }
+    crate::commands::images::print_inspect(&values, format)?;
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+pub fn logs(store: &Store, a: &LogsArgs) -> Result<()> {
+    let c = Containers::new(store);
+    let rec = c.resolve(&a.container)?;
+    let path = c.dir(&rec.id).log();
+    let tail: Option<usize> = match a.tail.as_deref() {
+        None | Some("all") => None,
+        Some(n) => Some(
+            n.parse()
+                .map_err(|_| anyhow!("invalid --tail value {n:?}"))?,
+        ),
+    };
+    let print = |lines: &[strata_runtime::logs::LogLine]| {
+        let mut out = io::stdout().lock();
+        let mut err = io::stderr().lock();
+        for l in lines {
+            let text = if a.timestamps {
+                format!("{} {}", l.time, l.log)
+            } else {
+                l.log.clone()
+            };
+            if l.stream == "stderr" {
+                let _ = err.write_all(text.as_bytes());
+            } else {
+                let _ = out.write_all(text.as_bytes());
+            }
+        }
+        let _ = out.flush();
+    };
+    let all = strata_runtime::logs::read(&path);
+    let start = tail.map(|t| all.len().saturating_sub(t)).unwrap_or(0);
+    print(&all[start..]);
+    if a.follow {
+        let mut seen = all.len();
+        loop {
+            let running = c.state(&rec.id).map(|s| s.is_running()).unwrap_or(false);
+            std::thread::sleep(Duration::from_millis(100));
+            let now = strata_runtime::logs::read(&path);
+            if now.len() > seen {
+                print(&now[seen..]);
+                seen = now.len();
+            }
+            if !running {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn top(store: &Store, key: &str) -> Result<()> {
+    let c = Containers::new(store);
+    let rec = c.resolve(key)?;
+    let rows: Vec<Vec<String>> = ops::top(&c, &rec)?
+        .into_iter()
+        .map(|(pid, ppid, uid, cmd)| vec![uid.to_string(), pid.to_string(), ppid.to_string(), cmd])
+        .collect();
+    print_table(&["UID", "PID", "PPID", "CMD"], &rows);
+    Ok(())
+}
+
+pub fn diff(store: &Store, key: &str) -> Result<()> {
+    let rec = Containers::new(store).resolve(key)?;
+    for (k, p) in ops::diff(store, &rec)? {
+        println!("{k} {p}");
+    }
+    Ok(())
+}
+
+pub fn export(store: &Store, a: &ExportArgs) -> Result<()> {
+    let rec = Containers::new(store).resolve(&a.container)?;
+    let dirs = ops::layer_dirs(store, &rec);
+    let refs: Vec<&Path> = dirs.iter().map(|d| d.as_path()).collect();
+    let opts = strata_image::layer::TarOptions::default();
+    match &a.output {
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?;
+            let w = strata_image::layer::write_flattened_tar(
+                &refs,
+                io::BufWriter::with_capacity(1 << 20, f),
+                &opts,
+            )?;
+            w.into_inner()
+                .map_err(|e| anyhow!("{}: {}", p.display(), e.error()))?
+                .sync_all()?;
+        }
+        None => {
+            if io::stdout().is_terminal() {
+                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+            }
+            let mut w = strata_image::layer::write_flattened_tar(
+                &refs,
+                io::BufWriter::with_capacity(1 << 20, io::stdout().lock()),
+                &opts,
+            )?;
+            w.flush()?;
+        }
+    }
+    Ok(())
+}
+
+pub fn commit(store: &Store, a: &CommitArgs) -> Result<()> {
+    let c = Containers::new(store);
+    let rec = c.resolve(&a.container)?;
+    let reference = a
+        .reference
+        .as_deref()
+        .map(Reference::parse)
+        .transpose()
+        .map_err(|e| anyhow!("{e}"))?;
+    let base = store.image(&rec.image)?;
+    let mut cfg = base.config.container();
+    cfg.cmd = Some(rec.config.cmd.clone());
+    cfg.entrypoint = (!rec.config.entrypoint.is_empty()).then(|| rec.config.entrypoint.clone());
+    cfg.env = rec.config.env.clone();
+    cfg.working_dir = rec.config.working_dir.clone();
+    cfg.user = rec.config.user.clone();
+    cfg.labels = rec.config.labels.clone();
+    for ch in &a.changes {
+        changes::apply(&mut cfg, ch)?;
+    }
+    let _lease = store.lease()?;
+    let paused =
+        a.pause && c.state(&rec.id)?.status == Status::Running && ops::pause(&c, &rec).is_ok();
+    let layer = store.add_layer_from_dir(
+        rec.layers.last(),
+        &c.dir(&rec.id).upper(),
+        false,
+        &strata_image::layer::TarOptions::default(),
+    );
+    if paused {
+        let _ = ops::unpause(&c, &rec);
+    }
+    let layer = layer?;
+    let now = fsutil::now_rfc3339();
+    let mut history = base.config.history.clone();
+    history.push(History {
+        created: Some(now.clone()),
+        created_by: Some(rec.argv().join(" ")),
+        author: a.author.clone(),
+        comment: a.message.clone(),
+        ..Default::default()
+    });
+    let mut diff_ids = base.config.rootfs.diff_ids.clone();
+    diff_ids.push(layer.diff_id.clone());
+    let new = ImageConfig {
+        created: Some(now),
+        author: a.author.clone().or(base.config.author.clone()),
+        architecture: base.config.architecture.clone(),
+        os: base.config.os.clone(),
+        variant: base.config.variant.clone(),
+        config: Some(cfg),
+        rootfs: spec::RootFs {
+            kind: "layers".into(),
+            diff_ids,
+        },
+        history,
+        extra: Default::default(),
+    };
+    let img = store.put_image(&spec::to_canonical_json(&new), Some(&rec.image), Vec::new())?;
+    if let Some(r) = reference {
+        store.tag(&r, img.id())?;
+    }
+    println!("{}", img.id());
+    Ok(())
+}
+
+/// `exec`: hands the request to a single-threaded re-exec of strata through a pipe.
+pub fn exec(root: &Path, a: &ExecArgs) -> Result<()> {
+    let opts = strata_runtime::exec::ExecOptions {
+        container: a.container.clone(),
+        args: a.command.clone(),
+        env: merge_env(&[], &a.env)?,
+        user: a.user.clone(),
+        workdir: a.workdir.clone(),
+        tty: a.tty,
+        interactive: a.interactive,
+        detach: a.detach,
+        privileged: a.privileged,
+    };
+    let payload = serde_json::to_vec(&opts)?;
+    let (r, w) = nix::unistd::pipe().map_err(|e| exit125(format!("pipe: {e}")))?;
+    // The spec is small: it fits in the pipe buffer before the helper reads it.
+    nix::unistd::write(&w, &payload).map_err(|e| exit125(format!("pipe: {e}")))?;
+    drop(w);
+    let exe = rootexe::protected_exe().map_err(exit125)?;
+    let err = Command::new(exe)
+        .arg0("strata")
+        .arg("--root")
+        .arg(root)
+        .args(["__exec", "--spec-fd", &r.as_raw_fd().to_string()])
+        .exec();
+    Err(exit125(format!("exec helper: {err}")))
+}
+
+/// The hidden `__exec` helper.
+pub fn exec_helper(store: &Store, spec_fd: i32) -> i32 {
+    // SAFETY: the client passed us this pipe's read end.
+    let fd = unsafe { OwnedFd::from_raw_fd(spec_fd) };
+    let mut buf = Vec::new();
+    let _ = std::fs::File::from(fd).read_to_end(&mut buf);
+    let opts: strata_runtime::exec::ExecOptions = match serde_json::from_slice(&buf) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("Error: exec request: {e}");
+            return 125;
+        }
+    };
+    match strata_runtime::exec::exec(store, &opts) {
+        Ok(code) => code,
+        Err((code, msg)) => {
+            eprintln!("Error: {msg}");
+            code
+        }
+    }
+}
+
+/// `container prune` / part of `system prune`: removes stopped containers.
+pub fn prune_stopped(store: &Store) -> Result<Vec<String>> {
+    let c = Containers::new(store);
+    let mut removed = Vec::new();
+    for rec in c.list()? {
+        if !c.state(&rec.id)?.is_running() {
+            ops::remove(&c, &rec, false)?;
+            removed.push(rec.id);
+        }
+    }
+    Ok(removed)
+}

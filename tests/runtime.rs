@@ -1,0 +1,560 @@
+//! End to end: the container runtime through the binary, on the busybox fixture image.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{sh, Strata};
+
+fn out(o: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_exit_codes_and_stream_separation() {
+    let s = Strata::new();
+    s.busybox();
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(out(&o), ("to-out\n".into(), "to-err\n".into()));
+    let o = s.run(&["run", "--rm", "busybox", "nosuchcmd"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        out(&o).1.contains("executable file not found"),
+        "{:?}",
+        out(&o)
+    );
+    let o = s.run(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(o.status.code(), Some(126));
+    let o = s.run(&["run", "--rm", "nosuchimage"]);
+    assert_eq!(o.status.code(), Some(125));
+    // stdin only with -i
+    let mut c = s
+        .cmd(&["run", "--rm", "-i", "busybox", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(b"piped in\n").unwrap();
+    assert_eq!(
+        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap(),
+        "piped in\n"
+    );
+    assert_eq!(
+        s.ok(&["ps", "-aq"]).trim(),
+        "",
+        "--rm left a container behind"
+    );
+    s.assert_check();
+}
+
+#[test]
+fn isolation_matches_docker_defaults() {
+    let s = Strata::new();
+    s.busybox();
+    let script = "echo pid=$$; hostname; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+        wc -c < /proc/keys; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; ls /proc/self/fd | wc -l; \
+        (echo x > /proc/sys/kernel/hostname) 2>/dev/null && echo sys-writable || echo sys-readonly; \
+        ip link | grep -c '^[0-9]'";
+    let got = s.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let lines: Vec<&str> = got.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "pid=1",
+            "box",
+            "CapEff:\t00000000a80425fb",
+            "NoNewPrivs:\t0",
+            "Seccomp:\t2",
+            "0",
+            "0",
+            "0",
+            // 0, 1, 2 and the fd `ls` itself opens for the directory
+            "4",
+            "sys-readonly",
+            "1",
+        ],
+        "{got}"
+    );
+    let got = s.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "no-new-privileges",
+        "--cap-drop",
+        "ALL",
+        "busybox",
+        "grep",
+        "-E",
+        "^(CapEff|NoNewPrivs)",
+        "/proc/self/status",
+    ]);
+    assert_eq!(got, "CapEff:\t0000000000000000\nNoNewPrivs:\t1\n");
+    let got = s.ok(&["run", "--rm", "-u", "nobody", "busybox", "id"]);
+    assert_eq!(
+        got.trim(),
+        "uid=65534(nobody) gid=65534(nogroup) groups=100(users),65534(nogroup)"
+    );
+    // seccomp: unshare of a namespace is refused without CAP_SYS_ADMIN
+    let o = s.run(&["run", "--rm", "busybox", "unshare", "-n", "true"]);
+    assert_ne!(o.status.code(), Some(0));
+    let got = s.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox",
+        "grep",
+        "Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert_eq!(got, "Seccomp:\t0\n");
+}
+
+#[test]
+fn working_directory_cannot_escape_through_leaked_fds() {
+    let s = Strata::new();
+    s.busybox();
+    for n in 3..8 {
+        let o = s.run(&[
+            "run",
+            "--rm",
+            "-w",
+            &format!("/proc/self/fd/{n}"),
+            "busybox",
+            "pwd",
+        ]);
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "-w /proc/self/fd/{n} ran: {:?}",
+            out(&o)
+        );
+    }
+}
+
+#[test]
+fn tty_output_goes_through_a_pty() {
+    let s = Strata::new();
+    s.busybox();
+    let got = s.ok(&["run", "--rm", "-t", "busybox", "sh", "-c", "tty; echo done"]);
+    assert_eq!(got, "/dev/pts/0\r\ndone\r\n");
+}
+
+#[test]
+fn volumes_tmpfs_readonly_and_env() {
+    let s = Strata::new();
+    s.busybox();
+    let vol = s.path("vol");
+    fs::create_dir(&vol).unwrap();
+    fs::write(vol.join("in"), "host data\n").unwrap();
+    let v = format!("{}:/data", vol.display());
+    s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &v,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/in > /data/out",
+    ]);
+    assert_eq!(fs::read_to_string(vol.join("out")).unwrap(), "host data\n");
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{v}:ro"),
+        "busybox",
+        "touch",
+        "/data/x",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!vol.join("x").exists());
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /scratch/ok && touch /nope",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let envf = s.path("env");
+    fs::write(&envf, "FROM_FILE=1\n# comment\n").unwrap();
+    let got = s.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "A=b c",
+        "--env-file",
+        envf.to_str().unwrap(),
+        "-w",
+        "/tmp/work",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $A $FROM_FILE $HOME $(pwd)",
+    ]);
+    assert_eq!(got, "b c 1 /root /tmp/work\n");
+}
+
+#[test]
+fn detached_lifecycle_exec_logs_pause_stop_rm() {
+    let s = Strata::new();
+    s.busybox();
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64);
+    let ps = s.ok(&["ps"]);
+    assert!(ps.starts_with("CONTAINER ID   IMAGE     COMMAND"), "{ps}");
+    assert!(ps.contains("ticker") && ps.contains("Up "), "{ps}");
+    wait_for(
+        || s.ok(&["logs", "ticker"]).lines().count() >= 3,
+        "log lines",
+    );
+    assert!(s
+        .ok(&["logs", "--tail", "1", "ticker"])
+        .starts_with("tick "));
+    assert!(s
+        .ok(&["logs", "-t", "ticker"])
+        .lines()
+        .next()
+        .unwrap()
+        .contains("Z tick 0"));
+    // exec joins the same pid namespace: pid 1 is the container's command
+    let got = s.ok(&[
+        "exec",
+        "ticker",
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$",
+    ]);
+    let lines: Vec<&str> = got.lines().collect();
+    assert!(lines[0].starts_with("sh -c i=0;"), "{got}");
+    assert_ne!(lines[1], "1");
+    let o = s.run(&["exec", "ticker", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert!(s.ok(&["top", "ticker"]).contains("while true"));
+    // pause really freezes: the log stops growing
+    s.ok(&["pause", "ticker"]);
+    assert!(s
+        .ok(&["ps", "--format", "{{.Status}}"])
+        .contains("(Paused)"));
+    let n1 = s.ok(&["logs", "ticker"]).lines().count();
+    std::thread::sleep(Duration::from_millis(500));
+    let n2 = s.ok(&["logs", "ticker"]).lines().count();
+    assert_eq!(n1, n2, "log grew while paused");
+    let o = s.run(&["exec", "ticker", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    s.ok(&["unpause", "ticker"]);
+    wait_for(
+        || s.ok(&["logs", "ticker"]).lines().count() > n2,
+        "log growth after unpause",
+    );
+    // rm of a running container is refused
+    let err = s.fails(&["rm", "ticker"]);
+    assert!(err.contains("container is running"), "{err}");
+    // stop: SIGTERM is ignored by pid 1 without a handler, so SIGKILL after the timeout
+    let t = Instant::now();
+    s.ok(&["stop", "-t", "1", "ticker"]);
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    let st = s.ok(&["ps", "-a", "--format", "{{.Status}}"]);
+    assert!(st.starts_with("Exited (137)"), "{st}");
+    assert_eq!(s.ok(&["wait", "ticker"]).trim(), "137");
+    let o = s.run(&["exec", "ticker", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&s.ok(&["container", "inspect", "ticker"])).unwrap();
+    assert_eq!(inspect[0]["State"]["Status"], "exited");
+    assert_eq!(inspect[0]["State"]["ExitCode"], 137);
+    assert_eq!(inspect[0]["Name"], "/ticker");
+    s.ok(&["rename", "ticker", "ticker2"]);
+    s.ok(&["rm", "ticker2"]);
+    assert_eq!(s.ok(&["ps", "-aq"]).trim(), "");
+    s.assert_check();
+}
+
+#[test]
+fn restart_keeps_files_and_signals_are_forwarded() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&[
+        "create",
+        "--name",
+        "counter",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run >> /count; wc -l < /count",
+    ]);
+    assert!(s
+        .ok(&["ps", "-a", "--format", "{{.Status}}"])
+        .starts_with("Created"));
+    assert_eq!(s.ok(&["start", "-a", "counter"]).trim(), "1");
+    assert_eq!(s.ok(&["start", "-a", "counter"]).trim(), "2");
+    // SIGTERM to the foreground client reaches the container (with --init, pid 1 forwards it)
+    let mut child = s
+        .cmd(&["run", "--rm", "--init", "busybox", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(143));
+}
+
+#[test]
+fn commit_export_and_diff() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&[
+        "run",
+        "--name",
+        "c1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo new > /newfile; rm /bin/vi; mkdir /etc/x; echo y > /etc/x/y",
+    ]);
+    assert_eq!(
+        s.ok(&["diff", "c1"]),
+        "C /bin\nD /bin/vi\nC /etc\nA /etc/x\nA /etc/x/y\nA /newfile\n"
+    );
+    let id = s.ok(&[
+        "commit",
+        "-m",
+        "changes",
+        "-c",
+        "ENV COMMITTED=yes",
+        "c1",
+        "committed:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"));
+    let got = s.ok(&[
+        "run",
+        "--rm",
+        "committed:1",
+        "sh",
+        "-c",
+        "cat /newfile /etc/x/y; echo $COMMITTED; test -e /bin/vi || echo vi-gone",
+    ]);
+    assert_eq!(got, "new\ny\nyes\nvi-gone\n");
+    let hist = s.ok(&["history", "committed:1"]);
+    assert!(hist.lines().nth(1).unwrap().contains("changes"), "{hist}");
+    // the committed layer carries the deletion as a whiteout
+    let save = s.path("c.tar");
+    s.ok(&["save", "-o", save.to_str().unwrap(), "committed:1"]);
+    let listing = sh(&format!(
+        "cd {d} && mkdir x && tar -xf {t} -C x && for l in $(python3 -c 'import json;print(\" \".join(json.load(open(\"x/manifest.json\"))[0][\"Layers\"]))'); do tar -tf x/$l; done",
+        d = s.dir.path().display(),
+        t = save.display()
+    ));
+    assert!(listing.lines().any(|l| l == "bin/.wh.vi"), "{listing}");
+    // export equals the container's view
+    let exp = s.path("export.tar");
+    s.ok(&["export", "-o", exp.to_str().unwrap(), "c1"]);
+    let names = sh(&format!("tar -tf {} | sort", exp.display()));
+    assert!(names.lines().any(|l| l == "newfile"));
+    assert!(!names.lines().any(|l| l == "bin/vi"));
+    assert!(!names.lines().any(|l| l.contains(".wh.")));
+    let view = s.ok(&[
+        "run",
+        "--rm",
+        "committed:1",
+        "sh",
+        "-c",
+        "find / -xdev | sort",
+    ]);
+    let exported: std::collections::BTreeSet<String> = names
+        .lines()
+        .map(|l| format!("/{}", l.trim_end_matches('/')))
+        .collect();
+    for p in view.lines().filter(|p| {
+        !p.starts_with("/proc") && !p.starts_with("/sys") && !p.starts_with("/dev") && *p != "/"
+    }) {
+        if p.starts_with("/etc/host") || p == "/etc/resolv.conf" {
+            continue;
+        }
+        assert!(exported.contains(p), "{p} missing from export");
+    }
+    // an image a container uses cannot be removed
+    let err = s.fails(&["rmi", "busybox"]);
+    assert!(err.contains("being used by container"), "{err}");
+    s.ok(&["rm", "c1"]);
+    s.assert_check();
+}
+
+#[test]
+fn memory_and_pids_limits_are_enforced() {
+    let s = Strata::new();
+    s.busybox();
+    // a fork bomb stops at the pids limit (the shell cannot fork its 30th sleeper)
+    let bomb = "for i in $(seq 30); do sleep 2 & done; echo spawned";
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        bomb,
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{:?}", out(&o));
+    assert!(out(&o).1.contains("fork"), "{:?}", out(&o));
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--pids-limit",
+            "100",
+            "busybox",
+            "sh",
+            "-c",
+            bomb
+        ]),
+        "spawned\n"
+    );
+    // a memory hog is OOM-killed under -m
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "-m",
+        "16m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=a; while true; do x=$x$x; done",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{:?}", out(&o));
+}
+
+#[test]
+fn hostile_cli_input_is_refused_in_one_line() {
+    let s = Strata::new();
+    s.busybox();
+    for (args, expect) in [
+        (vec!["run", "-m", "1k", "busybox", "true"], "minimum memory"),
+        (
+            vec!["run", "--cpuset-cpus", "0-100000000", "busybox", "true"],
+            "not available",
+        ),
+        (
+            vec!["run", "--name", "../x", "busybox", "true"],
+            "invalid container name",
+        ),
+        (
+            vec!["run", "-v", "/nonexistent:/x", "busybox", "true"],
+            "does not exist",
+        ),
+        (
+            vec!["run", "--cap-add", "CAP_ALLL", "busybox", "true"],
+            "unknown capability",
+        ),
+        (
+            vec!["run", "--network", "bridge0", "busybox", "true"],
+            "not found",
+        ),
+        (vec!["kill", "-s", "SIGFOO", "x"], "invalid signal"),
+        (
+            vec!["commit", "--change", "FROM x", "nosuch"],
+            "no such container",
+        ),
+    ] {
+        let err = s.fails(&args);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    s.ok(&["create", "--name", "cc", "busybox", "true"]);
+    let err = s.fails(&["commit", "--change", "FROM x", "cc"]);
+    assert!(err.contains("FROM is not a valid change"), "{err}");
+    let err = s.fails(&["exec", "cc", "true"]);
+    assert!(err.contains("not running"), "{err}");
+    assert_eq!(s.ok(&["ps", "-aq"]).lines().count(), 1);
+    s.assert_check();
+}
+
+#[test]
+fn state_is_corrected_when_the_monitor_dies() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&["run", "-d", "--name", "orphan", "busybox", "sleep", "60"]);
+    let inspect: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", "orphan"])).unwrap();
+    let pid = inspect[0]["State"]["Pid"].as_i64().unwrap() as i32;
+    // kill the monitor (the container's parent) and the container
+    let ppid = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = ppid[ppid.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ppid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for(
+        || {
+            s.ok(&["ps", "-a", "--format", "{{.Status}}"])
+                .starts_with("Exited")
+        },
+        "exited status",
+    );
+    s.ok(&["rm", "orphan"]);
+    let _ = Command::new("true").status();
+}
