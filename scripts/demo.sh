@@ -1,13 +1,36 @@
 #!/bin/sh
-# The main job on a fresh Debian machine: build strata, make the busybox base image, and show it.
+# The main job on a fresh Debian machine: build strata, make the busybox base image from
+# Debian's busybox-static, build the example images and run them.
+#   ./scripts/demo.sh          static-site and hello examples
+#   ./scripts/demo.sh c-app    also the multi-stage C example (debootstraps debian:bookworm)
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 cargo build --release --locked
-S="./target/x86_64-unknown-linux-gnu/release/strata --root ${STRATA_ROOT:-/var/lib/strata}"
-tar=$(mktemp --suffix=.tar)
-trap 'rm -f "$tar"' EXIT
-./tests/fixtures/busybox-rootfs.sh "$tar"
-$S import -c 'CMD ["sh"]' "$tar" busybox:latest
+bin=./target/x86_64-unknown-linux-gnu/release/strata
+S="$bin --root ${STRATA_ROOT:-/var/lib/strata}"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+./tests/fixtures/busybox-rootfs.sh "$work/busybox.tar"
+$S import -c 'CMD ["sh"]' "$work/busybox.tar" busybox:latest >/dev/null
+
+echo "== building examples/hello"
+$S build -t hello examples/hello
+$S run --rm hello strata
+
+echo "== building examples/static-site"
+$S build -t static-site examples/static-site
+port=18080
+id=$($S run -d --rm --network host static-site httpd -f -p $port -h /www)
+sleep 0.5
+$S exec "$id" wget -q -O - "http://127.0.0.1:$port/"
+$S stop -t 1 "$id" >/dev/null
+
+if [ "${1:-}" = "c-app" ]; then
+  echo "== building examples/c-app (debian:bookworm from debootstrap)"
+  ./tests/fixtures/debian-rootfs.sh "$work/debian.tar"
+  $S import "$work/debian.tar" debian:bookworm >/dev/null
+  $S build -t c-app examples/c-app
+  $S run --rm c-app
+fi
 $S images
-$S history busybox

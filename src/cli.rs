@@ -106,6 +106,9 @@ pub enum Command {
     /// Manage strata itself
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage the build cache
+    #[command(subcommand)]
+    Builder(BuilderCommand),
     /// Show the version
     Version,
     /// Show store and system information
@@ -279,6 +282,27 @@ pub struct BuildArgs {
     /// Print the plan (stages, steps, cache keys, CACHED or why not) without building
     #[arg(long)]
     pub dry_run: bool,
+    /// Always attempt to pull a newer base image: never (default: use local images), missing
+    #[arg(long, default_value = "missing", value_parser = ["never", "missing", "always"])]
+    pub pull: String,
+    /// Set metadata for the image (KEY=VALUE); repeatable
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Network mode for RUN instructions: host (default) or none
+    #[arg(long, value_parser = ["host", "none", "default"])]
+    pub network: Option<String>,
+    /// Suppress the build output and print the image ID on success
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write the image ID to the file
+    #[arg(long)]
+    pub iidfile: Option<std::path::PathBuf>,
+    /// Type of progress output: auto, tty, plain, quiet
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "quiet"])]
+    pub progress: String,
+    /// Target platform (only the host's, linux/amd64 here, is supported)
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Build context directory, or - to read a Dockerfile from standard input
     #[arg(default_value = ".")]
     pub context: String,
@@ -544,4 +568,22 @@ pub struct MonitorArgs {
     pub foreground: bool,
     #[arg(long)]
     pub ready_fd: Option<i32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove build cache
+    Prune {
+        /// Remove all build cache (default: everything not used by a tagged image's history)
+        #[arg(short, long)]
+        all: bool,
+        /// Keep this much cache (e.g. 1g), dropping the least recently used first
+        #[arg(long)]
+        keep_storage: Option<String>,
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show build cache disk usage
+    Du,
 }

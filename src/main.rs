@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
+use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use commands::containers::{self, ExitError};
 use commands::{images, open_store, system};
 
@@ -67,7 +67,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.clone();
     let store = || open_store(&root);
     match cli.command {
-        Command::Build(a) => commands::build::build(&a),
+        Command::Build(a) => {
+            if a.check {
+                commands::build::check(&a)
+            } else {
+                commands::build::build(&store()?, &a)
+            }
+        }
+        Command::Builder(BuilderCommand::Prune {
+            all, keep_storage, ..
+        }) => system::builder_prune(&store()?, all, keep_storage.as_deref()),
+        Command::Builder(BuilderCommand::Du) => system::builder_du(&store()?),
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
             containers::run(&store()?, &root, &a)
         }

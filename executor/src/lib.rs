@@ -1,1 +1,452 @@
-//! strata-executor
+//! strata-executor: runs a [`BuildGraph`].
+//!
+//! Main types: [`Executor`] (stage threads, cache lookups, step execution, commit) and
+//! [`progress::Progress`]. Each step is create → start (RUN) or write (COPY/ADD) → commit,
+//! unless its cache key already has a result; metadata steps only change the config.
+//!
+//! Key design decisions: every step's result is an (intermediate) image recorded in the store,
+//! and only then is its cache record written, so a cache hit always points at a complete image
+//! and a fully cached build ends at the very same image ID. Stages run on their own threads
+//! (RUN steps mostly wait on their containers, so parallelism is bounded by the plan, not by
+//! the CPU count); containers are started by spawning the single-threaded strata monitor, so no
+//! namespace is ever created from this multi-threaded process.
+
+mod copy;
+pub mod progress;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
+
+use strata_cache::{fsutil, Image, Store};
+use strata_image::layer::TarOptions;
+use strata_image::spec::{self, History, ImageConfig, RootFs};
+use strata_image::Digest;
+use strata_planner::context::Context;
+use strata_planner::plan::{Base, BuildGraph, StagePlan, Step, StepOp};
+use strata_runtime::container::{new_id, ContainerRecord, Containers, HostConfig, RunConfig};
+
+use progress::Progress;
+
+/// Build failures. Step failures carry where the instruction is written.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{file}:{line}: {instruction}: {message}")]
+    Step {
+        file: String,
+        line: usize,
+        col: usize,
+        instruction: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] strata_cache::StoreError),
+    #[error(transparent)]
+    Runtime(#[from] strata_runtime::RuntimeError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Options for a run of the executor.
+pub struct ExecOptions {
+    pub no_cache: bool,
+    /// The strata binary to start containers with (the read-only view of ourselves).
+    pub exe: PathBuf,
+    pub file: String,
+    /// `SOURCE_DATE_EPOCH`: times in new layers and configs are clamped to it.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// Runs build graphs against a store.
+pub struct Executor<'a> {
+    pub store: &'a Store,
+    pub context: &'a Context,
+    pub graph: &'a BuildGraph,
+    pub opts: ExecOptions,
+    pub progress: &'a Progress,
+}
+
+/// What a step produced.
+#[derive(Clone)]
+struct State {
+    image: Image,
+}
+
+impl Executor<'_> {
+    /// Runs every stage the target needs; returns the target's image.
+    pub fn run(&self) -> Result<Image, BuildError> {
+        let _lease = self.store.lease()?;
+        let n = self.graph.stages.len();
+        let results: Mutex<Vec<Option<Result<Image, String>>>> = Mutex::new(vec![None; n]);
+        let ready = Condvar::new();
+        let first_error: Mutex<Option<BuildError>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for &s in &self.graph.order {
+                let results = &results;
+                let ready = &ready;
+                let first_error = &first_error;
+                scope.spawn(move || {
+                    let stage = &self.graph.stages[s];
+                    let outcome = self
+                        .wait_deps(stage, results, ready)
+                        .and_then(|_| self.run_stage(stage, results));
+                    let mut r = results.lock().expect("results lock");
+                    match outcome {
+                        Ok(img) => r[s] = Some(Ok(img)),
+                        Err(e) => {
+                            r[s] = Some(Err(e.to_string()));
+                            let mut fe = first_error.lock().expect("error lock");
+                            if fe.is_none() {
+                                *fe = Some(e);
+                            }
+                        }
+                    }
+                    ready.notify_all();
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().expect("error lock") {
+            return Err(e);
+        }
+        let mut r = results.into_inner().expect("results lock");
+        match r[self.graph.target].take() {
+            Some(Ok(img)) => Ok(img),
+            Some(Err(e)) => Err(BuildError::Other(e)),
+            None => Err(BuildError::Other("the target stage did not run".into())),
+        }
+    }
+
+    fn wait_deps(
+        &self,
+        stage: &StagePlan,
+        results: &Mutex<Vec<Option<Result<Image, String>>>>,
+        ready: &Condvar,
+    ) -> Result<(), BuildError> {
+        let mut r = results.lock().expect("results lock");
+        loop {
+            let mut all = true;
+            for &d in &stage.deps {
+                match &r[d] {
+                    None => all = false,
+                    Some(Err(_)) => {
+                        return Err(BuildError::Other(format!(
+                            "stage {} failed",
+                            self.graph.stages[d].display_name()
+                        )))
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            if all {
+                return Ok(());
+            }
+            r = ready.wait(r).expect("results lock");
+        }
+    }
+
+    fn result_of(
+        &self,
+        results: &Mutex<Vec<Option<Result<Image, String>>>>,
+        s: usize,
+    ) -> Result<Image, BuildError> {
+        match &results.lock().expect("results lock")[s] {
+            Some(Ok(img)) => Ok(img.clone()),
+            _ => Err(BuildError::Other(format!("stage {} has no result", s))),
+        }
+    }
+
+    fn now(&self) -> String {
+        match self.opts.source_date_epoch {
+            Some(t) => fsutil::rfc3339_from_unix(t),
+            None => fsutil::now_rfc3339(),
+        }
+    }
+
+    fn base_image(
+        &self,
+        stage: &StagePlan,
+        results: &Mutex<Vec<Option<Result<Image, String>>>>,
+    ) -> Result<Image, BuildError> {
+        match &stage.base {
+            Base::Image { id, .. } => Ok(self.store.image(id)?),
+            Base::Stage(i) => self.result_of(results, *i),
+            Base::Scratch => {
+                // An empty image: deterministic config, no layers, so always the same ID.
+                let cfg = ImageConfig {
+                    architecture: stage.base_config.architecture.clone(),
+                    os: "linux".into(),
+                    rootfs: RootFs::default(),
+                    ..Default::default()
+                };
+                Ok(self
+                    .store
+                    .put_image(&spec::to_canonical_json(&cfg), None, Vec::new())?)
+            }
+        }
+    }
+
+    fn run_stage(
+        &self,
+        stage: &StagePlan,
+        results: &Mutex<Vec<Option<Result<Image, String>>>>,
+    ) -> Result<Image, BuildError> {
+        let total = stage.steps.len() + 1;
+        let label = |i: usize| format!("[{} {}/{}]", stage.display_name(), i, total);
+        let base_name = match &stage.base {
+            Base::Image { name, .. } => name.clone(),
+            Base::Stage(i) => self.graph.stages[*i].display_name(),
+            Base::Scratch => "scratch".into(),
+        };
+        let v = self
+            .progress
+            .start(&format!("{} FROM {base_name}", label(1)));
+        let mut state = State {
+            image: self.base_image(stage, results)?,
+        };
+        v.done();
+        for (i, step) in stage.steps.iter().enumerate() {
+            let v = self
+                .progress
+                .start(&format!("{} {}", label(i + 2), step.original.trim()));
+            if !self.opts.no_cache {
+                if let Some(rec) = self.store.cache_get(&step.key)? {
+                    if let Ok(img) = self.store.image(&rec.image) {
+                        let _ = self.store.cache_touch(&rec);
+                        state.image = img;
+                        v.cached();
+                        continue;
+                    }
+                }
+            }
+            match self.execute(stage, step, &state, results, &v) {
+                Ok(img) => {
+                    self.store.cache_put(&step.key, img.id())?;
+                    remember_inputs(self.store, step);
+                    state.image = img;
+                    v.done();
+                }
+                Err(e) => {
+                    v.error(&e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(state.image)
+    }
+
+    fn step_error(&self, step: &Step, message: String) -> BuildError {
+        BuildError::Step {
+            file: self.opts.file.clone(),
+            line: step.pos.line,
+            col: step.pos.col,
+            instruction: step.original.trim().chars().take(80).collect(),
+            message,
+        }
+    }
+
+    fn execute(
+        &self,
+        stage: &StagePlan,
+        step: &Step,
+        state: &State,
+        results: &Mutex<Vec<Option<Result<Image, String>>>>,
+        v: &progress::Vertex<'_>,
+    ) -> Result<Image, BuildError> {
+        let _ = stage;
+        match &step.op {
+            StepOp::Config(cfg) => self.commit(state, step, None, Some((**cfg).clone()), true),
+            StepOp::Run {
+                argv,
+                env,
+                user,
+                workdir,
+                network,
+            } => {
+                let upper =
+                    self.run_container(state, step, argv, env, user, workdir, network, v)?;
+                let r = self.commit(state, step, Some(upper.as_path()), None, false);
+                r
+            }
+            StepOp::Copy(op) => {
+                let from = match &op.from {
+                    strata_planner::plan::CopyFrom::Context => None,
+                    strata_planner::plan::CopyFrom::Stage(i) => Some(self.result_of(results, *i)?),
+                    strata_planner::plan::CopyFrom::Image(id) => Some(self.store.image(id)?),
+                };
+                let upper =
+                    copy::copy_step(self.store, self.context, &state.image, op, from.as_ref())
+                        .map_err(|e| self.step_error(step, e))?;
+                self.commit(state, step, Some(upper.as_path()), None, false)
+            }
+        }
+    }
+
+    /// A new image: the parent plus (optionally) a layer from `upper` and (optionally) a new
+    /// runtime config, with a history entry.
+    fn commit(
+        &self,
+        state: &State,
+        step: &Step,
+        upper: Option<&Path>,
+        config: Option<spec::ContainerConfig>,
+        empty: bool,
+    ) -> Result<Image, BuildError> {
+        let parent = &state.image;
+        let mut cfg = parent.config.clone();
+        let mut diff_ids = cfg.rootfs.diff_ids.clone();
+        if let Some(dir) = upper {
+            let opts = TarOptions {
+                clamp_mtime: self.opts.source_date_epoch,
+            };
+            let layer = self
+                .store
+                .add_layer_from_dir(parent.top_layer(), dir, true, &opts);
+            let _ = fsutil::remove_any(dir);
+            diff_ids.push(layer?.diff_id);
+        }
+        if let Some(c) = config {
+            cfg.config = Some(c);
+        }
+        let now = self.now();
+        cfg.rootfs = RootFs {
+            kind: "layers".into(),
+            diff_ids,
+        };
+        cfg.created = Some(now.clone());
+        cfg.history.push(History {
+            created: Some(now),
+            created_by: Some(step.created_by.clone()),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: empty,
+            ..Default::default()
+        });
+        Ok(self.store.put_image(
+            &spec::to_canonical_json(&cfg),
+            Some(parent.id()),
+            Vec::new(),
+        )?)
+    }
+
+    /// Runs a RUN step in a build container; returns its read-write layer (moved out of the
+    /// container, which is removed).
+    #[allow(clippy::too_many_arguments)]
+    fn run_container(
+        &self,
+        state: &State,
+        step: &Step,
+        argv: &[String],
+        env: &[String],
+        user: &str,
+        workdir: &str,
+        network: &str,
+        v: &progress::Vertex<'_>,
+    ) -> Result<PathBuf, BuildError> {
+        let containers = Containers::new(self.store);
+        let mut labels = BTreeMap::new();
+        labels.insert("strata.build".to_string(), "1".to_string());
+        let rec = ContainerRecord {
+            id: new_id(),
+            name: String::new(),
+            image: state.image.id().clone(),
+            image_name: state.image.id().to_string(),
+            created: fsutil::now_rfc3339(),
+            config: RunConfig {
+                entrypoint: Vec::new(),
+                cmd: argv.to_vec(),
+                env: env.to_vec(),
+                working_dir: workdir.to_string(),
+                user: user.to_string(),
+                hostname: "buildkitsandbox".into(),
+                labels,
+                ..Default::default()
+            },
+            host_config: HostConfig {
+                network_mode: network.to_string(),
+                ..Default::default()
+            },
+            layers: state.image.record.layers.clone(),
+        };
+        let rec = containers.create(rec)?;
+        let result = self.start_build_container(&rec, step, argv, v);
+        let upper = containers.dir(&rec.id).upper();
+        let taken = self.store.temp_path("run-layer");
+        let moved = result.and_then(|_| {
+            std::fs::rename(&upper, &taken)
+                .map_err(|e| BuildError::Other(format!("{}: {e}", upper.display())))
+        });
+        let _ = containers.remove_dir(&rec.id);
+        moved.map(|_| taken)
+    }
+
+    fn start_build_container(
+        &self,
+        rec: &ContainerRecord,
+        step: &Step,
+        argv: &[String],
+        v: &progress::Vertex<'_>,
+    ) -> Result<(), BuildError> {
+        let (r, w) = std::io::pipe().map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
+        let w2 = w
+            .try_clone()
+            .map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
+        let mut child = Command::new(&self.opts.exe)
+            .arg("--root")
+            .arg(self.store.root())
+            .args(["__monitor", &rec.id, "--foreground"])
+            .stdin(Stdio::null())
+            .stdout(w)
+            .stderr(w2)
+            .spawn()
+            .map_err(|e| self.step_error(step, format!("start the build container: {e}")))?;
+        let mut tail: Vec<String> = Vec::new();
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            v.output(&line);
+            tail.push(line);
+            if tail.len() > 20 {
+                tail.remove(0);
+            }
+        }
+        let st = child
+            .wait()
+            .map_err(|e| BuildError::Other(format!("wait: {e}")))?;
+        if st.success() {
+            return Ok(());
+        }
+        let code = st.code().unwrap_or(255);
+        Err(self.step_error(
+            step,
+            format!(
+                "process {:?} did not complete successfully: exit code: {code}",
+                argv.join(" ")
+            ),
+        ))
+    }
+}
+
+/// Where the inputs of the last build of a step at the same place are remembered, for
+/// `--dry-run` explanations (keyed by the step's position, not its content).
+fn position_path(store: &Store, step: &Step) -> PathBuf {
+    let place = format!(
+        "{}\0{}",
+        step.pos.line,
+        step.original.split_whitespace().next().unwrap_or("")
+    );
+    store
+        .buildcache_dir()
+        .join("steps")
+        .join(Digest::of(place.as_bytes()).hex())
+}
+
+/// The inputs recorded for the last build of a step at this place, if any.
+pub fn last_inputs(store: &Store, step: &Step) -> Option<serde_json::Value> {
+    let bytes = std::fs::read(position_path(store, step)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn remember_inputs(store: &Store, step: &Step) {
+    let p = position_path(store, step);
+    let _ = std::fs::create_dir_all(p.parent().expect("has a parent"));
+    let _ = store.atomic_write(&p, &serde_json::to_vec(&step.inputs).unwrap_or_default());
+}

@@ -611,7 +611,7 @@ fn typed(
                 crate::ignore::Pattern::new(pattern)
                     .map_err(|e| at(f.pos("exclude"), format!("--exclude={pattern}: {e}")))?;
             }
-            Kind::Copy(Copy {
+            let copy = Copy {
                 sources,
                 dest,
                 from,
@@ -624,7 +624,12 @@ fn typed(
                 checksum,
                 keep_git_dir: f.bool("keep-git-dir")?.unwrap_or(false),
                 unpack: f.bool("unpack")?,
-            })
+            };
+            if name == "ADD" {
+                Kind::Add(copy)
+            } else {
+                Kind::Copy(copy)
+            }
         }
         "WORKDIR" => Kind::Workdir(exactly_one()?),
         "USER" => Kind::User(exactly_one()?),

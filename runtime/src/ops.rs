@@ -36,8 +36,20 @@ pub fn kill(c: &Containers, rec: &ContainerRecord, sig: Signal) -> Result<(), Ru
     Ok(())
 }
 
-/// Waits until the container is no longer running, up to `timeout`. True if it stopped.
+/// Waits until the container is no longer running, up to `timeout`. True if it stopped (a
+/// `--rm` container that removed itself has stopped too).
 pub fn wait_stopped(
+    c: &Containers,
+    rec: &ContainerRecord,
+    timeout: Option<Duration>,
+) -> Result<bool, RuntimeError> {
+    match wait_stopped_inner(c, rec, timeout) {
+        Err(RuntimeError::NotFound(_)) => Ok(true),
+        other => other,
+    }
+}
+
+fn wait_stopped_inner(
     c: &Containers,
     rec: &ContainerRecord,
     timeout: Option<Duration>,

@@ -4,8 +4,17 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
+use strata_cache::Store;
+use strata_executor::progress::Progress;
+use strata_executor::{BuildError, ExecOptions, Executor};
+use strata_image::reference::Reference;
+use strata_image::spec::ImageConfig;
+use strata_image::Digest;
+use strata_parser::ignore::Matcher;
 use strata_parser::parse_dockerfile;
+use strata_planner::context::{Context, StatCache};
+use strata_planner::plan::{plan, Base, BuildGraph, ImageSource, PlanOptions};
 
 use crate::cli::BuildArgs;
 
@@ -13,7 +22,6 @@ use crate::cli::BuildArgs;
 pub struct DockerfileSource {
     pub name: String,
     /// Where it was read from (for `<Dockerfile>.dockerignore`); None for stdin.
-    #[allow(dead_code)]
     pub path: Option<PathBuf>,
     pub text: String,
 }
@@ -36,7 +44,12 @@ pub fn read_dockerfile(a: &BuildArgs) -> Result<DockerfileSource> {
             )
         })
     };
-    match a.file.as_deref() {
+    let file = if a.context == "-" && a.file.is_none() {
+        Some("-")
+    } else {
+        a.file.as_deref()
+    };
+    match file {
         Some("-") => Ok(DockerfileSource {
             name: "Dockerfile".into(),
             path: None,
@@ -131,9 +144,256 @@ pub fn check(a: &BuildArgs) -> Result<()> {
     bail!("{}: check failed with {} errors", src.name, problems.len());
 }
 
-pub fn build(a: &BuildArgs) -> Result<()> {
+/// Base images come from the store.
+struct StoreImages<'a>(&'a Store);
+
+impl ImageSource for StoreImages<'_> {
+    fn lookup(&self, name: &str) -> std::result::Result<Option<(Digest, ImageConfig)>, String> {
+        if let Err(e) = Reference::parse(name) {
+            return Err(e.to_string());
+        }
+        match self.0.resolve_image(name) {
+            Ok(id) => {
+                let img = self.0.image(&id).map_err(|e| e.to_string())?;
+                Ok(Some((id, img.config)))
+            }
+            Err(strata_cache::StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The context, with `<Dockerfile>.dockerignore` or `.dockerignore` applied.
+fn load_context(a: &BuildArgs, src: &DockerfileSource) -> Result<Context> {
+    if a.context == "-" {
+        return Ok(Context::empty());
+    }
+    let root = Path::new(&a.context);
+    let df_path = src.path.clone().unwrap_or_else(|| root.join("Dockerfile"));
+    let patterns = match strata_parser::ignore::ignore_file_for(root, &df_path) {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?;
+            strata_parser::ignore::read_ignore_file(&text)
+        }
+        None => Vec::new(),
+    };
+    let matcher =
+        Matcher::new(&patterns).map_err(|(p, e)| anyhow!(".dockerignore: pattern {p:?}: {e}"))?;
+    Ok(Context::load(root, &matcher)?)
+}
+
+fn step_error_render(src: &DockerfileSource, e: &BuildError) -> String {
+    match e {
+        BuildError::Step {
+            line, col, message, ..
+        } => {
+            let pe = strata_parser::ParseError::new(
+                &src.name,
+                &src.text,
+                strata_parser::Pos {
+                    line: *line,
+                    col: *col,
+                },
+                message.clone(),
+            );
+            pe.render()
+        }
+        other => other.to_string(),
+    }
+}
+
+pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
     if a.check {
         return check(a);
     }
-    bail!("strata build: only --check is available in this version")
+    if let Some(p) = &a.platform {
+        let host = format!("linux/{}", strata_cache::transfer::host_arch());
+        if p != &host {
+            bail!("--platform {p}: only the host platform ({host}) can be built");
+        }
+    }
+    let tags: Vec<Reference> = a
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t).map_err(|e| anyhow!("-t {t}: {e}")))
+        .collect::<Result<_>>()?;
+    let src = read_dockerfile(a)?;
+    let args = build_args(a)?;
+    let df = parse_dockerfile(&src.name, &src.text).map_err(|e| anyhow!("{e}"))?;
+    let context = load_context(a, &src)?;
+    let stat_path = store.buildcache_dir().join("statcache.json");
+    let mut stat = StatCache::load(&stat_path);
+    let mut labels = BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let opts = PlanOptions {
+        build_args: args,
+        target: a.target.clone(),
+        network: a
+            .network
+            .clone()
+            .map(|n| if n == "default" { "host".into() } else { n }),
+        labels: labels.clone(),
+    };
+    let graph = plan(
+        &src.name,
+        &src.text,
+        &df,
+        &opts,
+        &context,
+        &mut stat,
+        &StoreImages(store),
+    )?;
+    stat.save(&stat_path);
+    if a.dry_run {
+        return dry_run(store, &graph);
+    }
+    let quiet = a.quiet || a.progress == "quiet";
+    let progress = Progress::new(Box::new(std::io::stderr()), quiet);
+    let exe = strata_runtime::rootexe::protected_exe()?;
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok());
+    let exec = Executor {
+        store,
+        context: &context,
+        graph: &graph,
+        opts: ExecOptions {
+            no_cache: a.no_cache,
+            exe,
+            file: src.name.clone(),
+            source_date_epoch: epoch,
+        },
+        progress: &progress,
+    };
+    let mut img = match exec.run() {
+        Ok(img) => img,
+        Err(e) => {
+            eprintln!("{}", step_error_render(&src, &e));
+            bail!("{}", e);
+        }
+    };
+    if !labels.is_empty() {
+        let mut cfg = img.config.clone();
+        let mut c = cfg.container();
+        c.labels.extend(labels);
+        cfg.config = Some(c);
+        img = store.put_image(
+            &strata_image::spec::to_canonical_json(&cfg),
+            Some(img.id()),
+            Vec::new(),
+        )?;
+    }
+    let v = progress.start("exporting to image");
+    v.log(&format!("writing image {} done", img.id()));
+    for t in &tags {
+        store.tag(t, img.id())?;
+        v.log(&format!("naming to {t} done"));
+    }
+    v.done();
+    if let Some(p) = &a.iidfile {
+        std::fs::write(p, img.id().to_string())
+            .with_context(|| format!("write {}", p.display()))?;
+    }
+    if quiet {
+        println!("{}", img.id());
+    }
+    Ok(())
+}
+
+/// `--dry-run`: stages, steps, keys, and whether each would be CACHED.
+fn dry_run(store: &Store, graph: &BuildGraph) -> Result<()> {
+    for &s in &graph.order {
+        let st = &graph.stages[s];
+        let base = match &st.base {
+            Base::Scratch => "scratch".to_string(),
+            Base::Image { name, id } => format!("{name} ({})", id.short()),
+            Base::Stage(i) => format!("stage {}", graph.stages[*i].display_name()),
+        };
+        println!("stage {} [{}] FROM {base}", st.index, st.display_name());
+        let mut parent_missed = false;
+        for (i, step) in st.steps.iter().enumerate() {
+            let hit = store.cache_get(&step.key)?.is_some();
+            let status = if hit { "CACHED" } else { "run" };
+            let reason = if hit {
+                String::new()
+            } else if parent_missed {
+                "  (an earlier step runs)".to_string()
+            } else {
+                format!("  ({})", explain_miss(store, step))
+            };
+            println!(
+                "  {:>2} {} {:<6} {}{reason}",
+                i + 1,
+                &step.key.hex()[..16],
+                status,
+                step.original.trim()
+            );
+            parent_missed |= !hit;
+        }
+    }
+    for (i, st) in graph.stages.iter().enumerate() {
+        if !graph.order.contains(&i) {
+            println!(
+                "stage {} [{}] skipped: the target does not need it",
+                st.index,
+                st.display_name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Why a step has no cache result: compares its inputs with those of the last build that ran
+/// a step at the same place.
+fn explain_miss(store: &Store, step: &strata_planner::plan::Step) -> String {
+    let Some(prev) = strata_executor::last_inputs(store, step) else {
+        return "no earlier build of this step".into();
+    };
+    let cur = &step.inputs;
+    let fields = [
+        "op", "argv", "env", "user", "workdir", "network", "sources", "dest", "chown", "chmod",
+        "from", "config",
+    ];
+    for f in fields {
+        if cur.get(f) != prev.get(f) {
+            if f == "env" {
+                let a: Vec<String> = serde_json::from_value(cur[f].clone()).unwrap_or_default();
+                let b: Vec<String> = serde_json::from_value(prev[f].clone()).unwrap_or_default();
+                let changed: Vec<String> = a
+                    .iter()
+                    .filter(|x| !b.contains(x))
+                    .map(|x| x.split('=').next().unwrap_or("").to_string())
+                    .collect();
+                return format!("env/arg changed: {}", changed.join(", "));
+            }
+            return format!("{f} changed");
+        }
+    }
+    if cur.get("content") != prev.get("content") {
+        let a = cur["content"].as_array().cloned().unwrap_or_default();
+        let b = prev["content"].as_array().cloned().unwrap_or_default();
+        let changed: Vec<String> = a
+            .iter()
+            .filter(|x| !b.contains(x))
+            .filter_map(|x| x.get(1).and_then(|p| p.as_str()).map(str::to_string))
+            .chain(
+                b.iter()
+                    .filter(|x| !a.iter().any(|y| y.get(1) == x.get(1)))
+                    .filter_map(|x| {
+                        x.get(1)
+                            .and_then(|p| p.as_str())
+                            .map(|p| format!("{p} (removed)"))
+                    }),
+            )
+            .collect();
+        return format!("source files changed: {}", changed.join(", "));
+    }
+    if cur.get("parent") != prev.get("parent") {
+        return "the base image or an earlier step changed".into();
+    }
+    "inputs changed".into()
 }

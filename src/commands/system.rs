@@ -158,3 +158,68 @@ pub fn check(store: &Store, repair: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `builder prune`: drops build-cache records (least recently used first down to
+/// `--keep-storage`, or all), then the intermediate images nothing else needs.
+pub fn builder_prune(store: &Store, all: bool, keep: Option<&str>) -> Result<()> {
+    let mut records = store.cache_records()?;
+    records.sort_by(|a, b| a.last_used.cmp(&b.last_used));
+    let keep_bytes = match keep {
+        Some(k) => Some(
+            strata_parser::instructions::parse_size(k)
+                .ok_or_else(|| anyhow::anyhow!("invalid --keep-storage {k:?}"))?,
+        ),
+        None => None,
+    };
+    let size_of = |r: &strata_cache::CacheRecord| -> u64 {
+        store
+            .image_record(&r.image)
+            .ok()
+            .and_then(|i| i.layers.last().cloned())
+            .and_then(|l| store.layer_meta(&l).ok())
+            .map(|m| m.size)
+            .unwrap_or(0)
+    };
+    let mut total: u64 = records.iter().map(size_of).sum();
+    let mut removed = 0;
+    for r in &records {
+        if let Some(k) = keep_bytes {
+            if !all && total <= k {
+                break;
+            }
+        }
+        total = total.saturating_sub(size_of(r));
+        store.cache_remove(&r.key)?;
+        removed += 1;
+    }
+    let report = store.prune(ImagePrune::Dangling)?;
+    let _ = all;
+    println!("Deleted build cache records: {removed}");
+    println!("Total reclaimed space: {}", human_size(report.bytes));
+    Ok(())
+}
+
+/// `builder du`: the build cache's records and sizes.
+pub fn builder_du(store: &Store) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut total = 0u64;
+    for r in store.cache_records()? {
+        let size = store
+            .image_record(&r.image)
+            .ok()
+            .and_then(|i| i.layers.last().cloned())
+            .and_then(|l| store.layer_meta(&l).ok())
+            .map(|m| m.size)
+            .unwrap_or(0);
+        total += size;
+        rows.push(vec![
+            r.key.short().to_string(),
+            r.image.short().to_string(),
+            human_size(size),
+            r.last_used.clone(),
+        ]);
+    }
+    print_table(&["ID", "IMAGE", "SIZE", "LAST USED"], &rows);
+    println!("Total:\t{}", human_size(total));
+    Ok(())
+}

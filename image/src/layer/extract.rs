@@ -62,9 +62,20 @@ pub fn extract_layer<R: Read>(
     target: &Path,
     opts: &ExtractOptions,
 ) -> Result<(ExtractStats, R), LayerError> {
-    let root = Root::open(target)
-        .map_err(|e| LayerError::io(target, io::Error::other(e.to_string())))?
-        .with_resolver_flags(ResolverFlags::NO_SYMLINKS);
+    let root =
+        Root::open(target).map_err(|e| LayerError::io(target, io::Error::other(e.to_string())))?;
+    extract_into_root(input, root, target, opts)
+}
+
+/// Like [`extract_layer`] into an already opened root (e.g. a directory resolved inside a
+/// container's rootfs); `target` only names it in errors.
+pub fn extract_into_root<R: Read>(
+    input: R,
+    root: Root,
+    target: &Path,
+    opts: &ExtractOptions,
+) -> Result<(ExtractStats, R), LayerError> {
+    let root = root.with_resolver_flags(ResolverFlags::NO_SYMLINKS);
     let mut x = Extractor {
         root,
         target,

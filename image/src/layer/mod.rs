@@ -10,7 +10,7 @@ mod guard;
 mod writer;
 
 pub use changes::changes;
-pub use extract::{extract_layer, ExtractOptions, ExtractStats};
+pub use extract::{extract_into_root, extract_layer, ExtractOptions, ExtractStats};
 pub use writer::{write_flattened_tar, write_layer_tar, TarOptions};
 
 use std::path::PathBuf;

@@ -1,0 +1,69 @@
+#!/bin/sh
+# strata's benchmarks, next to the floors and peers in ../shared/bench/README.md.
+# Usage: bench/run.sh [start|small|fanout|bigctx|import|all]   (default: all)
+# Needs root, hyperfine, runc, busybox-static (scripts/deps.sh installs them). Prints rows of
+# "workload phase: median (and the floor/peer measured in the same run)".
+set -eu
+cd "$(dirname "$0")/.."
+shared=${STRATA_SHARED:-../shared}
+what=${1:-all}
+cargo build --release --locked -q
+bin=$(pwd)/target/x86_64-unknown-linux-gnu/release/strata
+work=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+S="$bin --root $work/store"
+./tests/fixtures/busybox-rootfs.sh "$work/busybox.tar"
+$S import "$work/busybox.tar" busybox:latest >/dev/null
+median() { hyperfine -N -w "$1" -r "$2" --export-json "$work/h.json" "$3" >/dev/null 2>&1; python3 -c "import json;print('%.4f' % json.load(open('$work/h.json'))['results'][0]['median'])"; }
+
+if [ "$what" = start ] || [ "$what" = all ]; then
+  mkdir -p "$work/rootfs" && tar -xf "$work/busybox.tar" -C "$work/rootfs"
+  s=$(median 3 30 "$S run --rm busybox true")
+  f=$(median 3 30 "unshare -m -p -f -u -i -n chroot $work/rootfs /bin/true")
+  mkdir -p "$work/bundle" && cp -a "$work/rootfs" "$work/bundle/rootfs"
+  (cd "$work/bundle" && runc spec && sed -i 's/"sh"/"true"/; s/"terminal": true/"terminal": false/' config.json)
+  r=$(median 3 20 "runc --root $work/runc run -b $work/bundle bench$$")
+  id=$($S run -d busybox sleep 600)
+  e=$(median 3 30 "$S exec $id true")
+  $S rm -f "$id" >/dev/null
+  echo "start run --rm true: strata ${s}s floor ${f}s runc ${r}s (x$(python3 -c "print(round($s/$f,2))") floor, runc/strata $(python3 -c "print(round($r/$s,2))")); exec true: ${e}s"
+fi
+
+build_phases() { # name ctx dockerfile-dir incr-cmd
+  name=$1; ctx=$2; shift 2
+  cold=$(median 1 5 "sh -c '$S builder prune -a -f >/dev/null; $S build -q --no-cache $ctx >/dev/null'")
+  $S build -q "$ctx" >/dev/null
+  warm=$(median 2 10 "$S build -q $ctx")
+  line="$name cold ${cold}s warm ${warm}s"
+  if [ $# -gt 0 ]; then
+    incr=$(median 1 5 "sh -c '$1; $S build -q $ctx >/dev/null'")
+    line="$line incr ${incr}s"
+  fi
+  echo "$line"
+}
+
+if [ "$what" = small ] || [ "$what" = all ]; then
+  cp -r "$shared/bench/small" "$work/small"
+  build_phases small "$work/small" "date +%s%N >> $work/small/a.txt"
+fi
+if [ "$what" = fanout ] || [ "$what" = all ]; then
+  cp -r "$shared/bench/fanout" "$work/fanout"
+  build_phases fanout "$work/fanout"
+fi
+if [ "$what" = bigctx ] || [ "$what" = all ]; then
+  ./tests/fixtures/debian-rootfs.sh /var/tmp/strata-debian-bookworm.tar
+  $S import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null
+  python3 "$shared/bench/gen-bigctx.py" "$work/bigctx" >/dev/null
+  build_phases bigctx "$work/bigctx" "date +%s%N >> $work/bigctx/src/m00/p0/f0.txt"
+fi
+if [ "$what" = import ] || [ "$what" = all ]; then
+  ./tests/fixtures/debian-rootfs.sh /var/tmp/strata-debian-bookworm.tar
+  mkdir -p "$work/deb" && tar -xf /var/tmp/strata-debian-bookworm.tar -C "$work/deb"
+  floor=$(median 1 5 "sh -c 'tar -C $work/deb -cf - . | sha256sum >/dev/null'")
+  imp=$(median 1 5 "sh -c 'rm -rf $work/imp; $bin --root $work/imp import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null'")
+  sav=$(median 1 5 "$bin --root $work/imp save -o $work/deb-save.tar debian:bookworm")
+  rss_imp=$( { /usr/bin/time -f %M sh -c "rm -rf $work/imp2; $bin --root $work/imp2 import /var/tmp/strata-debian-bookworm.tar d >/dev/null"; } 2>&1 | tail -1)
+  rss_sav=$( { /usr/bin/time -f %M $bin --root $work/imp save -o $work/deb-save.tar debian:bookworm; } 2>&1 | tail -1)
+  mb=$(du -sm "$work/deb" | cut -f1)
+  echo "import ${imp}s ($(python3 -c "print(round($mb/$imp))") MB/s, peak RSS ${rss_imp} KB) save ${sav}s ($(python3 -c "print(round($mb/$sav))") MB/s, peak RSS ${rss_sav} KB) floor tar|sha256sum ${floor}s"
+fi

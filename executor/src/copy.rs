@@ -1,0 +1,603 @@
+//! COPY and ADD: files are written into a new layer through an overlay mount of the parent
+//! image (so destinations resolve through the image's own directories and symlinks, and
+//! `--chown` names come from its passwd), with every path resolved inside that root (pathrs)
+//! and every entry created with `*at` calls on its parent directory's fd.
+
+use std::collections::HashMap;
+use std::fs::{self, File, Permissions};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fchmod, fstatat, futimens, mkdirat, mknodat, Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use pathrs::Root;
+use strata_cache::{fsutil, Image, Store};
+use strata_planner::context::{Context, Kind};
+use strata_planner::plan::CopyOp;
+
+/// Source metadata for one entry to write.
+struct Meta {
+    kind: Kind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    link: Option<String>,
+}
+
+/// A directory mounted read-write over an image: lower = the image's layers, upper = a fresh
+/// directory that becomes the new layer.
+struct Mounted {
+    mnt: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+    mounted: bool,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = umount2(&self.mnt, MntFlags::MNT_DETACH);
+        }
+        let _ = fs::remove_dir(&self.mnt);
+        let _ = fsutil::remove_any(&self.work);
+    }
+}
+
+fn lowerdirs(store: &Store, image: &Image) -> Result<String, String> {
+    if image.record.layers.is_empty() {
+        let empty = store.temp_dir("empty").map_err(|e| e.to_string())?;
+        return Ok(empty.display().to_string());
+    }
+    let dirs: Vec<String> = image
+        .record
+        .layers
+        .iter()
+        .rev()
+        .map(|l| store.layer_diff(l).display().to_string())
+        .collect();
+    Ok(dirs.join(":"))
+}
+
+fn mount_image(store: &Store, image: &Image, writable: bool) -> Result<Mounted, String> {
+    let e = |e: strata_cache::StoreError| e.to_string();
+    let mnt = store.temp_dir("mnt").map_err(e)?;
+    let upper = store.temp_dir("copy-layer").map_err(e)?;
+    let work = store.temp_dir("copy-work").map_err(e)?;
+    let mut m = Mounted {
+        mnt,
+        upper,
+        work,
+        mounted: false,
+    };
+    let lowers = lowerdirs(store, image)?;
+    let (data, flags) = if writable {
+        (
+            format!(
+                "lowerdir={lowers},upperdir={},workdir={},index=off,volatile",
+                m.upper.display(),
+                m.work.display()
+            ),
+            MsFlags::empty(),
+        )
+    } else if lowers.contains(':') {
+        (format!("lowerdir={lowers}"), MsFlags::MS_RDONLY)
+    } else {
+        // A single layer needs no overlay: bind it read-only.
+        mount(
+            Some(lowers.as_str()),
+            &m.mnt,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|er| format!("bind {lowers}: {er}"))?;
+        m.mounted = true;
+        mount(
+            None::<&str>,
+            &m.mnt,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|er| format!("remount {lowers} read-only: {er}"))?;
+        return Ok(m);
+    };
+    if data.len() > 4000 {
+        return Err(format!(
+            "the image has too many layers to mount ({})",
+            image.record.layers.len()
+        ));
+    }
+    mount(
+        Some("overlay"),
+        &m.mnt,
+        Some("overlay"),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(|er| format!("mount the image: {er}"))?;
+    m.mounted = true;
+    Ok(m)
+}
+
+/// Parent directories already resolved in the destination root, by path.
+struct Dest {
+    root: Root,
+    dirs: HashMap<String, OwnedFd>,
+    /// Directories to stamp with their source times once everything is written.
+    dir_times: Vec<(String, i64)>,
+}
+
+fn split(path: &str) -> (String, String) {
+    let p = path.trim_end_matches('/');
+    match p.rfind('/') {
+        Some(i) => (
+            if i == 0 {
+                "/".into()
+            } else {
+                p[..i].to_string()
+            },
+            p[i + 1..].to_string(),
+        ),
+        None => ("/".into(), p.to_string()),
+    }
+}
+
+impl Dest {
+    fn dir(&mut self, path: &str) -> Result<OwnedFd, String> {
+        if let Some(fd) = self.dirs.get(path) {
+            return fd.try_clone().map_err(|e| e.to_string());
+        }
+        let h = self
+            .root
+            .mkdir_all(path, &Permissions::from_mode(0o755))
+            .map_err(|e| format!("{path}: {e}"))?;
+        let fd = nix::fcntl::openat(
+            OwnedFd::from(h),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("{path}: {e}"))?;
+        if self.dirs.len() > 4096 {
+            self.dirs.clear();
+        }
+        self.dirs
+            .insert(path.to_string(), fd.try_clone().map_err(|e| e.to_string())?);
+        Ok(fd)
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        self.root
+            .resolve(path)
+            .ok()
+            .and_then(|h| h.reopen(pathrs::flags::OpenFlags::O_RDONLY).ok())
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+    }
+
+    /// Removes what is at `dir/name` unless it is a directory and `keep_dir`.
+    fn clear(
+        &mut self,
+        dir: &OwnedFd,
+        parent: &str,
+        name: &str,
+        keep_dir: bool,
+    ) -> Result<(), String> {
+        match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(format!("{parent}/{name}: {e}")),
+            Ok(st)
+                if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+                    == SFlag::S_IFDIR =>
+            {
+                if keep_dir {
+                    return Ok(());
+                }
+                self.dirs.clear();
+                self.root
+                    .remove_all(format!("{parent}/{name}"))
+                    .map_err(|e| format!("{parent}/{name}: {e}"))
+            }
+            Ok(_) => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| format!("{parent}/{name}: {e}")),
+        }
+    }
+
+    /// Writes one entry at absolute `target`; `data` supplies a regular file's content.
+    fn write(
+        &mut self,
+        target: &str,
+        m: &Meta,
+        data: Option<&mut dyn io::Read>,
+    ) -> Result<(), String> {
+        let (parent, name) = split(target);
+        if name.is_empty() {
+            return Ok(());
+        }
+        let dir = self.dir(&parent)?;
+        let at = |e: nix::Error| format!("{target}: {e}");
+        match m.kind {
+            Kind::Dir => {
+                self.clear(&dir, &parent, &name, true)?;
+                match mkdirat(&dir, name.as_str(), Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(at(e)),
+                }
+                let fd = openat(
+                    &dir,
+                    name.as_str(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(at)?;
+                fchown(&fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))).map_err(at)?;
+                fchmod(&fd, Mode::from_bits_truncate(m.mode)).map_err(at)?;
+                self.dir_times.push((target.to_string(), m.mtime));
+            }
+            Kind::File => {
+                self.clear(&dir, &parent, &name, false)?;
+                let fd = openat(
+                    &dir,
+                    name.as_str(),
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(at)?;
+                let mut f = File::from(fd);
+                if let Some(d) = data {
+                    io::copy(d, &mut f).map_err(|e| format!("{target}: {e}"))?;
+                }
+                fchown(&f, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))).map_err(at)?;
+                fchmod(&f, Mode::from_bits_truncate(m.mode)).map_err(at)?;
+                let t = TimeSpec::new(m.mtime, 0);
+                futimens(&f, &t, &t).map_err(at)?;
+            }
+            Kind::Symlink => {
+                self.clear(&dir, &parent, &name, false)?;
+                symlinkat(m.link.as_deref().unwrap_or(""), &dir, name.as_str()).map_err(at)?;
+                fchownat(
+                    &dir,
+                    name.as_str(),
+                    Some(Uid::from_raw(m.uid)),
+                    Some(Gid::from_raw(m.gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(at)?;
+            }
+            Kind::Special => {
+                // FIFOs are recreated; sockets and devices are not copied (and never opened).
+                if m.mode & 0o170000 == libc::S_IFIFO || m.link.as_deref() == Some("fifo") {
+                    self.clear(&dir, &parent, &name, false)?;
+                    mknodat(
+                        &dir,
+                        name.as_str(),
+                        SFlag::S_IFIFO,
+                        Mode::from_bits_truncate(m.mode & 0o7777),
+                        0,
+                    )
+                    .map_err(at)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        for (path, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+            if let Ok(h) = self.root.resolve_nofollow(&path) {
+                if let Ok(f) = h.reopen(
+                    pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_DIRECTORY,
+                ) {
+                    let t = TimeSpec::new(mtime, 0);
+                    let _ = futimens(&f, &t, &t);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves `--chown` against the destination's own passwd and group files.
+fn owner(dest: &Root, chown: Option<&str>) -> Result<Option<(u32, u32)>, String> {
+    let Some(spec) = chown else { return Ok(None) };
+    let read = |p: &str| -> String {
+        dest.resolve(p)
+            .ok()
+            .and_then(|h| h.reopen(pathrs::flags::OpenFlags::O_RDONLY).ok())
+            .and_then(|mut f| {
+                let mut s = String::new();
+                io::Read::read_to_string(&mut f, &mut s).ok().map(|_| s)
+            })
+            .unwrap_or_default()
+    };
+    let passwd = read("/etc/passwd");
+    let group = read("/etc/group");
+    // A user name alone means its primary group; Docker's --chown default group is the user's.
+    let u = strata_runtime::user::resolve(spec, &passwd, &group)
+        .map_err(|e| format!("--chown={spec}: {e}"))?;
+    let gid = if spec.contains(':') {
+        u.gid
+    } else if spec.parse::<u32>().is_ok() {
+        u.uid
+    } else {
+        u.gid
+    };
+    Ok(Some((u.uid, gid)))
+}
+
+fn is_archive(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let n = File::open(path)
+        .and_then(|mut f| io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let c = strata_image::compress::Compression::detect(&head[..n]);
+    c != strata_image::compress::Compression::None || (n >= 262 && &head[257..262] == b"ustar")
+}
+
+/// Performs a COPY/ADD over `parent`; returns the new layer directory (overlay form).
+pub fn copy_step(
+    store: &Store,
+    ctx: &Context,
+    parent: &Image,
+    op: &CopyOp,
+    from: Option<&Image>,
+) -> Result<PathBuf, String> {
+    let m = mount_image(store, parent, true)?;
+    let root = Root::open(&m.mnt).map_err(|e| e.to_string())?;
+    let own = owner(&root, op.chown.as_deref())?;
+    let mut dest = Dest {
+        root,
+        dirs: HashMap::new(),
+        dir_times: Vec::new(),
+    };
+    let chmod = |mode: u32, is_dir: bool| match &op.chmod {
+        Some(c) => c.apply(mode, is_dir),
+        None => mode,
+    };
+    let single_into_dir = !op.dest_is_dir && dest.is_dir(&op.dest);
+    let target_of = |rel: &str| -> String {
+        if op.dest_is_dir || single_into_dir {
+            format!("{}/{}", op.dest.trim_end_matches('/'), rel)
+        } else {
+            op.dest.clone()
+        }
+    };
+    if op.dest_is_dir {
+        let (uid, gid) = own.unwrap_or((0, 0));
+        let d = op.dest.trim_end_matches('/');
+        if !d.is_empty() && !dest.is_dir(d) {
+            dest.write(
+                d,
+                &Meta {
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime: 0,
+                    link: None,
+                },
+                None,
+            )?;
+            dest.dir_times.pop();
+        }
+    }
+    match from {
+        None => {
+            let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
+            for (_, sel) in &op.selected {
+                let e = &sel.entry;
+                let (uid, gid) = own.unwrap_or((0, 0));
+                let target = target_of(&sel.rel);
+                if op.add && e.kind == Kind::File && is_archive(&ctx.root.join(&sel.src)) {
+                    // An archive unpacks into the destination, which is a directory then.
+                    let dir = op.dest.clone();
+                    let f = ctx
+                        .open_in(&ctx_root, &sel.src)
+                        .map_err(|er| er.to_string())?;
+                    extract_into(&dest, &dir, f)?;
+                    continue;
+                }
+                let meta = Meta {
+                    kind: e.kind,
+                    mode: chmod(e.mode, e.kind == Kind::Dir),
+                    uid,
+                    gid,
+                    mtime: e.mtime,
+                    link: e.link.clone(),
+                };
+                if e.kind == Kind::File {
+                    let mut f = ctx
+                        .open_in(&ctx_root, &sel.src)
+                        .map_err(|er| er.to_string())?;
+                    dest.write(&target, &meta, Some(&mut f))?;
+                } else {
+                    dest.write(&target, &meta, None)?;
+                }
+            }
+        }
+        Some(src_image) => {
+            let sm = mount_image(store, src_image, false)?;
+            let src_root = Root::open(&sm.mnt).map_err(|e| e.to_string())?;
+            for s in &op.sources {
+                let found = glob_sources(&src_root, s)?;
+                if found.is_empty() {
+                    return Err(format!("{s}: not found in the source stage"));
+                }
+                for path in found {
+                    copy_tree(&src_root, &path, &mut dest, &target_of, own, &chmod)?;
+                }
+            }
+            drop(src_root);
+            drop(sm);
+        }
+    }
+    dest.finish()?;
+    drop(dest);
+    let upper = m.upper.clone();
+    drop(m);
+    Ok(upper)
+}
+
+/// Paths a `--from` source names: a literal path, or a glob in its last component.
+fn glob_sources(root: &Root, s: &str) -> Result<Vec<String>, String> {
+    let clean = strata_planner::plan::clean_abs(s);
+    if !clean.contains(['*', '?', '[']) {
+        return Ok(if root.resolve(&clean).is_ok() {
+            vec![clean]
+        } else {
+            Vec::new()
+        });
+    }
+    let (parent, pattern) = split(&clean);
+    let h = root
+        .resolve(&parent)
+        .map_err(|e| format!("{parent}: {e}"))?;
+    let f = h
+        .reopen(pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_DIRECTORY)
+        .map_err(|e| format!("{parent}: {e}"))?;
+    let mut out = Vec::new();
+    for e in fs::read_dir(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map_err(|e| format!("{parent}: {e}"))?
+    {
+        let name = e
+            .map_err(|e| e.to_string())?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if strata_planner::context::glob_match(&pattern, &name) {
+            out.push(format!("{}/{name}", parent.trim_end_matches('/')));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Copies `path` from the source root (a directory: its contents) to the destination.
+fn copy_tree(
+    src: &Root,
+    path: &str,
+    dest: &mut Dest,
+    target_of: &dyn Fn(&str) -> String,
+    own: Option<(u32, u32)>,
+    chmod: &dyn Fn(u32, bool) -> u32,
+) -> Result<(), String> {
+    // The named source is followed (inside the root); what is below it is not.
+    let h = src.resolve(path).map_err(|e| format!("{path}: {e}"))?;
+    let f = h
+        .reopen(pathrs::flags::OpenFlags::O_RDONLY)
+        .map_err(|e| format!("{path}: {e}"))?;
+    let md = f.metadata().map_err(|e| format!("{path}: {e}"))?;
+    let name = split(path).1;
+    if !md.is_dir() {
+        let meta = meta_of(&md, None, own, chmod);
+        let mut f = f;
+        return dest.write(&target_of(&name), &meta, Some(&mut f));
+    }
+    let base = format!("/proc/self/fd/{}", f.as_raw_fd());
+    let mut stack: Vec<String> = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        let dir_path = if rel.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}/{rel}")
+        };
+        let mut names: Vec<String> = fs::read_dir(&dir_path)
+            .map_err(|e| format!("{path}/{rel}: {e}"))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        for n in names {
+            let child_rel = if rel.is_empty() {
+                n.clone()
+            } else {
+                format!("{rel}/{n}")
+            };
+            let p = format!("{base}/{child_rel}");
+            let cm = fs::symlink_metadata(&p).map_err(|e| format!("{path}/{child_rel}: {e}"))?;
+            let ft = cm.file_type();
+            let target = target_of(&child_rel);
+            if ft.is_symlink() {
+                let link = fs::read_link(&p)
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .ok();
+                dest.write(&target, &meta_of(&cm, link, own, chmod), None)?;
+            } else if ft.is_dir() {
+                dest.write(&target, &meta_of(&cm, None, own, chmod), None)?;
+                stack.push(child_rel);
+            } else if ft.is_file() {
+                let h = src
+                    .resolve_nofollow(format!("{}/{}", path.trim_end_matches('/'), child_rel))
+                    .map_err(|e| format!("{path}/{child_rel}: {e}"))?;
+                let mut cf = h
+                    .reopen(pathrs::flags::OpenFlags::O_RDONLY)
+                    .map_err(|e| format!("{path}/{child_rel}: {e}"))?;
+                dest.write(&target, &meta_of(&cm, None, own, chmod), Some(&mut cf))?;
+            } else {
+                dest.write(&target, &meta_of(&cm, None, own, chmod), None)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn meta_of(
+    m: &fs::Metadata,
+    link: Option<String>,
+    own: Option<(u32, u32)>,
+    chmod: &dyn Fn(u32, bool) -> u32,
+) -> Meta {
+    let ft = m.file_type();
+    let kind = if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else {
+        Kind::Special
+    };
+    let (uid, gid) = own.unwrap_or((m.uid(), m.gid()));
+    Meta {
+        kind,
+        mode: if kind == Kind::Special {
+            m.mode()
+        } else {
+            chmod(m.mode() & 0o7777, kind == Kind::Dir)
+        },
+        uid,
+        gid,
+        mtime: m.mtime(),
+        link,
+    }
+}
+
+/// ADD of a local archive: unpacked (safely) into the destination directory.
+fn extract_into(dest: &Dest, dir: &str, f: File) -> Result<(), String> {
+    let h = dest
+        .root
+        .mkdir_all(dir, &Permissions::from_mode(0o755))
+        .map_err(|e| format!("{dir}: {e}"))?;
+    let root = Root::from_fd(OwnedFd::from(h));
+    let (_, r) = strata_image::compress::decompress(io::BufReader::new(f))
+        .map_err(|e| format!("ADD: {e}"))?;
+    strata_image::layer::extract_into_root(
+        r,
+        root,
+        Path::new(dir),
+        &strata_image::layer::ExtractOptions::default(),
+    )
+    .map_err(|e| format!("ADD: {e}"))?;
+    Ok(())
+}

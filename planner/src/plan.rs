@@ -1,0 +1,895 @@
+//! Planning: the typed AST, the build arguments and the context become a [`BuildGraph`]: the
+//! stages the target needs, each a list of resolved [`Step`]s with everything expanded and a
+//! content-hash [`Step::key`]. Keys are computable before anything runs, because they depend
+//! only on inputs (the base image ID, instructions, argument values, content digests of COPY
+//! sources, and the keys of stages copied from), never on outputs: so `--dry-run` can say
+//! which steps would run and why.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use petgraph::graph::DiGraph;
+use serde_json::{json, Value};
+use strata_image::spec::{self, ContainerConfig, HealthConfig, ImageConfig};
+use strata_image::Digest;
+use strata_parser::grammar::Chmod;
+use strata_parser::instructions::{
+    CommandLine, Dockerfile, Health, Instruction, Kind, NetworkMode,
+};
+use strata_parser::shell::Lexer;
+use strata_parser::Pos;
+
+use crate::context::{Context, Selected, StatCache};
+use crate::PlanError;
+
+/// The version of the cache-key encoding. Bump it whenever what goes into a key changes.
+pub const KEY_VERSION: &str = "strata.cache.v1";
+
+/// The default PATH BuildKit gives images that have none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where base images come from (the store, implemented by the caller).
+pub trait ImageSource {
+    /// Looks up an image by the name written in FROM (or `--from`), after expansion.
+    fn lookup(&self, name: &str) -> Result<Option<(Digest, ImageConfig)>, String>;
+}
+
+/// Build options that shape the plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// Network for RUN steps without `--network` (BuildKit's default is the host's).
+    pub network: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone)]
+pub enum Base {
+    Scratch,
+    Image { id: Digest, name: String },
+    Stage(usize),
+}
+
+/// Where COPY reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyFrom {
+    Context,
+    Stage(usize),
+    Image(Digest),
+}
+
+/// A resolved COPY or ADD.
+#[derive(Debug, Clone)]
+pub struct CopyOp {
+    pub from: CopyFrom,
+    /// Expanded source arguments (for `--from`: paths in that root).
+    pub sources: Vec<String>,
+    /// Context sources, selected: (source argument index, selection).
+    pub selected: Vec<(usize, Selected)>,
+    /// Absolute destination (relative destinations resolved against WORKDIR).
+    pub dest: String,
+    /// The destination is a directory (trailing `/`, several sources, a directory or glob).
+    pub dest_is_dir: bool,
+    pub chown: Option<String>,
+    pub chmod: Option<Chmod>,
+    /// ADD: local archives are unpacked.
+    pub add: bool,
+    /// Heredoc files: (name, content).
+    pub inline: Vec<(String, String)>,
+}
+
+/// What one step does.
+#[derive(Debug, Clone)]
+pub enum StepOp {
+    Run {
+        argv: Vec<String>,
+        env: Vec<String>,
+        user: String,
+        workdir: String,
+        network: String,
+    },
+    Copy(Box<CopyOp>),
+    /// A metadata instruction: the config after it.
+    Config(Box<ContainerConfig>),
+}
+
+/// One step of a stage.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub op: StepOp,
+    /// The cache key: sha256 of the canonical encoding of `inputs`.
+    pub key: Digest,
+    /// Everything the key covers, for `--dry-run` explanations.
+    pub inputs: Value,
+    /// The history entry's `created_by`.
+    pub created_by: String,
+    /// Where the instruction is written.
+    pub pos: Pos,
+    pub original: String,
+    /// The config the step starts from (RUN and COPY keep it; Config replaces it).
+    pub config_before: ContainerConfig,
+}
+
+/// One stage of the plan.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    pub index: usize,
+    pub name: Option<String>,
+    pub base: Base,
+    pub base_key: Digest,
+    /// The base's config (for a stage base: that stage's final config).
+    pub base_config: ImageConfig,
+    pub steps: Vec<Step>,
+    /// Stages this one needs first (its base and every `--from`).
+    pub deps: BTreeSet<usize>,
+    /// The final config of the stage.
+    pub final_config: ContainerConfig,
+    pub pos: Pos,
+}
+
+impl StagePlan {
+    /// The key of the stage's result.
+    pub fn final_key(&self) -> &Digest {
+        self.steps.last().map(|s| &s.key).unwrap_or(&self.base_key)
+    }
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", self.index))
+    }
+}
+
+/// The plan: every stage written in the Dockerfile (those the target does not need are kept
+/// but marked), and the dependency graph between stages.
+#[derive(Debug)]
+pub struct BuildGraph {
+    pub stages: Vec<StagePlan>,
+    pub target: usize,
+    /// Stage dependency graph (edge a → b: b needs a).
+    pub graph: DiGraph<usize, ()>,
+    /// Stages the target needs, in an order where dependencies come first.
+    pub order: Vec<usize>,
+}
+
+/// Canonical key: sha256 of sorted, compact JSON.
+pub fn key_of(inputs: &Value) -> Digest {
+    Digest::of(&spec::to_canonical_json(inputs))
+}
+
+struct Planner<'a> {
+    file: &'a str,
+    source: &'a str,
+    opts: &'a PlanOptions,
+    images: &'a dyn ImageSource,
+    context: &'a Context,
+    stat: &'a mut StatCache,
+    escape: char,
+    global_args: Vec<(String, String)>,
+    stages: Vec<StagePlan>,
+}
+
+/// Plans a build.
+pub fn plan(
+    file: &str,
+    source: &str,
+    df: &Dockerfile,
+    opts: &PlanOptions,
+    context: &Context,
+    stat: &mut StatCache,
+    images: &dyn ImageSource,
+) -> Result<BuildGraph, PlanError> {
+    let problems = crate::check::check(file, source, df, &opts.build_args);
+    if let Some(p) = problems.into_iter().next() {
+        return Err(PlanError::Parse(p));
+    }
+    let mut p = Planner {
+        file,
+        source,
+        opts,
+        images,
+        context,
+        stat,
+        escape: df.escape,
+        global_args: default_args(),
+        stages: Vec::new(),
+    };
+    let mut current: Option<StageBuilder> = None;
+    for ins in &df.instructions {
+        match &ins.kind {
+            Kind::Arg(decls) if current.is_none() => {
+                for d in decls {
+                    let value = match (opts.build_args.get(&d.name), &d.default) {
+                        (Some(v), _) => Some(v.clone()),
+                        (None, Some(def)) => Some(p.expand(ins, def, &p.global_args.clone())?),
+                        (None, None) => None,
+                    };
+                    if let Some(v) = value {
+                        p.global_args.retain(|(k, _)| k != &d.name);
+                        p.global_args.push((d.name.clone(), v));
+                    }
+                }
+            }
+            Kind::From(f) => {
+                if let Some(b) = current.take() {
+                    p.finish(b);
+                }
+                current = Some(p.start_stage(ins, f)?);
+            }
+            _ => {
+                let b = current.as_mut().expect("check guarantees a FROM first");
+                p.instruction(b, ins)?;
+            }
+        }
+    }
+    if let Some(b) = current.take() {
+        p.finish(b);
+    }
+    let target = match &opts.target {
+        None => p.stages.len() - 1,
+        Some(t) => p
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(&t.to_lowercase()))
+            .or_else(|| t.parse::<usize>().ok().filter(|&i| i < p.stages.len()))
+            .ok_or_else(|| PlanError::Invalid(format!("target stage {t:?} could not be found")))?,
+    };
+    let mut graph = DiGraph::new();
+    let nodes: Vec<_> = (0..p.stages.len()).map(|i| graph.add_node(i)).collect();
+    for s in &p.stages {
+        for &d in &s.deps {
+            graph.add_edge(nodes[d], nodes[s.index], ());
+        }
+    }
+    // The stages the target needs, dependencies first.
+    let mut needed = BTreeSet::new();
+    let mut stack = vec![target];
+    while let Some(s) = stack.pop() {
+        if needed.insert(s) {
+            stack.extend(p.stages[s].deps.iter().copied());
+        }
+    }
+    let mut order: Vec<usize> = petgraph::algo::toposort(&graph, None)
+        .map_err(|_| PlanError::Invalid("circular dependency between stages".into()))?
+        .into_iter()
+        .map(|n| graph[n])
+        .filter(|s| needed.contains(s))
+        .collect();
+    // Dependencies only point at earlier stages, so file order is a topological order too,
+    // and the one users expect to read.
+    order.sort_unstable();
+    Ok(BuildGraph {
+        stages: p.stages,
+        target,
+        graph,
+        order,
+    })
+}
+
+/// BuildKit's automatic platform arguments.
+fn default_args() -> Vec<(String, String)> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        o => o,
+    };
+    vec![
+        ("TARGETPLATFORM".into(), format!("linux/{arch}")),
+        ("TARGETOS".into(), "linux".into()),
+        ("TARGETARCH".into(), arch.into()),
+        ("TARGETVARIANT".into(), String::new()),
+        ("BUILDPLATFORM".into(), format!("linux/{arch}")),
+        ("BUILDOS".into(), "linux".into()),
+        ("BUILDARCH".into(), arch.into()),
+        ("BUILDVARIANT".into(), String::new()),
+    ]
+}
+
+/// A stage being planned.
+struct StageBuilder {
+    plan: StagePlan,
+    config: ContainerConfig,
+    /// ARGs in scope in this stage, with values.
+    args: Vec<(String, String)>,
+    shell: Vec<String>,
+}
+
+impl StageBuilder {
+    fn parent_key(&self) -> Digest {
+        self.plan.final_key().clone()
+    }
+    /// Variables for expansion: ARGs, then ENV (ENV wins on conflict).
+    fn vars(&self) -> Vec<(String, String)> {
+        let mut v = self.args.clone();
+        for kv in &self.config.env {
+            let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
+            v.push((k.to_string(), val.to_string()));
+        }
+        v
+    }
+}
+
+impl Planner<'_> {
+    fn err(&self, ins: &Instruction, m: impl Into<String>) -> PlanError {
+        PlanError::Parse(strata_parser::ParseError::new(
+            self.file,
+            self.source,
+            ins.pos,
+            m,
+        ))
+    }
+
+    fn expand(
+        &self,
+        ins: &Instruction,
+        word: &str,
+        vars: &[(String, String)],
+    ) -> Result<String, PlanError> {
+        Lexer::new(self.escape)
+            .process_word(word, &SliceEnv(vars))
+            .map(|e| e.value)
+            .map_err(|e| self.err(ins, format!("{} {word}: {e}", ins.kind.name())))
+    }
+
+    fn expand_words(
+        &self,
+        ins: &Instruction,
+        word: &str,
+        vars: &[(String, String)],
+    ) -> Result<Vec<String>, PlanError> {
+        Lexer::new(self.escape)
+            .process_words(word, &SliceEnv(vars))
+            .map_err(|e| self.err(ins, format!("{} {word}: {e}", ins.kind.name())))
+    }
+
+    fn start_stage(
+        &mut self,
+        ins: &Instruction,
+        f: &strata_parser::instructions::From,
+    ) -> Result<StageBuilder, PlanError> {
+        let index = self.stages.len();
+        let name = self.expand(ins, &f.image, &self.global_args.clone())?;
+        let (base, base_config, base_key, mut deps) = if name == "scratch" {
+            (
+                Base::Scratch,
+                ImageConfig {
+                    architecture: default_args()[2].1.clone(),
+                    os: "linux".into(),
+                    ..Default::default()
+                },
+                key_of(&json!({"v": KEY_VERSION, "op": "scratch"})),
+                BTreeSet::new(),
+            )
+        } else if let Some(i) = self
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(&name.to_lowercase()))
+        {
+            let s = &self.stages[i];
+            let mut cfg = s.base_config.clone();
+            cfg.config = Some(s.final_config.clone());
+            (
+                Base::Stage(i),
+                cfg,
+                s.final_key().clone(),
+                BTreeSet::from([i]),
+            )
+        } else {
+            match self.images.lookup(&name).map_err(|e| self.err(ins, e))? {
+                Some((id, cfg)) => {
+                    let key = key_of(&json!({"v": KEY_VERSION, "op": "image", "id": id}));
+                    (Base::Image { id, name: name.clone() }, cfg, key, BTreeSet::new())
+                }
+                None => {
+                    return Err(self.err(
+                        ins,
+                        format!("{name}: image not found locally (strata import or load it first, or pull it)"),
+                    ))
+                }
+            }
+        };
+        let _ = &mut deps;
+        let mut config = base_config.container();
+        if config.env_get("PATH").is_none() {
+            config.env.insert(0, format!("PATH={DEFAULT_PATH}"));
+        }
+        let triggers = std::mem::take(&mut config.on_build);
+        let mut b = StageBuilder {
+            plan: StagePlan {
+                index,
+                name: f.alias.clone(),
+                base,
+                base_key,
+                base_config,
+                steps: Vec::new(),
+                deps,
+                final_config: ContainerConfig::default(),
+                pos: ins.pos,
+            },
+            shell: config
+                .shell
+                .clone()
+                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]),
+            config,
+            args: Vec::new(),
+        };
+        // ONBUILD triggers of the base image run first, as if written after FROM.
+        for t in triggers {
+            let trig = strata_parser::parse_instruction(self.file, &t).map_err(PlanError::Parse)?;
+            let trig = Instruction {
+                pos: ins.pos,
+                ..trig
+            };
+            self.instruction(&mut b, &trig)?;
+        }
+        Ok(b)
+    }
+
+    fn finish(&mut self, mut b: StageBuilder) {
+        b.plan.final_config = b.config.clone();
+        self.stages.push(b.plan);
+    }
+
+    fn push(
+        &mut self,
+        b: &mut StageBuilder,
+        ins: &Instruction,
+        op: StepOp,
+        mut inputs: Value,
+        created_by: String,
+    ) {
+        let obj = inputs.as_object_mut().expect("inputs are an object");
+        obj.insert("v".into(), json!(KEY_VERSION));
+        obj.insert("parent".into(), json!(b.parent_key()));
+        let key = key_of(&inputs);
+        b.plan.steps.push(Step {
+            op,
+            key,
+            inputs,
+            created_by,
+            pos: ins.pos,
+            original: ins.original.clone(),
+            config_before: b.config.clone(),
+        });
+    }
+
+    /// A metadata step: the config after the change enters the key.
+    fn config_step(&mut self, b: &mut StageBuilder, ins: &Instruction, created_by: String) {
+        let cfg = b.config.clone();
+        let inputs = json!({"op": "config", "config": cfg, "created_by": created_by});
+        self.push(b, ins, StepOp::Config(Box::new(cfg)), inputs, created_by);
+    }
+
+    fn command(&self, b: &StageBuilder, c: &CommandLine) -> Vec<String> {
+        match c {
+            CommandLine::Exec(v) => v.clone(),
+            CommandLine::Shell(s) => {
+                let mut v = b.shell.clone();
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    fn instruction(&mut self, b: &mut StageBuilder, ins: &Instruction) -> Result<(), PlanError> {
+        let vars = b.vars();
+        match &ins.kind {
+            Kind::From(_) => unreachable!("handled by the caller"),
+            Kind::Arg(decls) => {
+                for d in decls {
+                    let value = match (self.opts.build_args.get(&d.name), &d.default) {
+                        (Some(v), _) => Some(v.clone()),
+                        (None, Some(def)) => Some(self.expand(ins, def, &vars)?),
+                        (None, None) => self
+                            .global_args
+                            .iter()
+                            .rev()
+                            .find(|(k, _)| *k == d.name)
+                            .map(|(_, v)| v.clone()),
+                    };
+                    b.args.retain(|(k, _)| k != &d.name);
+                    if let Some(v) = value {
+                        b.args.push((d.name.clone(), v));
+                    }
+                }
+            }
+            Kind::Env(kvs) => {
+                let mut shown = Vec::new();
+                for kv in kvs {
+                    // Each pair sees the values set before it on the same line.
+                    let vars = b.vars();
+                    let k = self.expand(ins, &kv.key, &vars)?;
+                    let v = self.expand(ins, &kv.value, &vars)?;
+                    b.config.env_set(&k, &v);
+                    shown.push(format!("{k}={v}"));
+                }
+                self.config_step(b, ins, format!("ENV {}", shown.join(" ")));
+            }
+            Kind::Label(kvs) => {
+                let mut shown = Vec::new();
+                for kv in kvs {
+                    let k = self.expand(ins, &kv.key, &vars)?;
+                    let v = self.expand(ins, &kv.value, &vars)?;
+                    shown.push(format!("{k}={v}"));
+                    b.config.labels.insert(k, v);
+                }
+                self.config_step(b, ins, format!("LABEL {}", shown.join(" ")));
+            }
+            Kind::Cmd(c) => {
+                b.config.cmd = Some(self.command(b, c));
+                let shown =
+                    serde_json::to_string(b.config.cmd.as_ref().expect("set")).expect("json");
+                self.config_step(b, ins, format!("CMD {shown}"));
+            }
+            Kind::Entrypoint(c) => {
+                b.config.entrypoint = Some(self.command(b, c));
+                // Docker: a new ENTRYPOINT resets a CMD inherited from the base image.
+                if !b
+                    .plan
+                    .steps
+                    .iter()
+                    .any(|s| s.original.trim_start().to_uppercase().starts_with("CMD"))
+                {
+                    b.config.cmd = None;
+                }
+                let shown = serde_json::to_string(b.config.entrypoint.as_ref().expect("set"))
+                    .expect("json");
+                self.config_step(b, ins, format!("ENTRYPOINT {shown}"));
+            }
+            Kind::Shell(s) => {
+                b.shell = s.clone();
+                b.config.shell = Some(s.clone());
+                self.config_step(
+                    b,
+                    ins,
+                    format!("SHELL {}", serde_json::to_string(s).expect("json")),
+                );
+            }
+            Kind::Workdir(w) => {
+                let w = self.expand(ins, w, &vars)?;
+                let abs = if w.starts_with('/') {
+                    w
+                } else {
+                    let base = if b.config.working_dir.is_empty() {
+                        "/".to_string()
+                    } else {
+                        b.config.working_dir.clone()
+                    };
+                    format!("{}/{w}", base.trim_end_matches('/'))
+                };
+                b.config.working_dir = clean_abs(&abs);
+                self.config_step(b, ins, format!("WORKDIR {}", b.config.working_dir));
+            }
+            Kind::User(u) => {
+                b.config.user = self.expand(ins, u, &vars)?;
+                self.config_step(b, ins, format!("USER {}", b.config.user));
+            }
+            Kind::Expose(ports) => {
+                let mut shown = Vec::new();
+                for p in ports {
+                    for w in self.expand_words(ins, p, &vars)? {
+                        let port =
+                            strata_parser::grammar::parse_port(&w).map_err(|e| self.err(ins, e))?;
+                        b.config.exposed_ports.insert(port.clone(), json!({}));
+                        shown.push(port);
+                    }
+                }
+                self.config_step(
+                    b,
+                    ins,
+                    format!(
+                        "EXPOSE map[{}]",
+                        shown
+                            .iter()
+                            .map(|p| format!("{p}:{{}}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                );
+            }
+            Kind::Volume(vols) => {
+                let mut shown = Vec::new();
+                for v in vols {
+                    let v = self.expand(ins, v, &vars)?;
+                    b.config.volumes.insert(v.clone(), json!({}));
+                    shown.push(v);
+                }
+                self.config_step(b, ins, format!("VOLUME [{}]", shown.join(" ")));
+            }
+            Kind::StopSignal(s) => {
+                b.config.stop_signal = self.expand(ins, s, &vars)?;
+                self.config_step(b, ins, format!("STOPSIGNAL {}", b.config.stop_signal));
+            }
+            Kind::Maintainer(m) => {
+                self.config_step(b, ins, format!("MAINTAINER {m}"));
+            }
+            Kind::Healthcheck(h) => {
+                b.config.healthcheck = Some(match h {
+                    Health::None => HealthConfig {
+                        test: vec!["NONE".into()],
+                        ..Default::default()
+                    },
+                    Health::Cmd {
+                        test,
+                        interval,
+                        timeout,
+                        start_period,
+                        start_interval,
+                        retries,
+                    } => HealthConfig {
+                        test: match test {
+                            CommandLine::Exec(v) => {
+                                let mut t = vec!["CMD".to_string()];
+                                t.extend(v.iter().cloned());
+                                t
+                            }
+                            CommandLine::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
+                        },
+                        interval: *interval,
+                        timeout: *timeout,
+                        start_period: *start_period,
+                        start_interval: *start_interval,
+                        retries: *retries,
+                        extra: Default::default(),
+                    },
+                });
+                self.config_step(
+                    b,
+                    ins,
+                    format!("HEALTHCHECK {}", ins.original.trim_start()[11..].trim()),
+                );
+            }
+            Kind::Onbuild(inner) => {
+                let text = ins.original.trim_start();
+                let trigger = text[7..].trim_start().to_string();
+                let _ = inner;
+                b.config.on_build.push(trigger.clone());
+                self.config_step(b, ins, format!("ONBUILD {trigger}"));
+            }
+            Kind::Run(r) => {
+                let argv = self.command(b, &r.command);
+                let mut env = b.config.env.clone();
+                // Build arguments in scope are environment for RUN (ENV wins), not kept in the image.
+                let mut arg_env = Vec::new();
+                for (k, v) in &b.args {
+                    if b.config.env_get(k).is_none() {
+                        arg_env.push(format!("{k}={v}"));
+                    }
+                }
+                env.extend(arg_env.iter().cloned());
+                let network = match r.network {
+                    Some(NetworkMode::None) => "none".to_string(),
+                    Some(NetworkMode::Host) => "host".to_string(),
+                    Some(NetworkMode::Default) | None => {
+                        self.opts.network.clone().unwrap_or_else(|| "host".into())
+                    }
+                };
+                if !r.mounts.is_empty() || r.security.is_some() || !r.heredocs.is_empty() {
+                    return Err(self.err(
+                        ins,
+                        "RUN --mount, --security and heredocs are not supported yet",
+                    ));
+                }
+                let user = b.config.user.clone();
+                let workdir = if b.config.working_dir.is_empty() {
+                    "/".to_string()
+                } else {
+                    b.config.working_dir.clone()
+                };
+                let mut sorted_env = env.clone();
+                sorted_env.sort();
+                let inputs = json!({"op": "run", "argv": argv, "env": sorted_env, "user": user, "workdir": workdir, "network": network});
+                let shown = match &r.command {
+                    CommandLine::Shell(s) => format!("RUN {} {s} # buildkit", b.shell.join(" ")),
+                    CommandLine::Exec(v) => format!("RUN {} # buildkit", v.join(" ")),
+                };
+                let op = StepOp::Run {
+                    argv,
+                    env,
+                    user,
+                    workdir,
+                    network,
+                };
+                self.push(b, ins, op, inputs, shown);
+            }
+            Kind::Copy(c) | Kind::Add(c) => {
+                let add = matches!(ins.kind, Kind::Add(_));
+                self.copy(b, ins, c, add, &vars)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy(
+        &mut self,
+        b: &mut StageBuilder,
+        ins: &Instruction,
+        c: &strata_parser::instructions::Copy,
+        add: bool,
+        vars: &[(String, String)],
+    ) -> Result<(), PlanError> {
+        if c.link
+            || c.parents
+            || !c.exclude.is_empty()
+            || !c.heredocs.is_empty()
+            || c.checksum.is_some()
+            || c.keep_git_dir
+        {
+            return Err(self.err(ins, "COPY/ADD --link, --parents, --exclude, --checksum, --keep-git-dir and heredocs are not supported yet"));
+        }
+        let mut sources = Vec::new();
+        for s in &c.sources {
+            let s = self.expand(ins, s, vars)?;
+            if add
+                && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
+            {
+                return Err(self.err(
+                    ins,
+                    format!("ADD {s}: remote sources are not supported yet"),
+                ));
+            }
+            sources.push(s);
+        }
+        let dest_raw = self.expand(ins, &c.dest, vars)?;
+        let workdir = if b.config.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            b.config.working_dir.clone()
+        };
+        let dest = if dest_raw.starts_with('/') {
+            dest_raw.clone()
+        } else {
+            format!("{}/{dest_raw}", workdir.trim_end_matches('/'))
+        };
+        let trailing = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
+        let chown = c
+            .chown
+            .as_deref()
+            .map(|x| self.expand(ins, x, vars))
+            .transpose()?;
+        let chmod_text = c
+            .chmod
+            .as_deref()
+            .map(|x| self.expand(ins, x, vars))
+            .transpose()?;
+        let chmod = chmod_text
+            .as_deref()
+            .map(|x| strata_parser::grammar::parse_chmod(x).map_err(|e| self.err(ins, e)))
+            .transpose()?;
+        let (from, from_key, mut selected, source_inputs) = match &c.from {
+            None => {
+                let mut selected = Vec::new();
+                let mut source_inputs = Vec::new();
+                for (i, s) in sources.iter().enumerate() {
+                    let sel = self
+                        .context
+                        .select(s)
+                        .map_err(|e| self.err(ins, e.to_string()))?;
+                    for x in sel {
+                        let content = match x.entry.kind {
+                            crate::context::Kind::File => {
+                                json!(self.stat.digest(self.context, &x.src, &x.entry)?)
+                            }
+                            crate::context::Kind::Symlink => json!(x.entry.link),
+                            _ => json!(null),
+                        };
+                        source_inputs.push(json!([
+                            i,
+                            x.rel,
+                            format!("{:?}", x.entry.kind),
+                            x.entry.mode,
+                            content
+                        ]));
+                        selected.push((i, x));
+                    }
+                }
+                (CopyFrom::Context, None, selected, source_inputs)
+            }
+            Some(f) => {
+                let stage = self
+                    .stages
+                    .iter()
+                    .position(|s| s.name.as_deref() == Some(&f.to_lowercase()))
+                    .or_else(|| f.parse::<usize>().ok().filter(|&i| i < self.stages.len()));
+                match stage {
+                    Some(i) => {
+                        b.plan.deps.insert(i);
+                        (
+                            CopyFrom::Stage(i),
+                            Some(self.stages[i].final_key().clone()),
+                            Vec::new(),
+                            Vec::new(),
+                        )
+                    }
+                    None => match self.images.lookup(f).map_err(|e| self.err(ins, e))? {
+                        Some((id, _)) => (
+                            CopyFrom::Image(id.clone()),
+                            Some(id),
+                            Vec::new(),
+                            Vec::new(),
+                        ),
+                        None => {
+                            return Err(self.err(
+                                ins,
+                                format!("--from={f}: no such stage, and no such image locally"),
+                            ))
+                        }
+                    },
+                }
+            }
+        };
+        selected.sort_by(|a, b| a.1.src.cmp(&b.1.src).then(a.0.cmp(&b.0)));
+        let many = sources.len() > 1
+            || sources.iter().any(|s| s.contains(['*', '?', '[']))
+            || (from == CopyFrom::Context
+                && sources.iter().any(|s| {
+                    let cleaned = crate::context::clean_source(s).unwrap_or_default();
+                    cleaned.is_empty()
+                        || self
+                            .context
+                            .resolve(&cleaned)
+                            .map(|(_, e)| e.kind == crate::context::Kind::Dir)
+                            .unwrap_or(false)
+                }));
+        let dest_is_dir = trailing || many;
+        let name = if add { "ADD" } else { "COPY" };
+        let mut flags = String::new();
+        if let Some(f) = &c.from {
+            flags.push_str(&format!("--from={f} "));
+        }
+        if let Some(o) = &chown {
+            flags.push_str(&format!("--chown={o} "));
+        }
+        if let Some(m) = &chmod_text {
+            flags.push_str(&format!("--chmod={m} "));
+        }
+        let created_by = format!("{name} {flags}{} {dest_raw} # buildkit", sources.join(" "));
+        let inputs = json!({
+            "op": name.to_lowercase(),
+            "from": from_key,
+            "sources": sources,
+            "content": source_inputs,
+            "dest": dest,
+            "dest_is_dir": dest_is_dir,
+            "chown": chown,
+            "chmod": chmod_text,
+        });
+        let op = CopyOp {
+            from,
+            sources,
+            selected,
+            dest,
+            dest_is_dir,
+            chown,
+            chmod,
+            add,
+            inline: Vec::new(),
+        };
+        self.push(b, ins, StepOp::Copy(Box::new(op)), inputs, created_by);
+        Ok(())
+    }
+}
+
+/// Cleans an absolute path (`/a/./b/../c` → `/a/c`).
+pub fn clean_abs(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Borrowed variables for the expander.
+struct SliceEnv<'a>(&'a [(String, String)]);
+
+impl strata_parser::shell::Env for SliceEnv<'_> {
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.0.lookup(name)
+    }
+}
