@@ -31,7 +31,7 @@ fi
 
 build_phases() { # name ctx dockerfile-dir incr-cmd
   name=$1; ctx=$2; shift 2
-  cold=$(median 1 5 "sh -c '$S builder prune -a -f >/dev/null; $S build -q --no-cache $ctx >/dev/null'")
+  cold=$(median 1 5 "$S build -q --no-cache $ctx")
   $S build -q "$ctx" >/dev/null
   warm=$(median 2 10 "$S build -q $ctx")
   line="$name cold ${cold}s warm ${warm}s"

@@ -68,14 +68,27 @@ impl Store {
         )
     }
 
-    /// Marks a record used now (for `builder prune --keep-storage` ordering).
+    /// Marks a record used now (for `builder prune --keep-storage` ordering). Advisory, so it
+    /// is replaced atomically but not synced, and at most once a minute per record: a warm
+    /// build touches every record it hits.
     pub fn cache_touch(&self, rec: &CacheRecord) -> Result<()> {
+        let now = fsutil::now_rfc3339();
+        let recent = match (
+            fsutil::parse_rfc3339(&rec.last_used),
+            fsutil::parse_rfc3339(&now),
+        ) {
+            (Some(a), Some(b)) => b - a < 60,
+            _ => false,
+        };
+        if recent {
+            return Ok(());
+        }
         let mut r = rec.clone();
-        r.last_used = fsutil::now_rfc3339();
-        self.atomic_write(
-            &self.cache_path(&r.key),
-            &serde_json::to_vec_pretty(&r).expect("serializes"),
-        )
+        r.last_used = now;
+        let path = self.cache_path(&r.key);
+        let tmp = self.temp_path("touch");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&r).expect("serializes")).at(&tmp)?;
+        std::fs::rename(&tmp, &path).at(&path)
     }
 
     /// Every readable record; unreadable ones are moved aside.

@@ -52,8 +52,6 @@ pub enum BuildError {
 /// Options for a run of the executor.
 pub struct ExecOptions {
     pub no_cache: bool,
-    /// The strata binary to start containers with (the read-only view of ourselves).
-    pub exe: PathBuf,
     pub file: String,
     /// `SOURCE_DATE_EPOCH`: times in new layers and configs are clamped to it.
     pub source_date_epoch: Option<i64>,
@@ -66,6 +64,9 @@ pub struct Executor<'a> {
     pub graph: &'a BuildGraph,
     pub opts: ExecOptions,
     pub progress: &'a Progress,
+    /// The strata binary to start containers with (the read-only view of ourselves), made
+    /// when the first RUN step needs it: a fully cached build never does.
+    pub exe: std::sync::OnceLock<PathBuf>,
 }
 
 /// What a step produced.
@@ -391,7 +392,14 @@ impl Executor<'_> {
         let w2 = w
             .try_clone()
             .map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
-        let mut child = Command::new(&self.opts.exe)
+        let exe = match self.exe.get() {
+            Some(e) => e.clone(),
+            None => {
+                let e = strata_runtime::rootexe::protected_exe()?;
+                self.exe.get_or_init(|| e).clone()
+            }
+        };
+        let mut child = Command::new(exe)
             .arg("--root")
             .arg(self.store.root())
             .args(["__monitor", &rec.id, "--foreground"])

@@ -9,7 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -61,37 +64,6 @@ pub struct Selected {
     pub entry: Entry,
 }
 
-fn entry_of(m: &fs::Metadata, path: &Path) -> Entry {
-    let ft = m.file_type();
-    let kind = if ft.is_symlink() {
-        Kind::Symlink
-    } else if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_file() {
-        Kind::File
-    } else {
-        Kind::Special
-    };
-    let _ = ft.is_fifo();
-    Entry {
-        kind,
-        mode: m.mode() & 0o7777,
-        size: if kind == Kind::File { m.size() } else { 0 },
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec(),
-        ino: m.ino(),
-        ctime: m.ctime(),
-        ctime_nsec: m.ctime_nsec(),
-        link: if kind == Kind::Symlink {
-            fs::read_link(path)
-                .ok()
-                .map(|l| l.to_string_lossy().into_owned())
-        } else {
-            None
-        },
-    }
-}
-
 impl Context {
     /// An empty context (a Dockerfile read from stdin with `-`).
     pub fn empty() -> Context {
@@ -112,7 +84,13 @@ impl Context {
             )));
         }
         let mut entries = BTreeMap::new();
-        walk(root, "", ignore, &mut entries)?;
+        let dir = nix::fcntl::open(
+            root,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| PlanError::Context(format!("{}: {e}", root.display())))?;
+        walk(root, &dir, "", ignore, &mut entries)?;
         Ok(Context {
             root: root.to_path_buf(),
             entries,
@@ -249,48 +227,124 @@ impl Context {
     }
 }
 
-fn walk(
+/// One directory level: every entry with whether it is excluded, and an fd for each
+/// subdirectory worth descending into. Works through fds (`openat` + `fstatat`), never
+/// following a link.
+#[allow(clippy::type_complexity)]
+fn read_level(
     root: &Path,
+    dir: &OwnedFd,
     prefix: &str,
     ignore: &Matcher,
-    out: &mut BTreeMap<String, Entry>,
-) -> Result<bool, PlanError> {
-    let dir = root.join(prefix);
+) -> Result<Vec<(String, Entry, bool, Option<OwnedFd>)>, PlanError> {
+    let err =
+        |rel: &str, e: nix::Error| PlanError::Context(format!("{}: {e}", root.join(rel).display()));
     let mut names: Vec<String> = Vec::new();
-    for e in
-        fs::read_dir(&dir).map_err(|e| PlanError::Context(format!("{}: {e}", dir.display())))?
     {
-        let e = e.map_err(|e| PlanError::Context(format!("{}: {e}", dir.display())))?;
-        names.push(e.file_name().to_string_lossy().into_owned());
+        let dup = dir
+            .try_clone()
+            .map_err(|e| PlanError::Context(format!("{}: {e}", root.join(prefix).display())))?;
+        let mut d = nix::dir::Dir::from_fd(dup).map_err(|e| err(prefix, e))?;
+        for e in d.iter() {
+            let e = e.map_err(|e| err(prefix, e))?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(String::from_utf8_lossy(n).into_owned());
+            }
+        }
     }
-    names.sort();
-    let mut any = false;
+    let mut out = Vec::with_capacity(names.len());
     for name in names {
         let rel = if prefix.is_empty() {
             name.clone()
         } else {
             format!("{prefix}/{name}")
         };
-        let path = root.join(&rel);
-        let m = fs::symlink_metadata(&path)
-            .map_err(|e| PlanError::Context(format!("{}: {e}", path.display())))?;
-        let entry = entry_of(&m, &path);
+        let st =
+            fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| err(&rel, e))?;
+        let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFDIR => Kind::Dir,
+            SFlag::S_IFREG => Kind::File,
+            SFlag::S_IFLNK => Kind::Symlink,
+            _ => Kind::Special,
+        };
+        let entry = Entry {
+            kind,
+            mode: if kind == Kind::Special {
+                st.st_mode
+            } else {
+                st.st_mode & 0o7777
+            },
+            size: if kind == Kind::File {
+                st.st_size as u64
+            } else {
+                0
+            },
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+            ino: st.st_ino,
+            ctime: st.st_ctime,
+            ctime_nsec: st.st_ctime_nsec,
+            link: if kind == Kind::Symlink {
+                Some(
+                    readlinkat(dir, name.as_str())
+                        .map_err(|e| err(&rel, e))?
+                        .to_string_lossy()
+                        .into_owned(),
+                )
+            } else {
+                None
+            },
+        };
         let excluded = !ignore.is_empty() && ignore.excluded(&rel);
-        if entry.kind == Kind::Dir {
-            if excluded && !ignore.may_reinclude_under(&rel) {
-                continue;
+        let fd = if kind == Kind::Dir && (!excluded || ignore.may_reinclude_under(&rel)) {
+            Some(
+                openat(
+                    dir,
+                    name.as_str(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| err(&rel, e))?,
+            )
+        } else {
+            None
+        };
+        out.push((rel, entry, excluded, fd));
+    }
+    Ok(out)
+}
+
+/// Walks the context in order. An excluded directory is kept only for the files `!` patterns
+/// bring back inside it. Returns whether anything was added.
+fn walk(
+    root: &Path,
+    dir: &OwnedFd,
+    prefix: &str,
+    ignore: &Matcher,
+    out: &mut BTreeMap<String, Entry>,
+) -> Result<bool, PlanError> {
+    let mut any = false;
+    for (rel, entry, excluded, fd) in read_level(root, dir, prefix, ignore)? {
+        match fd {
+            Some(child) if excluded => {
+                let mut sub = BTreeMap::new();
+                if walk(root, &child, &rel, ignore, &mut sub)? {
+                    out.insert(rel, entry);
+                    out.append(&mut sub);
+                    any = true;
+                }
             }
-            // An excluded directory is kept only for the re-included files inside it.
-            let mut sub = BTreeMap::new();
-            let child_any = walk(root, &rel, ignore, &mut sub)?;
-            if !excluded || child_any {
-                out.insert(rel, entry);
-                out.append(&mut sub);
+            Some(child) => {
+                out.insert(rel.clone(), entry);
+                walk(root, &child, &rel, ignore, out)?;
                 any = true;
             }
-        } else if !excluded {
-            out.insert(rel, entry);
-            any = true;
+            None if !excluded && entry.kind != Kind::Dir => {
+                out.insert(rel, entry);
+                any = true;
+            }
+            None => {}
         }
     }
     Ok(any)
@@ -386,9 +440,18 @@ pub struct StatCache {
     pub dirty: bool,
 }
 
-const STAT_CACHE_SCHEMA: &str = "strata.statcache.v1";
+const STAT_CACHE_SCHEMA: &str = "strata.statcache.v2";
 
 impl StatCache {
+    /// Where the stat cache of context directory `root` lives, under `dir`.
+    pub fn path_for(dir: &Path, root: &Path) -> PathBuf {
+        let abs = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        dir.join(format!(
+            "statcache-{}.json",
+            &Digest::of(abs.as_os_str().as_encoded_bytes()).hex()[..16]
+        ))
+    }
+
     pub fn load(path: &Path) -> StatCache {
         fs::read(path)
             .ok()
@@ -402,9 +465,9 @@ impl StatCache {
 
     /// The content digest of a context file.
     pub fn digest(&mut self, ctx: &Context, rel: &str, e: &Entry) -> Result<Digest, PlanError> {
-        let key = format!("{}\0{rel}", ctx.root.display());
+        // One cache per context directory (see `path_for`), so the relative path is the key.
         let stamp = (e.size, e.mtime, e.mtime_nsec, e.ino, e.ctime, e.ctime_nsec);
-        if let Some(c) = self.entries.get(&key) {
+        if let Some(c) = self.entries.get(rel) {
             if (c.0, c.1, c.2, c.3, c.4, c.5) == stamp {
                 return Ok(c.6.clone());
             }
@@ -423,7 +486,7 @@ impl StatCache {
         }
         let d = h.finish();
         self.entries.insert(
-            key,
+            rel.to_string(),
             (
                 stamp.0,
                 stamp.1,

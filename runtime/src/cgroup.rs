@@ -77,11 +77,31 @@ impl Cgroup {
             Version::V2 => vec![("".to_string(), Path::new(ROOT).join(PARENT).join(id))],
             Version::V1 => V1_CONTROLLERS
                 .iter()
-                .filter(|c| Path::new(ROOT).join(c).is_dir())
                 .map(|c| (c.to_string(), Path::new(ROOT).join(c).join(PARENT).join(id)))
+                .filter(|(_, d)| d.is_dir())
                 .collect(),
         };
         Cgroup { version, dirs }
+    }
+
+    /// The v1 controllers a container with `limits` needs: the freezer (pause) always, the
+    /// device allow-list unless privileged, and each resource controller only when limited:
+    /// every extra hierarchy is another migration and directory on each start.
+    fn v1_needed(id: &str, limits: &Limits) -> Vec<(String, PathBuf)> {
+        V1_CONTROLLERS
+            .iter()
+            .filter(|c| match **c {
+                "freezer" => true,
+                "devices" => limits.restrict_devices,
+                "memory" => limits.memory > 0,
+                "pids" => limits.pids > 0,
+                "cpu" => limits.nano_cpus > 0,
+                "cpuset" => !limits.cpuset_cpus.is_empty(),
+                _ => false,
+            })
+            .filter(|c| Path::new(ROOT).join(c).is_dir())
+            .map(|c| (c.to_string(), Path::new(ROOT).join(c).join(PARENT).join(id)))
+            .collect()
     }
 
     fn dir(&self, controller: &str) -> Option<&Path> {
@@ -97,7 +117,10 @@ impl Cgroup {
 
     /// Creates the cgroup and applies `limits`.
     pub fn create(id: &str, limits: &Limits) -> Result<Cgroup, RuntimeError> {
-        let cg = Cgroup::of(id);
+        let mut cg = Cgroup::of(id);
+        if cg.version == Version::V1 {
+            cg.dirs = Cgroup::v1_needed(id, limits);
+        }
         match cg.version {
             Version::V2 => {
                 let parent = Path::new(ROOT).join(PARENT);

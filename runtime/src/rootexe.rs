@@ -51,7 +51,24 @@ pub fn protected_exe() -> Result<PathBuf, RuntimeError> {
         None::<&str>,
     )
     .map_err(|e| RuntimeError::io(&target, e.into()))?;
+    drop_stale_views();
     Ok(target)
+}
+
+/// Unmounts views of binaries that were replaced since (a rebuilt or upgraded strata): every
+/// mount on the host is copied into each new container's mount namespace, so stale ones cost
+/// every start a little.
+fn drop_stale_views() {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() > 4 && f[4].starts_with(DIR) && f[3].ends_with("//deleted") {
+            let _ = nix::mount::umount2(f[4], nix::mount::MntFlags::MNT_DETACH);
+            let _ = fs::remove_file(f[4]);
+        }
+    }
 }
 
 fn is_readonly_view(p: &Path, ino: u64) -> bool {

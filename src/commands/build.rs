@@ -222,7 +222,7 @@ pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
     let args = build_args(a)?;
     let df = parse_dockerfile(&src.name, &src.text).map_err(|e| anyhow!("{e}"))?;
     let context = load_context(a, &src)?;
-    let stat_path = store.buildcache_dir().join("statcache.json");
+    let stat_path = StatCache::path_for(&store.buildcache_dir(), Path::new(&a.context));
     let mut stat = StatCache::load(&stat_path);
     let mut labels = BTreeMap::new();
     for l in &a.labels {
@@ -253,7 +253,6 @@ pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
     }
     let quiet = a.quiet || a.progress == "quiet";
     let progress = Progress::new(Box::new(std::io::stderr()), quiet);
-    let exe = strata_runtime::rootexe::protected_exe()?;
     let epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.parse::<i64>().ok());
@@ -263,11 +262,11 @@ pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
         graph: &graph,
         opts: ExecOptions {
             no_cache: a.no_cache,
-            exe,
             file: src.name.clone(),
             source_date_epoch: epoch,
         },
         progress: &progress,
+        exe: std::sync::OnceLock::new(),
     };
     let mut img = match exec.run() {
         Ok(img) => img,
