@@ -15,6 +15,8 @@ S="$bin --root $work/store"
 ./tests/fixtures/busybox-rootfs.sh "$work/busybox.tar"
 $S import "$work/busybox.tar" busybox:latest >/dev/null
 median() { hyperfine -N -w "$1" -r "$2" --export-json "$work/h.json" "$3" >/dev/null 2>&1; python3 -c "import json;print('%.4f' % json.load(open('$work/h.json'))['results'][0]['median'])"; }
+# median with a command run (untimed) before each timed run
+median_prep() { hyperfine -N -w "$1" -r "$2" --prepare "$3" --export-json "$work/h.json" "$4" >/dev/null 2>&1; python3 -c "import json;print('%.4f' % json.load(open('$work/h.json'))['results'][0]['median'])"; }
 
 if [ "$what" = start ] || [ "$what" = all ]; then
   mkdir -p "$work/rootfs" && tar -xf "$work/busybox.tar" -C "$work/rootfs"
@@ -60,10 +62,14 @@ if [ "$what" = import ] || [ "$what" = all ]; then
   ./tests/fixtures/debian-rootfs.sh /var/tmp/strata-debian-bookworm.tar
   mkdir -p "$work/deb" && tar -xf /var/tmp/strata-debian-bookworm.tar -C "$work/deb"
   floor=$(median 1 5 "sh -c 'tar -C $work/deb -cf - . | sha256sum >/dev/null'")
-  imp=$(median 1 5 "sh -c 'rm -rf $work/imp; $bin --root $work/imp import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null'")
+  untar=$(median 1 5 "sh -c 'd=\$(mktemp -d -p $work); tar -xf /var/tmp/strata-debian-bookworm.tar -C \$d'")
+  # each run into a fresh store, nothing deleted meanwhile (deleting 128 MB of small files
+  # keeps this disk busy with discards for seconds)
+  imp=$(median 1 5 "sh -c 'd=\$(mktemp -d -p $work); $bin --root \$d import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null'")
+  $bin --root $work/imp import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null
   sav=$(median 1 5 "$bin --root $work/imp save -o $work/deb-save.tar debian:bookworm")
   rss_imp=$( { /usr/bin/time -f %M sh -c "rm -rf $work/imp2; $bin --root $work/imp2 import /var/tmp/strata-debian-bookworm.tar d >/dev/null"; } 2>&1 | tail -1)
   rss_sav=$( { /usr/bin/time -f %M $bin --root $work/imp save -o $work/deb-save.tar debian:bookworm; } 2>&1 | tail -1)
   mb=$(du -sm "$work/deb" | cut -f1)
-  echo "import ${imp}s ($(python3 -c "print(round($mb/$imp))") MB/s, peak RSS ${rss_imp} KB) save ${sav}s ($(python3 -c "print(round($mb/$sav))") MB/s, peak RSS ${rss_sav} KB) floor tar|sha256sum ${floor}s"
+  echo "import ${imp}s ($(python3 -c "print(round($mb/$imp))") MB/s, peak RSS ${rss_imp} KB) save ${sav}s ($(python3 -c "print(round($mb/$sav))") MB/s, peak RSS ${rss_sav} KB) floor tar|sha256sum ${floor}s (tar -x alone ${untar}s)"
 fi

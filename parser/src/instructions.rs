@@ -386,11 +386,10 @@ fn typed(
     in_onbuild: bool,
 ) -> Result<Instruction, ParseError> {
     let at = |pos: Pos, m: String| ParseError::new(file, source, pos, m);
-    let upper = n.cmd.to_uppercase();
-    let name: &'static str = match INSTRUCTIONS.iter().find(|i| **i == upper) {
+    let name: &'static str = match INSTRUCTIONS.iter().find(|i| i.eq_ignore_ascii_case(&n.cmd)) {
         Some(i) => i,
         None => {
-            let hint = suggest(&upper, &INSTRUCTIONS)
+            let hint = suggest(&n.cmd, &INSTRUCTIONS)
                 .map(|s| format!(" (did you mean {s}?)"))
                 .unwrap_or_default();
             return Err(at(
@@ -511,7 +510,7 @@ fn typed(
                     "SHELL requires at least one argument".into(),
                 ));
             }
-            Kind::Shell(n.args.clone())
+            Kind::Shell(std::mem::take(&mut n.args))
         }
         "ENV" | "LABEL" => {
             no_flags(&[])?;
@@ -604,7 +603,7 @@ fn typed(
                     ));
                 }
             }
-            let mut sources = n.args.clone();
+            let mut sources = std::mem::take(&mut n.args);
             let dest = sources.pop().expect("two or more args");
             let exclude: Vec<String> = f.strings("exclude")?.into_iter().map(|x| x.0).collect();
             for pattern in &exclude {
@@ -646,7 +645,7 @@ fn typed(
             for p in n.args.iter().filter(|p| !p.contains('$')) {
                 grammar::parse_port(p).map_err(|e| at(n.rest_pos, e))?;
             }
-            Kind::Expose(n.args.clone())
+            Kind::Expose(std::mem::take(&mut n.args))
         }
         "VOLUME" => {
             no_flags(&[])?;
@@ -656,7 +655,7 @@ fn typed(
                     "VOLUME specified can not be an empty string".into(),
                 ));
             }
-            Kind::Volume(n.args.clone())
+            Kind::Volume(std::mem::take(&mut n.args))
         }
         "HEALTHCHECK" => {
             let f = Flags::new(
