@@ -6,8 +6,9 @@
 #  docker-registry     the CNCF distribution server for registry tests
 #  apache2-utils       htpasswd for registry auth tests
 #  zstd hyperfine      compressed fixtures; benchmarks
+#  docker.io           dockerd as the oracle of the differential build tests
 set -eu
-pkgs="busybox-static debootstrap skopeo umoci runc docker-registry apache2-utils zstd hyperfine iproute2"
+pkgs="busybox-static debootstrap skopeo umoci runc docker-registry apache2-utils zstd hyperfine iproute2 docker.io"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

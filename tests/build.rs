@@ -597,3 +597,45 @@ fn builder_prune_and_du() {
     assert_eq!(cached_steps(&p), 0, "{p}");
     s.assert_check();
 }
+
+#[test]
+fn a_killed_build_leaves_nothing_half_written() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = ctx_with(
+        &s,
+        "killed",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo first > /first\nRUN sleep 3 && echo late > /late\n",
+        )],
+    );
+    let mut child = s
+        .cmd(&["build", "-t", "killed", &ctx])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        s.ok(&["images", "-q", "killed"]).trim(),
+        "",
+        "a killed build tagged its image"
+    );
+    s.assert_check();
+    // the orphaned RUN finishes on its own; then a retry builds and tags
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (_, p) = build(&s, &ctx, &["-t", "killed"]);
+    assert_eq!(cached_steps(&p), 1, "{p}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "killed", "cat", "/first", "/late"]),
+        "first\nlate\n"
+    );
+    s.ok(&["system", "prune", "-f"]);
+    s.assert_check();
+}

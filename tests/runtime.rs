@@ -427,6 +427,31 @@ fn commit_export_and_diff() {
         }
         assert!(exported.contains(p), "{p} missing from export");
     }
+    // interop: umoci's unpacked view of the committed image equals our export of the container
+    let layout = s.path("layout");
+    fs::create_dir(&layout).unwrap();
+    sh(&format!(
+        "tar -xf {} -C {}",
+        save.display(),
+        layout.display()
+    ));
+    let bundle = s.path("bundle");
+    sh(&format!(
+        "umoci unpack --image {}:1 {}",
+        layout.display(),
+        bundle.display()
+    ));
+    let exported = s.path("exported");
+    fs::create_dir(&exported).unwrap();
+    sh(&format!(
+        "tar -xf {} -C {}",
+        exp.display(),
+        exported.display()
+    ));
+    assert_eq!(
+        common::tree_listing(&bundle.join("rootfs")),
+        common::tree_listing(&exported)
+    );
     // an image a container uses cannot be removed
     let err = s.fails(&["rmi", "busybox"]);
     assert!(err.contains("being used by container"), "{err}");

@@ -436,7 +436,9 @@ pub fn copy_step(
                     return Err(format!("{s}: not found in the source stage"));
                 }
                 for path in found {
-                    copy_tree(&src_root, &path, &mut dest, &target_of, own, &chmod)?;
+                    copy_tree(
+                        &src_root, &path, &mut dest, &target_of, &op.dest, own, &chmod,
+                    )?;
                 }
             }
             drop(src_root);
@@ -490,6 +492,7 @@ fn copy_tree(
     path: &str,
     dest: &mut Dest,
     target_of: &dyn Fn(&str) -> String,
+    dest_dir: &str,
     own: Option<(u32, u32)>,
     chmod: &dyn Fn(u32, bool) -> u32,
 ) -> Result<(), String> {
@@ -505,6 +508,25 @@ fn copy_tree(
         let mut f = f;
         return dest.write(&target_of(&name), &meta, Some(&mut f));
     }
+    // A directory's contents go into the destination, which is then a directory.
+    let dest_dir = dest_dir.trim_end_matches('/').to_string();
+    if !dest.is_dir(&dest_dir) {
+        let (uid, gid) = own.unwrap_or((0, 0));
+        dest.write(
+            &dest_dir,
+            &Meta {
+                kind: Kind::Dir,
+                mode: 0o755,
+                uid,
+                gid,
+                mtime: 0,
+                link: None,
+            },
+            None,
+        )?;
+        dest.dir_times.pop();
+    }
+    let target_of = |rel: &str| format!("{dest_dir}/{rel}");
     let base = format!("/proc/self/fd/{}", f.as_raw_fd());
     let mut stack: Vec<String> = vec![String::new()];
     while let Some(rel) = stack.pop() {

@@ -267,7 +267,13 @@ impl Executor<'_> {
             } => {
                 let upper =
                     self.run_container(state, step, argv, env, user, workdir, network, v)?;
-                let r = self.commit(state, step, Some(upper.as_path()), None, false);
+                let r = self.commit(
+                    state,
+                    step,
+                    Some(upper.as_path()),
+                    Some(step.config_before.clone()),
+                    false,
+                );
                 r
             }
             StepOp::Copy(op) => {
@@ -279,7 +285,13 @@ impl Executor<'_> {
                 let upper =
                     copy::copy_step(self.store, self.context, &state.image, op, from.as_ref())
                         .map_err(|e| self.step_error(step, e))?;
-                self.commit(state, step, Some(upper.as_path()), None, false)
+                self.commit(
+                    state,
+                    step,
+                    Some(upper.as_path()),
+                    Some(step.config_before.clone()),
+                    false,
+                )
             }
         }
     }

@@ -26,6 +26,9 @@ use crate::cli::{
 };
 use crate::output::{human_duration, now_unix, print_formatted, print_table, since, Format};
 
+/// The label marking a build's RUN container.
+pub const BUILD_LABEL: &str = "strata.build";
+
 /// An error that carries the process exit code (125/126/127 as Docker uses them).
 #[derive(Debug)]
 pub struct ExitError(pub i32, pub String);
@@ -430,6 +433,10 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
     let mut recs = c.list()?;
     recs.sort_by(|x, y| y.created.cmp(&x.created));
     for rec in recs {
+        // Build containers (RUN steps) are the build's business, as with Docker.
+        if rec.config.labels.contains_key(BUILD_LABEL) {
+            continue;
+        }
         let st = match c.state(&rec.id) {
             Ok(s) => s,
             Err(_) => continue,
