@@ -119,12 +119,6 @@ fn listing(root: &Path) -> Vec<String> {
     tree_listing(root)
         .into_iter()
         .filter(|l| {
-            let p = l
-                .split_whitespace()
-                .last()
-                .filter(|_| l.len() == 0)
-                .unwrap_or("");
-            let _ = p;
             !l.contains("./etc/hosts")
                 && !l.contains("./etc/hostname")
                 && !l.contains("./etc/resolv.conf")
