@@ -1,12 +1,12 @@
 //! `strata build`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use strata_cache::Store;
-use strata_executor::progress::Progress;
+use strata_executor::progress::{Mode, Progress};
 use strata_executor::{BuildError, ExecOptions, Executor};
 use strata_image::reference::Reference;
 use strata_image::spec::ImageConfig;
@@ -252,7 +252,14 @@ pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
         return dry_run(store, &graph);
     }
     let quiet = a.quiet || a.progress == "quiet";
-    let progress = Progress::new(Box::new(std::io::stderr()), quiet);
+    let mode = match a.progress.as_str() {
+        _ if quiet => Mode::Quiet,
+        "plain" => Mode::Plain,
+        "tty" => Mode::Tty,
+        _ if std::io::stderr().is_terminal() => Mode::Tty,
+        _ => Mode::Plain,
+    };
+    let progress = Progress::with_mode(Box::new(std::io::stderr()), mode);
     let epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.parse::<i64>().ok());
