@@ -639,3 +639,18 @@ fn a_killed_build_leaves_nothing_half_written() {
     s.ok(&["system", "prune", "-f"]);
     s.assert_check();
 }
+
+#[test]
+fn heredocs_in_run_and_copy() {
+    let s = Strata::new();
+    s.busybox();
+    let df = "FROM busybox\nARG WHO=world\nENV GREETING=hello\nRUN <<EOF\necho \"$GREETING $WHO\" > /greeting\necho second line >> /greeting\nEOF\nRUN cat <<-END > /chomped\n\tindented\n\tEND\nRUN <<'EOF'\n#!/bin/sh -e\necho \"script via #!\" > /script\nEOF\nCOPY <<EOF /etc/app.conf\nuser=$WHO\nEOF\nCOPY <<'RAW' <<OTHER /docs/\nliteral $WHO\nRAW\nexpanded $WHO\nOTHER\n";
+    let ctx = ctx_with(&s, "heredoc", &[("Dockerfile", df)]);
+    build(&s, &ctx, &["-t", "hd", "--build-arg", "WHO=strata"]);
+    let got = s.ok(&["run", "--rm", "hd", "sh", "-c", "cat /greeting /chomped /script /etc/app.conf /docs/RAW /docs/OTHER; ls /tmp | wc -l"]);
+    assert_eq!(got, "hello strata\nsecond line\nindented\nscript via #!\nuser=strata\nliteral $WHO\nexpanded strata\n0\n");
+    let (_, p) = build(&s, &ctx, &["-t", "hd", "--build-arg", "WHO=strata"]);
+    assert_eq!(cached_steps(&p), 6, "{p}");
+    let o = s.run(&["build", &ctx_with(&s, "unterminated", &[("Dockerfile", "FROM busybox\nRUN <<EOF\necho\n")])]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unterminated heredoc"));
+}

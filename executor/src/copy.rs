@@ -393,7 +393,13 @@ pub fn copy_step(
             dest.dir_times.pop();
         }
     }
+    for (name, content) in &op.inline {
+        let (uid, gid) = own.unwrap_or((0, 0));
+        let meta = Meta { kind: Kind::File, mode: chmod(0o644, false), uid, gid, mtime: 0, link: None };
+        dest.write(&target_of(name), &meta, Some(&mut content.as_bytes()))?;
+    }
     match from {
+        None if op.sources.is_empty() => {}
         None => {
             let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
             for (_, sel) in &op.selected {

@@ -647,7 +647,11 @@ impl Planner<'_> {
                 self.config_step(b, ins, format!("ONBUILD {trigger}"));
             }
             Kind::Run(r) => {
-                let argv = self.command(b, &r.command);
+                let argv = if r.heredocs.is_empty() {
+                    self.command(b, &r.command)
+                } else {
+                    self.heredoc_command(b, ins, r)?
+                };
                 let mut env = b.config.env.clone();
                 // Build arguments in scope are environment for RUN (ENV wins), not kept in the image.
                 let mut arg_env = Vec::new();
@@ -664,11 +668,8 @@ impl Planner<'_> {
                         self.opts.network.clone().unwrap_or_else(|| "host".into())
                     }
                 };
-                if !r.mounts.is_empty() || r.security.is_some() || !r.heredocs.is_empty() {
-                    return Err(self.err(
-                        ins,
-                        "RUN --mount, --security and heredocs are not supported yet",
-                    ));
+                if !r.mounts.is_empty() || r.security.is_some() {
+                    return Err(self.err(ins, "RUN --mount and --security are not supported yet"));
                 }
                 let user = b.config.user.clone();
                 let workdir = if b.config.working_dir.is_empty() {
@@ -708,17 +709,22 @@ impl Planner<'_> {
         add: bool,
         vars: &[(String, String)],
     ) -> Result<(), PlanError> {
-        if c.link
-            || c.parents
-            || !c.exclude.is_empty()
-            || !c.heredocs.is_empty()
-            || c.checksum.is_some()
-            || c.keep_git_dir
-        {
-            return Err(self.err(ins, "COPY/ADD --link, --parents, --exclude, --checksum, --keep-git-dir and heredocs are not supported yet"));
+        if c.link || c.parents || !c.exclude.is_empty() || c.checksum.is_some() || c.keep_git_dir {
+            return Err(self.err(ins, "COPY/ADD --link, --parents, --exclude, --checksum and --keep-git-dir are not supported yet"));
         }
         let mut sources = Vec::new();
+        let mut inline = Vec::new();
+        let mut heredocs = c.heredocs.iter();
         for s in &c.sources {
+            if strata_parser::grammar::heredoc_marker(s).is_some() {
+                // COPY <<EOF /path: the heredoc is a file named after its delimiter.
+                if let Some(h) = heredocs.next() {
+                    let body = heredoc_body(h);
+                    let content = if h.expand { self.expand_heredoc(ins, &body, vars)? } else { body };
+                    inline.push((h.name.clone(), content));
+                    continue;
+                }
+            }
             let s = self.expand(ins, s, vars)?;
             if add
                 && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
@@ -819,7 +825,7 @@ impl Planner<'_> {
             }
         };
         selected.sort_by(|a, b| a.1.src.cmp(&b.1.src).then(a.0.cmp(&b.0)));
-        let many = sources.len() > 1
+        let many = sources.len() + inline.len() > 1
             || sources.iter().any(|s| s.contains(['*', '?', '[']))
             || (from == CopyFrom::Context
                 && sources.iter().any(|s| {
@@ -853,6 +859,7 @@ impl Planner<'_> {
             "dest_is_dir": dest_is_dir,
             "chown": chown,
             "chmod": chmod_text,
+            "inline": inline,
         });
         let op = CopyOp {
             from,
@@ -863,7 +870,7 @@ impl Planner<'_> {
             chown,
             chmod,
             add,
-            inline: Vec::new(),
+            inline,
         };
         self.push(b, ins, StepOp::Copy(Box::new(op)), inputs, created_by);
         Ok(())
@@ -891,5 +898,61 @@ struct SliceEnv<'a>(&'a [(String, String)]);
 impl strata_parser::shell::Env for SliceEnv<'_> {
     fn lookup(&self, name: &str) -> Option<String> {
         self.0.lookup(name)
+    }
+}
+
+/// A heredoc's content with `<<-` tab stripping applied.
+fn heredoc_body(h: &strata_parser::node::Heredoc) -> String {
+    if !h.chomp {
+        return h.content.clone();
+    }
+    h.content.split_inclusive('\n').map(|l| l.trim_start_matches('\t')).collect()
+}
+
+impl Planner<'_> {
+    /// Expands `$VAR` in an unquoted heredoc body, like the shell would: quotes stay literal.
+    fn expand_heredoc(&self, ins: &Instruction, body: &str, vars: &[(String, String)]) -> Result<String, PlanError> {
+        let lx = Lexer {
+            escape: self.escape,
+            raw_quotes: true,
+            skip_unset: false,
+        };
+        lx.process_word(body, &SliceEnv(vars))
+            .map(|e| e.value)
+            .map_err(|e| self.err(ins, format!("heredoc: {e}")))
+    }
+
+    /// RUN with heredocs, as BuildKit does it: `RUN <<EOF` alone runs the body as a script
+    /// (through its `#!` interpreter if it has one); otherwise the whole text, bodies and
+    /// terminators included, goes to the shell, which reads the heredocs itself.
+    fn heredoc_command(&self, b: &StageBuilder, ins: &Instruction, r: &strata_parser::instructions::Run) -> Result<Vec<String>, PlanError> {
+        let CommandLine::Shell(cmd) = &r.command else {
+            return Err(self.err(ins, "heredocs need the shell form of RUN"));
+        };
+        let mut argv = b.shell.clone();
+        let only = r.heredocs.len() == 1 && strata_parser::grammar::heredoc_marker(cmd.trim()).is_some();
+        if only {
+            let script = heredoc_body(&r.heredocs[0]);
+            if script.starts_with("#!") {
+                // Written to a file, run, removed: the interpreter line picks the program.
+                let mark = format!("STRATA_SCRIPT_{}", &strata_image::Digest::of(script.as_bytes()).hex()[..12]);
+                argv.push(format!(
+                    "f=$(mktemp) && cat > \"$f\" <<'{mark}' && chmod +x \"$f\" && \"$f\"; r=$?; rm -f \"$f\"; exit $r\n{script}{}{mark}\n",
+                    if script.ends_with('\n') { "" } else { "\n" }
+                ));
+            } else {
+                argv.push(script);
+            }
+            return Ok(argv);
+        }
+        let mut full = cmd.clone();
+        full.push('\n');
+        for h in &r.heredocs {
+            full.push_str(&h.content);
+            full.push_str(&h.name);
+            full.push('\n');
+        }
+        argv.push(full);
+        Ok(argv)
     }
 }
