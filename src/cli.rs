@@ -303,6 +303,11 @@ pub struct BuildArgs {
     /// Target platform (only the host's, linux/amd64 here, is supported)
     #[arg(long)]
     pub platform: Option<String>,
+    /// Output: type=image (default), type=oci|docker,dest=F.tar[,compression=gzip|zstd],
+    /// type=tar,dest=F.tar, type=local,dest=DIR; `-` is a tar on standard output, a bare path
+    /// a local directory
+    #[arg(short, long)]
+    pub output: Option<String>,
     /// Build context directory, or - to read a Dockerfile from standard input
     #[arg(default_value = ".")]
     pub context: String,

@@ -647,10 +647,148 @@ fn heredocs_in_run_and_copy() {
     let df = "FROM busybox\nARG WHO=world\nENV GREETING=hello\nRUN <<EOF\necho \"$GREETING $WHO\" > /greeting\necho second line >> /greeting\nEOF\nRUN cat <<-END > /chomped\n\tindented\n\tEND\nRUN <<'EOF'\n#!/bin/sh -e\necho \"script via #!\" > /script\nEOF\nCOPY <<EOF /etc/app.conf\nuser=$WHO\nEOF\nCOPY <<'RAW' <<OTHER /docs/\nliteral $WHO\nRAW\nexpanded $WHO\nOTHER\n";
     let ctx = ctx_with(&s, "heredoc", &[("Dockerfile", df)]);
     build(&s, &ctx, &["-t", "hd", "--build-arg", "WHO=strata"]);
-    let got = s.ok(&["run", "--rm", "hd", "sh", "-c", "cat /greeting /chomped /script /etc/app.conf /docs/RAW /docs/OTHER; ls /tmp | wc -l"]);
+    let got = s.ok(&[
+        "run",
+        "--rm",
+        "hd",
+        "sh",
+        "-c",
+        "cat /greeting /chomped /script /etc/app.conf /docs/RAW /docs/OTHER; ls /tmp | wc -l",
+    ]);
     assert_eq!(got, "hello strata\nsecond line\nindented\nscript via #!\nuser=strata\nliteral $WHO\nexpanded strata\n0\n");
     let (_, p) = build(&s, &ctx, &["-t", "hd", "--build-arg", "WHO=strata"]);
     assert_eq!(cached_steps(&p), 6, "{p}");
-    let o = s.run(&["build", &ctx_with(&s, "unterminated", &[("Dockerfile", "FROM busybox\nRUN <<EOF\necho\n")])]);
+    let o = s.run(&[
+        "build",
+        &ctx_with(
+            &s,
+            "unterminated",
+            &[("Dockerfile", "FROM busybox\nRUN <<EOF\necho\n")],
+        ),
+    ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("unterminated heredoc"));
+}
+
+#[test]
+fn reproducible_builds_with_source_date_epoch() {
+    // Two stores with the same base image (loaded from one archive), built at different times.
+    let base = Strata::new();
+    base.busybox();
+    let archive = base.path("busybox.tar");
+    base.ok(&["save", "-o", archive.to_str().unwrap(), "busybox"]);
+    let df = "FROM busybox\nRUN echo built > /built && mkdir -p /var/x && touch /var/x/stamp\nCOPY app.txt /app/\nENV V=1\nCMD [\"cat\", \"/app/app.txt\"]\n";
+    let mut ids = Vec::new();
+    let mut digests = Vec::new();
+    for (i, round) in ["a", "b"].iter().enumerate() {
+        if i == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let s = Strata::new();
+        s.ok(&["load", "-i", archive.to_str().unwrap()]);
+        let ctx = ctx_with(&s, round, &[("Dockerfile", df), ("app.txt", "app\n")]);
+        let mut results = Vec::new();
+        for c in ["gzip", "zstd"] {
+            let out = s.path(&format!("out-{c}.tar"));
+            let o = s
+                .cmd(&[
+                    "build",
+                    "-q",
+                    "-o",
+                    &format!("type=oci,dest={},compression={c}", out.display()),
+                    &ctx,
+                ])
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            ids.push(String::from_utf8(o.stdout).unwrap().trim().to_string());
+            let idx: serde_json::Value = serde_json::from_str(&common::sh(&format!(
+                "tar -xOf {} index.json",
+                out.display()
+            )))
+            .unwrap();
+            results.push(idx["manifests"][0]["digest"].as_str().unwrap().to_string());
+        }
+        digests.push(results);
+        // the config carries the epoch
+        let created = s.ok(&["inspect", "--format", "{{.Created}}", &ids[ids.len() - 1]]);
+        assert_eq!(created.trim(), "2023-11-14T22:13:20Z");
+    }
+    assert_eq!(ids[0], ids[2], "image IDs differ between stores");
+    assert_eq!(
+        digests[0], digests[1],
+        "manifest digests differ between stores"
+    );
+    assert_ne!(
+        digests[0][0], digests[0][1],
+        "gzip and zstd manifests must differ"
+    );
+    // a changed source changes the result
+    let s = Strata::new();
+    s.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let ctx = ctx_with(&s, "changed", &[("Dockerfile", df), ("app.txt", "other\n")]);
+    let o = s
+        .cmd(&[
+            "build",
+            "-q",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+            &ctx,
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&o.stdout).trim(), ids[0]);
+}
+
+#[test]
+fn outputs_tar_local_and_docker() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = ctx_with(
+        &s,
+        "out",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo x > /x && rm /bin/vi\n",
+        )],
+    );
+    let tar = s.path("fs.tar");
+    build(
+        &s,
+        &ctx,
+        &["-o", &format!("type=tar,dest={}", tar.display())],
+    );
+    let names = common::sh(&format!("tar -tf {}", tar.display()));
+    assert!(
+        names.lines().any(|l| l == "x")
+            && !names.lines().any(|l| l == "bin/vi" || l.contains(".wh.")),
+        "{names}"
+    );
+    let dir = s.path("local");
+    build(&s, &ctx, &["-o", dir.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(dir.join("x")).unwrap(), "x\n");
+    assert!(!dir.join("bin/vi").exists());
+    let docker = s.path("docker.tar");
+    build(
+        &s,
+        &ctx,
+        &[
+            "-t",
+            "named:1",
+            "-o",
+            &format!("type=docker,dest={}", docker.display()),
+        ],
+    );
+    let t = Strata::new();
+    assert_eq!(
+        t.ok(&["load", "-i", docker.to_str().unwrap()]).trim(),
+        "Loaded image: named:1"
+    );
+    assert_eq!(
+        s.ok(&["images", "-q", "named"]).trim(),
+        "",
+        "-o type=docker must not tag the store"
+    );
+    let err = s.fails(&["build", "-o", "type=bogus,dest=x", &ctx]);
+    assert!(err.contains("unknown output type"), "{err}");
 }

@@ -293,7 +293,10 @@ impl Store {
         }
         let (digest, size) = self.write_blob_with(&format!("layer {chain}"), |w| {
             let enc = Encoder::new(w, compression).at(self.layer_path(chain))?;
-            let enc = self.write_layer_tar(chain, enc)?;
+            let mut enc = enc;
+            // From the blob the layer came in when there is one (a pulled or loaded layer's
+            // bytes cannot be regenerated from its directory).
+            self.write_uncompressed_layer(chain, &mut enc)?;
             enc.finish().at(self.layer_path(chain))?;
             Ok(())
         })?;

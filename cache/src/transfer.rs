@@ -115,6 +115,17 @@ impl Store {
 
     /// `save`: the images, with their tags, as one OCI-layout + docker-save tar.
     pub fn save<W: Write>(&self, images: &[(Image, Vec<Reference>)], out: W) -> Result<W> {
+        self.save_with(images, out, Compression::None)
+    }
+
+    /// `save` with layers compressed (gzip or zstd blobs, made on demand and kept): what
+    /// `build -o type=oci,compression=...` writes.
+    pub fn save_with<W: Write>(
+        &self,
+        images: &[(Image, Vec<Reference>)],
+        out: W,
+        compression: Compression,
+    ) -> Result<W> {
         let _lease = self.lease()?;
         let err = |e: io::Error| StoreError::Invalid(format!("writing the archive: {e}"));
         let mut w = ArchiveWriter::new(out);
@@ -132,6 +143,16 @@ impl Store {
             }
             let mut layers = Vec::new();
             for chain in &img.record.layers {
+                if compression != Compression::None {
+                    let desc = self.layer_blob(chain, compression)?;
+                    if written.insert(desc.digest.clone()) {
+                        let mut f = self.open_blob(&desc.digest)?;
+                        w.add_file(&archive::blob_path(&desc.digest), desc.size, &mut f)
+                            .map_err(err)?;
+                    }
+                    layers.push(desc);
+                    continue;
+                }
                 let meta = self.layer_meta(chain)?;
                 let desc = Descriptor::new(media::OCI_LAYER, meta.diff_id.clone(), meta.size);
                 if written.insert(desc.digest.clone()) {

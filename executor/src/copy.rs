@@ -395,7 +395,14 @@ pub fn copy_step(
     }
     for (name, content) in &op.inline {
         let (uid, gid) = own.unwrap_or((0, 0));
-        let meta = Meta { kind: Kind::File, mode: chmod(0o644, false), uid, gid, mtime: 0, link: None };
+        let meta = Meta {
+            kind: Kind::File,
+            mode: chmod(0o644, false),
+            uid,
+            gid,
+            mtime: 0,
+            link: None,
+        };
         dest.write(&target_of(name), &meta, Some(&mut content.as_bytes()))?;
     }
     match from {

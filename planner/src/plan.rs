@@ -41,6 +41,9 @@ pub struct PlanOptions {
     /// Network for RUN steps without `--network` (BuildKit's default is the host's).
     pub network: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// `SOURCE_DATE_EPOCH`: results carry clamped times, so it is part of every key (only when
+    /// set: other builds keep their keys).
+    pub source_date_epoch: Option<i64>,
 }
 
 /// What a stage starts from.
@@ -441,6 +444,9 @@ impl Planner<'_> {
         let obj = inputs.as_object_mut().expect("inputs are an object");
         obj.insert("v".into(), json!(KEY_VERSION));
         obj.insert("parent".into(), json!(b.parent_key()));
+        if let Some(e) = self.opts.source_date_epoch {
+            obj.insert("epoch".into(), json!(e));
+        }
         let key = key_of(&inputs);
         b.plan.steps.push(Step {
             op,
@@ -720,7 +726,11 @@ impl Planner<'_> {
                 // COPY <<EOF /path: the heredoc is a file named after its delimiter.
                 if let Some(h) = heredocs.next() {
                     let body = heredoc_body(h);
-                    let content = if h.expand { self.expand_heredoc(ins, &body, vars)? } else { body };
+                    let content = if h.expand {
+                        self.expand_heredoc(ins, &body, vars)?
+                    } else {
+                        body
+                    };
                     inline.push((h.name.clone(), content));
                     continue;
                 }
@@ -906,12 +916,20 @@ fn heredoc_body(h: &strata_parser::node::Heredoc) -> String {
     if !h.chomp {
         return h.content.clone();
     }
-    h.content.split_inclusive('\n').map(|l| l.trim_start_matches('\t')).collect()
+    h.content
+        .split_inclusive('\n')
+        .map(|l| l.trim_start_matches('\t'))
+        .collect()
 }
 
 impl Planner<'_> {
     /// Expands `$VAR` in an unquoted heredoc body, like the shell would: quotes stay literal.
-    fn expand_heredoc(&self, ins: &Instruction, body: &str, vars: &[(String, String)]) -> Result<String, PlanError> {
+    fn expand_heredoc(
+        &self,
+        ins: &Instruction,
+        body: &str,
+        vars: &[(String, String)],
+    ) -> Result<String, PlanError> {
         let lx = Lexer {
             escape: self.escape,
             raw_quotes: true,
@@ -925,17 +943,26 @@ impl Planner<'_> {
     /// RUN with heredocs, as BuildKit does it: `RUN <<EOF` alone runs the body as a script
     /// (through its `#!` interpreter if it has one); otherwise the whole text, bodies and
     /// terminators included, goes to the shell, which reads the heredocs itself.
-    fn heredoc_command(&self, b: &StageBuilder, ins: &Instruction, r: &strata_parser::instructions::Run) -> Result<Vec<String>, PlanError> {
+    fn heredoc_command(
+        &self,
+        b: &StageBuilder,
+        ins: &Instruction,
+        r: &strata_parser::instructions::Run,
+    ) -> Result<Vec<String>, PlanError> {
         let CommandLine::Shell(cmd) = &r.command else {
             return Err(self.err(ins, "heredocs need the shell form of RUN"));
         };
         let mut argv = b.shell.clone();
-        let only = r.heredocs.len() == 1 && strata_parser::grammar::heredoc_marker(cmd.trim()).is_some();
+        let only =
+            r.heredocs.len() == 1 && strata_parser::grammar::heredoc_marker(cmd.trim()).is_some();
         if only {
             let script = heredoc_body(&r.heredocs[0]);
             if script.starts_with("#!") {
                 // Written to a file, run, removed: the interpreter line picks the program.
-                let mark = format!("STRATA_SCRIPT_{}", &strata_image::Digest::of(script.as_bytes()).hex()[..12]);
+                let mark = format!(
+                    "STRATA_SCRIPT_{}",
+                    &strata_image::Digest::of(script.as_bytes()).hex()[..12]
+                );
                 argv.push(format!(
                     "f=$(mktemp) && cat > \"$f\" <<'{mark}' && chmod +x \"$f\" && \"$f\"; r=$?; rm -f \"$f\"; exit $r\n{script}{}{mark}\n",
                     if script.ends_with('\n') { "" } else { "\n" }

@@ -1,8 +1,11 @@
 //! `strata build`.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+
+use strata_image::compress::Compression;
+use strata_image::layer::TarOptions;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use strata_cache::Store;
@@ -218,6 +221,7 @@ pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
         .iter()
         .map(|t| Reference::parse(t).map_err(|e| anyhow!("-t {t}: {e}")))
         .collect::<Result<_>>()?;
+    let output = Output::parse(a.output.as_deref())?;
     let src = read_dockerfile(a)?;
     let args = build_args(a)?;
     let df = parse_dockerfile(&src.name, &src.text).map_err(|e| anyhow!("{e}"))?;
@@ -229,7 +233,21 @@ pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         labels.insert(k.to_string(), v.to_string());
     }
+    // SOURCE_DATE_EPOCH from the environment or as a build argument (BuildKit accepts both).
+    let epoch = match args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+    {
+        Some(v) => Some(
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
+        ),
+        None => None,
+    };
     let opts = PlanOptions {
+        source_date_epoch: epoch,
         build_args: args,
         target: a.target.clone(),
         network: a
@@ -260,9 +278,6 @@ pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
         _ => Mode::Plain,
     };
     let progress = Progress::with_mode(Box::new(std::io::stderr()), mode);
-    let epoch = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.parse::<i64>().ok());
     let exec = Executor {
         store,
         context: &context,
@@ -293,11 +308,16 @@ pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
             Vec::new(),
         )?;
     }
-    let v = progress.start("exporting to image");
+    let v = progress.start(&format!("exporting to {}", output.kind()));
     v.log(&format!("writing image {} done", img.id()));
-    for t in &tags {
-        store.tag(t, img.id())?;
-        v.log(&format!("naming to {t} done"));
+    match &output {
+        Output::Image => {
+            for t in &tags {
+                store.tag(t, img.id())?;
+                v.log(&format!("naming to {t} done"));
+            }
+        }
+        other => other.write(store, &img, &tags)?,
     }
     v.done();
     if let Some(p) = &a.iidfile {
@@ -402,4 +422,148 @@ fn explain_miss(store: &Store, step: &strata_planner::plan::Step) -> String {
         return "the base image or an earlier step changed".into();
     }
     "inputs changed".into()
+}
+
+/// Where a build's result goes (`-o`).
+enum Output {
+    Image,
+    Archive {
+        dest: String,
+        oci: bool,
+        compression: Compression,
+    },
+    Tar {
+        dest: String,
+    },
+    Local {
+        dest: PathBuf,
+    },
+}
+
+impl Output {
+    fn parse(s: Option<&str>) -> Result<Output> {
+        let Some(s) = s else { return Ok(Output::Image) };
+        if s == "-" {
+            return Ok(Output::Tar { dest: "-".into() });
+        }
+        if !s.contains('=') {
+            return Ok(Output::Local {
+                dest: PathBuf::from(s),
+            });
+        }
+        let mut kv = BTreeMap::new();
+        for part in s.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow!("-o {s}: {part:?} is not key=value"))?;
+            kv.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let dest = || {
+            kv.get("dest")
+                .cloned()
+                .ok_or_else(|| anyhow!("-o {s}: dest= is required"))
+        };
+        let out = match kv.get("type").map(String::as_str).unwrap_or("local") {
+            "image" => Output::Image,
+            t @ ("oci" | "docker") => Output::Archive {
+                dest: dest()?,
+                oci: t == "oci",
+                compression: match kv.get("compression").map(String::as_str) {
+                    None | Some("uncompressed") => Compression::None,
+                    Some("gzip") => Compression::Gzip,
+                    Some("zstd") => Compression::Zstd,
+                    Some(o) => {
+                        bail!("-o {s}: unknown compression {o:?} (use gzip, zstd or uncompressed)")
+                    }
+                },
+            },
+            "tar" => Output::Tar { dest: dest()? },
+            "local" => Output::Local {
+                dest: PathBuf::from(dest()?),
+            },
+            other => bail!(
+                "-o {s}: unknown output type {other:?} (use image, oci, docker, tar or local)"
+            ),
+        };
+        for k in kv.keys() {
+            if !["type", "dest", "compression", "name"].contains(&k.as_str()) {
+                bail!("-o {s}: unknown key {k:?}");
+            }
+        }
+        Ok(out)
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Output::Image => "image",
+            Output::Archive { oci: true, .. } => "oci image format",
+            Output::Archive { .. } => "docker image format",
+            Output::Tar { .. } => "client tarball",
+            Output::Local { .. } => "client directory",
+        }
+    }
+
+    fn write(&self, store: &Store, img: &strata_cache::Image, tags: &[Reference]) -> Result<()> {
+        let sink = |dest: &str| -> Result<Box<dyn Write>> {
+            if dest == "-" {
+                if std::io::stdout().is_terminal() {
+                    bail!("refusing to write an archive to a terminal: redirect standard output or use dest=FILE");
+                }
+                Ok(Box::new(std::io::BufWriter::new(std::io::stdout())))
+            } else {
+                let f = std::fs::File::create(dest).with_context(|| format!("create {dest}"))?;
+                Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)))
+            }
+        };
+        let layers: Vec<PathBuf> = img
+            .record
+            .layers
+            .iter()
+            .rev()
+            .map(|l| store.layer_diff(l))
+            .collect();
+        let dirs: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
+        match self {
+            Output::Image => {}
+            Output::Archive {
+                dest, compression, ..
+            } => {
+                let mut w =
+                    store.save_with(&[(img.clone(), tags.to_vec())], sink(dest)?, *compression)?;
+                w.flush()?;
+            }
+            Output::Tar { dest } => {
+                let mut w = strata_image::layer::write_flattened_tar(
+                    &dirs,
+                    sink(dest)?,
+                    &TarOptions::default(),
+                )?;
+                w.flush()?;
+            }
+            Output::Local { dest } => {
+                std::fs::create_dir_all(dest)
+                    .with_context(|| format!("create {}", dest.display()))?;
+                let (r, w) = std::io::pipe()?;
+                let dirs_owned = layers.clone();
+                let producer = std::thread::spawn(move || {
+                    let d: Vec<&Path> = dirs_owned.iter().map(PathBuf::as_path).collect();
+                    strata_image::layer::write_flattened_tar(
+                        &d,
+                        std::io::BufWriter::new(w),
+                        &TarOptions::default(),
+                    )
+                    .map(|_| ())
+                });
+                strata_image::layer::extract_layer(
+                    r,
+                    dest,
+                    &strata_image::layer::ExtractOptions::default(),
+                )?;
+                producer
+                    .join()
+                    .map_err(|_| anyhow!("tar writer panicked"))??;
+            }
+        }
+        Ok(())
+    }
 }
