@@ -2,13 +2,13 @@
 # Installs the Debian packages strata's examples and tests need (run as root on Debian 12).
 #  busybox-static      the tiny base image rootfs
 #  debootstrap         the debian:bookworm base image rootfs
-#  skopeo umoci runc   independent oracles for interop tests
+#  skopeo umoci runc podman  independent oracles for interop tests
 #  docker-registry     the CNCF distribution server for registry tests
 #  apache2-utils       htpasswd for registry auth tests
 #  zstd hyperfine      compressed fixtures; benchmarks
 #  docker.io           dockerd as the oracle of the differential build tests
 set -eu
-pkgs="busybox-static debootstrap skopeo umoci runc docker-registry apache2-utils zstd hyperfine iproute2 docker.io"
+pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd hyperfine iproute2 docker.io"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

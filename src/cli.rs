@@ -21,6 +21,15 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "warn", env = "STRATA_LOG")]
     pub log_level: String,
 
+    /// Registry (host[:port]) to reach over plain HTTP; repeatable. Loopback registries always are.
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        env = "STRATA_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -103,6 +112,17 @@ pub enum Command {
     Save(SaveArgs),
     /// Load images from a tar archive
     Load(LoadArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
+    /// Log in to a registry (credentials go to ~/.docker/config.json)
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout {
+        /// Registry (default: docker.io)
+        registry: Option<String>,
+    },
     /// Manage strata itself
     #[command(subcommand)]
     System(SystemCommand),
@@ -134,6 +154,10 @@ pub enum ImageCommand {
     Save(SaveArgs),
     /// Load images
     Load(LoadArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
     /// Remove unused images
     Prune(PruneArgs),
 }
@@ -247,6 +271,49 @@ pub struct LoadArgs {
     /// Suppress the load output
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// NAME[:TAG|@DIGEST]
+    pub image: String,
+    /// Platform to pull from a multi-platform image (os/arch[/variant])
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image reference
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The local image (NAME[:TAG] or ID)
+    pub image: String,
+    /// Where to push it (default: the image name itself)
+    pub destination: Option<String>,
+    /// Layer compression for layers without a blob of that kind: gzip, zstd or none
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    pub compression: String,
+    /// Manifest media types: oci or docker (default: the image's own manifest, else oci)
+    #[arg(long, value_parser = ["oci", "docker"])]
+    pub format: Option<String>,
+    /// Print only the manifest digest
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Registry (default: docker.io)
+    pub registry: Option<String>,
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin)
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 #[derive(Args, Debug)]

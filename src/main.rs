@@ -14,7 +14,7 @@ use clap::Parser;
 
 use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use commands::containers::{self, ExitError};
-use commands::{images, open_store, system};
+use commands::{images, open_store, registry, system};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -66,12 +66,15 @@ fn init_logging(level: &str) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.clone();
     let store = || open_store(&root);
+    let registries = registry::RegistryConfig {
+        insecure: cli.insecure_registries.clone(),
+    };
     match cli.command {
         Command::Build(a) => {
             if a.check {
                 commands::build::check(&a)
             } else {
-                commands::build::build(&store()?, &a)
+                commands::build::build(&store()?, &a, &registries)
             }
         }
         Command::Builder(BuilderCommand::Prune {
@@ -153,6 +156,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(&store()?, &a),
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(&store()?, &a),
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(&store()?, &a),
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
+            registry::pull_cmd(&store()?, &registries, &a)
+        }
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
+            registry::push_cmd(&store()?, &registries, &a)
+        }
+        Command::Login(a) => registry::login(&registries, &a),
+        Command::Logout { registry: r } => registry::logout(r.as_deref()),
         Command::Image(ImageCommand::Prune(a)) => system::prune(&store()?, &a, true),
         Command::System(SystemCommand::Df) => system::df(&store()?),
         Command::System(SystemCommand::Prune(a)) => system::prune(&store()?, &a, false),

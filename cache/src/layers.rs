@@ -170,7 +170,7 @@ impl Store {
 
     /// Writes meta.json into `staging`, syncs, and renames it to `layers/<chainID>`. If the layer
     /// already exists (another process made it), the existing one wins.
-    fn publish_layer(
+    pub(crate) fn publish_layer(
         &self,
         staging: &Path,
         parent: Option<&Digest>,
@@ -231,10 +231,14 @@ impl Store {
     pub fn record_layer_blob(&self, chain: &Digest, blob: Descriptor) -> Result<()> {
         let _lock = self.meta_lock("layers")?;
         let mut meta = self.layer_meta(chain)?;
-        if meta.blobs.iter().any(|b| b.digest == blob.digest) {
-            return Ok(());
+        match meta.blobs.iter_mut().find(|b| b.digest == blob.digest) {
+            // Newer annotations (where the blob was last seen) replace older ones.
+            Some(b) if blob.annotations.is_empty() || b.annotations == blob.annotations => {
+                return Ok(())
+            }
+            Some(b) => b.annotations = blob.annotations,
+            None => meta.blobs.push(blob),
         }
-        meta.blobs.push(blob);
         let p = self.layer_path(chain).join("meta.json");
         self.atomic_write(
             &p,

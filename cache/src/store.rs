@@ -247,6 +247,18 @@ impl Store {
                 });
             }
         }
+        self.commit_temp_blob(tmp, buf, &digest)?;
+        Ok((digest, size))
+    }
+
+    /// Makes a fully written and verified temp file the blob `digest`: read-only, synced,
+    /// renamed into `blobs/`.
+    pub(crate) fn commit_temp_blob(
+        &self,
+        tmp: &Path,
+        buf: io::BufWriter<File>,
+        digest: &Digest,
+    ) -> Result<()> {
         let file = buf
             .into_inner()
             .map_err(|e| StoreError::io(tmp, e.into_error()))?;
@@ -254,10 +266,9 @@ impl Store {
             .at(tmp)?;
         file.sync_all().at(tmp)?;
         drop(file);
-        let dest = self.blob_path(&digest);
+        let dest = self.blob_path(digest);
         fs::rename(tmp, &dest).at(&dest)?;
-        fsutil::sync_dir(&self.blobs_dir())?;
-        Ok((digest, size))
+        fsutil::sync_dir(&self.blobs_dir())
     }
 
     /// Writes a blob produced by `produce` (e.g. a compressed layer) and returns its digest.
@@ -276,15 +287,7 @@ impl Store {
             let mut w = HashingWriter::new(io::BufWriter::with_capacity(256 << 10, file));
             produce(&mut w)?;
             let (buf, digest, size) = w.finish();
-            let file = buf
-                .into_inner()
-                .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
-            file.set_permissions(fs::Permissions::from_mode(0o444))
-                .at(&tmp)?;
-            file.sync_all().at(&tmp)?;
-            let dest = self.blob_path(&digest);
-            fs::rename(&tmp, &dest).at(&dest)?;
-            fsutil::sync_dir(&self.blobs_dir())?;
+            self.commit_temp_blob(&tmp, buf, &digest)?;
             let _ = what;
             Ok((digest, size))
         })();

@@ -1,1 +1,137 @@
-//! strata-registry
+//! strata-registry: the OCI distribution client.
+//!
+//! Main types: [`client::Client`] (one registry: auth, redirects, retries, capped reads),
+//! [`pull::pull`] and [`push::push`] (whole images), [`auth`] (Docker's `config.json`
+//! credentials and helpers) and [`Progress`] (per-layer events for the CLI to draw).
+//!
+//! Key design decision: nothing a registry sends is trusted. Every manifest and config is read
+//! under a size cap and checked against its digest before it is parsed; every layer is
+//! verified (compressed digest, size, and diffID) in the same single pass that unpacks it into
+//! a staging directory, and only verified content enters the store, bottom layer first.
+
+pub mod auth;
+pub mod client;
+pub mod pull;
+pub mod push;
+
+use strata_cache::StoreError;
+use strata_image::spec::{Platform, SpecError};
+use strata_image::Digest;
+
+pub use client::{Client, ClientOptions};
+
+/// Errors talking to a registry. Messages are one line and name the registry, repository or
+/// digest concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Auth(String),
+    #[error("{0}")]
+    Transport(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Status(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Integrity(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+/// What happens to one layer (or config) during a pull or push, for progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerEvent {
+    /// Queued; `size` compressed bytes.
+    Waiting { size: u64 },
+    /// Already present (locally for pull, in the registry for push).
+    Exists,
+    /// Bytes moved so far.
+    Transferring { done: u64, total: u64 },
+    /// Mounted from another repository of the same registry (push).
+    Mounted { from: String },
+    /// Done: downloaded and unpacked, or uploaded.
+    Complete,
+}
+
+/// Receives layer events; called from worker threads.
+pub trait Progress: Sync {
+    fn layer(&self, digest: &Digest, event: LayerEvent);
+}
+
+/// Progress that is not shown.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn layer(&self, _: &Digest, _: LayerEvent) {}
+}
+
+/// Parses `os/arch[/variant]` as in `--platform linux/amd64`.
+pub fn parse_platform(s: &str) -> Result<Platform, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    };
+    match parts.as_slice() {
+        [os, arch] | [os, arch, _] if ok(os) && ok(arch) && parts.iter().all(|p| ok(p)) => {
+            Ok(Platform {
+                os: os.to_string(),
+                architecture: normalize_arch(arch).to_string(),
+                variant: parts.get(2).map(|v| v.to_string()),
+                os_version: None,
+                extra: Default::default(),
+            })
+        }
+        _ => Err(format!(
+            "invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"
+        )),
+    }
+}
+
+fn normalize_arch(a: &str) -> &str {
+    match a {
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Whether an index entry's platform fits the wanted one (a missing variant matches any).
+pub fn platform_matches(want: &Platform, have: &Platform) -> bool {
+    want.os == have.os
+        && want.architecture == have.architecture
+        && (want.variant.is_none() || want.variant == have.variant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_parsing_normalizes_and_refuses_junk() {
+        let p = parse_platform("linux/x86_64").unwrap();
+        assert_eq!(
+            (p.os.as_str(), p.architecture.as_str(), p.variant),
+            ("linux", "amd64", None)
+        );
+        let p = parse_platform("linux/arm/v7").unwrap();
+        assert_eq!(p.variant.as_deref(), Some("v7"));
+        for bad in [
+            "",
+            "linux",
+            "linux/",
+            "/amd64",
+            "linux/amd64/v8/x",
+            "linux/am d64",
+        ] {
+            assert!(parse_platform(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

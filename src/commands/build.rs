@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use strata_image::compress::Compression;
 use strata_image::layer::TarOptions;
 
+use crate::commands::registry::{self, RegistryConfig};
 use anyhow::{anyhow, bail, Context as _, Result};
 use strata_cache::Store;
 use strata_executor::progress::{Mode, Progress};
@@ -147,22 +148,51 @@ pub fn check(a: &BuildArgs) -> Result<()> {
     bail!("{}: check failed with {} errors", src.name, problems.len());
 }
 
-/// Base images come from the store.
-struct StoreImages<'a>(&'a Store);
+/// Base images come from the store, pulled first when `--pull` asks for it.
+struct StoreImages<'a> {
+    store: &'a Store,
+    pull: &'a str,
+    registries: &'a RegistryConfig,
+    quiet: bool,
+}
 
-impl ImageSource for StoreImages<'_> {
-    fn lookup(&self, name: &str) -> std::result::Result<Option<(Digest, ImageConfig)>, String> {
-        if let Err(e) = Reference::parse(name) {
-            return Err(e.to_string());
-        }
-        match self.0.resolve_image(name) {
+impl StoreImages<'_> {
+    fn local(&self, name: &str) -> std::result::Result<Option<(Digest, ImageConfig)>, String> {
+        match self.store.resolve_image(name) {
             Ok(id) => {
-                let img = self.0.image(&id).map_err(|e| e.to_string())?;
+                let img = self.store.image(&id).map_err(|e| e.to_string())?;
                 Ok(Some((id, img.config)))
             }
             Err(strata_cache::StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn pull(&self, reference: &Reference) -> std::result::Result<(), String> {
+        if !self.quiet {
+            eprintln!("pulling {}", reference.familiar());
+        }
+        let platform = strata_cache::transfer::host_platform();
+        registry::pull_image(self.store, self.registries, reference, &platform, true)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl ImageSource for StoreImages<'_> {
+    fn lookup(&self, name: &str) -> std::result::Result<Option<(Digest, ImageConfig)>, String> {
+        let reference = Reference::parse(name).map_err(|e| e.to_string())?;
+        // An image ID (or its prefix) names local content and is never pulled.
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        let is_id = hex.len() >= 12
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && self.local(name)?.is_some();
+        match self.pull {
+            "always" if !is_id => self.pull(&reference)?,
+            "missing" if self.local(name)?.is_none() => self.pull(&reference)?,
+            _ => {}
+        }
+        self.local(name)
     }
 }
 
@@ -206,7 +236,7 @@ fn step_error_render(src: &DockerfileSource, e: &BuildError) -> String {
     }
 }
 
-pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
+pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Result<()> {
     if a.check {
         return check(a);
     }
@@ -263,7 +293,12 @@ pub fn build(store: &Store, a: &BuildArgs) -> Result<()> {
         &opts,
         &context,
         &mut stat,
-        &StoreImages(store),
+        &StoreImages {
+            store,
+            pull: &a.pull,
+            registries,
+            quiet: a.quiet || a.progress == "quiet",
+        },
     )?;
     stat.save(&stat_path);
     if a.dry_run {

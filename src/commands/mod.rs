@@ -3,6 +3,7 @@
 pub mod build;
 pub mod containers;
 pub mod images;
+pub mod registry;
 pub mod system;
 
 use std::path::Path;

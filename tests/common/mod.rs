@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -39,6 +41,8 @@ impl Strata {
         let mut c = Command::new(strata_bin());
         c.arg("--root").arg(self.root()).args(args);
         c.env_remove("STRATA_ROOT");
+        // Registry credentials stay inside the test.
+        c.env("DOCKER_CONFIG", self.dir.path().join("docker-config"));
         c
     }
 

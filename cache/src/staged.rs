@@ -1,0 +1,160 @@
+//! One-pass ingestion of a compressed layer blob as it arrives from the network: the bytes are
+//! written to a temp blob and hashed, decompressed, hashed again and extracted into a staging
+//! directory, all while reading. The blob becomes visible only once its digest and size check
+//! out; the layer directory stays staged ([`StagedLayer`]) until its parent is published, so
+//! layers can be fetched in parallel and still enter the store bottom-up.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use strata_image::compress;
+use strata_image::digest::{Digest, HashingReader, HashingWriter};
+use strata_image::layer::{extract_layer, ExtractOptions};
+use strata_image::spec::Descriptor;
+
+use crate::error::{IoContext, Result, StoreError};
+use crate::fsutil;
+use crate::layers::LayerMeta;
+use crate::store::Store;
+
+/// A verified layer waiting in `tmp/` for its parent; removed on drop unless published.
+pub struct StagedLayer {
+    dir: PathBuf,
+    pub diff_id: Digest,
+    pub size: u64,
+    pub blob: Descriptor,
+}
+
+impl Drop for StagedLayer {
+    fn drop(&mut self) {
+        let _ = fsutil::remove_any(&self.dir);
+    }
+}
+
+/// Copies what is read into a hashing temp file, refusing more than `limit` bytes.
+struct Tee<'a, R> {
+    inner: R,
+    out: HashingWriter<BufWriter<File>>,
+    limit: u64,
+    what: &'a str,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.out.len() + n as u64 > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: more than the {} bytes announced",
+                    self.what, self.limit
+                ),
+            ));
+        }
+        self.out.write_all(&buf[..n])?;
+        (self.progress)(self.out.len());
+        Ok(n)
+    }
+}
+
+impl Store {
+    /// Reads the compressed layer `blob` (described by `desc`) once: keeps it as a blob, and
+    /// extracts it into a staged directory whose uncompressed stream must hash to `diff_id`.
+    /// `progress` is told the number of compressed bytes read so far.
+    pub fn stage_layer_stream<R: Read>(
+        &self,
+        blob: R,
+        desc: &Descriptor,
+        diff_id: &Digest,
+        what: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<StagedLayer> {
+        let tmp = self.temp_path("blob");
+        let staging = StagedLayer {
+            dir: self.temp_dir("layer")?,
+            diff_id: diff_id.clone(),
+            size: 0,
+            blob: desc.clone(),
+        };
+        let result = self.stage_into(&tmp, blob, staging, what, progress);
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    fn stage_into<R: Read>(
+        &self,
+        tmp: &std::path::Path,
+        blob: R,
+        mut staged: StagedLayer,
+        what: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<StagedLayer> {
+        let invalid = |e: io::Error| StoreError::Invalid(format!("{what}: {e}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .at(tmp)?;
+        let mut tee = Tee {
+            inner: blob,
+            out: HashingWriter::new(BufWriter::with_capacity(256 << 10, file)),
+            limit: staged.blob.size,
+            what,
+            progress,
+        };
+        let diff = staged.dir.join("diff");
+        fs::create_dir(&diff).at(&diff)?;
+        {
+            let (_, tar) = compress::decompress(&mut tee).map_err(invalid)?;
+            let (_, rest) =
+                extract_layer(HashingReader::new(tar), &diff, &ExtractOptions::default())
+                    .map_err(|e| StoreError::Invalid(format!("{what}: {e}")))?;
+            let (actual_diff, size) = rest.finish_draining().map_err(invalid)?;
+            if actual_diff != staged.diff_id {
+                return Err(StoreError::DigestMismatch {
+                    what: format!("{what} (uncompressed)"),
+                    expected: staged.diff_id.to_string(),
+                    actual: actual_diff.to_string(),
+                });
+            }
+            staged.size = size;
+        }
+        // Whatever follows the compressed stream still belongs to the blob.
+        io::copy(&mut tee, &mut io::sink()).map_err(invalid)?;
+        let (buf, digest, size) = tee.out.finish();
+        if size != staged.blob.size {
+            return Err(StoreError::SizeMismatch {
+                what: what.to_string(),
+                expected: staged.blob.size,
+                actual: size.to_string(),
+            });
+        }
+        if digest != staged.blob.digest {
+            return Err(StoreError::DigestMismatch {
+                what: what.to_string(),
+                expected: staged.blob.digest.to_string(),
+                actual: digest.to_string(),
+            });
+        }
+        self.commit_temp_blob(tmp, buf, &digest)?;
+        Ok(staged)
+    }
+
+    /// Moves a staged layer into `layers/` on top of `parent` (which must be there already).
+    pub fn publish_staged(
+        &self,
+        parent: Option<&Digest>,
+        staged: StagedLayer,
+    ) -> Result<LayerMeta> {
+        self.publish_layer(
+            &staged.dir,
+            parent,
+            staged.diff_id.clone(),
+            staged.size,
+            vec![staged.blob.clone()],
+            false,
+        )
+    }
+}

@@ -1,0 +1,345 @@
+//! `pull`: resolve a reference to one platform's manifest, verify its config, fetch the missing
+//! layers in parallel (each unpacked in the same pass that downloads and verifies it), publish
+//! them bottom-up, then record the image, its manifest and its tags.
+
+use std::collections::BTreeMap;
+use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use strata_cache::layers::chain_id;
+use strata_cache::staged::StagedLayer;
+use strata_cache::{Image, Store};
+use strata_image::spec::{
+    media, Descriptor, ImageConfig, Index, Manifest, Platform, MAX_JSON_BYTES,
+};
+use strata_image::{Digest, Reference};
+
+use crate::client::{read_capped, Client};
+use crate::{platform_matches, LayerEvent, Progress, RegistryError};
+
+/// Layers fetched at once (Docker's default is 3).
+const PARALLEL_DOWNLOADS: usize = 3;
+
+/// Annotation on a stored blob descriptor naming the repository it was last seen in, so a
+/// push to another repository of the same registry can mount it instead of uploading.
+pub const SOURCE_ANNOTATION: &str = "io.strata.source.repository";
+
+/// What a pull produced.
+pub struct Pulled {
+    pub image: Image,
+    /// The digest the reference resolved to (the index's, for a multi-platform image).
+    pub digest: Digest,
+    /// False when the image was already in the store under this reference.
+    pub downloaded: bool,
+}
+
+/// Pulls `reference` for `platform` into `store`.
+pub fn pull(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+    progress: &dyn Progress,
+) -> Result<Pulled, RegistryError> {
+    let _lease = store.lease()?;
+    let repo = reference.path();
+    let wanted = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let (bytes, media_type, top_digest) = client.manifest(repo, &wanted)?;
+    let (manifest_bytes, manifest_desc) = if media::is_index(&media_type) {
+        select_platform(client, repo, &wanted, &bytes, platform)?
+    } else {
+        let desc = Descriptor::new(&media_type, top_digest.clone(), bytes.len() as u64);
+        (bytes.clone(), desc)
+    };
+    let what = format!("{}/{repo}@{}", client.domain, manifest_desc.digest);
+    let manifest = Manifest::parse(&format!("manifest {what}"), &manifest_bytes)?;
+    let config_bytes = fetch_config(client, repo, &manifest.config, &what)?;
+    let config = ImageConfig::parse(&format!("config {}", manifest.config.digest), &config_bytes)?;
+    check_config_platform(&config, platform, &what)?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(RegistryError::Protocol(format!(
+            "{what}: the manifest lists {} layers but the config {} diff_ids",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    let existed = store.has_image(&Digest::of(&config_bytes));
+    fetch_layers(
+        store,
+        client,
+        repo,
+        &manifest.layers,
+        &config.rootfs.diff_ids,
+        progress,
+    )?;
+    // Only verified content is written, and only now that every layer is in.
+    if top_digest != manifest_desc.digest {
+        store.put_blob_bytes(&bytes)?;
+    }
+    store.put_blob_bytes(&manifest_bytes)?;
+    let image = store.put_image(&config_bytes, None, vec![manifest_desc])?;
+    let previous = reference
+        .tag()
+        .and_then(|_| store.resolve_image(&reference.to_string()).ok());
+    if reference.tag().is_some() && reference.digest().is_none() {
+        store.tag(reference, image.id())?;
+    }
+    store.tag(&reference.with_digest(top_digest.clone()), image.id())?;
+    Ok(Pulled {
+        downloaded: !existed || previous.as_ref() != Some(image.id()),
+        image,
+        digest: top_digest,
+    })
+}
+
+/// Picks the entry of an index for `platform` and fetches that manifest.
+fn select_platform(
+    client: &Client,
+    repo: &str,
+    wanted: &str,
+    index_bytes: &[u8],
+    platform: &Platform,
+) -> Result<(Vec<u8>, Descriptor), RegistryError> {
+    let index = Index::parse(
+        &format!("index {}/{repo}:{wanted}", client.domain),
+        index_bytes,
+    )?;
+    let entry = index
+        .manifests
+        .iter()
+        .find(|m| {
+            media::is_manifest(&m.media_type)
+                && m.platform
+                    .as_ref()
+                    .is_some_and(|p| platform_matches(platform, p))
+        })
+        .ok_or_else(|| {
+            let have: Vec<String> = index
+                .manifests
+                .iter()
+                .filter_map(|m| m.platform.as_ref())
+                .map(|p| {
+                    format!(
+                        "{}/{}{}",
+                        p.os,
+                        p.architecture,
+                        p.variant
+                            .as_ref()
+                            .map(|v| format!("/{v}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            RegistryError::NotFound(format!(
+                "{}/{repo}:{wanted}: no manifest for {}/{} (the index has: {})",
+                client.domain,
+                platform.os,
+                platform.architecture,
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
+            ))
+        })?;
+    if entry.size > MAX_JSON_BYTES {
+        return Err(RegistryError::Protocol(format!(
+            "manifest {}: {} bytes exceeds the 4 MiB limit",
+            entry.digest, entry.size
+        )));
+    }
+    let (bytes, media_type, digest) = client.manifest(repo, entry.digest.as_str())?;
+    if bytes.len() as u64 != entry.size {
+        return Err(RegistryError::Integrity(format!(
+            "manifest {}: {} bytes but the index says {}",
+            entry.digest,
+            bytes.len(),
+            entry.size
+        )));
+    }
+    if !media::is_manifest(&media_type) {
+        return Err(RegistryError::Protocol(format!(
+            "manifest {digest}: media type {media_type:?} is not an image manifest"
+        )));
+    }
+    Ok((bytes, Descriptor::new(&media_type, digest, entry.size)))
+}
+
+/// Fetches the config blob under the JSON cap and checks its digest and size.
+fn fetch_config(
+    client: &Client,
+    repo: &str,
+    desc: &Descriptor,
+    what: &str,
+) -> Result<Vec<u8>, RegistryError> {
+    if !media::is_config(&desc.media_type) {
+        return Err(RegistryError::Protocol(format!(
+            "{what}: config media type {:?} is not an image config",
+            desc.media_type
+        )));
+    }
+    if desc.size > MAX_JSON_BYTES {
+        return Err(RegistryError::Protocol(format!(
+            "{what}: config of {} bytes exceeds the 4 MiB limit",
+            desc.size
+        )));
+    }
+    let bytes = read_capped(
+        client.blob(repo, &desc.digest)?,
+        desc.size,
+        &format!("config {}", desc.digest),
+    )?;
+    if bytes.len() as u64 != desc.size || Digest::of(&bytes) != desc.digest {
+        return Err(RegistryError::Integrity(format!(
+            "config {}: content does not match its descriptor ({} bytes, {})",
+            desc.digest,
+            bytes.len(),
+            Digest::of(&bytes)
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A single-platform image for another platform is refused rather than run wrongly.
+fn check_config_platform(
+    config: &ImageConfig,
+    platform: &Platform,
+    what: &str,
+) -> Result<(), RegistryError> {
+    let (os, arch) = (config.os.as_str(), config.architecture.as_str());
+    if (!os.is_empty() && os != platform.os) || (!arch.is_empty() && arch != platform.architecture)
+    {
+        return Err(RegistryError::NotFound(format!(
+            "{what}: the image is for {os}/{arch}, not {}/{}",
+            platform.os, platform.architecture
+        )));
+    }
+    Ok(())
+}
+
+/// Downloads and unpacks the layers the store lacks, `PARALLEL_DOWNLOADS` at a time, then
+/// publishes them bottom-up. A failure stops the other workers after their current layer.
+fn fetch_layers(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    layers: &[Descriptor],
+    diff_ids: &[Digest],
+    progress: &dyn Progress,
+) -> Result<(), RegistryError> {
+    let mut chains = Vec::with_capacity(layers.len());
+    let mut parent: Option<Digest> = None;
+    for d in diff_ids {
+        let c = chain_id(parent.as_ref(), d);
+        chains.push(c.clone());
+        parent = Some(c);
+    }
+    let mut todo = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        if !media::is_layer(&layer.media_type)
+            || layer.media_type.contains("foreign")
+            || layer.media_type.contains("nondistributable")
+        {
+            return Err(RegistryError::Protocol(format!(
+                "layer {}: media type {:?} is not supported",
+                layer.digest, layer.media_type
+            )));
+        }
+        if store.has_layer(&chains[i]) {
+            progress.layer(&layer.digest, LayerEvent::Exists);
+        } else {
+            progress.layer(&layer.digest, LayerEvent::Waiting { size: layer.size });
+            todo.push(i);
+        }
+    }
+    let staged: Mutex<BTreeMap<usize, StagedLayer>> = Mutex::new(BTreeMap::new());
+    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let source = format!("{}/{repo}", client.domain);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_DOWNLOADS.min(todo.len()) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                if k >= todo.len() || failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let i = todo[k];
+                match fetch_one(
+                    store,
+                    client,
+                    repo,
+                    &layers[i],
+                    &diff_ids[i],
+                    &source,
+                    progress,
+                ) {
+                    Ok(st) => {
+                        staged.lock().expect("staged").insert(i, st);
+                    }
+                    Err(e) => {
+                        failed.store(true, Ordering::SeqCst);
+                        first_error.lock().expect("error").get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("error") {
+        return Err(e);
+    }
+    let mut staged = staged.into_inner().expect("staged");
+    for i in todo {
+        let st = staged.remove(&i).expect("every layer was staged");
+        let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
+        store.publish_staged(parent, st)?;
+        progress.layer(&layers[i].digest, LayerEvent::Complete);
+    }
+    Ok(())
+}
+
+/// One layer: from the local blob when an earlier (interrupted) pull kept it, else from the
+/// registry; unpacked while reading.
+fn fetch_one(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    source: &str,
+    progress: &dyn Progress,
+) -> Result<StagedLayer, RegistryError> {
+    let mut desc = Descriptor::new(&layer.media_type, layer.digest.clone(), layer.size);
+    desc.annotations
+        .insert(SOURCE_ANNOTATION.to_string(), source.to_string());
+    let what = format!("layer {}", layer.digest);
+    let total = layer.size;
+    let mut report =
+        |done: u64| progress.layer(&layer.digest, LayerEvent::Transferring { done, total });
+    let staged = if store.has_blob(&layer.digest) {
+        let f = store.open_blob(&layer.digest)?;
+        store.stage_layer_stream(
+            BufReader::with_capacity(256 << 10, f),
+            &desc,
+            diff_id,
+            &what,
+            &mut report,
+        )?
+    } else {
+        let body = client.blob(repo, &layer.digest)?;
+        store.stage_layer_stream(
+            BufReader::with_capacity(256 << 10, body),
+            &desc,
+            diff_id,
+            &what,
+            &mut report,
+        )?
+    };
+    Ok(staged)
+}
