@@ -1,6 +1,6 @@
 #!/bin/sh
 # strata's benchmarks, next to the floors and peers in ../shared/bench/README.md.
-# Usage: bench/run.sh [start|small|fanout|bigctx|import|all]   (default: all)
+# Usage: bench/run.sh [start|small|fanout|bigctx|import|registry|all]   (default: all)
 # Needs root, hyperfine, runc, busybox-static (scripts/deps.sh installs them). Prints rows of
 # "workload phase: median (and the floor/peer measured in the same run)".
 set -eu
@@ -72,4 +72,36 @@ if [ "$what" = import ] || [ "$what" = all ]; then
   rss_sav=$( { /usr/bin/time -f %M $bin --root $work/imp save -o $work/deb-save.tar debian:bookworm; } 2>&1 | tail -1)
   mb=$(du -sm "$work/deb" | cut -f1)
   echo "import ${imp}s ($(python3 -c "print(round($mb/$imp))") MB/s, peak RSS ${rss_imp} KB) save ${sav}s ($(python3 -c "print(round($mb/$sav))") MB/s, peak RSS ${rss_sav} KB) floor tar|sha256sum ${floor}s (tar -x alone ${untar}s)"
+fi
+if [ "$what" = registry ] || [ "$what" = all ]; then
+  # push and pull of debian:bookworm through Debian's distribution server on loopback, next to
+  # skopeo copying the same (already gzip-compressed) blobs. Every timed push starts from an
+  # empty registry, so nothing is skipped or mounted.
+  ./tests/fixtures/debian-rootfs.sh /var/tmp/strata-debian-bookworm.tar
+  port=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")
+  printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s/regdata}, delete: {enabled: true}}\nhttp: {addr: 127.0.0.1:%s}\n' "$work" "$port" > "$work/reg.yml"
+  {
+    echo '#!/bin/sh'
+    echo "[ -f $work/reg.pid ] && kill \$(cat $work/reg.pid) 2>/dev/null && sleep 0.2"
+    echo "rm -rf $work/regdata"
+    echo "docker-registry serve $work/reg.yml >/dev/null 2>&1 &"
+    echo "echo \$! > $work/reg.pid"
+    echo "until curl -sf http://127.0.0.1:$port/v2/ >/dev/null; do sleep 0.05; done"
+  } > "$work/reg-reset.sh"
+  chmod +x "$work/reg-reset.sh"
+  "$work/reg-reset.sh"
+  R=127.0.0.1:$port
+  $bin --root "$work/reg-src" import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null
+  $bin --root "$work/reg-src" push -q debian:bookworm "$R/deb:1" >/dev/null # makes the gzip blob once
+  skopeo copy -q --src-tls-verify=false "docker://$R/deb:1" "oci:$work/deb-oci:x"
+  push=$(median_prep 1 5 "$work/reg-reset.sh" "$bin --root $work/reg-src push -q debian:bookworm $R/deb:1")
+  spush=$(median_prep 1 5 "$work/reg-reset.sh" "skopeo copy -q --dest-tls-verify=false oci:$work/deb-oci:x docker://$R/deb:1")
+  pull=$(median 1 5 "sh -c 'd=\$(mktemp -d -p $work); $bin --root \$d pull -q $R/deb:1 >/dev/null'")
+  spull=$(median 1 5 "sh -c 'd=\$(mktemp -d -p $work); skopeo copy -q --src-tls-verify=false docker://$R/deb:1 oci:\$d/o:x'")
+  ppull=$(median 1 3 "sh -c 'd=\$(mktemp -d -p $work); podman --root \$d/r --runroot \$d/rr --storage-driver overlay pull -q --tls-verify=false $R/deb:1 >/dev/null'")
+  "$work/reg-reset.sh"
+  rss_push=$( { /usr/bin/time -f %M $bin --root "$work/reg-src" push -q debian:bookworm "$R/deb:1" >/dev/null; } 2>&1 | tail -1)
+  rss_pull=$( { /usr/bin/time -f %M $bin --root "$work/reg-pull" pull -q "$R/deb:1" >/dev/null; } 2>&1 | tail -1)
+  kill "$(cat "$work/reg.pid")"
+  echo "registry push ${push}s (skopeo ${spush}s, x$(python3 -c "print(round($push/$spush,2))"), peak RSS ${rss_push} KB) pull+unpack ${pull}s (skopeo copy, no unpack, ${spull}s, x$(python3 -c "print(round($pull/$spull,2))"), peak RSS ${rss_pull} KB; podman pull, which unpacks too, ${ppull}s, x$(python3 -c "print(round($pull/$ppull,2))"))"
 fi
