@@ -375,6 +375,12 @@ pub struct BuildArgs {
     /// a local directory
     #[arg(short, long)]
     pub output: Option<String>,
+    /// Export the build cache: type=registry,ref=REF[,mode=min|max]
+    #[arg(long)]
+    pub cache_to: Option<String>,
+    /// Import a build cache: type=registry,ref=REF (or just REF); repeatable
+    #[arg(long)]
+    pub cache_from: Vec<String>,
     /// Build context directory, or - to read a Dockerfile from standard input
     #[arg(default_value = ".")]
     pub context: String,

@@ -749,3 +749,106 @@ fn hostile_registry_errors_are_one_line_and_leave_the_store_clean() {
     }
     s.assert_check();
 }
+
+/// Builds `ctx` in `s` with extra flags; returns (image ID, plain progress on stderr).
+fn build_plain(s: &Strata, ctx: &Path, flags: &[&str]) -> (String, String) {
+    let iid = s.path("iid");
+    let mut args = vec![
+        "build",
+        "--progress",
+        "plain",
+        "--iidfile",
+        iid.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    args.push(ctx.to_str().unwrap());
+    let o = s.run(&args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "build failed: {err}");
+    (fs::read_to_string(&iid).unwrap(), err)
+}
+
+fn cached_steps(progress: &str) -> usize {
+    progress.lines().filter(|l| l.ends_with(" CACHED")).count()
+}
+
+#[test]
+fn registry_cache_is_shared_between_fresh_stores() {
+    let reg = Registry::start(None);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let front = counting_front(reg.addr(), log.clone(), Arc::new(Mutex::new(None)));
+    let a = Strata::new();
+    a.busybox();
+    let base = format!("{}/base/busybox:1", front.addr());
+    a.ok(&["push", "busybox", &base]);
+    let write_ctx = |s: &Strata, c: &str| {
+        let ctx = s.path("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM {base}\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\nCOPY c.txt /c.txt\nRUN cat /c.txt >> /b.txt\n"),
+        )
+        .unwrap();
+        fs::write(ctx.join("a.txt"), "A\n").unwrap();
+        fs::write(ctx.join("c.txt"), c).unwrap();
+        ctx
+    };
+    let cache = format!("{}/cache/app:buildcache", front.addr());
+    let to = format!("type=registry,ref={cache},mode=max");
+    let from = format!("type=registry,ref={cache}");
+
+    let (id_a, progress) = build_plain(&a, &write_ctx(&a, "C\n"), &["--cache-to", &to]);
+    assert_eq!(cached_steps(&progress), 0, "{progress}");
+    assert!(progress.contains("exported cache of 4 steps"), "{progress}");
+
+    // A fresh store: every step comes from the registry cache, same image ID.
+    let b = Strata::new();
+    let (id_b, progress) = build_plain(&b, &write_ctx(&b, "C\n"), &["--cache-from", &from]);
+    assert_eq!(cached_steps(&progress), 4, "{progress}");
+    assert_eq!(id_b, id_a);
+    assert_eq!(b.ok(&["run", "--rm", &id_b, "cat", "/b.txt"]), "A\nC\n");
+    b.assert_check();
+
+    // Another fresh store, one file changed: the steps before it are cached, the rest run.
+    let c = Strata::new();
+    let (id_c, progress) = build_plain(&c, &write_ctx(&c, "changed\n"), &["--cache-from", &from]);
+    assert_eq!(cached_steps(&progress), 2, "{progress}");
+    assert_ne!(id_c, id_a);
+    assert_eq!(
+        c.ok(&["run", "--rm", &id_c, "cat", "/b.txt"]),
+        "A\nchanged\n"
+    );
+
+    // Nothing in the cache fits: only the cache document is read, no layer.
+    log.lock().unwrap().clear();
+    let d = Strata::new();
+    let ctx = write_ctx(&d, "C\n");
+    fs::write(ctx.join("a.txt"), "other\n").unwrap();
+    let (_, progress) = build_plain(&d, &ctx, &["--cache-from", &from]);
+    assert_eq!(cached_steps(&progress), 0, "{progress}");
+    let cache_blobs = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.starts_with("/v2/cache/app/blobs/"))
+        .count();
+    assert_eq!(cache_blobs, 1, "only the cache document should be fetched");
+
+    // A cache that does not exist yet is empty, not an error; a bad spec is one line.
+    let (_, progress) = build_plain(
+        &d,
+        &ctx,
+        &["--cache-from", &format!("{}/cache/none:x", front.addr())],
+    );
+    assert!(progress.contains(" CACHED"), "{progress}");
+    let err = d.fails(&[
+        "build",
+        "--cache-to",
+        "type=local,dest=/tmp/x",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("cache type \"local\" is not supported"),
+        "{err}"
+    );
+}

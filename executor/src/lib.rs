@@ -57,8 +57,16 @@ pub struct ExecOptions {
     pub source_date_epoch: Option<i64>,
 }
 
+/// A cache beyond the store (a registry, `--cache-from`), asked when a key misses locally.
+pub trait RemoteCache: Sync {
+    /// Brings the image the remote cache holds for `key` into the store; its ID, or None.
+    fn fetch(&self, store: &Store, key: &Digest) -> Result<Option<Digest>, String>;
+}
+
 /// Runs build graphs against a store.
 pub struct Executor<'a> {
+    /// Consulted after the store's own cache misses.
+    pub remote_cache: Option<&'a dyn RemoteCache>,
     pub store: &'a Store,
     pub context: &'a Context,
     pub graph: &'a BuildGraph,
@@ -220,6 +228,11 @@ impl Executor<'_> {
                         continue;
                     }
                 }
+                if let Some(img) = self.remote_hit(step, &state)? {
+                    state.image = img;
+                    v.cached();
+                    continue;
+                }
             }
             match self.execute(stage, step, &state, results, &v) {
                 Ok(img) => {
@@ -235,6 +248,26 @@ impl Executor<'_> {
             }
         }
         Ok(state.image)
+    }
+
+    /// A step's result from the remote cache, recorded locally so the next build hits at home.
+    fn remote_hit(&self, step: &Step, state: &State) -> Result<Option<Image>, BuildError> {
+        let Some(remote) = self.remote_cache else {
+            return Ok(None);
+        };
+        let fetched = remote
+            .fetch(self.store, &step.key)
+            .map_err(|e| self.step_error(step, format!("cache import: {e}")))?;
+        let Some(id) = fetched else {
+            return Ok(None);
+        };
+        let img = self.store.image(&id)?;
+        // The image's parent is this build's previous step, as if it had been built here.
+        let img = self
+            .store
+            .put_image(&img.config_bytes, Some(state.image.id()), Vec::new())?;
+        self.store.cache_put(&step.key, img.id())?;
+        Ok(Some(img))
     }
 
     fn step_error(&self, step: &Step, message: String) -> BuildError {

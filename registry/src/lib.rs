@@ -10,6 +10,7 @@
 //! a staging directory, and only verified content enters the store, bottom layer first.
 
 pub mod auth;
+pub mod cache;
 pub mod client;
 pub mod pull;
 pub mod push;

@@ -171,7 +171,7 @@ fn select_platform(
 }
 
 /// Fetches the config blob under the JSON cap and checks its digest and size.
-fn fetch_config(
+pub(crate) fn fetch_config(
     client: &Client,
     repo: &str,
     desc: &Descriptor,
@@ -224,7 +224,7 @@ fn check_config_platform(
 
 /// Downloads and unpacks the layers the store lacks, `PARALLEL_DOWNLOADS` at a time, then
 /// publishes them bottom-up. A failure stops the other workers after their current layer.
-fn fetch_layers(
+pub(crate) fn fetch_layers(
     store: &Store,
     client: &Client,
     repo: &str,

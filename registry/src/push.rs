@@ -124,19 +124,15 @@ pub fn push(
         }
     };
     let manifest = Manifest::parse("manifest", &manifest_bytes)?;
-    upload_layers(
-        store,
-        client,
-        repo,
-        &source,
-        image,
-        &manifest.layers,
-        progress,
-    )?;
-    if !client.has_blob(repo, image.id())? {
-        let bytes = &image.config_bytes;
-        client.upload_blob(repo, image.id(), bytes.len() as u64, Box::new(&bytes[..]))?;
-    }
+    let items: Vec<(Digest, Descriptor)> = image
+        .record
+        .layers
+        .iter()
+        .cloned()
+        .zip(manifest.layers.iter().cloned())
+        .collect();
+    upload_layers(store, client, repo, &source, &items, progress)?;
+    upload_small_blob(client, repo, &image.config_bytes)?;
     let reference = target.tag().unwrap_or("latest");
     let digest = client.put_manifest(repo, reference, &manifest_type, &manifest_bytes)?;
     store.put_blob_bytes(&manifest_bytes)?;
@@ -194,28 +190,28 @@ fn layer_descriptors(
         .collect()
 }
 
-/// Uploads the blobs the registry lacks, mounting from a known source repository first.
-fn upload_layers(
+/// Uploads the layer blobs (each with its layer's chain ID) the registry lacks, mounting from a
+/// known source repository first.
+pub(crate) fn upload_layers(
     store: &Store,
     client: &Client,
     repo: &str,
     source: &str,
-    image: &Image,
-    layers: &[Descriptor],
+    items: &[(Digest, Descriptor)],
     progress: &dyn Progress,
 ) -> Result<(), RegistryError> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..PARALLEL_UPLOADS.min(layers.len()) {
+        for _ in 0..PARALLEL_UPLOADS.min(items.len()) {
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
-                if k >= layers.len() || failed.load(Ordering::SeqCst) {
+                if k >= items.len() || failed.load(Ordering::SeqCst) {
                     return;
                 }
-                let chain = &image.record.layers[k];
-                if let Err(e) = push_one(store, client, repo, source, chain, &layers[k], progress) {
+                let (chain, layer) = &items[k];
+                if let Err(e) = push_one(store, client, repo, source, chain, layer, progress) {
                     failed.store(true, Ordering::SeqCst);
                     first_error.lock().expect("error").get_or_insert(e);
                     return;
@@ -292,4 +288,17 @@ impl<R: std::io::Read, F: FnMut(u64)> std::io::Read for ProgressReader<R, F> {
         (self.report)(self.done);
         Ok(n)
     }
+}
+
+/// Uploads a small blob (a config) unless the registry has it.
+pub(crate) fn upload_small_blob(
+    client: &Client,
+    repo: &str,
+    bytes: &[u8],
+) -> Result<Digest, RegistryError> {
+    let digest = Digest::of(bytes);
+    if !client.has_blob(repo, &digest)? {
+        client.upload_blob(repo, &digest, bytes.len() as u64, Box::new(bytes))?;
+    }
+    Ok(digest)
 }

@@ -196,6 +196,153 @@ impl ImageSource for StoreImages<'_> {
     }
 }
 
+/// `--cache-to`/`--cache-from` of `type=registry`.
+#[derive(Debug, Clone, PartialEq)]
+struct CacheSpec {
+    reference: Reference,
+    max: bool,
+}
+
+impl CacheSpec {
+    /// `type=registry,ref=R[,mode=min|max]`, or (for `--cache-from`, as Docker) a bare `R`.
+    fn parse(flag: &str, s: &str) -> Result<CacheSpec> {
+        let mut kind = None;
+        let mut reference = None;
+        let mut max = false;
+        let mut unknown: Option<String> = None;
+        if !s.contains('=') {
+            reference = Some(s.to_string());
+            kind = Some("registry".to_string());
+        } else {
+            for field in s.split(',') {
+                let (k, v) = field
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("{flag} {s}: field {field:?} is not key=value"))?;
+                match k {
+                    "type" => kind = Some(v.to_string()),
+                    "ref" => reference = Some(v.to_string()),
+                    "mode" => match v {
+                        "min" => max = false,
+                        "max" => max = true,
+                        _ => bail!("{flag} {s}: mode must be min or max"),
+                    },
+                    // Accepted for compatibility; layers are always gzip-compressed.
+                    "compression" | "oci-mediatypes" | "ignore-error" | "image-manifest" => {}
+                    _ => {
+                        unknown.get_or_insert(k.to_string());
+                    }
+                }
+            }
+        }
+        match kind.as_deref() {
+            Some("registry") => {}
+            Some(other) => {
+                bail!("{flag} {s}: cache type {other:?} is not supported (only registry)")
+            }
+            None => bail!("{flag} {s}: type= is missing"),
+        }
+        if let Some(k) = unknown {
+            bail!("{flag} {s}: unknown field {k:?}");
+        }
+        let r = reference.ok_or_else(|| anyhow!("{flag} {s}: ref= is missing"))?;
+        let reference = Reference::parse(&r).map_err(|e| anyhow!("{flag} {s}: {e}"))?;
+        Ok(CacheSpec { reference, max })
+    }
+}
+
+/// The imported registry caches, asked in order.
+struct RegistryCaches {
+    store_caches: Vec<(String, strata_registry::cache::RemoteCache)>,
+}
+
+impl RegistryCaches {
+    fn load(a: &BuildArgs, registries: &RegistryConfig) -> Result<Option<RegistryCaches>> {
+        if a.cache_from.is_empty() || a.no_cache {
+            return Ok(None);
+        }
+        let mut caches = Vec::new();
+        for s in &a.cache_from {
+            let spec = CacheSpec::parse("--cache-from", s)?;
+            let client = registries.client(spec.reference.domain());
+            let cache = strata_registry::cache::RemoteCache::load(client, &spec.reference)
+                .with_context(|| format!("--cache-from {}", spec.reference.familiar()))?;
+            tracing::info!("cache {}: {} steps", spec.reference, cache.len());
+            caches.push((spec.reference.familiar(), cache));
+        }
+        Ok(Some(RegistryCaches {
+            store_caches: caches,
+        }))
+    }
+}
+
+impl strata_executor::RemoteCache for RegistryCaches {
+    fn fetch(&self, store: &Store, key: &Digest) -> std::result::Result<Option<Digest>, String> {
+        for (name, c) in &self.store_caches {
+            match c.fetch(store, key) {
+                Ok(Some(id)) => return Ok(Some(id)),
+                Ok(None) => {}
+                Err(e) => return Err(format!("{name}: {e}")),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The (key, image) pairs to export: every step of every stage built (max), or of the target
+/// stage and the stages it is built on (min).
+fn cache_entries(store: &Store, graph: &BuildGraph, max: bool) -> Result<Vec<(Digest, Digest)>> {
+    let mut stages = Vec::new();
+    if max {
+        stages.extend(graph.order.iter().copied());
+    } else {
+        let mut s = Some(graph.target);
+        while let Some(i) = s {
+            stages.push(i);
+            s = match graph.stages[i].base {
+                Base::Stage(b) => Some(b),
+                _ => None,
+            };
+        }
+        stages.reverse();
+    }
+    let mut out = Vec::new();
+    for i in stages {
+        for step in &graph.stages[i].steps {
+            if let Some(rec) = store.cache_get(&step.key)? {
+                out.push((step.key.clone(), rec.image));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn export_cache(
+    store: &Store,
+    graph: &BuildGraph,
+    spec: &CacheSpec,
+    registries: &RegistryConfig,
+    quiet: bool,
+) -> Result<()> {
+    let entries = cache_entries(store, graph, spec.max)?;
+    let client = registries.client(spec.reference.domain());
+    let digest = strata_registry::cache::export(
+        store,
+        &client,
+        &spec.reference,
+        &entries,
+        &strata_registry::NoProgress,
+    )
+    .with_context(|| format!("--cache-to {}", spec.reference.familiar()))?;
+    if !quiet {
+        eprintln!(
+            "exported cache of {} steps to {}@{digest}",
+            entries.len(),
+            spec.reference.familiar()
+        );
+    }
+    Ok(())
+}
+
 /// The context, with `<Dockerfile>.dockerignore` or `.dockerignore` applied.
 fn load_context(a: &BuildArgs, src: &DockerfileSource) -> Result<Context> {
     if a.context == "-" {
@@ -313,7 +460,16 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         _ => Mode::Plain,
     };
     let progress = Progress::with_mode(Box::new(std::io::stderr()), mode);
+    let cache_to = a
+        .cache_to
+        .as_deref()
+        .map(|s| CacheSpec::parse("--cache-to", s))
+        .transpose()?;
+    let remote = RegistryCaches::load(a, registries)?;
     let exec = Executor {
+        remote_cache: remote
+            .as_ref()
+            .map(|r| r as &dyn strata_executor::RemoteCache),
         store,
         context: &context,
         graph: &graph,
@@ -355,6 +511,9 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         other => other.write(store, &img, &tags)?,
     }
     v.done();
+    if let Some(spec) = &cache_to {
+        export_cache(store, &graph, spec, registries, quiet)?;
+    }
     if let Some(p) = &a.iidfile {
         std::fs::write(p, img.id().to_string())
             .with_context(|| format!("write {}", p.display()))?;
