@@ -277,10 +277,7 @@ impl Client {
                         std::thread::sleep(Duration::from_millis(200 << attempt));
                         continue;
                     }
-                    let detail = match t.message() {
-                        Some(m) => format!("{}: {m}", t.kind()),
-                        None => t.kind().to_string(),
-                    };
+                    let detail = transport_detail(&t);
                     return Err(RegistryError::Transport(format!(
                         "{method} {url}: {}",
                         detail.to_lowercase()
@@ -607,4 +604,28 @@ fn status_error(resp: ureq::Response, code: u16, url: &str) -> RegistryError {
         .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
         .unwrap_or_default();
     RegistryError::Status(format!("{url}: {code} {detail}").trim().to_string())
+}
+
+/// A transport error without the URL ureq puts in front (the caller names it) and without
+/// repeated parts.
+fn transport_detail(t: &ureq::Transport) -> String {
+    let mut parts: Vec<String> = vec![t.kind().to_string()];
+    if let Some(m) = t.message() {
+        parts.push(m.to_string());
+    }
+    let mut source = std::error::Error::source(t);
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for p in parts {
+        if !out.iter().any(|o| o.contains(&p) || p.contains(o.as_str())) {
+            out.push(p);
+        } else if let Some(o) = out.iter_mut().find(|o| p.contains(o.as_str())) {
+            // Keep the longer, more specific wording.
+            *o = p;
+        }
+    }
+    out.join(": ")
 }
