@@ -72,6 +72,38 @@ impl Progress for NoProgress {
     fn layer(&self, _: &Digest, _: LayerEvent) {}
 }
 
+/// Runs `f` on every item from at most `workers` threads. After the first error no new item
+/// is started (those under way finish) and that error is returned.
+pub(crate) fn for_each_parallel<T: Sync>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> Result<(), RegistryError> + Sync,
+) -> Result<(), RegistryError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(items.len()) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                if k >= items.len() || failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(e) = f(&items[k]) {
+                    failed.store(true, Ordering::SeqCst);
+                    first_error.lock().expect("error").get_or_insert(e);
+                    return;
+                }
+            });
+        }
+    });
+    match first_error.into_inner().expect("error") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// Parses `os/arch[/variant]` as in `--platform linux/amd64`.
 pub fn parse_platform(s: &str) -> Result<Platform, String> {
     let parts: Vec<&str> = s.split('/').collect();

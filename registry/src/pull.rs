@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::BufReader;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use strata_cache::layers::chain_id;
@@ -258,42 +257,20 @@ pub(crate) fn fetch_layers(
         }
     }
     let staged: Mutex<BTreeMap<usize, StagedLayer>> = Mutex::new(BTreeMap::new());
-    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
     let source = format!("{}/{repo}", client.domain);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_DOWNLOADS.min(todo.len()) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::SeqCst);
-                if k >= todo.len() || failed.load(Ordering::SeqCst) {
-                    return;
-                }
-                let i = todo[k];
-                match fetch_one(
-                    store,
-                    client,
-                    repo,
-                    &layers[i],
-                    &diff_ids[i],
-                    &source,
-                    progress,
-                ) {
-                    Ok(st) => {
-                        staged.lock().expect("staged").insert(i, st);
-                    }
-                    Err(e) => {
-                        failed.store(true, Ordering::SeqCst);
-                        first_error.lock().expect("error").get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().expect("error") {
-        return Err(e);
-    }
+    crate::for_each_parallel(&todo, PARALLEL_DOWNLOADS, |&i| {
+        let st = fetch_one(
+            store,
+            client,
+            repo,
+            &layers[i],
+            &diff_ids[i],
+            &source,
+            progress,
+        )?;
+        staged.lock().expect("staged").insert(i, st);
+        Ok(())
+    })?;
     let mut staged = staged.into_inner().expect("staged");
     for i in todo {
         let st = staged.remove(&i).expect("every layer was staged");

@@ -3,8 +3,6 @@
 //! has, then the config, then the manifest under the tag.
 
 use std::io::BufReader;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use strata_cache::{Image, Store};
 use strata_image::compress::Compression;
@@ -200,29 +198,9 @@ pub(crate) fn upload_layers(
     items: &[(Digest, Descriptor)],
     progress: &dyn Progress,
 ) -> Result<(), RegistryError> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_UPLOADS.min(items.len()) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::SeqCst);
-                if k >= items.len() || failed.load(Ordering::SeqCst) {
-                    return;
-                }
-                let (chain, layer) = &items[k];
-                if let Err(e) = push_one(store, client, repo, source, chain, layer, progress) {
-                    failed.store(true, Ordering::SeqCst);
-                    first_error.lock().expect("error").get_or_insert(e);
-                    return;
-                }
-            });
-        }
-    });
-    match first_error.into_inner().expect("error") {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    crate::for_each_parallel(items, PARALLEL_UPLOADS, |(chain, layer)| {
+        push_one(store, client, repo, source, chain, layer, progress)
+    })
 }
 
 fn push_one(
