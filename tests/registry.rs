@@ -332,6 +332,32 @@ fn basic_auth_login_push_pull_logout() {
     );
     let err = a.fails(&["pull", &format!("{}/private/app:nope", reg.addr())]);
     assert!(err.contains("authentication required"), "{err}");
+
+    // A credential helper named in credHelpers (docker-credential-<name> get) is asked.
+    let bin = a.path("helpers");
+    fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-strata-test");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$server\" = {} ] || exit 1\necho '{{\"Username\":\"tester\",\"Secret\":\"s3cret\"}}'\n",
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    sh(&format!("chmod +x {}", helper.display()));
+    fs::write(
+        a.path("docker-config/config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"strata-test"}}}}"#, reg.addr()),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = a
+        .cmd(&["pull", "-q", &target])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     a.assert_check();
 }
 
