@@ -375,6 +375,15 @@ pub struct BuildArgs {
     /// a local directory
     #[arg(short, long)]
     pub output: Option<String>,
+    /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR]; repeatable
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// An SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET]; repeatable
+    #[arg(long)]
+    pub ssh: Vec<String>,
+    /// Allow an entitlement: security.insecure (RUN --security=insecure); repeatable
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
     /// Export the build cache: type=registry,ref=REF[,mode=min|max]
     #[arg(long)]
     pub cache_to: Option<String>,

@@ -123,6 +123,16 @@ fn build(s: &Strata, ctx: &str, extra: &[&str]) -> (String, String) {
     (out, err)
 }
 
+/// Runs a build that must fail; returns its final `Error:` line (progress precedes it).
+fn build_fails(s: &Strata, args: &[&str]) -> String {
+    let o = s.run(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "build succeeded unexpectedly: {err}");
+    let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.starts_with("Error: "), "{err}");
+    last.to_string()
+}
+
 fn cached_steps(progress: &str) -> usize {
     progress.lines().filter(|l| l.ends_with(" CACHED")).count()
 }
@@ -791,4 +801,257 @@ fn outputs_tar_local_and_docker() {
     );
     let err = s.fails(&["build", "-o", "type=bogus,dest=x", &ctx]);
     assert!(err.contains("unknown output type"), "{err}");
+}
+
+/// The paths in the top `n` layers of `image` (sorted, from `save`), to see what RUN steps
+/// committed.
+fn top_layer_paths(s: &Strata, image: &str, n: usize) -> String {
+    let dir = s.path(&format!("layers-{image}"));
+    fs::create_dir_all(&dir).unwrap();
+    let tar = dir.join("image.tar");
+    s.ok(&["save", "-o", tar.to_str().unwrap(), image]);
+    common::sh(&format!(
+        "cd {0} && tar -xf image.tar && python3 -c \"import json;print(' '.join(json.load(open('manifest.json'))[0]['Layers'][-{n}:]))\" | xargs -n1 tar -tf | sort -u",
+        dir.display()
+    ))
+}
+
+/// Every file of every layer of `image`, as `path\0content` lines, plus its config and history
+/// (from `save`), for looking for something that must not be there.
+fn everything_in(s: &Strata, image: &str) -> Vec<u8> {
+    let tar = s.path("everything.tar");
+    s.ok(&["save", "-o", tar.to_str().unwrap(), image]);
+    let dir = s.path("everything");
+    fs::create_dir_all(&dir).unwrap();
+    common::sh(&format!(
+        "cd {0} && tar -xf {1} && for l in blobs/sha256/*; do tar -xOf $l 2>/dev/null; tar -tvf $l 2>/dev/null; done > all.txt; cat blobs/sha256/* >> all.txt",
+        dir.display(),
+        tar.display()
+    ));
+    fs::read(dir.join("all.txt")).unwrap()
+}
+
+#[test]
+fn run_mount_cache_persists_and_stays_out_of_layers() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = ctx_with(
+        &s,
+        "cache",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=cache,target=/var/cache/app,uid=1000,mode=0700 \\\n    echo run >> /var/cache/app/log && wc -l < /var/cache/app/log > /count && stat -c '%u %a' /var/cache/app > /owner\n",
+        )],
+    );
+    for expected in ["1", "2"] {
+        build(&s, &ctx, &["--no-cache", "-t", "c"]);
+        assert_eq!(
+            s.ok(&["run", "--rm", "c", "cat", "/count"]).trim(),
+            expected
+        );
+    }
+    assert_eq!(
+        s.ok(&["run", "--rm", "c", "cat", "/owner"]).trim(),
+        "1000 700"
+    );
+    // Neither the target nor its parents (absent from busybox) are in the layer.
+    assert_eq!(top_layer_paths(&s, "c", 1), "count\nowner\n");
+    let out = s.ok(&["builder", "prune", "-a"]);
+    assert!(out.contains("Deleted cache mounts: 1"), "{out}");
+    build(&s, &ctx, &["--no-cache", "-t", "c"]);
+    assert_eq!(s.ok(&["run", "--rm", "c", "cat", "/count"]).trim(), "1");
+    s.assert_check();
+}
+
+#[test]
+fn run_mount_bind_tmpfs_and_security() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = ctx_with(
+        &s,
+        "bind",
+        &[
+            ("src/a.txt", "from context\n"),
+            ("secret.key", "ignored by .dockerignore\n"),
+            (".dockerignore", "secret.key\n"),
+            (
+                "Dockerfile",
+                "FROM busybox AS base\nRUN mkdir /data && echo from stage > /data/x\n\
+                 FROM busybox\n\
+                 RUN --mount=type=bind,target=/ctx ls /ctx | sort > /listing\n\
+                 RUN --mount=type=bind,source=src/a.txt,target=/a cat /a > /copied\n\
+                 RUN --mount=type=bind,from=base,source=/data,target=/b,rw echo scribble > /b/y && cat /b/x > /fromstage\n\
+                 RUN --mount=type=bind,from=base,source=/data,target=/b ls /b > /after\n\
+                 RUN --mount=type=tmpfs,target=/t,size=1m df -k /t | tail -1 | awk '{print $2}' > /tsize\n\
+                 RUN --mount=type=bind,source=src,target=/ro sh -c 'touch /ro/z 2>/dev/null && echo writable || echo read-only' > /ro-state\n",
+            ),
+        ],
+    );
+    build(&s, &ctx, &["-t", "b"]);
+    let got = s.ok(&[
+        "run",
+        "--rm",
+        "b",
+        "cat",
+        "/listing",
+        "/copied",
+        "/fromstage",
+        "/after",
+        "/tsize",
+        "/ro-state",
+    ]);
+    assert_eq!(
+        got,
+        "Dockerfile\nsrc\nfrom context\nfrom stage\nx\n1024\nread-only\n"
+    );
+    assert_eq!(
+        top_layer_paths(&s, "b", 6),
+        "after\ncopied\nfromstage\nlisting\nro-state\ntsize\n"
+    );
+    // A bind of the context is part of the key: changing a file reruns the steps that bind it
+    // (the first binds the whole context), not the stage that does not.
+    fs::write(format!("{ctx}/src/a.txt"), "changed\n").unwrap();
+    let (_, progress) = build(&s, &ctx, &["-t", "b"]);
+    assert_eq!(cached_steps(&progress), 1, "{progress}");
+    assert_eq!(s.ok(&["run", "--rm", "b", "cat", "/copied"]), "changed\n");
+
+    // --security=insecure needs --allow security.insecure, and then runs privileged.
+    let ctx2 = ctx_with(
+        &s,
+        "insecure",
+        &[("Dockerfile", "FROM busybox\nRUN --security=insecure mkdir /m && mount -t tmpfs none /m && echo mounted > /ok\n")],
+    );
+    let err = s.fails(&["build", &ctx2]);
+    assert!(err.contains("--allow security.insecure"), "{err}");
+    build(&s, &ctx2, &["--allow", "security.insecure", "-t", "i"]);
+    assert_eq!(s.ok(&["run", "--rm", "i", "cat", "/ok"]), "mounted\n");
+    s.assert_check();
+}
+
+#[test]
+fn run_mount_secrets_never_reach_the_image_or_the_cache() {
+    let s = Strata::new();
+    s.busybox();
+    let secret = "s3cr3t-VALUE-8c1d";
+    let file = s.path("token");
+    fs::write(&file, secret).unwrap();
+    let ctx = ctx_with(
+        &s,
+        "secret",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN --mount=type=secret,id=tok grep -q VALUE /run/secrets/tok && stat -c '%a %u' /run/secrets/tok > /perm\n\
+             RUN --mount=type=secret,id=tok,env=TOKEN,target=/etc/tok,mode=0440,uid=7 sh -c 'test \"${#TOKEN}\" = 17 && stat -c \"%a %u\" /etc/tok > /perm2'\n\
+             RUN --mount=type=secret,id=absent echo optional secrets may be missing > /opt\n",
+        )],
+    );
+    let src = format!("id=tok,src={}", file.display());
+    build(&s, &ctx, &["--secret", &src, "-t", "sec"]);
+    assert_eq!(
+        s.ok(&["run", "--rm", "sec", "cat", "/perm", "/perm2"]),
+        "400 0\n440 7\n"
+    );
+    assert_eq!(top_layer_paths(&s, "sec", 3), "opt\nperm\nperm2\n");
+    let all = everything_in(&s, "sec");
+    assert!(
+        !all.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is in the saved image"
+    );
+    let inspect = s.ok(&["image", "inspect", "sec"]);
+    assert!(!inspect.contains(secret));
+    let store_hits = common::sh(&format!(
+        "grep -rl -- {secret} {} 2>/dev/null || true",
+        s.root().display()
+    ));
+    assert_eq!(store_hits, "", "the secret is in the store");
+
+    // The value is not in the key: another value still hits the cache.
+    fs::write(&file, "another").unwrap();
+    let (_, progress) = build(&s, &ctx, &["--secret", &src, "-t", "sec"]);
+    assert_eq!(cached_steps(&progress), 3, "{progress}");
+
+    let required = ctx_with(
+        &s,
+        "required",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=secret,id=nope,required true\n",
+        )],
+    );
+    let err = build_fails(&s, &["build", &required]);
+    assert!(err.contains("secret nope: not provided"), "{err}");
+    let err = s.fails(&["build", "--secret", "id=x,src=/nonexistent/file", &required]);
+    assert!(err.contains("/nonexistent/file"), "{err}");
+    s.assert_check();
+}
+
+#[test]
+fn run_mount_ssh_forwards_the_agent_socket() {
+    let s = Strata::new();
+    s.busybox();
+    let sock = s.path("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let ctx = ctx_with(
+        &s,
+        "ssh",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo $SSH_AUTH_SOCK > /sock\n",
+        )],
+    );
+    let err = s.fails(&[
+        "build",
+        "--ssh",
+        &format!("default={}", s.path("token").display()),
+        &ctx,
+    ]);
+    assert!(err.contains("--ssh default="), "{err}");
+    build(
+        &s,
+        &ctx,
+        &["--ssh", &format!("default={}", sock.display()), "-t", "ssh"],
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "ssh", "cat", "/sock"]),
+        "/run/buildkit/ssh_agent.0\n"
+    );
+    assert_eq!(top_layer_paths(&s, "ssh", 1), "sock\n");
+}
+
+#[test]
+fn locked_cache_mounts_serialize_parallel_builds() {
+    let s = Strata::new();
+    s.busybox();
+    let step = "RUN --mount=type=cache,target=/c,id=shared-lock,sharing=locked sh -c 'if [ -e /c/busy ]; then echo overlap; exit 1; fi; touch /c/busy; sleep 1; rm /c/busy; echo ok >> /c/runs'";
+    let a = ctx_with(
+        &s,
+        "la",
+        &[("Dockerfile", &format!("FROM busybox\nENV WHO=a\n{step}\n"))],
+    );
+    let b = ctx_with(
+        &s,
+        "lb",
+        &[("Dockerfile", &format!("FROM busybox\nENV WHO=b\n{step}\n"))],
+    );
+    let ca = s.cmd(&["build", "-q", &a]).spawn().unwrap();
+    let cb = s.cmd(&["build", "-q", &b]).spawn().unwrap();
+    let (ra, rb) = (
+        ca.wait_with_output().unwrap(),
+        cb.wait_with_output().unwrap(),
+    );
+    assert!(
+        ra.status.success() && rb.status.success(),
+        "a locked cache mount was used twice at once"
+    );
+    let count = ctx_with(
+        &s,
+        "lc",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=cache,target=/c,id=shared-lock wc -l < /c/runs > /n\n",
+        )],
+    );
+    build(&s, &count, &["-t", "n"]);
+    assert_eq!(s.ok(&["run", "--rm", "n", "cat", "/n"]).trim(), "2");
 }

@@ -2,12 +2,13 @@
 //! its step produced. Records are written only after the result is fully in the store.
 
 use std::fs;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use strata_image::digest::Digest;
 
-use crate::error::{IoContext, Result};
-use crate::fsutil;
+use crate::error::{IoContext, Result, StoreError};
+use crate::fsutil::{self, FileLock, LockMode};
 use crate::store::{list_hex_names, Store};
 
 pub const CACHE_SCHEMA: &str = "strata.cache.v1";
@@ -125,5 +126,91 @@ impl Store {
     fn move_aside(&self, p: &std::path::Path) -> Result<()> {
         let dest = self.temp_path("corrupt-cache");
         fs::rename(p, &dest).at(p)
+    }
+}
+
+/// A `RUN --mount=type=cache` directory, held for the duration of a step.
+pub struct CacheMount {
+    pub dir: PathBuf,
+    /// Shared for `sharing=shared`, exclusive for `locked` (and `private` when first).
+    _lock: FileLock,
+    /// True when this step created the directory (it may be seeded).
+    pub created: bool,
+}
+
+impl Store {
+    /// Where cache mounts live: `buildcache/mounts/<sha256(id)>/`, each with a `.lock` file.
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.buildcache_dir().join("mounts")
+    }
+
+    /// Opens (creating on first use, with `uid`/`gid`/`mode`) the cache mount `id`. `exclusive`
+    /// waits for other users to finish (`sharing=locked`); with `try_only`, a busy mount is
+    /// None instead (`sharing=private` then uses a fresh directory).
+    pub fn cache_mount(
+        &self,
+        id: &str,
+        owner: (u32, u32),
+        mode: u32,
+        exclusive: bool,
+        try_only: bool,
+    ) -> Result<Option<CacheMount>> {
+        let base = self.cache_mounts_dir();
+        fs::create_dir_all(&base).at(&base)?;
+        let hex = Digest::of(id.as_bytes()).hex().to_string();
+        let lock_path = base.join(format!("{hex}.lock"));
+        let mode_lock = if exclusive {
+            LockMode::Exclusive
+        } else {
+            LockMode::Shared
+        };
+        let lock = if try_only {
+            match FileLock::try_acquire(&lock_path, mode_lock)? {
+                Some(l) => l,
+                None => return Ok(None),
+            }
+        } else {
+            FileLock::acquire(&lock_path, mode_lock)?
+        };
+        let dir = base.join(&hex);
+        let created = match fs::create_dir(&dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        if created {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::os::unix::fs::chown(&dir, Some(owner.0), Some(owner.1)).at(&dir)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777)).at(&dir)?;
+        }
+        Ok(Some(CacheMount {
+            dir,
+            _lock: lock,
+            created,
+        }))
+    }
+
+    /// Removes every cache mount nobody is using; returns how many and their bytes.
+    pub fn prune_cache_mounts(&self) -> Result<(usize, u64)> {
+        let base = self.cache_mounts_dir();
+        let mut removed = 0;
+        let mut bytes = 0;
+        let Ok(entries) = fs::read_dir(&base) else {
+            return Ok((0, 0));
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".lock") || !e.path().is_dir() {
+                continue;
+            }
+            let lock_path = base.join(format!("{name}.lock"));
+            let Some(_lock) = FileLock::try_acquire(&lock_path, LockMode::Exclusive)? else {
+                continue;
+            };
+            bytes += fsutil::tree_size(&e.path());
+            fsutil::remove_any(&e.path())?;
+            removed += 1;
+        }
+        Ok((removed, bytes))
     }
 }

@@ -32,8 +32,8 @@ struct Meta {
 
 /// A directory mounted read-write over an image: lower = the image's layers, upper = a fresh
 /// directory that becomes the new layer.
-struct Mounted {
-    mnt: PathBuf,
+pub(crate) struct Mounted {
+    pub(crate) mnt: PathBuf,
     upper: PathBuf,
     work: PathBuf,
     mounted: bool,
@@ -47,6 +47,72 @@ impl Drop for Mounted {
         let _ = fs::remove_dir(&self.mnt);
         let _ = fsutil::remove_any(&self.work);
     }
+}
+
+impl Mounted {
+    /// Drops the writes made through a writable mount (a `RUN --mount=type=bind,rw`).
+    pub(crate) fn discard_upper(self) {
+        let upper = self.upper.clone();
+        drop(self);
+        let _ = fsutil::remove_any(&upper);
+    }
+}
+
+/// Copies `path` of `image` (a directory's contents, or a file) into the directory `dir`
+/// (seeding a new cache mount from `from=`).
+pub(crate) fn copy_image_path_into(
+    store: &Store,
+    image: &Image,
+    path: &str,
+    dir: &Path,
+) -> Result<(), String> {
+    let m = mount_image(store, image, false)?;
+    let src = Root::open(&m.mnt).map_err(|e| e.to_string())?;
+    let mut dest = Dest {
+        root: Root::open(dir).map_err(|e| e.to_string())?,
+        dirs: HashMap::new(),
+        dir_times: Vec::new(),
+    };
+    let target_of = |rel: &str| format!("/{rel}");
+    copy_tree(&src, path, &mut dest, &target_of, "/", None, &|m, _| m)?;
+    dest.finish()
+}
+
+/// Writes the selected context entries into the fresh directory `dir` (for a
+/// `RUN --mount=type=bind` of the context: only what `.dockerignore` lets through).
+pub(crate) fn materialize_context(
+    ctx: &Context,
+    selected: &[(usize, strata_planner::context::Selected)],
+    dir: &Path,
+) -> Result<(), String> {
+    let root = Root::open(dir).map_err(|e| e.to_string())?;
+    let mut dest = Dest {
+        root,
+        dirs: HashMap::new(),
+        dir_times: Vec::new(),
+    };
+    let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
+    for (_, sel) in selected {
+        let e = &sel.entry;
+        let meta = Meta {
+            kind: e.kind,
+            mode: e.mode,
+            uid: 0,
+            gid: 0,
+            mtime: e.mtime,
+            link: e.link.clone(),
+        };
+        let target = format!("/{}", sel.rel);
+        if e.kind == Kind::File {
+            let mut f = ctx
+                .open_in(&ctx_root, &sel.src)
+                .map_err(|er| er.to_string())?;
+            dest.write(&target, &meta, Some(&mut f))?;
+        } else if !sel.rel.is_empty() {
+            dest.write(&target, &meta, None)?;
+        }
+    }
+    dest.finish()
 }
 
 fn lowerdirs(store: &Store, image: &Image) -> Result<String, String> {
@@ -64,7 +130,7 @@ fn lowerdirs(store: &Store, image: &Image) -> Result<String, String> {
     Ok(dirs.join(":"))
 }
 
-fn mount_image(store: &Store, image: &Image, writable: bool) -> Result<Mounted, String> {
+pub(crate) fn mount_image(store: &Store, image: &Image, writable: bool) -> Result<Mounted, String> {
     let e = |e: strata_cache::StoreError| e.to_string();
     let mnt = store.temp_dir("mnt").map_err(e)?;
     let upper = store.temp_dir("copy-layer").map_err(e)?;

@@ -12,6 +12,7 @@
 //! namespace is ever created from this multi-threaded process.
 
 mod copy;
+pub mod mounts;
 pub mod progress;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use strata_image::layer::TarOptions;
 use strata_image::spec::{self, History, ImageConfig, RootFs};
 use strata_image::Digest;
 use strata_planner::context::Context;
-use strata_planner::plan::{Base, BuildGraph, StagePlan, Step, StepOp};
+use strata_planner::plan::{Base, BuildGraph, CopyFrom, StagePlan, Step, StepOp};
 use strata_runtime::container::{new_id, ContainerRecord, Containers, HostConfig, RunConfig};
 
 use progress::Progress;
@@ -55,6 +56,8 @@ pub struct ExecOptions {
     pub file: String,
     /// `SOURCE_DATE_EPOCH`: times in new layers and configs are clamped to it.
     pub source_date_epoch: Option<i64>,
+    /// `--secret` and `--ssh`, for `RUN --mount=type=secret|ssh`.
+    pub secrets: mounts::BuildSecrets,
 }
 
 /// A cache beyond the store (a registry, `--cache-from`), asked when a key misses locally.
@@ -75,6 +78,17 @@ pub struct Executor<'a> {
     /// The strata binary to start containers with (the read-only view of ourselves), made
     /// when the first RUN step needs it: a fully cached build never does.
     pub exe: std::sync::OnceLock<PathBuf>,
+}
+
+/// A RUN step's process and what it is given.
+struct RunSpec<'a> {
+    argv: &'a [String],
+    env: &'a [String],
+    user: &'a str,
+    workdir: &'a str,
+    network: &'a str,
+    privileged: bool,
+    mounts: &'a mounts::Prepared,
 }
 
 /// What a step produced.
@@ -297,9 +311,38 @@ impl Executor<'_> {
                 user,
                 workdir,
                 network,
+                mounts,
+                insecure,
             } => {
-                let upper =
-                    self.run_container(state, step, argv, env, user, workdir, network, v)?;
+                let image_of = |from: &CopyFrom| -> Result<Image, String> {
+                    match from {
+                        CopyFrom::Context => Err("the context is not an image".into()),
+                        CopyFrom::Stage(i) => {
+                            self.result_of(results, *i).map_err(|e| e.to_string())
+                        }
+                        CopyFrom::Image(id) => self.store.image(id).map_err(|e| e.to_string()),
+                    }
+                };
+                let prepared = mounts::prepare(
+                    self.store,
+                    self.context,
+                    &self.opts.secrets,
+                    mounts,
+                    &image_of,
+                )
+                .map_err(|e| self.step_error(step, e))?;
+                let run = RunSpec {
+                    argv,
+                    env,
+                    user,
+                    workdir,
+                    network,
+                    privileged: *insecure,
+                    mounts: &prepared,
+                };
+                let upper = self.run_container(state, step, &run, v)?;
+                mounts::remove_mount_stubs(self.store, &state.image, &upper, &prepared.targets);
+                drop(prepared);
                 let r = self.commit(
                     state,
                     step,
@@ -382,13 +425,19 @@ impl Executor<'_> {
         &self,
         state: &State,
         step: &Step,
-        argv: &[String],
-        env: &[String],
-        user: &str,
-        workdir: &str,
-        network: &str,
+        run: &RunSpec<'_>,
         v: &progress::Vertex<'_>,
     ) -> Result<PathBuf, BuildError> {
+        let RunSpec {
+            argv,
+            env,
+            user,
+            workdir,
+            network,
+            ..
+        } = run;
+        let mut env = env.to_vec();
+        env.extend(run.mounts.env.iter().cloned());
         let containers = Containers::new(self.store);
         let mut labels = BTreeMap::new();
         labels.insert("strata.build".to_string(), "1".to_string());
@@ -401,7 +450,7 @@ impl Executor<'_> {
             config: RunConfig {
                 entrypoint: Vec::new(),
                 cmd: argv.to_vec(),
-                env: env.to_vec(),
+                env,
                 working_dir: workdir.to_string(),
                 user: user.to_string(),
                 hostname: "buildkitsandbox".into(),
@@ -410,6 +459,9 @@ impl Executor<'_> {
             },
             host_config: HostConfig {
                 network_mode: network.to_string(),
+                mounts: run.mounts.binds.clone(),
+                tmpfs: run.mounts.tmpfs.clone(),
+                privileged: run.privileged,
                 ..Default::default()
             },
             layers: state.image.record.layers.clone(),

@@ -13,7 +13,8 @@ use strata_image::spec::{self, ContainerConfig, HealthConfig, ImageConfig};
 use strata_image::Digest;
 use strata_parser::grammar::Chmod;
 use strata_parser::instructions::{
-    CommandLine, Dockerfile, Health, Instruction, Kind, NetworkMode,
+    CommandLine, Dockerfile, Health, Instruction, Kind, Mount, MountKind, NetworkMode, Security,
+    Sharing,
 };
 use strata_parser::shell::Lexer;
 use strata_parser::Pos;
@@ -44,6 +45,8 @@ pub struct PlanOptions {
     /// `SOURCE_DATE_EPOCH`: results carry clamped times, so it is part of every key (only when
     /// set: other builds keep their keys).
     pub source_date_epoch: Option<i64>,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run privileged.
+    pub allow_insecure: bool,
 }
 
 /// What a stage starts from.
@@ -82,6 +85,68 @@ pub struct CopyOp {
     pub inline: Vec<(String, String)>,
 }
 
+/// A resolved `RUN --mount`. Targets are absolute (relative ones resolved against WORKDIR).
+#[derive(Debug, Clone)]
+pub enum RunMount {
+    /// Part of the context, a stage or an image; writes are discarded unless read-only.
+    Bind {
+        target: String,
+        from: CopyFrom,
+        /// The path inside `from` (for the context: what `selected` holds).
+        source: String,
+        selected: Vec<(usize, Selected)>,
+        readonly: bool,
+    },
+    /// A directory kept by the store between builds, never part of a layer or a key.
+    Cache {
+        target: String,
+        id: String,
+        sharing: Sharing,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        readonly: bool,
+        /// Seeds a new cache directory: (stage or image, path in it).
+        seed: Option<(CopyFrom, String)>,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+    /// A secret given to the build (`--secret id=...`): a file at `target` and/or an
+    /// environment variable; its value is never in a key, a layer or the config.
+    Secret {
+        id: String,
+        target: Option<String>,
+        env: Option<String>,
+        required: bool,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+    /// An SSH agent socket given to the build (`--ssh id=SOCKET`).
+    Ssh {
+        id: String,
+        target: String,
+        required: bool,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+}
+
+impl RunMount {
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            RunMount::Bind { target, .. }
+            | RunMount::Cache { target, .. }
+            | RunMount::Tmpfs { target, .. }
+            | RunMount::Ssh { target, .. } => Some(target),
+            RunMount::Secret { target, .. } => target.as_deref(),
+        }
+    }
+}
+
 /// What one step does.
 #[derive(Debug, Clone)]
 pub enum StepOp {
@@ -91,6 +156,9 @@ pub enum StepOp {
         user: String,
         workdir: String,
         network: String,
+        mounts: Vec<RunMount>,
+        /// `--security=insecure` (allowed by the build): the step runs privileged.
+        insecure: bool,
     },
     Copy(Box<CopyOp>),
     /// A metadata instruction: the config after it.
@@ -289,6 +357,10 @@ fn default_args() -> Vec<(String, String)> {
 }
 
 /// A stage being planned.
+/// Selected context sources (with their index among the sources) and what of them the cache
+/// key covers.
+type SelectedSources = (Vec<(usize, Selected)>, Vec<Value>);
+
 struct StageBuilder {
     plan: StagePlan,
     config: ContainerConfig,
@@ -674,8 +746,12 @@ impl Planner<'_> {
                         self.opts.network.clone().unwrap_or_else(|| "host".into())
                     }
                 };
-                if !r.mounts.is_empty() || r.security.is_some() {
-                    return Err(self.err(ins, "RUN --mount and --security are not supported yet"));
+                let insecure = r.security == Some(Security::Insecure);
+                if insecure && !self.opts.allow_insecure {
+                    return Err(self.err(
+                        ins,
+                        "RUN --security=insecure needs the build to allow it (--allow security.insecure)",
+                    ));
                 }
                 let user = b.config.user.clone();
                 let workdir = if b.config.working_dir.is_empty() {
@@ -683,9 +759,23 @@ impl Planner<'_> {
                 } else {
                     b.config.working_dir.clone()
                 };
+                let mut mounts = Vec::new();
+                let mut mount_inputs = Vec::new();
+                for (n, m) in r.mounts.iter().enumerate() {
+                    let (mount, input) = self.run_mount(b, ins, m, &workdir, n, &vars)?;
+                    mounts.push(mount);
+                    mount_inputs.push(input);
+                }
                 let mut sorted_env = env.clone();
                 sorted_env.sort();
-                let inputs = json!({"op": "run", "argv": argv, "env": sorted_env, "user": user, "workdir": workdir, "network": network});
+                let mut inputs = json!({"op": "run", "argv": argv, "env": sorted_env, "user": user, "workdir": workdir, "network": network});
+                // Only when used, so the keys of plain RUN steps stay what they were.
+                if !mount_inputs.is_empty() {
+                    inputs["mounts"] = json!(mount_inputs);
+                }
+                if insecure {
+                    inputs["security"] = json!("insecure");
+                }
                 let shown = match &r.command {
                     CommandLine::Shell(s) => format!("RUN {} {s} # buildkit", b.shell.join(" ")),
                     CommandLine::Exec(v) => format!("RUN {} # buildkit", v.join(" ")),
@@ -696,6 +786,8 @@ impl Planner<'_> {
                     user,
                     workdir,
                     network,
+                    mounts,
+                    insecure,
                 };
                 self.push(b, ins, op, inputs, shown);
             }
@@ -705,6 +797,195 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Resolves one `RUN --mount` (values expanded with the build's variables) and what of it
+    /// the step's key covers: never a secret's value or a cache's contents.
+    fn run_mount(
+        &mut self,
+        b: &mut StageBuilder,
+        ins: &Instruction,
+        m: &Mount,
+        workdir: &str,
+        n: usize,
+        vars: &[(String, String)],
+    ) -> Result<(RunMount, Value), PlanError> {
+        let expand = |me: &Self, v: &Option<String>| -> Result<Option<String>, PlanError> {
+            v.as_deref().map(|x| me.expand(ins, x, vars)).transpose()
+        };
+        let target = expand(self, &m.target)?.map(|t| {
+            if t.starts_with('/') {
+                clean_abs(&t)
+            } else {
+                clean_abs(&format!("{}/{t}", workdir.trim_end_matches('/')))
+            }
+        });
+        let need_target = |t: Option<String>| {
+            t.ok_or_else(|| self.err(ins, "--mount: a target is required for this mount type"))
+        };
+        let source = expand(self, &m.source)?;
+        let from = expand(self, &m.from)?;
+        Ok(match m.kind {
+            MountKind::Bind => {
+                let target = need_target(target)?;
+                let source = source.unwrap_or_else(|| "/".into());
+                let (from, key, selected, content) = match &from {
+                    None => {
+                        let rel = crate::context::clean_source(&source)
+                            .map_err(|e| self.err(ins, format!("--mount source {source}: {e}")))?;
+                        let (sel, content) = self.select_context(
+                            ins,
+                            &[if rel.is_empty() { ".".to_string() } else { rel }],
+                        )?;
+                        (CopyFrom::Context, None, sel, content)
+                    }
+                    Some(f) => {
+                        let (from, key) = self.resolve_from(b, ins, f)?;
+                        (from, Some(key), Vec::new(), Vec::new())
+                    }
+                };
+                let input = json!({"type": "bind", "target": target, "from": key, "source": source, "content": content, "ro": m.readonly});
+                (
+                    RunMount::Bind {
+                        target,
+                        from,
+                        source,
+                        selected,
+                        readonly: m.readonly,
+                    },
+                    input,
+                )
+            }
+            MountKind::Cache => {
+                let target = need_target(target)?;
+                let id = expand(self, &m.id)?.unwrap_or_else(|| target.clone());
+                let seed = match &from {
+                    Some(f) => {
+                        let (from, _) = self.resolve_from(b, ins, f)?;
+                        Some((from, source.clone().unwrap_or_else(|| "/".into())))
+                    }
+                    None => None,
+                };
+                let input = json!({"type": "cache", "target": target, "id": id, "ro": m.readonly});
+                (
+                    RunMount::Cache {
+                        target,
+                        id,
+                        sharing: m.sharing,
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        mode: m.mode.unwrap_or(0o755),
+                        readonly: m.readonly,
+                        seed,
+                    },
+                    input,
+                )
+            }
+            MountKind::Tmpfs => {
+                let target = need_target(target)?;
+                let input = json!({"type": "tmpfs", "target": target, "size": m.size});
+                (
+                    RunMount::Tmpfs {
+                        target,
+                        size: m.size,
+                    },
+                    input,
+                )
+            }
+            MountKind::Secret => {
+                let id = expand(self, &m.id)?.unwrap_or_default();
+                let env = expand(self, &m.env)?;
+                let input = json!({"type": "secret", "id": id, "target": target, "env": env});
+                (
+                    RunMount::Secret {
+                        id,
+                        target,
+                        env,
+                        required: m.required,
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        mode: m.mode.unwrap_or(0o400),
+                    },
+                    input,
+                )
+            }
+            MountKind::Ssh => {
+                let id = expand(self, &m.id)?.unwrap_or_else(|| "default".into());
+                let target = target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{n}"));
+                let input = json!({"type": "ssh", "id": id, "target": target});
+                (
+                    RunMount::Ssh {
+                        id,
+                        target,
+                        required: m.required,
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        mode: m.mode.unwrap_or(0o600),
+                    },
+                    input,
+                )
+            }
+        })
+    }
+
+    /// Selects context sources; also returns what of them the cache key covers (paths, kinds,
+    /// modes, content digests).
+    fn select_context(
+        &mut self,
+        ins: &Instruction,
+        sources: &[String],
+    ) -> Result<SelectedSources, PlanError> {
+        let mut selected = Vec::new();
+        let mut source_inputs = Vec::new();
+        for (i, s) in sources.iter().enumerate() {
+            let sel = self
+                .context
+                .select(s)
+                .map_err(|e| self.err(ins, e.to_string()))?;
+            for x in sel {
+                let content = match x.entry.kind {
+                    crate::context::Kind::File => {
+                        json!(self.stat.digest(self.context, &x.src, &x.entry)?)
+                    }
+                    crate::context::Kind::Symlink => json!(x.entry.link),
+                    _ => json!(null),
+                };
+                source_inputs.push(json!([
+                    i,
+                    x.rel,
+                    format!("{:?}", x.entry.kind),
+                    x.entry.mode,
+                    content
+                ]));
+                selected.push((i, x));
+            }
+        }
+        Ok((selected, source_inputs))
+    }
+
+    /// `--from=NAME`: an earlier stage (by name or index) or an image; with the key it gives.
+    fn resolve_from(
+        &mut self,
+        b: &mut StageBuilder,
+        ins: &Instruction,
+        f: &str,
+    ) -> Result<(CopyFrom, Digest), PlanError> {
+        let stage = self
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(&f.to_lowercase()))
+            .or_else(|| f.parse::<usize>().ok().filter(|&i| i < self.stages.len()));
+        if let Some(i) = stage {
+            b.plan.deps.insert(i);
+            return Ok((CopyFrom::Stage(i), self.stages[i].final_key().clone()));
+        }
+        match self.images.lookup(f).map_err(|e| self.err(ins, e))? {
+            Some((id, _)) => Ok((CopyFrom::Image(id.clone()), id)),
+            None => Err(self.err(
+                ins,
+                format!("--from={f}: no such stage, and no such image locally"),
+            )),
+        }
     }
 
     fn copy(
@@ -774,64 +1055,12 @@ impl Planner<'_> {
             .transpose()?;
         let (from, from_key, mut selected, source_inputs) = match &c.from {
             None => {
-                let mut selected = Vec::new();
-                let mut source_inputs = Vec::new();
-                for (i, s) in sources.iter().enumerate() {
-                    let sel = self
-                        .context
-                        .select(s)
-                        .map_err(|e| self.err(ins, e.to_string()))?;
-                    for x in sel {
-                        let content = match x.entry.kind {
-                            crate::context::Kind::File => {
-                                json!(self.stat.digest(self.context, &x.src, &x.entry)?)
-                            }
-                            crate::context::Kind::Symlink => json!(x.entry.link),
-                            _ => json!(null),
-                        };
-                        source_inputs.push(json!([
-                            i,
-                            x.rel,
-                            format!("{:?}", x.entry.kind),
-                            x.entry.mode,
-                            content
-                        ]));
-                        selected.push((i, x));
-                    }
-                }
+                let (selected, source_inputs) = self.select_context(ins, &sources)?;
                 (CopyFrom::Context, None, selected, source_inputs)
             }
             Some(f) => {
-                let stage = self
-                    .stages
-                    .iter()
-                    .position(|s| s.name.as_deref() == Some(&f.to_lowercase()))
-                    .or_else(|| f.parse::<usize>().ok().filter(|&i| i < self.stages.len()));
-                match stage {
-                    Some(i) => {
-                        b.plan.deps.insert(i);
-                        (
-                            CopyFrom::Stage(i),
-                            Some(self.stages[i].final_key().clone()),
-                            Vec::new(),
-                            Vec::new(),
-                        )
-                    }
-                    None => match self.images.lookup(f).map_err(|e| self.err(ins, e))? {
-                        Some((id, _)) => (
-                            CopyFrom::Image(id.clone()),
-                            Some(id),
-                            Vec::new(),
-                            Vec::new(),
-                        ),
-                        None => {
-                            return Err(self.err(
-                                ins,
-                                format!("--from={f}: no such stage, and no such image locally"),
-                            ))
-                        }
-                    },
-                }
+                let (from, key) = self.resolve_from(b, ins, f)?;
+                (from, Some(key), Vec::new(), Vec::new())
             }
         };
         selected.sort_by(|a, b| a.1.src.cmp(&b.1.src).then(a.0.cmp(&b.0)));

@@ -81,6 +81,19 @@ pub fn parse(name: &str) -> Result<Vec<u32>, String> {
         .ok_or_else(|| format!("unknown capability: {name:?}"))
 }
 
+/// This process's bounding set (all bits when /proc cannot say).
+fn held_bounding() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// The highest capability the running kernel knows.
 pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -97,7 +110,13 @@ pub fn container_set(
     drop: &[String],
 ) -> Result<BTreeSet<u32>, String> {
     let mut set: BTreeSet<u32> = if privileged {
-        parse("ALL")?.into_iter().collect()
+        // "All" means all this process can hand on: inside a restricted host (a container
+        // with a reduced bounding set) asking for more fails with EPERM at exec time.
+        let held = held_bounding();
+        parse("ALL")?
+            .into_iter()
+            .filter(|&c| held & (1u64 << c) != 0)
+            .collect()
     } else {
         DOCKER_DEFAULT
             .iter()

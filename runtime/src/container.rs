@@ -47,6 +47,9 @@ pub struct RunConfig {
 pub struct HostConfig {
     #[serde(default)]
     pub binds: Vec<String>,
+    /// Bind mounts given structurally (build `RUN --mount`), so paths may hold ':'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<BindMount>,
     #[serde(default)]
     pub tmpfs: BTreeMap<String, String>,
     #[serde(default)]
@@ -73,6 +76,14 @@ pub struct HostConfig {
     pub init: bool,
     #[serde(default)]
     pub auto_remove: bool,
+}
+
+/// One bind mount of a host path into the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: String,
+    pub readonly: bool,
 }
 
 impl HostConfig {

@@ -64,6 +64,13 @@ pub fn specs(
     for b in &h.binds {
         mounts.push(parse_bind(b)?);
     }
+    for m in &h.mounts {
+        mounts.push(UserMount::Bind {
+            source: m.source.clone(),
+            target: m.target.clone(),
+            readonly: m.readonly,
+        });
+    }
     for (target, options) in &h.tmpfs {
         mounts.push(UserMount::Tmpfs {
             target: target.clone(),

@@ -94,6 +94,91 @@ pub fn read_dockerfile(a: &BuildArgs) -> Result<DockerfileSource> {
 /// Dockerfiles larger than this are refused (a 100k-instruction file is about 2 MiB).
 const MAX_DOCKERFILE: u64 = 16 << 20;
 
+/// BuildKit's limit on one secret.
+const MAX_SECRET_BYTES: u64 = 500 << 10;
+
+/// `--secret id=ID[,src=FILE|,env=VAR]` (a bare `id` reads the variable of that name) and
+/// `--ssh default|ID[=SOCKET]`.
+fn build_secrets(a: &BuildArgs) -> Result<strata_executor::mounts::BuildSecrets> {
+    let mut out = strata_executor::mounts::BuildSecrets::default();
+    for spec in &a.secrets {
+        let (mut id, mut src, mut env) = (None, None, None);
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("--secret {spec}: unknown field {field:?} (id=, src=, env=)"),
+            }
+        }
+        let id = id
+            .or_else(|| {
+                src.as_deref()
+                    .and_then(|s| Path::new(s).file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .ok_or_else(|| anyhow!("--secret {spec}: id= is missing"))?;
+        let value = match (src, env) {
+            (Some(f), _) => {
+                let meta =
+                    std::fs::metadata(&f).with_context(|| format!("--secret {spec}: {f}"))?;
+                if meta.len() > MAX_SECRET_BYTES {
+                    bail!("--secret {spec}: {f} is larger than 500 KiB");
+                }
+                std::fs::read(&f).with_context(|| format!("--secret {spec}: {f}"))?
+            }
+            (None, Some(var)) => std::env::var(&var)
+                .map_err(|_| anyhow!("--secret {spec}: environment variable {var} is not set"))?
+                .into_bytes(),
+            (None, None) => std::env::var(&id)
+                .map_err(|_| {
+                    anyhow!("--secret {spec}: give src=FILE or env=VAR (no variable {id} either)")
+                })?
+                .into_bytes(),
+        };
+        out.secrets.insert(id, value);
+    }
+    for spec in &a.ssh {
+        let (id, path) = match spec.split_once('=') {
+            Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+            None => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                    anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set; give {spec}=SOCKET")
+                })?;
+                (spec.clone(), PathBuf::from(sock))
+            }
+        };
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::metadata(&path)
+            .with_context(|| format!("--ssh {spec}: {}", path.display()))?;
+        if !meta.file_type().is_socket() {
+            bail!(
+                "--ssh {spec}: {} is not an agent socket (key files are not supported)",
+                path.display()
+            );
+        }
+        out.ssh.insert(id, path);
+    }
+    Ok(out)
+}
+
+/// `--allow`: only `security.insecure` is an entitlement strata knows (`network.host` is
+/// accepted: host networking needs no permission here).
+fn allow_insecure(a: &BuildArgs) -> Result<bool> {
+    let mut insecure = false;
+    for e in &a.allow {
+        match e.as_str() {
+            "security.insecure" => insecure = true,
+            "network.host" => {}
+            other => {
+                bail!("--allow {other}: unknown entitlement (security.insecure, network.host)")
+            }
+        }
+    }
+    Ok(insecure)
+}
+
 /// `--build-arg K=V` / `--build-arg K` (from the environment).
 pub fn build_args(a: &BuildArgs) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
@@ -432,6 +517,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             .clone()
             .map(|n| if n == "default" { "host".into() } else { n }),
         labels: labels.clone(),
+        allow_insecure: allow_insecure(a)?,
     };
     let graph = plan(
         &src.name,
@@ -477,6 +563,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             no_cache: a.no_cache,
             file: src.name.clone(),
             source_date_epoch: epoch,
+            secrets: build_secrets(a)?,
         },
         progress: &progress,
         exe: std::sync::OnceLock::new(),

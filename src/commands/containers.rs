@@ -215,6 +215,7 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         },
         host_config: HostConfig {
             binds: a.volumes.clone(),
+            mounts: Vec::new(),
             tmpfs,
             readonly_rootfs: a.read_only,
             network_mode: network.into(),

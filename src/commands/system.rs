@@ -193,9 +193,17 @@ pub fn builder_prune(store: &Store, all: bool, keep: Option<&str>) -> Result<()>
         removed += 1;
     }
     let report = store.prune(ImagePrune::Dangling)?;
+    // Cache mounts (RUN --mount=type=cache) no running build holds.
+    let (mounts, mount_bytes) = store.prune_cache_mounts()?;
     let _ = all;
     println!("Deleted build cache records: {removed}");
-    println!("Total reclaimed space: {}", human_size(report.bytes));
+    if mounts > 0 {
+        println!("Deleted cache mounts: {mounts}");
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.bytes + mount_bytes)
+    );
     Ok(())
 }
 

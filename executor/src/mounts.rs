@@ -1,0 +1,319 @@
+//! `RUN --mount`: each mount is prepared on the host before the build container starts (a
+//! cache directory under its lock, an overlay of a stage or image, the selected context files,
+//! a secret's file) and handed to the runtime as a bind mount or tmpfs. Afterwards the mount
+//! points the container had to create are removed from the step's layer, so no trace of a mount
+//! (a secret's empty file, a cache target's directory) is committed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use pathrs::Root;
+use strata_cache::buildcache::CacheMount;
+use strata_cache::{fsutil, Image, Store};
+use strata_parser::instructions::Sharing;
+use strata_planner::context::{Context, Kind};
+use strata_planner::plan::{CopyFrom, RunMount};
+use strata_runtime::container::BindMount;
+
+use crate::copy::{copy_image_path_into, materialize_context, mount_image, Mounted};
+
+/// Secrets and SSH agents given to a build (`--secret`, `--ssh`). Values live only in memory
+/// and, for the duration of a step, in a 0700 directory of the store's `tmp/`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildSecrets {
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    pub ssh: BTreeMap<String, PathBuf>,
+}
+
+/// Something to undo once the step's container has exited.
+enum Guard {
+    Overlay(Mounted),
+    Temp(PathBuf),
+    Cache(#[allow(dead_code)] CacheMount),
+}
+
+/// The prepared mounts of one RUN step.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    pub binds: Vec<BindMount>,
+    pub tmpfs: BTreeMap<String, String>,
+    /// Environment only this step's process sees (`type=secret,env=`, `SSH_AUTH_SOCK`).
+    pub env: Vec<String>,
+    /// Mount points in the container (for removing the stubs afterwards).
+    pub targets: Vec<String>,
+    guards: Vec<Guard>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        for g in self.guards.drain(..).rev() {
+            match g {
+                Guard::Overlay(m) => m.discard_upper(),
+                Guard::Temp(p) => {
+                    let _ = fsutil::remove_any(&p);
+                }
+                Guard::Cache(c) => drop(c),
+            }
+        }
+    }
+}
+
+/// Resolves `path` inside the directory `root` (symlinks stay inside it) to a host path.
+fn resolve_inside(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let r = Root::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let h = r.resolve(path).map_err(|e| format!("{path}: {e}"))?;
+    let fd = std::os::fd::OwnedFd::from(h);
+    fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| format!("{path}: {e}"))
+}
+
+fn temp_private_dir(store: &Store, prefix: &str) -> Result<PathBuf, String> {
+    let d = store.temp_dir(prefix).map_err(|e| e.to_string())?;
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", d.display()))?;
+    Ok(d)
+}
+
+/// A private directory for one secret's file: in memory (`/dev/shm`) when the host has it, so
+/// the value never reaches a disk; otherwise in the store's `tmp/`.
+fn secret_dir(store: &Store) -> Result<PathBuf, String> {
+    match tempfile::Builder::new()
+        .prefix("strata-secret-")
+        .tempdir_in("/dev/shm")
+    {
+        Ok(d) => Ok(d.keep()),
+        Err(_) => temp_private_dir(store, "secret"),
+    }
+}
+
+/// Prepares `mounts`; `image_of` gives the image of a stage or image `from=`.
+pub(crate) fn prepare(
+    store: &Store,
+    ctx: &Context,
+    secrets: &BuildSecrets,
+    mounts: &[RunMount],
+    image_of: &dyn Fn(&CopyFrom) -> Result<Image, String>,
+) -> Result<Prepared, String> {
+    let mut p = Prepared::default();
+    for m in mounts {
+        match m {
+            RunMount::Bind {
+                target,
+                from,
+                source,
+                selected,
+                readonly,
+            } => {
+                let host = match from {
+                    CopyFrom::Context => {
+                        let dir = temp_private_dir(store, "ctx-mount")?;
+                        p.guards.push(Guard::Temp(dir.clone()));
+                        materialize_context(ctx, selected, &dir)?;
+                        let names_file = strata_planner::context::clean_source(source)
+                            .ok()
+                            .filter(|c| !c.is_empty())
+                            .and_then(|c| ctx.resolve(&c).map(|(_, e)| e.kind != Kind::Dir))
+                            .unwrap_or(false);
+                        match selected.as_slice() {
+                            [(_, one)] if names_file => dir.join(&one.rel),
+                            _ => dir,
+                        }
+                    }
+                    other => {
+                        let img = image_of(other)?;
+                        let mounted = mount_image(store, &img, !readonly)?;
+                        let host = resolve_inside(&mounted.mnt, source)
+                            .map_err(|e| format!("--mount source {e}"))?;
+                        p.guards.push(Guard::Overlay(mounted));
+                        host
+                    }
+                };
+                p.bind(host, target, *readonly);
+            }
+            RunMount::Cache {
+                target,
+                id,
+                sharing,
+                uid,
+                gid,
+                mode,
+                readonly,
+                seed,
+            } => {
+                let exclusive = *sharing != Sharing::Shared;
+                let try_only = *sharing == Sharing::Private;
+                let (dir, created) = match store
+                    .cache_mount(id, (*uid, *gid), *mode, exclusive, try_only)
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(c) => {
+                        let r = (c.dir.clone(), c.created);
+                        p.guards.push(Guard::Cache(c));
+                        r
+                    }
+                    // sharing=private and in use: this step gets a directory of its own.
+                    None => {
+                        let d = store.temp_dir("cache-mount").map_err(|e| e.to_string())?;
+                        std::os::unix::fs::chown(&d, Some(*uid), Some(*gid))
+                            .map_err(|e| format!("{}: {e}", d.display()))?;
+                        fs::set_permissions(&d, fs::Permissions::from_mode(*mode & 0o7777))
+                            .map_err(|e| format!("{}: {e}", d.display()))?;
+                        p.guards.push(Guard::Temp(d.clone()));
+                        (d, true)
+                    }
+                };
+                if let (true, Some((from, path))) = (created, seed) {
+                    copy_image_path_into(store, &image_of(from)?, path, &dir)?;
+                }
+                p.bind(dir, target, *readonly);
+            }
+            RunMount::Tmpfs { target, size } => {
+                let opts = size.map(|s| format!("size={s}")).unwrap_or_default();
+                p.tmpfs.insert(target.clone(), opts);
+                p.targets.push(target.clone());
+            }
+            RunMount::Secret {
+                id,
+                target,
+                env,
+                required,
+                uid,
+                gid,
+                mode,
+            } => {
+                let Some(value) = secrets.secrets.get(id) else {
+                    if *required {
+                        return Err(format!(
+                            "secret {id}: not provided (strata build --secret id={id},src=FILE)"
+                        ));
+                    }
+                    continue;
+                };
+                if let Some(var) = env {
+                    let text = std::str::from_utf8(value)
+                        .map_err(|_| format!("secret {id}: not UTF-8, cannot be env {var}"))?;
+                    p.env.push(format!("{var}={text}"));
+                }
+                if let Some(target) = target {
+                    let dir = secret_dir(store)?;
+                    p.guards.push(Guard::Temp(dir.clone()));
+                    let file = dir.join("value");
+                    fs::write(&file, value).map_err(|e| format!("{}: {e}", file.display()))?;
+                    std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
+                        .map_err(|e| format!("{}: {e}", file.display()))?;
+                    fs::set_permissions(&file, fs::Permissions::from_mode(*mode & 0o7777))
+                        .map_err(|e| format!("{}: {e}", file.display()))?;
+                    p.bind(file, target, true);
+                }
+            }
+            RunMount::Ssh {
+                id,
+                target,
+                required,
+                ..
+            } => {
+                let Some(sock) = secrets.ssh.get(id) else {
+                    if *required {
+                        return Err(format!(
+                            "ssh {id}: no agent given (strata build --ssh {id}=SOCKET)"
+                        ));
+                    }
+                    continue;
+                };
+                if !p.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                    p.env.push(format!("SSH_AUTH_SOCK={target}"));
+                }
+                p.bind(sock.clone(), target, false);
+            }
+        }
+    }
+    Ok(p)
+}
+
+impl Prepared {
+    fn bind(&mut self, source: PathBuf, target: &str, readonly: bool) {
+        self.binds.push(BindMount {
+            source,
+            target: target.to_string(),
+            readonly,
+        });
+        self.targets.push(target.to_string());
+    }
+}
+
+/// Removes from the step's layer `upper` the mount points the container created: a target
+/// (or a parent made for it) that no layer of `image` has, left empty. All paths are resolved
+/// inside `upper`, which the step's process could have filled with symlinks.
+pub(crate) fn remove_mount_stubs(store: &Store, image: &Image, upper: &Path, targets: &[String]) {
+    let Ok(root) = Root::open(upper) else {
+        return;
+    };
+    // The path as the image's topmost layer that has it has it.
+    let in_image = |path: &str| {
+        image.record.layers.iter().rev().find_map(|l| {
+            fs::symlink_metadata(store.layer_diff(l).join(path.trim_start_matches('/'))).ok()
+        })
+    };
+    for t in targets {
+        let mut path = t.trim_end_matches('/').to_string();
+        while !path.is_empty() && path != "/" {
+            let lower = in_image(&path);
+            let existed = lower.is_some();
+            let removed = match root.resolve_nofollow(&path) {
+                Ok(h) => {
+                    // fstat on the O_PATH handle: nothing is opened (a fifo would block).
+                    let fd = std::os::fd::OwnedFd::from(h);
+                    let st = nix::sys::stat::fstat(&fd).ok();
+                    let kind = st.map(|st| st.st_mode & libc::S_IFMT);
+                    let is_empty_file =
+                        kind == Some(libc::S_IFREG) && st.is_some_and(|st| st.st_size == 0);
+                    if is_empty_file && !existed {
+                        root.remove_file(&path).is_ok()
+                    } else if kind == Some(libc::S_IFDIR)
+                        && lower.as_ref().is_none_or(|m| {
+                            use std::os::unix::fs::MetadataExt;
+                            let st = st.expect("kind came from it");
+                            m.mode() == st.st_mode
+                                && m.uid() == st.st_uid
+                                && m.gid() == st.st_gid
+                                && !is_opaque(&fd)
+                        })
+                    {
+                        // A new empty directory, or one the image has that overlayfs copied
+                        // up only to hold the stub: without it the image's shows through.
+                        root.remove_dir(&path).is_ok()
+                    } else {
+                        false
+                    }
+                }
+                Err(_) => false,
+            };
+            if !removed {
+                break;
+            }
+            path = match path.rfind('/') {
+                Some(0) | None => String::new(),
+                Some(i) => path[..i].to_string(),
+            };
+        }
+    }
+}
+
+/// Whether an upper directory hides the lower ones (`trusted.overlay.opaque=y`).
+fn is_opaque(fd: &std::os::fd::OwnedFd) -> bool {
+    let path = format!("/proc/self/fd/{}\0", fd.as_raw_fd());
+    let name = b"trusted.overlay.opaque\0";
+    let mut buf = [0u8; 4];
+    // SAFETY: both names are NUL-terminated and `buf` is as long as the length passed.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr().cast(),
+            name.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    n > 0 && buf[0] == b'y'
+}
