@@ -1055,3 +1055,64 @@ fn locked_cache_mounts_serialize_parallel_builds() {
     build(&s, &count, &["-t", "n"]);
     assert_eq!(s.ok(&["run", "--rm", "n", "cat", "/n"]).trim(), "2");
 }
+
+#[test]
+fn copy_exclude_and_parents_shape_what_lands() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = ctx_with(
+        &s,
+        "shape",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS base\n\
+                 COPY --exclude=*.md --exclude=src/sub --exclude=Dockerfile . /all/\n\
+                 COPY --parents src/sub/z.go a.txt /par/\n\
+                 COPY --parents ./src/./sub/z.go /piv/\n\
+                 FROM base\n\
+                 COPY --from=base --parents --exclude=*.txt /all/src /fromp/\n",
+            ),
+            ("a.txt", "a"),
+            ("b.md", "b"),
+            ("src/x.go", "x"),
+            ("src/y.txt", "y"),
+            ("src/sub/z.go", "z"),
+        ],
+    );
+    build(&s, &ctx, &["-t", "shape"]);
+    let listing = s.ok(&[
+        "run",
+        "--rm",
+        "shape",
+        "sh",
+        "-c",
+        "find /all /par /piv /fromp | sort",
+    ]);
+    assert_eq!(
+        listing,
+        "/all\n/all/a.txt\n/all/src\n/all/src/x.go\n/all/src/y.txt\n\
+         /fromp\n/fromp/all\n/fromp/all/src\n/fromp/all/src/x.go\n\
+         /par\n/par/a.txt\n/par/src\n/par/src/sub\n/par/src/sub/z.go\n\
+         /piv\n/piv/sub\n/piv/sub/z.go\n"
+    );
+    // An excluded file changing does not invalidate the step; an included one does.
+    fs::write(format!("{ctx}/b.md"), "changed").unwrap();
+    let (_, progress) = build(&s, &ctx, &["-t", "shape"]);
+    assert_eq!(cached_steps(&progress), 4, "{progress}");
+    fs::write(format!("{ctx}/src/x.go"), "changed").unwrap();
+    let (_, progress) = build(&s, &ctx, &["-t", "shape"]);
+    assert_eq!(cached_steps(&progress), 0, "{progress}");
+    let hist = s.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "shape",
+    ]);
+    assert!(
+        hist.contains("COPY --exclude=*.md --exclude=src/sub --exclude=Dockerfile . /all/"),
+        "{hist}"
+    );
+    s.assert_check();
+}

@@ -74,7 +74,12 @@ pub(crate) fn copy_image_path_into(
         dir_times: Vec::new(),
     };
     let target_of = |rel: &str| format!("/{rel}");
-    copy_tree(&src, path, &mut dest, &target_of, "/", None, &|m, _| m)?;
+    let shape = TreeShape {
+        own: None,
+        chmod: &|m, _| m,
+        exclude: None,
+    };
+    copy_tree(&src, path, &mut dest, &target_of, "/", &shape)?;
     dest.finish()
 }
 
@@ -509,15 +514,39 @@ pub fn copy_step(
         Some(src_image) => {
             let sm = mount_image(store, src_image, false)?;
             let src_root = Root::open(&sm.mnt).map_err(|e| e.to_string())?;
+            let exclude = if op.exclude.is_empty() {
+                None
+            } else {
+                Some(
+                    strata_parser::ignore::Matcher::new(&op.exclude)
+                        .map_err(|(p, e)| format!("--exclude={p}: {e}"))?,
+                )
+            };
+            let shape = TreeShape {
+                own,
+                chmod: &chmod,
+                exclude: exclude.as_ref(),
+            };
             for s in &op.sources {
                 let found = glob_sources(&src_root, s)?;
                 if found.is_empty() {
                     return Err(format!("{s}: not found in the source stage"));
                 }
+                let pivot = strata_planner::plan::parents_pivot(s);
                 for path in found {
-                    copy_tree(
-                        &src_root, &path, &mut dest, &target_of, &op.dest, own, &chmod,
-                    )?;
+                    if !op.parents {
+                        copy_tree(&src_root, &path, &mut dest, &target_of, &op.dest, &shape)?;
+                        continue;
+                    }
+                    // --parents: the source lands at its own path (below the pivot).
+                    let rel = path.trim_start_matches('/');
+                    let landing = format!(
+                        "{}/{}",
+                        op.dest.trim_end_matches('/'),
+                        rel.strip_prefix(pivot.as_str()).unwrap_or(rel)
+                    );
+                    let at = |_: &str| landing.clone();
+                    copy_tree(&src_root, &path, &mut dest, &at, &landing, &shape)?;
                 }
             }
             drop(src_root);
@@ -565,6 +594,13 @@ fn glob_sources(root: &Root, s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// How a `--from` tree is copied: owner, mode changes, `--exclude`.
+struct TreeShape<'a> {
+    own: Option<(u32, u32)>,
+    chmod: &'a dyn Fn(u32, bool) -> u32,
+    exclude: Option<&'a strata_parser::ignore::Matcher>,
+}
+
 /// Copies `path` from the source root (a directory: its contents) to the destination.
 fn copy_tree(
     src: &Root,
@@ -572,9 +608,10 @@ fn copy_tree(
     dest: &mut Dest,
     target_of: &dyn Fn(&str) -> String,
     dest_dir: &str,
-    own: Option<(u32, u32)>,
-    chmod: &dyn Fn(u32, bool) -> u32,
+    shape: &TreeShape,
 ) -> Result<(), String> {
+    let (own, chmod) = (shape.own, shape.chmod);
+    let excluded = |rel: &str| shape.exclude.is_some_and(|m| m.excluded(rel));
     // The named source is followed (inside the root); what is below it is not.
     let h = src.resolve(path).map_err(|e| format!("{path}: {e}"))?;
     let f = h
@@ -583,6 +620,9 @@ fn copy_tree(
     let md = f.metadata().map_err(|e| format!("{path}: {e}"))?;
     let name = split(path).1;
     if !md.is_dir() {
+        if excluded(&name) {
+            return Ok(());
+        }
         let meta = meta_of(&md, None, own, chmod);
         let mut f = f;
         return dest.write(&target_of(&name), &meta, Some(&mut f));
@@ -625,6 +665,9 @@ fn copy_tree(
             } else {
                 format!("{rel}/{n}")
             };
+            if excluded(&child_rel) {
+                continue;
+            }
             let p = format!("{base}/{child_rel}");
             let cm = fs::symlink_metadata(&p).map_err(|e| format!("{path}/{child_rel}: {e}"))?;
             let ft = cm.file_type();

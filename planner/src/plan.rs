@@ -83,6 +83,11 @@ pub struct CopyOp {
     pub add: bool,
     /// Heredoc files: (name, content).
     pub inline: Vec<(String, String)>,
+    /// `--exclude` patterns (.dockerignore syntax), matched against paths relative to each
+    /// source. Context selections are already filtered; `--from` copies apply them.
+    pub exclude: Vec<String>,
+    /// `--parents`: sources keep their path (below a `/./` pivot, if any) under the destination.
+    pub parents: bool,
 }
 
 /// A resolved `RUN --mount`. Targets are absolute (relative ones resolved against WORKDIR).
@@ -836,6 +841,7 @@ impl Planner<'_> {
                         let (sel, content) = self.select_context(
                             ins,
                             &[if rel.is_empty() { ".".to_string() } else { rel }],
+                            &SelectShape::default(),
                         )?;
                         (CopyFrom::Context, None, sel, content)
                     }
@@ -934,6 +940,7 @@ impl Planner<'_> {
         &mut self,
         ins: &Instruction,
         sources: &[String],
+        shape: &SelectShape,
     ) -> Result<SelectedSources, PlanError> {
         let mut selected = Vec::new();
         let mut source_inputs = Vec::new();
@@ -942,7 +949,18 @@ impl Planner<'_> {
                 .context
                 .select(s)
                 .map_err(|e| self.err(ins, e.to_string()))?;
-            for x in sel {
+            let pivot = shape.parents.then(|| parents_pivot(s));
+            for mut x in sel {
+                if shape.exclude.as_ref().is_some_and(|m| m.excluded(&x.rel)) {
+                    continue;
+                }
+                if let Some(pivot) = &pivot {
+                    x.rel = x
+                        .src
+                        .strip_prefix(pivot.as_str())
+                        .unwrap_or(&x.src)
+                        .to_string();
+                }
                 let content = match x.entry.kind {
                     crate::context::Kind::File => {
                         json!(self.stat.digest(self.context, &x.src, &x.entry)?)
@@ -996,9 +1014,28 @@ impl Planner<'_> {
         add: bool,
         vars: &[(String, String)],
     ) -> Result<(), PlanError> {
-        if c.link || c.parents || !c.exclude.is_empty() || c.checksum.is_some() || c.keep_git_dir {
-            return Err(self.err(ins, "COPY/ADD --link, --parents, --exclude, --checksum and --keep-git-dir are not supported yet"));
+        if c.link || c.checksum.is_some() || c.keep_git_dir {
+            return Err(self.err(
+                ins,
+                "COPY/ADD --link, --checksum and --keep-git-dir are not supported yet",
+            ));
         }
+        let exclude = c
+            .exclude
+            .iter()
+            .map(|x| self.expand(ins, x, vars))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shape = SelectShape {
+            exclude: if exclude.is_empty() {
+                None
+            } else {
+                Some(
+                    strata_parser::ignore::Matcher::new(&exclude)
+                        .map_err(|(p, e)| self.err(ins, format!("--exclude={p}: {e}")))?,
+                )
+            },
+            parents: c.parents,
+        };
         let mut sources = Vec::new();
         let mut inline = Vec::new();
         let mut heredocs = c.heredocs.iter();
@@ -1055,7 +1092,7 @@ impl Planner<'_> {
             .transpose()?;
         let (from, from_key, mut selected, source_inputs) = match &c.from {
             None => {
-                let (selected, source_inputs) = self.select_context(ins, &sources)?;
+                let (selected, source_inputs) = self.select_context(ins, &sources, &shape)?;
                 (CopyFrom::Context, None, selected, source_inputs)
             }
             Some(f) => {
@@ -1076,7 +1113,7 @@ impl Planner<'_> {
                             .map(|(_, e)| e.kind == crate::context::Kind::Dir)
                             .unwrap_or(false)
                 }));
-        let dest_is_dir = trailing || many;
+        let dest_is_dir = trailing || many || c.parents;
         let name = if add { "ADD" } else { "COPY" };
         let mut flags = String::new();
         if let Some(f) = &c.from {
@@ -1087,6 +1124,12 @@ impl Planner<'_> {
         }
         if let Some(m) = &chmod_text {
             flags.push_str(&format!("--chmod={m} "));
+        }
+        if c.parents {
+            flags.push_str("--parents ");
+        }
+        for x in &exclude {
+            flags.push_str(&format!("--exclude={x} "));
         }
         let created_by = format!("{name} {flags}{} {dest_raw} # buildkit", sources.join(" "));
         let inputs = json!({
@@ -1100,6 +1143,14 @@ impl Planner<'_> {
             "chmod": chmod_text,
             "inline": inline,
         });
+        let mut inputs = inputs;
+        // Only when used, so keys of plain COPYs stay what they were.
+        if !exclude.is_empty() {
+            inputs["exclude"] = json!(exclude);
+        }
+        if c.parents {
+            inputs["parents"] = json!(true);
+        }
         let op = CopyOp {
             from,
             sources,
@@ -1110,9 +1161,35 @@ impl Planner<'_> {
             chmod,
             add,
             inline,
+            exclude,
+            parents: c.parents,
         };
         self.push(b, ins, StepOp::Copy(Box::new(op)), inputs, created_by);
         Ok(())
+    }
+}
+
+/// How sources are selected: `--exclude` patterns and `--parents`.
+#[derive(Default)]
+struct SelectShape {
+    exclude: Option<strata_parser::ignore::Matcher>,
+    parents: bool,
+}
+
+/// For `--parents`: the prefix (with its trailing `/`) a source's paths lose, which is what
+/// stands before a `/./` pivot (`a/./b/c` keeps `b/c`), or nothing.
+pub fn parents_pivot(source: &str) -> String {
+    match source.find("/./") {
+        Some(i) => {
+            let before = clean_abs(&source[..i]);
+            let trimmed = before.trim_start_matches('/');
+            if trimmed.is_empty() {
+                String::new()
+            } else {
+                format!("{trimmed}/")
+            }
+        }
+        None => String::new(),
     }
 }
 
