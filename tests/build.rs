@@ -1116,3 +1116,217 @@ fn copy_exclude_and_parents_shape_what_lands() {
     );
     s.assert_check();
 }
+
+/// Serves ADD sources: plain files, a redirect, a redirect loop, a named download, archives
+/// (one with a traversal entry) and an endless body. `hello` is what /files/hello.txt says.
+fn add_server(
+    dir: &std::path::Path,
+    hello: std::sync::Arc<std::sync::Mutex<String>>,
+) -> common::http::Server {
+    use common::http::Reply;
+    common::sh(&format!(
+        "cd {0} && mkdir -p a && echo inside > a/b.txt && tar -czf good.tar.gz a && \
+         python3 -c \"import tarfile,io;t=tarfile.open('evil.tar','w');i=tarfile.TarInfo('../escape');d=b'x';i.size=len(d);t.addfile(i,io.BytesIO(d));t.close()\"",
+        dir.display()
+    ));
+    let good = fs::read(dir.join("good.tar.gz")).unwrap();
+    let evil = fs::read(dir.join("evil.tar")).unwrap();
+    common::http::Server::start(move |req| {
+        let dated = vec![(
+            "Last-Modified".to_string(),
+            "Wed, 21 Oct 2015 07:28:00 GMT".to_string(),
+        )];
+        match req.path() {
+            "/files/hello.txt" => Reply::Full(200, dated, hello.lock().unwrap().clone().into()),
+            "/redirect" => Reply::Full(
+                302,
+                vec![("Location".into(), "/files/hello.txt".into())],
+                Vec::new(),
+            ),
+            "/loop" => Reply::Full(302, vec![("Location".into(), "/loop".into())], Vec::new()),
+            "/dl" => Reply::Full(
+                200,
+                vec![(
+                    "Content-Disposition".into(),
+                    "attachment; filename=\"named.bin\"".into(),
+                )],
+                b"named".to_vec(),
+            ),
+            "/good.tar.gz" => Reply::Full(200, Vec::new(), good.clone()),
+            "/evil.tar" => Reply::Full(200, Vec::new(), evil.clone()),
+            "/huge" => Reply::Endless,
+            _ => Reply::Full(404, Vec::new(), b"not found".to_vec()),
+        }
+    })
+}
+
+#[test]
+fn add_url_downloads_verifies_and_caches_by_content() {
+    let s = Strata::new();
+    s.busybox();
+    let hello = std::sync::Arc::new(std::sync::Mutex::new("hello from http\n".to_string()));
+    let server = add_server(&s.path(""), hello.clone());
+    let base = format!("http://{}", server.addr());
+    let sum = common::sh("printf 'hello from http\\n' | sha256sum | cut -d' ' -f1");
+    let ctx = ctx_with(
+        &s,
+        "addurl",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox\n\
+                 ADD {base}/files/hello.txt /d/\n\
+                 ADD --checksum=sha256:{} {base}/redirect /d/renamed.txt\n\
+                 ADD {base}/dl /d/\n\
+                 ADD --chmod=644 {base}/files/hello.txt /d/public.txt\n\
+                 ADD --unpack=true {base}/good.tar.gz /unpacked/\n\
+                 ADD {base}/good.tar.gz /packed/\n",
+                sum.trim()
+            ),
+        )],
+    );
+    build(&s, &ctx, &["-t", "addurl"]);
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "addurl",
+        "sh",
+        "-c",
+        "stat -c '%n %a %u %Y' /d/* && cat /d/renamed.txt /unpacked/a/b.txt && ls /packed",
+    ]);
+    assert_eq!(
+        out,
+        "/d/hello.txt 600 0 1445412480\n/d/named.bin 600 0 0\n/d/public.txt 644 0 1445412480\n\
+         /d/renamed.txt 600 0 1445412480\nhello from http\ninside\ngood.tar.gz\n"
+    );
+    let (_, progress) = build(&s, &ctx, &["-t", "addurl"]);
+    assert_eq!(cached_steps(&progress), 6, "{progress}");
+    // New content at the same URL: the checksummed step refuses it before anything runs.
+    *hello.lock().unwrap() = "changed\n".into();
+    let err = build_fails(&s, &["build", &ctx]);
+    assert!(err.contains("checksum mismatch: expected sha256:"), "{err}");
+    assert!(err.contains(&format!("{base}/redirect")), "{err}");
+
+    let hostile = [
+        ("ADD {base}/loop /x\n", "more than 10 redirects"),
+        ("ADD {base}/missing /x\n", "status 404"),
+        (
+            "ADD {base}/huge /x\n",
+            "more than the limit of 1048576 bytes",
+        ),
+        ("ADD --unpack=true {base}/evil.tar /x/\n", "escape"),
+        (
+            "ADD --checksum=sha256:abc {base}/dl /x\n",
+            "invalid checksum",
+        ),
+    ];
+    for (line, want) in hostile {
+        let df = format!("FROM busybox\n{}", line.replace("{base}", &base));
+        let dir = ctx_with(&s, "hostile-add", &[("Dockerfile", &df)]);
+        let o = s
+            .cmd(&["build", &dir])
+            .env("STRATA_ADD_MAX_SIZE", "1048576")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{df}: {err}");
+    }
+    let leftovers: Vec<_> = fs::read_dir(s.root().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "left in tmp/: {leftovers:?}");
+    s.assert_check();
+}
+
+/// A git daemon on loopback serving `base` (its repositories), stopped when dropped.
+struct GitDaemon(std::process::Child, u16);
+
+impl GitDaemon {
+    fn start(base: &std::path::Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The daemon itself, not `git daemon` (whose child would outlive a kill).
+        let exec_path = common::sh("git --exec-path");
+        let child = std::process::Command::new(format!("{}/git-daemon", exec_path.trim()))
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        GitDaemon(child, port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn add_git_repository_by_ref_and_subdir() {
+    let s = Strata::new();
+    s.busybox();
+    let repos = s.path("repos");
+    common::sh(&format!(
+        "set -e; mkdir -p {0}/src && cd {0}/src && git init -q -b main && \
+         mkdir sub && echo one > sub/f && echo top > top && \
+         git -c user.name=t -c user.email=t@t add . && \
+         git -c user.name=t -c user.email=t@t commit -qm one && git tag v1 && \
+         echo two > sub/f && git -c user.name=t -c user.email=t@t commit -qam two && \
+         cd .. && git clone -q --bare src repo.git",
+        repos.display()
+    ));
+    let daemon = GitDaemon::start(&repos);
+    let url = format!("git://127.0.0.1:{}/repo.git", daemon.1);
+    let ctx = ctx_with(
+        &s,
+        "addgit",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox\n\
+                 ADD {url}#v1:sub /v1/\n\
+                 ADD {url} /head/\n\
+                 ADD --keep-git-dir=true {url}#main /kept/\n"
+            ),
+        )],
+    );
+    build(&s, &ctx, &["-t", "addgit"]);
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "addgit",
+        "sh",
+        "-c",
+        "cat /v1/f /head/sub/f /head/top && ls -a /head && test -d /kept/.git && echo kept",
+    ]);
+    assert_eq!(out, "one\ntwo\ntop\n.\n..\nsub\ntop\nkept\n");
+    let (_, progress) = build(&s, &ctx, &["-t", "addgit"]);
+    assert_eq!(cached_steps(&progress), 3, "{progress}");
+    let bad = ctx_with(
+        &s,
+        "badgit",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD {url}#nosuchref /x/\n"),
+        )],
+    );
+    let err = build_fails(&s, &["build", &bad]);
+    assert!(err.contains("git fetch"), "{err}");
+    s.assert_check();
+}

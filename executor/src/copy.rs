@@ -31,12 +31,14 @@ struct Meta {
 }
 
 /// A directory mounted read-write over an image: lower = the image's layers, upper = a fresh
-/// directory that becomes the new layer.
+/// directory that becomes the new layer. Dropped without [`Mounted::into_upper`] (an error, a
+/// `RUN --mount=type=bind,rw`), the writes are discarded.
 pub(crate) struct Mounted {
     pub(crate) mnt: PathBuf,
     upper: PathBuf,
     work: PathBuf,
     mounted: bool,
+    keep_upper: bool,
 }
 
 impl Drop for Mounted {
@@ -46,15 +48,17 @@ impl Drop for Mounted {
         }
         let _ = fs::remove_dir(&self.mnt);
         let _ = fsutil::remove_any(&self.work);
+        if !self.keep_upper {
+            let _ = fsutil::remove_any(&self.upper);
+        }
     }
 }
 
 impl Mounted {
-    /// Drops the writes made through a writable mount (a `RUN --mount=type=bind,rw`).
-    pub(crate) fn discard_upper(self) {
-        let upper = self.upper.clone();
-        drop(self);
-        let _ = fsutil::remove_any(&upper);
+    /// Unmounts and hands over the upper directory: the new layer.
+    pub(crate) fn into_upper(mut self) -> PathBuf {
+        self.keep_upper = true;
+        self.upper.clone()
     }
 }
 
@@ -145,6 +149,7 @@ pub(crate) fn mount_image(store: &Store, image: &Image, writable: bool) -> Resul
         upper,
         work,
         mounted: false,
+        keep_upper: false,
     };
     let lowers = lowerdirs(store, image)?;
     let (data, flags) = if writable {
@@ -476,6 +481,33 @@ pub fn copy_step(
         };
         dest.write(&target_of(name), &meta, Some(&mut content.as_bytes()))?;
     }
+    for f in &op.fetched {
+        let mut file = File::open(&f.path).map_err(|e| format!("{}: {e}", f.path.display()))?;
+        if op.unpack == Some(true) && is_archive(&f.path) {
+            extract_into(&dest, &op.dest, file)?;
+            continue;
+        }
+        let (uid, gid) = own.unwrap_or((0, 0));
+        let meta = Meta {
+            kind: Kind::File,
+            // Downloads are private unless --chmod says otherwise, as in Docker.
+            mode: chmod(0o600, false),
+            uid,
+            gid,
+            mtime: f.mtime.unwrap_or(0),
+            link: None,
+        };
+        dest.write(&target_of(&f.filename), &meta, Some(&mut file))?;
+    }
+    if let Some(tree) = &op.git {
+        let src = Root::open(&tree.dir).map_err(|e| format!("{}: {e}", tree.dir.display()))?;
+        let shape = TreeShape {
+            own: Some(own.unwrap_or((0, 0))),
+            chmod: &chmod,
+            exclude: None,
+        };
+        copy_tree(&src, "/", &mut dest, &target_of, &op.dest, &shape)?;
+    }
     match from {
         None if op.sources.is_empty() => {}
         None => {
@@ -484,7 +516,11 @@ pub fn copy_step(
                 let e = &sel.entry;
                 let (uid, gid) = own.unwrap_or((0, 0));
                 let target = target_of(&sel.rel);
-                if op.add && e.kind == Kind::File && is_archive(&ctx.root.join(&sel.src)) {
+                if op.add
+                    && op.unpack != Some(false)
+                    && e.kind == Kind::File
+                    && is_archive(&ctx.root.join(&sel.src))
+                {
                     // An archive unpacks into the destination, which is a directory then.
                     let dir = op.dest.clone();
                     let f = ctx
@@ -555,9 +591,7 @@ pub fn copy_step(
     }
     dest.finish()?;
     drop(dest);
-    let upper = m.upper.clone();
-    drop(m);
-    Ok(upper)
+    Ok(m.into_upper())
 }
 
 /// Paths a `--from` source names: a literal path, or a glob in its last component.

@@ -51,7 +51,7 @@ impl Drop for Prepared {
     fn drop(&mut self) {
         for g in self.guards.drain(..).rev() {
             match g {
-                Guard::Overlay(m) => m.discard_upper(),
+                Guard::Overlay(m) => drop(m),
                 Guard::Temp(p) => {
                     let _ = fsutil::remove_any(&p);
                 }

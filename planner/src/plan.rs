@@ -28,10 +28,55 @@ pub const KEY_VERSION: &str = "strata.cache.v1";
 /// The default PATH BuildKit gives images that have none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Where base images come from (the store, implemented by the caller).
+/// Where base images and the remote sources of ADD come from (implemented by the caller:
+/// the store and the network).
 pub trait ImageSource {
     /// Looks up an image by the name written in FROM (or `--from`), after expansion.
     fn lookup(&self, name: &str) -> Result<Option<(Digest, ImageConfig)>, String>;
+
+    /// Downloads the URL of an `ADD`; the file must live until the build ends.
+    fn fetch_url(&self, url: &str) -> Result<FetchedFile, String> {
+        Err(format!("{url}: remote sources are not available here"))
+    }
+
+    /// Checks out the git source of an `ADD` (`URL[#REF][:SUBDIR]`); lives until the build ends.
+    fn fetch_git(&self, source: &str, keep_git_dir: bool) -> Result<FetchedTree, String> {
+        let _ = keep_git_dir;
+        Err(format!("{source}: remote sources are not available here"))
+    }
+}
+
+/// A file `ADD` downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedFile {
+    pub path: std::path::PathBuf,
+    pub digest: Digest,
+    /// Its name in a destination directory.
+    pub filename: String,
+    /// `Last-Modified`, Unix seconds.
+    pub mtime: Option<i64>,
+}
+
+/// A git checkout `ADD` copies from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedTree {
+    /// The directory to copy (the subdirectory asked for, if any).
+    pub dir: std::path::PathBuf,
+    pub commit: String,
+}
+
+/// Whether an ADD source names a git repository (as BuildKit decides): `git://` and `git@`
+/// addresses, and http(s) URLs whose path ends in `.git`.
+pub fn is_git_source(source: &str) -> bool {
+    let base = source.split('#').next().unwrap_or(source);
+    base.starts_with("git://")
+        || base.starts_with("git@")
+        || (is_url(base) && base.trim_end_matches('/').ends_with(".git"))
+}
+
+/// Whether a COPY/ADD source is an http(s) URL.
+pub fn is_url(source: &str) -> bool {
+    source.starts_with("https://") || source.starts_with("http://")
 }
 
 /// Build options that shape the plan.
@@ -88,6 +133,12 @@ pub struct CopyOp {
     pub exclude: Vec<String>,
     /// `--parents`: sources keep their path (below a `/./` pivot, if any) under the destination.
     pub parents: bool,
+    /// ADD of URLs: the downloaded files.
+    pub fetched: Vec<FetchedFile>,
+    /// ADD of a git repository: the checkout whose contents are copied.
+    pub git: Option<FetchedTree>,
+    /// `ADD --unpack`: None = the default (local archives unpack, downloads do not).
+    pub unpack: Option<bool>,
 }
 
 /// A resolved `RUN --mount`. Targets are absolute (relative ones resolved against WORKDIR).
@@ -362,6 +413,9 @@ fn default_args() -> Vec<(String, String)> {
 }
 
 /// A stage being planned.
+/// What an ADD fetched: files, a checkout, and what of them the key covers.
+type Fetched = (Vec<FetchedFile>, Option<FetchedTree>, Vec<Value>);
+
 /// Selected context sources (with their index among the sources) and what of them the cache
 /// key covers.
 type SelectedSources = (Vec<(usize, Selected)>, Vec<Value>);
@@ -981,6 +1035,66 @@ impl Planner<'_> {
         Ok((selected, source_inputs))
     }
 
+    /// Fetches the URLs and git repositories of an ADD, checking `--checksum`; returns the
+    /// files, the checkout, and what of them the key covers (content digests, commits).
+    fn fetch_remote(
+        &mut self,
+        ins: &Instruction,
+        urls: &[String],
+        git_sources: &[String],
+        checksum: Option<&str>,
+        keep_git_dir: bool,
+    ) -> Result<Fetched, PlanError> {
+        if checksum.is_some() && urls.len() + git_sources.len() != 1 {
+            return Err(self.err(ins, "--checksum needs exactly one URL or git source"));
+        }
+        if git_sources.len() > 1 || (!git_sources.is_empty() && !urls.is_empty()) {
+            return Err(self.err(ins, "ADD of a git repository takes it as the only source"));
+        }
+        let mut fetched = Vec::new();
+        let mut inputs = Vec::new();
+        for u in urls {
+            let f = self.images.fetch_url(u).map_err(|e| self.err(ins, e))?;
+            if let Some(want) = checksum {
+                let want_digest: Digest = want.parse().map_err(|_| {
+                    self.err(ins, format!("--checksum={want}: not a sha256 digest"))
+                })?;
+                if want_digest != f.digest {
+                    return Err(self.err(
+                        ins,
+                        format!(
+                            "ADD {u}: checksum mismatch: expected {want_digest}, got {}",
+                            f.digest
+                        ),
+                    ));
+                }
+            }
+            inputs.push(json!([u, f.digest, f.filename, f.mtime]));
+            fetched.push(f);
+        }
+        let mut git = None;
+        for g in git_sources {
+            let t = self
+                .images
+                .fetch_git(g, keep_git_dir)
+                .map_err(|e| self.err(ins, e))?;
+            if let Some(want) = checksum {
+                if !t.commit.starts_with(want) || want.len() < 7 {
+                    return Err(self.err(
+                        ins,
+                        format!(
+                            "ADD {g}: checksum mismatch: expected commit {want}, got {}",
+                            t.commit
+                        ),
+                    ));
+                }
+            }
+            inputs.push(json!([g, t.commit, keep_git_dir]));
+            git = Some(t);
+        }
+        Ok((fetched, git, inputs))
+    }
+
     /// `--from=NAME`: an earlier stage (by name or index) or an image; with the key it gives.
     fn resolve_from(
         &mut self,
@@ -1014,12 +1128,14 @@ impl Planner<'_> {
         add: bool,
         vars: &[(String, String)],
     ) -> Result<(), PlanError> {
-        if c.link || c.checksum.is_some() || c.keep_git_dir {
-            return Err(self.err(
-                ins,
-                "COPY/ADD --link, --checksum and --keep-git-dir are not supported yet",
-            ));
+        if c.link {
+            return Err(self.err(ins, "COPY/ADD --link is not supported yet"));
         }
+        let checksum = c
+            .checksum
+            .as_deref()
+            .map(|x| self.expand(ins, x, vars))
+            .transpose()?;
         let exclude = c
             .exclude
             .iter()
@@ -1037,6 +1153,7 @@ impl Planner<'_> {
             parents: c.parents,
         };
         let mut sources = Vec::new();
+        let (mut urls, mut git_sources) = (Vec::new(), Vec::new());
         let mut inline = Vec::new();
         let mut heredocs = c.heredocs.iter();
         for s in &c.sources {
@@ -1054,16 +1171,22 @@ impl Planner<'_> {
                 }
             }
             let s = self.expand(ins, s, vars)?;
-            if add
-                && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
-            {
-                return Err(self.err(
-                    ins,
-                    format!("ADD {s}: remote sources are not supported yet"),
-                ));
+            if add && is_git_source(&s) {
+                git_sources.push(s);
+            } else if add && is_url(&s) {
+                urls.push(s);
+            } else {
+                sources.push(s);
             }
-            sources.push(s);
         }
+        let (fetched, git, remote_inputs) = self.fetch_remote(
+            ins,
+            &urls,
+            &git_sources,
+            checksum.as_deref(),
+            c.keep_git_dir,
+        )?;
+        let remote_count = urls.len() + git_sources.len();
         let dest_raw = self.expand(ins, &c.dest, vars)?;
         let workdir = if b.config.working_dir.is_empty() {
             "/".to_string()
@@ -1091,6 +1214,7 @@ impl Planner<'_> {
             .map(|x| strata_parser::grammar::parse_chmod(x).map_err(|e| self.err(ins, e)))
             .transpose()?;
         let (from, from_key, mut selected, source_inputs) = match &c.from {
+            None if sources.is_empty() => (CopyFrom::Context, None, Vec::new(), Vec::new()),
             None => {
                 let (selected, source_inputs) = self.select_context(ins, &sources, &shape)?;
                 (CopyFrom::Context, None, selected, source_inputs)
@@ -1101,7 +1225,8 @@ impl Planner<'_> {
             }
         };
         selected.sort_by(|a, b| a.1.src.cmp(&b.1.src).then(a.0.cmp(&b.0)));
-        let many = sources.len() + inline.len() > 1
+        let many = sources.len() + inline.len() + remote_count > 1
+            || git.is_some()
             || sources.iter().any(|s| s.contains(['*', '?', '[']))
             || (from == CopyFrom::Context
                 && sources.iter().any(|s| {
@@ -1131,7 +1256,22 @@ impl Planner<'_> {
         for x in &exclude {
             flags.push_str(&format!("--exclude={x} "));
         }
-        let created_by = format!("{name} {flags}{} {dest_raw} # buildkit", sources.join(" "));
+        if let Some(x) = &checksum {
+            flags.push_str(&format!("--checksum={x} "));
+        }
+        if c.keep_git_dir {
+            flags.push_str("--keep-git-dir=true ");
+        }
+        if let Some(u) = c.unpack {
+            flags.push_str(&format!("--unpack={u} "));
+        }
+        let written: Vec<&str> = urls
+            .iter()
+            .chain(&git_sources)
+            .chain(&sources)
+            .map(String::as_str)
+            .collect();
+        let created_by = format!("{name} {flags}{} {dest_raw} # buildkit", written.join(" "));
         let inputs = json!({
             "op": name.to_lowercase(),
             "from": from_key,
@@ -1151,6 +1291,12 @@ impl Planner<'_> {
         if c.parents {
             inputs["parents"] = json!(true);
         }
+        if remote_count > 0 {
+            inputs["remote"] = json!(remote_inputs);
+        }
+        if let Some(u) = c.unpack {
+            inputs["unpack"] = json!(u);
+        }
         let op = CopyOp {
             from,
             sources,
@@ -1163,6 +1309,9 @@ impl Planner<'_> {
             inline,
             exclude,
             parents: c.parents,
+            fetched,
+            git,
+            unpack: c.unpack,
         };
         self.push(b, ins, StepOp::Copy(Box::new(op)), inputs, created_by);
         Ok(())

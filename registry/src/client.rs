@@ -608,7 +608,7 @@ fn status_error(resp: ureq::Response, code: u16, url: &str) -> RegistryError {
 
 /// A transport error without the URL ureq puts in front (the caller names it) and without
 /// repeated parts.
-fn transport_detail(t: &ureq::Transport) -> String {
+pub(crate) fn transport_detail(t: &ureq::Transport) -> String {
     let mut parts: Vec<String> = vec![t.kind().to_string()];
     if let Some(m) = t.message() {
         parts.push(m.to_string());

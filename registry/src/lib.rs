@@ -2,7 +2,8 @@
 //!
 //! Main types: [`client::Client`] (one registry: auth, redirects, retries, capped reads),
 //! [`pull::pull`] and [`push::push`] (whole images), [`auth`] (Docker's `config.json`
-//! credentials and helpers) and [`Progress`] (per-layer events for the CLI to draw).
+//! credentials and helpers), [`remote`] (the URLs and git repositories of `ADD`) and
+//! [`Progress`] (per-layer events for the CLI to draw).
 //!
 //! Key design decision: nothing a registry sends is trusted. Every manifest and config is read
 //! under a size cap and checked against its digest before it is parsed; every layer is
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod client;
 pub mod pull;
 pub mod push;
+pub mod remote;
 
 use strata_cache::StoreError;
 use strata_image::spec::{Platform, SpecError};

@@ -18,7 +18,9 @@ use strata_image::Digest;
 use strata_parser::ignore::Matcher;
 use strata_parser::parse_dockerfile;
 use strata_planner::context::{Context, StatCache};
-use strata_planner::plan::{plan, Base, BuildGraph, ImageSource, PlanOptions};
+use strata_planner::plan::{
+    plan, Base, BuildGraph, FetchedFile, FetchedTree, ImageSource, PlanOptions,
+};
 
 use crate::cli::BuildArgs;
 
@@ -233,12 +235,51 @@ pub fn check(a: &BuildArgs) -> Result<()> {
     bail!("{}: check failed with {} errors", src.name, problems.len());
 }
 
-/// Base images come from the store, pulled first when `--pull` asks for it.
+/// Base images come from the store, pulled first when `--pull` asks for it; ADD's URLs and
+/// git repositories are fetched into a directory of the store's `tmp/` that lives as long
+/// as the build.
 struct StoreImages<'a> {
     store: &'a Store,
     pull: &'a str,
     registries: &'a RegistryConfig,
     quiet: bool,
+    fetched: std::cell::OnceCell<tempfile::TempDir>,
+    fetches: std::cell::Cell<usize>,
+}
+
+/// Largest ADD download, unless `STRATA_ADD_MAX_SIZE` (bytes) says otherwise.
+const ADD_MAX_SIZE: u64 = 4 << 30;
+
+impl<'a> StoreImages<'a> {
+    fn new(store: &'a Store, pull: &'a str, registries: &'a RegistryConfig, quiet: bool) -> Self {
+        StoreImages {
+            store,
+            pull,
+            registries,
+            quiet,
+            fetched: std::cell::OnceCell::new(),
+            fetches: std::cell::Cell::new(0),
+        }
+    }
+
+    /// A new directory for one fetch.
+    fn fetch_dir(&self) -> std::result::Result<PathBuf, String> {
+        let base = match self.fetched.get() {
+            Some(d) => d,
+            None => {
+                let d = tempfile::Builder::new()
+                    .prefix("add-")
+                    .tempdir_in(self.store.tmp_dir())
+                    .map_err(|e| format!("{}: {e}", self.store.tmp_dir().display()))?;
+                self.fetched.get_or_init(|| d)
+            }
+        };
+        let n = self.fetches.get();
+        self.fetches.set(n + 1);
+        let dir = base.path().join(n.to_string());
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(dir)
+    }
 }
 
 impl StoreImages<'_> {
@@ -278,6 +319,47 @@ impl ImageSource for StoreImages<'_> {
             _ => {}
         }
         self.local(name)
+    }
+
+    fn fetch_url(&self, url: &str) -> std::result::Result<FetchedFile, String> {
+        let max = std::env::var("STRATA_ADD_MAX_SIZE")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(ADD_MAX_SIZE);
+        let timeout = std::env::var("STRATA_REGISTRY_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(60);
+        let dir = self.fetch_dir()?;
+        let d = strata_registry::remote::download(
+            url,
+            &dir,
+            max,
+            std::time::Duration::from_secs(timeout),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(FetchedFile {
+            path: d.path,
+            digest: d.digest,
+            filename: d.filename,
+            mtime: d.last_modified,
+        })
+    }
+
+    fn fetch_git(
+        &self,
+        source: &str,
+        keep_git_dir: bool,
+    ) -> std::result::Result<FetchedTree, String> {
+        let src = strata_registry::remote::GitSource::parse(source);
+        let dir = self.fetch_dir()?.join("checkout");
+        let c = strata_registry::remote::git_checkout(&src, &dir, keep_git_dir)
+            .map_err(|e| e.to_string())?;
+        Ok(FetchedTree {
+            dir: c.dir,
+            commit: c.commit,
+        })
     }
 }
 
@@ -519,19 +601,9 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         labels: labels.clone(),
         allow_insecure: allow_insecure(a)?,
     };
+    let sources = StoreImages::new(store, &a.pull, registries, a.quiet || a.progress == "quiet");
     let graph = plan(
-        &src.name,
-        &src.text,
-        &df,
-        &opts,
-        &context,
-        &mut stat,
-        &StoreImages {
-            store,
-            pull: &a.pull,
-            registries,
-            quiet: a.quiet || a.progress == "quiet",
-        },
+        &src.name, &src.text, &df, &opts, &context, &mut stat, &sources,
     )?;
     stat.save(&stat_path);
     if a.dry_run {

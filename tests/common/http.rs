@@ -36,6 +36,8 @@ pub enum Reply {
     Raw(Vec<u8>),
     /// Never answers (until the server stops).
     Stall,
+    /// A 200 without Content-Length whose body never ends (until the client hangs up).
+    Endless,
 }
 
 impl Reply {
@@ -104,6 +106,13 @@ fn serve(conn: TcpStream, handler: &dyn Fn(&Request) -> Reply, stop: &AtomicBool
         }
         Reply::Raw(bytes) => {
             let _ = out.write_all(&bytes);
+        }
+        Reply::Endless => {
+            let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+            if out.write_all(head.as_bytes()).is_ok() {
+                let chunk = vec![0u8; 1 << 16];
+                while !stop.load(Ordering::SeqCst) && out.write_all(&chunk).is_ok() {}
+            }
         }
         Reply::Stall => {
             while !stop.load(Ordering::SeqCst) {
