@@ -343,6 +343,9 @@ pub struct BuildArgs {
     /// Do not use the build cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use the build cache for these stages (name or index; repeatable)
+    #[arg(long = "no-cache-filter", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
     /// Check the Dockerfile and exit without building
     #[arg(long)]
     pub check: bool,

@@ -1330,3 +1330,30 @@ fn add_git_repository_by_ref_and_subdir() {
     assert!(err.contains("git fetch"), "{err}");
     s.assert_check();
 }
+
+#[test]
+fn no_cache_filter_rebuilds_only_the_named_stages() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = context(
+        &s,
+        "FROM busybox AS deps\nRUN echo deps > /d\n\
+         FROM deps AS app\nRUN echo app > /a\nRUN cat /d /a > /both\n",
+    );
+    build(&s, &ctx, &[]);
+    let (_, progress) = build(&s, &ctx, &["--no-cache-filter", "app"]);
+    let cached: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.ends_with(" CACHED"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{progress}");
+    assert!(
+        progress.contains("[deps 2/2] RUN echo deps > /d\n#2 CACHED"),
+        "{progress}"
+    );
+    let err = s.fails(&["build", "--no-cache-filter", "nope", &ctx]);
+    assert!(
+        err.contains("--no-cache-filter nope: no such stage"),
+        "{err}"
+    );
+}

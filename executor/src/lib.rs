@@ -53,6 +53,8 @@ pub enum BuildError {
 /// Options for a run of the executor.
 pub struct ExecOptions {
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps are always rebuilt.
+    pub no_cache_stages: Vec<String>,
     pub file: String,
     /// `SOURCE_DATE_EPOCH`: times in new layers and configs are clamped to it.
     pub source_date_epoch: Option<i64>,
@@ -233,7 +235,7 @@ impl Executor<'_> {
             let v = self
                 .progress
                 .start(&format!("{} {}", label(i + 2), step.original.trim()));
-            if !self.opts.no_cache {
+            if !self.skips_cache(stage) {
                 if let Some(rec) = self.store.cache_get(&step.key)? {
                     if let Ok(img) = self.store.image(&rec.image) {
                         let _ = self.store.cache_touch(&rec);
@@ -265,6 +267,15 @@ impl Executor<'_> {
     }
 
     /// A step's result from the remote cache, recorded locally so the next build hits at home.
+    /// `--no-cache`, or `--no-cache-filter` naming this stage.
+    fn skips_cache(&self, stage: &StagePlan) -> bool {
+        self.opts.no_cache
+            || self.opts.no_cache_stages.iter().any(|f| {
+                stage.name.as_deref() == Some(f.to_lowercase().as_str())
+                    || f.parse::<usize>().ok() == Some(stage.index)
+            })
+    }
+
     fn remote_hit(&self, step: &Step, state: &State) -> Result<Option<Image>, BuildError> {
         let Some(remote) = self.remote_cache else {
             return Ok(None);

@@ -235,6 +235,20 @@ pub fn check(a: &BuildArgs) -> Result<()> {
     bail!("{}: check failed with {} errors", src.name, problems.len());
 }
 
+/// `--no-cache-filter`: each must name a stage of the Dockerfile.
+fn no_cache_stages(a: &BuildArgs, graph: &BuildGraph) -> Result<Vec<String>> {
+    for f in &a.no_cache_filter {
+        let known = graph.stages.iter().any(|s| {
+            s.name.as_deref() == Some(f.to_lowercase().as_str())
+                || f.parse::<usize>().ok() == Some(s.index)
+        });
+        if !known {
+            bail!("--no-cache-filter {f}: no such stage in the Dockerfile");
+        }
+    }
+    Ok(a.no_cache_filter.clone())
+}
+
 /// Base images come from the store, pulled first when `--pull` asks for it; ADD's URLs and
 /// git repositories are fetched into a directory of the store's `tmp/` that lives as long
 /// as the build.
@@ -633,6 +647,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         graph: &graph,
         opts: ExecOptions {
             no_cache: a.no_cache,
+            no_cache_stages: no_cache_stages(a, &graph)?,
             file: src.name.clone(),
             source_date_epoch: epoch,
             secrets: build_secrets(a)?,
