@@ -64,7 +64,9 @@ fn init_logging(level: &str) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let root = cli.root.clone();
+    // Absolute, because containers and mounts use store paths from other working directories.
+    let root = std::path::absolute(&cli.root)
+        .map_err(|e| anyhow::anyhow!("--root {}: {e}", cli.root.display()))?;
     let store = || open_store(&root);
     let registries = registry::RegistryConfig {
         insecure: cli.insecure_registries.clone(),

@@ -1357,3 +1357,63 @@ fn no_cache_filter_rebuilds_only_the_named_stages() {
         "{err}"
     );
 }
+
+#[test]
+fn local_cache_export_makes_a_fresh_store_build_fully_cached() {
+    let a = Strata::new();
+    a.busybox();
+    let df = "FROM busybox AS tools\nRUN echo tool > /tool\n\
+              FROM busybox\nCOPY app.txt /app.txt\nCOPY --from=tools /tool /tool\nRUN cat /app.txt /tool > /out\n";
+    let ctx = ctx_with(&a, "lc", &[("Dockerfile", df), ("app.txt", "app\n")]);
+    let dir = a.path("cache-dir");
+    let to = format!("type=local,dest={},mode=max", dir.display());
+    let (out, _) = build(&a, &ctx, &["-q", "--cache-to", &to]);
+    let id = out.trim().to_string();
+    assert!(dir.join("index.json").is_file() && dir.join("oci-layout").is_file());
+
+    // The other stores get the very same base image (an import would be dated differently).
+    let base = a.path("base.tar");
+    a.ok(&["save", "-o", base.to_str().unwrap(), "busybox"]);
+    let fresh = || {
+        let s = Strata::new();
+        s.ok(&["load", "-i", base.to_str().unwrap()]);
+        s
+    };
+    let b = fresh();
+    let from = format!("type=local,src={}", dir.display());
+    let iid = b.path("iid");
+    let (_, progress) = build(
+        &b,
+        &ctx,
+        &["--cache-from", &from, "--iidfile", iid.to_str().unwrap()],
+    );
+    assert_eq!(cached_steps(&progress), 4, "{progress}");
+    assert_eq!(fs::read_to_string(&iid).unwrap(), id);
+    assert_eq!(b.ok(&["run", "--rm", &id, "cat", "/out"]), "app\ntool\n");
+    b.assert_check();
+
+    // mode=min keeps only the final stage's chain: the tools stage runs again elsewhere.
+    let min_dir = a.path("cache-min");
+    let to = format!("type=local,dest={}", min_dir.display());
+    build(&a, &ctx, &["--cache-to", &to]);
+    let c = fresh();
+    let from = format!("type=local,src={}", min_dir.display());
+    let (_, progress) = build(&c, &ctx, &["--cache-from", &from]);
+    assert_eq!(cached_steps(&progress), 3, "{progress}");
+
+    // A damaged blob is named, and the store stays clean.
+    let blobs = dir.join("blobs/sha256");
+    for e in fs::read_dir(&blobs).unwrap() {
+        let p = e.unwrap().path();
+        if fs::metadata(&p).unwrap().len() > 1000 {
+            fs::write(&p, b"garbage").unwrap();
+        }
+    }
+    let d = fresh();
+    let from = format!("type=local,src={}", dir.display());
+    let err = build_fails(&d, &["build", "--cache-from", &from, &ctx]);
+    assert!(err.contains("sha256:"), "{err}");
+    d.assert_check();
+    let err = d.fails(&["build", "--cache-to", "type=local", &ctx]);
+    assert!(err.contains("dest= is missing"), "{err}");
+}

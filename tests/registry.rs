@@ -870,11 +870,11 @@ fn registry_cache_is_shared_between_fresh_stores() {
     let err = d.fails(&[
         "build",
         "--cache-to",
-        "type=local,dest=/tmp/x",
+        "type=gha,scope=x",
         ctx.to_str().unwrap(),
     ]);
     assert!(
-        err.contains("cache type \"local\" is not supported"),
+        err.contains("cache type \"gha\" is not supported"),
         "{err}"
     );
 }

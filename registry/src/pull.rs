@@ -3,7 +3,7 @@
 //! them bottom-up, then record the image, its manifest and its tags.
 
 use std::collections::BTreeMap;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::sync::Mutex;
 
 use strata_cache::layers::chain_id;
@@ -23,6 +23,30 @@ const PARALLEL_DOWNLOADS: usize = 3;
 /// Annotation on a stored blob descriptor naming the repository it was last seen in, so a
 /// push to another repository of the same registry can mount it instead of uploading.
 pub const SOURCE_ANNOTATION: &str = "io.strata.source.repository";
+
+/// Where blobs are read from: a repository of a registry ([`RepoBlobs`]) or an OCI layout
+/// directory (a local build cache). Whatever it returns is verified by the caller.
+pub trait BlobSource: Sync {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, RegistryError>;
+    /// `registry/repository`, recorded on fetched blobs so a push can mount them from there.
+    fn repository(&self) -> Option<String>;
+}
+
+/// One repository of a registry.
+pub struct RepoBlobs<'a> {
+    pub client: &'a Client,
+    pub repo: &'a str,
+}
+
+impl BlobSource for RepoBlobs<'_> {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, RegistryError> {
+        self.client.blob(self.repo, digest)
+    }
+
+    fn repository(&self) -> Option<String> {
+        Some(format!("{}/{}", self.client.domain, self.repo))
+    }
+}
 
 /// What a pull produced.
 pub struct Pulled {
@@ -57,7 +81,8 @@ pub fn pull(
     };
     let what = format!("{}/{repo}@{}", client.domain, manifest_desc.digest);
     let manifest = Manifest::parse(&format!("manifest {what}"), &manifest_bytes)?;
-    let config_bytes = fetch_config(client, repo, &manifest.config, &what)?;
+    let blobs = RepoBlobs { client, repo };
+    let config_bytes = fetch_config(&blobs, &manifest.config, &what)?;
     let config = ImageConfig::parse(&format!("config {}", manifest.config.digest), &config_bytes)?;
     check_config_platform(&config, platform, &what)?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
@@ -70,8 +95,7 @@ pub fn pull(
     let existed = store.has_image(&Digest::of(&config_bytes));
     fetch_layers(
         store,
-        client,
-        repo,
+        &blobs,
         &manifest.layers,
         &config.rootfs.diff_ids,
         progress,
@@ -171,8 +195,7 @@ fn select_platform(
 
 /// Fetches the config blob under the JSON cap and checks its digest and size.
 pub(crate) fn fetch_config(
-    client: &Client,
-    repo: &str,
+    blobs: &dyn BlobSource,
     desc: &Descriptor,
     what: &str,
 ) -> Result<Vec<u8>, RegistryError> {
@@ -189,7 +212,7 @@ pub(crate) fn fetch_config(
         )));
     }
     let bytes = read_capped(
-        client.blob(repo, &desc.digest)?,
+        blobs.open_blob(&desc.digest)?,
         desc.size,
         &format!("config {}", desc.digest),
     )?;
@@ -225,8 +248,7 @@ fn check_config_platform(
 /// publishes them bottom-up. A failure stops the other workers after their current layer.
 pub(crate) fn fetch_layers(
     store: &Store,
-    client: &Client,
-    repo: &str,
+    blobs: &dyn BlobSource,
     layers: &[Descriptor],
     diff_ids: &[Digest],
     progress: &dyn Progress,
@@ -257,15 +279,14 @@ pub(crate) fn fetch_layers(
         }
     }
     let staged: Mutex<BTreeMap<usize, StagedLayer>> = Mutex::new(BTreeMap::new());
-    let source = format!("{}/{repo}", client.domain);
+    let source = blobs.repository();
     crate::for_each_parallel(&todo, PARALLEL_DOWNLOADS, |&i| {
         let st = fetch_one(
             store,
-            client,
-            repo,
+            blobs,
             &layers[i],
             &diff_ids[i],
-            &source,
+            source.as_deref(),
             progress,
         )?;
         staged.lock().expect("staged").insert(i, st);
@@ -285,16 +306,17 @@ pub(crate) fn fetch_layers(
 /// registry; unpacked while reading.
 fn fetch_one(
     store: &Store,
-    client: &Client,
-    repo: &str,
+    blobs: &dyn BlobSource,
     layer: &Descriptor,
     diff_id: &Digest,
-    source: &str,
+    source: Option<&str>,
     progress: &dyn Progress,
 ) -> Result<StagedLayer, RegistryError> {
     let mut desc = Descriptor::new(&layer.media_type, layer.digest.clone(), layer.size);
-    desc.annotations
-        .insert(SOURCE_ANNOTATION.to_string(), source.to_string());
+    if let Some(source) = source {
+        desc.annotations
+            .insert(SOURCE_ANNOTATION.to_string(), source.to_string());
+    }
     let what = format!("layer {}", layer.digest);
     let total = layer.size;
     let mut report =
@@ -309,7 +331,7 @@ fn fetch_one(
             &mut report,
         )?
     } else {
-        let body = client.blob(repo, &layer.digest)?;
+        let body = blobs.open_blob(&layer.digest)?;
         store.stage_layer_stream(
             BufReader::with_capacity(256 << 10, body),
             &desc,

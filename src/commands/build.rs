@@ -377,20 +377,32 @@ impl ImageSource for StoreImages<'_> {
     }
 }
 
-/// `--cache-to`/`--cache-from` of `type=registry`.
+/// Where a build cache is exported to or imported from.
+#[derive(Debug, Clone, PartialEq)]
+enum CacheTarget {
+    /// `type=registry,ref=R`
+    Registry(Reference),
+    /// `type=local,dest=DIR` / `src=DIR`: an OCI layout directory.
+    Local(PathBuf),
+}
+
+/// `--cache-to`/`--cache-from`.
 #[derive(Debug, Clone, PartialEq)]
 struct CacheSpec {
-    reference: Reference,
+    target: CacheTarget,
     max: bool,
 }
 
 impl CacheSpec {
-    /// `type=registry,ref=R[,mode=min|max]`, or (for `--cache-from`, as Docker) a bare `R`.
+    /// `type=registry,ref=R[,mode=min|max]`, `type=local,dest=DIR[,mode=..]` (`src=DIR` for
+    /// `--cache-from`), or (for `--cache-from`, as Docker) a bare `R`.
     fn parse(flag: &str, s: &str) -> Result<CacheSpec> {
         let mut kind = None;
         let mut reference = None;
+        let mut dir = None;
         let mut max = false;
         let mut unknown: Option<String> = None;
+        let dir_key = if flag == "--cache-to" { "dest" } else { "src" };
         if !s.contains('=') {
             reference = Some(s.to_string());
             kind = Some("registry".to_string());
@@ -402,32 +414,45 @@ impl CacheSpec {
                 match k {
                     "type" => kind = Some(v.to_string()),
                     "ref" => reference = Some(v.to_string()),
+                    _ if k == dir_key => dir = Some(PathBuf::from(v)),
                     "mode" => match v {
                         "min" => max = false,
                         "max" => max = true,
                         _ => bail!("{flag} {s}: mode must be min or max"),
                     },
                     // Accepted for compatibility; layers are always gzip-compressed.
-                    "compression" | "oci-mediatypes" | "ignore-error" | "image-manifest" => {}
+                    "compression" | "oci-mediatypes" | "ignore-error" | "image-manifest"
+                    | "digest" | "tag" => {}
                     _ => {
                         unknown.get_or_insert(k.to_string());
                     }
                 }
             }
         }
-        match kind.as_deref() {
-            Some("registry") => {}
-            Some(other) => {
-                bail!("{flag} {s}: cache type {other:?} is not supported (only registry)")
-            }
-            None => bail!("{flag} {s}: type= is missing"),
-        }
         if let Some(k) = unknown {
             bail!("{flag} {s}: unknown field {k:?}");
         }
-        let r = reference.ok_or_else(|| anyhow!("{flag} {s}: ref= is missing"))?;
-        let reference = Reference::parse(&r).map_err(|e| anyhow!("{flag} {s}: {e}"))?;
-        Ok(CacheSpec { reference, max })
+        let target = match kind.as_deref() {
+            Some("registry") => {
+                let r = reference.ok_or_else(|| anyhow!("{flag} {s}: ref= is missing"))?;
+                CacheTarget::Registry(Reference::parse(&r).map_err(|e| anyhow!("{flag} {s}: {e}"))?)
+            }
+            Some("local") => {
+                CacheTarget::Local(dir.ok_or_else(|| anyhow!("{flag} {s}: {dir_key}= is missing"))?)
+            }
+            Some(other) => {
+                bail!("{flag} {s}: cache type {other:?} is not supported (registry or local)")
+            }
+            None => bail!("{flag} {s}: type= is missing"),
+        };
+        Ok(CacheSpec { target, max })
+    }
+
+    fn describe(&self) -> String {
+        match &self.target {
+            CacheTarget::Registry(r) => r.familiar(),
+            CacheTarget::Local(d) => d.display().to_string(),
+        }
     }
 }
 
@@ -444,11 +469,15 @@ impl RegistryCaches {
         let mut caches = Vec::new();
         for s in &a.cache_from {
             let spec = CacheSpec::parse("--cache-from", s)?;
-            let client = registries.client(spec.reference.domain());
-            let cache = strata_registry::cache::RemoteCache::load(client, &spec.reference)
-                .with_context(|| format!("--cache-from {}", spec.reference.familiar()))?;
-            tracing::info!("cache {}: {} steps", spec.reference, cache.len());
-            caches.push((spec.reference.familiar(), cache));
+            let cache = match &spec.target {
+                CacheTarget::Registry(r) => {
+                    strata_registry::cache::RemoteCache::load(registries.client(r.domain()), r)
+                }
+                CacheTarget::Local(dir) => strata_registry::cache::RemoteCache::load_layout(dir),
+            }
+            .with_context(|| format!("--cache-from {}", spec.describe()))?;
+            tracing::info!("cache {}: {} steps", spec.describe(), cache.len());
+            caches.push((spec.describe(), cache));
         }
         Ok(Some(RegistryCaches {
             store_caches: caches,
@@ -505,20 +534,22 @@ fn export_cache(
     quiet: bool,
 ) -> Result<()> {
     let entries = cache_entries(store, graph, spec.max)?;
-    let client = registries.client(spec.reference.domain());
-    let digest = strata_registry::cache::export(
-        store,
-        &client,
-        &spec.reference,
-        &entries,
-        &strata_registry::NoProgress,
-    )
-    .with_context(|| format!("--cache-to {}", spec.reference.familiar()))?;
+    let digest = match &spec.target {
+        CacheTarget::Registry(r) => strata_registry::cache::export(
+            store,
+            &registries.client(r.domain()),
+            r,
+            &entries,
+            &strata_registry::NoProgress,
+        ),
+        CacheTarget::Local(dir) => strata_registry::cache::export_layout(store, dir, &entries),
+    }
+    .with_context(|| format!("--cache-to {}", spec.describe()))?;
     if !quiet {
         eprintln!(
             "exported cache of {} steps to {}@{digest}",
             entries.len(),
-            spec.reference.familiar()
+            spec.describe()
         );
     }
     Ok(())
