@@ -873,8 +873,5 @@ fn registry_cache_is_shared_between_fresh_stores() {
         "type=gha,scope=x",
         ctx.to_str().unwrap(),
     ]);
-    assert!(
-        err.contains("cache type \"gha\" is not supported"),
-        "{err}"
-    );
+    assert!(err.contains("cache type \"gha\" is not supported"), "{err}");
 }

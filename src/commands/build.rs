@@ -429,6 +429,12 @@ impl CacheSpec {
                 }
             }
         }
+        if let Some(other) = kind
+            .as_deref()
+            .filter(|k| !matches!(*k, "registry" | "local"))
+        {
+            bail!("{flag} {s}: cache type {other:?} is not supported (registry or local)")
+        }
         if let Some(k) = unknown {
             bail!("{flag} {s}: unknown field {k:?}");
         }
@@ -440,10 +446,7 @@ impl CacheSpec {
             Some("local") => {
                 CacheTarget::Local(dir.ok_or_else(|| anyhow!("{flag} {s}: {dir_key}= is missing"))?)
             }
-            Some(other) => {
-                bail!("{flag} {s}: cache type {other:?} is not supported (registry or local)")
-            }
-            None => bail!("{flag} {s}: type= is missing"),
+            _ => bail!("{flag} {s}: type= is missing"),
         };
         Ok(CacheSpec { target, max })
     }
