@@ -676,4 +676,15 @@ pub enum BuilderCommand {
     },
     /// Show build cache disk usage
     Du,
+    /// Carry RUN --mount=type=cache directories between machines
+    #[command(subcommand)]
+    Cache(BuilderCacheCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuilderCacheCommand {
+    /// Write every cache mount into DIR (one zstd tar each, plus index.json)
+    Export { dir: PathBuf },
+    /// Load the cache mounts exported in DIR, replacing those with the same id
+    Import { dir: PathBuf },
 }

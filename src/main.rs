@@ -83,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             all, keep_storage, ..
         }) => system::builder_prune(&store()?, all, keep_storage.as_deref()),
         Command::Builder(BuilderCommand::Du) => system::builder_du(&store()?),
+        Command::Builder(BuilderCommand::Cache(c)) => system::builder_cache(&store()?, &c),
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
             containers::run(&store()?, &root, &a)
         }

@@ -1417,3 +1417,46 @@ fn local_cache_export_makes_a_fresh_store_build_fully_cached() {
     let err = d.fails(&["build", "--cache-to", "type=local", &ctx]);
     assert!(err.contains("dest= is missing"), "{err}");
 }
+
+#[test]
+fn builder_cache_export_import_carries_cache_mounts() {
+    let a = Strata::new();
+    a.busybox();
+    let fill = context(
+        &a,
+        "FROM busybox\nRUN --mount=type=cache,id=deps,target=/c mkdir -p /c/pkg && echo fetched > /c/pkg/x && ln -s pkg/x /c/link\n",
+    );
+    build(&a, &fill, &[]);
+    let dir = a.path("mounts-export");
+    let out = a.ok(&["builder", "cache", "export", dir.to_str().unwrap()]);
+    assert!(out.starts_with("exported 1 cache mounts"), "{out}");
+    let index = fs::read_to_string(dir.join("index.json")).unwrap();
+    assert!(index.contains("\"id\": \"deps\""), "{index}");
+
+    let b = Strata::new();
+    b.busybox();
+    let out = b.ok(&["builder", "cache", "import", dir.to_str().unwrap()]);
+    assert!(out.starts_with("imported 1 cache mounts"), "{out}");
+    let read = context(
+        &b,
+        "FROM busybox\nRUN --mount=type=cache,id=deps,target=/c cat /c/link > /seen\n",
+    );
+    build(&b, &read, &["-t", "seen"]);
+    assert_eq!(b.ok(&["run", "--rm", "seen", "cat", "/seen"]), "fetched\n");
+
+    // A damaged archive is refused and the store keeps what it had.
+    let archive = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "zst"))
+        .unwrap();
+    let mut bytes = fs::read(&archive).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&archive, bytes).unwrap();
+    let err = b.fails(&["builder", "cache", "import", dir.to_str().unwrap()]);
+    assert!(err.contains("the index says"), "{err}");
+    build(&b, &read, &["--no-cache", "-t", "seen"]);
+    assert_eq!(b.ok(&["run", "--rm", "seen", "cat", "/seen"]), "fetched\n");
+    b.assert_check();
+}

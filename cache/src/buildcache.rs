@@ -180,6 +180,8 @@ impl Store {
         };
         if created {
             use std::os::unix::fs::PermissionsExt as _;
+            // The id, for `builder cache export` (the directory is named by its hash).
+            let _ = fs::write(base.join(format!("{hex}.id")), id);
             std::os::unix::fs::chown(&dir, Some(owner.0), Some(owner.1)).at(&dir)?;
             fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777)).at(&dir)?;
         }
@@ -209,6 +211,7 @@ impl Store {
             };
             bytes += fsutil::tree_size(&e.path());
             fsutil::remove_any(&e.path())?;
+            let _ = fs::remove_file(base.join(format!("{name}.id")));
             removed += 1;
         }
         Ok((removed, bytes))

@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod gc;
 pub mod images;
 pub mod layers;
+pub mod mountarchive;
 pub mod staged;
 pub mod store;
 pub mod transfer;

@@ -1,6 +1,6 @@
 //! `system df|prune|check|info`, `version`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use strata_cache::{ImagePrune, Store};
 
 use crate::cli::PruneArgs;
@@ -208,6 +208,25 @@ pub fn builder_prune(store: &Store, all: bool, keep: Option<&str>) -> Result<()>
 }
 
 /// `builder du`: the build cache's records and sizes.
+/// `builder cache export|import DIR`.
+pub fn builder_cache(store: &Store, c: &crate::cli::BuilderCacheCommand) -> Result<()> {
+    use crate::cli::BuilderCacheCommand::*;
+    let (verb, dir, index) = match c {
+        Export { dir } => ("exported", dir, store.export_cache_mounts(dir)),
+        Import { dir } => ("imported", dir, store.import_cache_mounts(dir)),
+    };
+    let index = index.with_context(|| format!("cache mounts in {}", dir.display()))?;
+    let bytes: u64 = index.mounts.iter().map(|m| m.size).sum();
+    println!(
+        "{verb} {} cache mounts ({}) {} {}",
+        index.mounts.len(),
+        human_size(bytes),
+        if verb == "exported" { "to" } else { "from" },
+        dir.display()
+    );
+    Ok(())
+}
+
 pub fn builder_du(store: &Store) -> Result<()> {
     let mut rows = Vec::new();
     let mut total = 0u64;
