@@ -343,6 +343,9 @@ pub struct BuildArgs {
     /// Do not use the build cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Additional build context (NAME=DIR or NAME=docker-image://REF; repeatable)
+    #[arg(long = "build-context")]
+    pub build_contexts: Vec<String>,
     /// Do not use the build cache for these stages (name or index; repeatable)
     #[arg(long = "no-cache-filter", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,

@@ -1460,3 +1460,42 @@ fn builder_cache_export_import_carries_cache_mounts() {
     assert_eq!(b.ok(&["run", "--rm", "seen", "cat", "/seen"]), "fetched\n");
     b.assert_check();
 }
+
+#[test]
+fn build_contexts_name_directories_and_images() {
+    let s = Strata::new();
+    s.busybox();
+    let extra = ctx_with(&s, "extra", &[("data.txt", "extra data\n")]);
+    let ctx = context(
+        &s,
+        "FROM base\nCOPY --from=extra data.txt /data.txt\n\
+         RUN --mount=type=bind,from=extra,target=/e cat /e/data.txt > /seen\n",
+    );
+    let dir_flag = format!("extra={extra}");
+    let flags = [
+        "--build-context",
+        "base=docker-image://busybox",
+        "--build-context",
+        &dir_flag,
+    ];
+    let mut args = flags.to_vec();
+    args.extend(["-t", "named"]);
+    build(&s, &ctx, &args);
+    assert_eq!(
+        s.ok(&["run", "--rm", "named", "cat", "/data.txt", "/seen"]),
+        "extra data\nextra data\n"
+    );
+    let (_, progress) = build(&s, &ctx, &args);
+    assert_eq!(cached_steps(&progress), 2, "{progress}");
+    fs::write(format!("{extra}/data.txt"), "changed\n").unwrap();
+    let (_, progress) = build(&s, &ctx, &args);
+    assert_eq!(cached_steps(&progress), 0, "{progress}");
+    assert_eq!(s.ok(&["run", "--rm", "named", "cat", "/seen"]), "changed\n");
+    let err = s.fails(&["build", "--build-context", "x=oci-layout:///tmp/l", &ctx]);
+    assert!(
+        err.contains("only directories and docker-image://"),
+        "{err}"
+    );
+    let err = s.fails(&["build", "--build-context", "x=/nonexistent/dir", &ctx]);
+    assert!(err.contains("/nonexistent/dir"), "{err}");
+}

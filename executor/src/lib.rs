@@ -327,7 +327,9 @@ impl Executor<'_> {
             } => {
                 let image_of = |from: &CopyFrom| -> Result<Image, String> {
                     match from {
-                        CopyFrom::Context => Err("the context is not an image".into()),
+                        CopyFrom::Context | CopyFrom::Named(_) => {
+                            Err("a context is not an image".into())
+                        }
                         CopyFrom::Stage(i) => {
                             self.result_of(results, *i).map_err(|e| e.to_string())
                         }
@@ -337,6 +339,7 @@ impl Executor<'_> {
                 let prepared = mounts::prepare(
                     self.store,
                     self.context,
+                    self.graph,
                     &self.opts.secrets,
                     mounts,
                     &image_of,
@@ -365,13 +368,13 @@ impl Executor<'_> {
             }
             StepOp::Copy(op) => {
                 let from = match &op.from {
-                    strata_planner::plan::CopyFrom::Context => None,
-                    strata_planner::plan::CopyFrom::Stage(i) => Some(self.result_of(results, *i)?),
-                    strata_planner::plan::CopyFrom::Image(id) => Some(self.store.image(id)?),
+                    CopyFrom::Context | CopyFrom::Named(_) => None,
+                    CopyFrom::Stage(i) => Some(self.result_of(results, *i)?),
+                    CopyFrom::Image(id) => Some(self.store.image(id)?),
                 };
-                let upper =
-                    copy::copy_step(self.store, self.context, &state.image, op, from.as_ref())
-                        .map_err(|e| self.step_error(step, e))?;
+                let ctx = self.graph.context_for(self.context, &op.from);
+                let upper = copy::copy_step(self.store, ctx, &state.image, op, from.as_ref())
+                    .map_err(|e| self.step_error(step, e))?;
                 self.commit(
                     state,
                     step,

@@ -92,6 +92,7 @@ fn secret_dir(store: &Store) -> Result<PathBuf, String> {
 pub(crate) fn prepare(
     store: &Store,
     ctx: &Context,
+    graph: &strata_planner::plan::BuildGraph,
     secrets: &BuildSecrets,
     mounts: &[RunMount],
     image_of: &dyn Fn(&CopyFrom) -> Result<Image, String>,
@@ -107,7 +108,8 @@ pub(crate) fn prepare(
                 readonly,
             } => {
                 let host = match from {
-                    CopyFrom::Context => {
+                    CopyFrom::Context | CopyFrom::Named(_) => {
+                        let ctx = graph.context_for(ctx, from);
                         let dir = temp_private_dir(store, "ctx-mount")?;
                         p.guards.push(Guard::Temp(dir.clone()));
                         materialize_context(ctx, selected, &dir)?;

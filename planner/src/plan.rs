@@ -92,6 +92,9 @@ pub struct PlanOptions {
     pub source_date_epoch: Option<i64>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run privileged.
     pub allow_insecure: bool,
+    /// `--build-context NAME=DIR`: local directories `COPY --from=NAME` (and bind mounts)
+    /// read, by lower-cased name.
+    pub named_contexts: BTreeMap<String, Context>,
 }
 
 /// What a stage starts from.
@@ -106,6 +109,8 @@ pub enum Base {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopyFrom {
     Context,
+    /// A named local context (`--build-context NAME=DIR`).
+    Named(String),
     Stage(usize),
     Image(Digest),
 }
@@ -277,6 +282,18 @@ pub struct BuildGraph {
     pub graph: DiGraph<usize, ()>,
     /// Stages the target needs, in an order where dependencies come first.
     pub order: Vec<usize>,
+    /// The named local contexts the plan reads (`CopyFrom::Named`).
+    pub named_contexts: BTreeMap<String, Context>,
+}
+
+impl BuildGraph {
+    /// The directory a `CopyFrom::Context` or `CopyFrom::Named` selection was made in.
+    pub fn context_for<'c>(&'c self, main: &'c Context, from: &CopyFrom) -> &'c Context {
+        match from {
+            CopyFrom::Named(n) => self.named_contexts.get(n).unwrap_or(main),
+            _ => main,
+        }
+    }
 }
 
 /// Canonical key: sha256 of sorted, compact JSON.
@@ -291,6 +308,8 @@ struct Planner<'a> {
     images: &'a dyn ImageSource,
     context: &'a Context,
     stat: &'a mut StatCache,
+    /// Stat caches of the named contexts (kept for this build only).
+    named_stats: BTreeMap<String, StatCache>,
     escape: char,
     global_args: Vec<(String, String)>,
     stages: Vec<StagePlan>,
@@ -317,6 +336,7 @@ pub fn plan(
         images,
         context,
         stat,
+        named_stats: BTreeMap::new(),
         escape: df.escape,
         global_args: default_args(),
         stages: Vec::new(),
@@ -390,6 +410,7 @@ pub fn plan(
         target,
         graph,
         order,
+        named_contexts: opts.named_contexts.clone(),
     })
 }
 
@@ -888,17 +909,26 @@ impl Planner<'_> {
             MountKind::Bind => {
                 let target = need_target(target)?;
                 let source = source.unwrap_or_else(|| "/".into());
+                let named = from
+                    .as_deref()
+                    .map(str::to_lowercase)
+                    .filter(|n| self.opts.named_contexts.contains_key(n));
                 let (from, key, selected, content) = match &from {
-                    None => {
+                    _ if from.is_none() || named.is_some() => {
                         let rel = crate::context::clean_source(&source)
                             .map_err(|e| self.err(ins, format!("--mount source {source}: {e}")))?;
                         let (sel, content) = self.select_context(
                             ins,
                             &[if rel.is_empty() { ".".to_string() } else { rel }],
-                            &SelectShape::default(),
+                            &SelectShape {
+                                named: named.clone(),
+                                ..SelectShape::default()
+                            },
                         )?;
-                        (CopyFrom::Context, None, sel, content)
+                        let from = named.map_or(CopyFrom::Context, CopyFrom::Named);
+                        (from, None, sel, content)
                     }
+                    None => unreachable!("handled above"),
                     Some(f) => {
                         let (from, key) = self.resolve_from(b, ins, f)?;
                         (from, Some(key), Vec::new(), Vec::new())
@@ -998,11 +1028,26 @@ impl Planner<'_> {
     ) -> Result<SelectedSources, PlanError> {
         let mut selected = Vec::new();
         let mut source_inputs = Vec::new();
+        let opts = self.opts;
+        let (ctx, stat) = match &shape.named {
+            None => (self.context, &mut *self.stat),
+            Some(n) => (
+                &opts.named_contexts[n],
+                self.named_stats.entry(n.clone()).or_default(),
+            ),
+        };
         for (i, s) in sources.iter().enumerate() {
-            let sel = self
-                .context
-                .select(s)
-                .map_err(|e| self.err(ins, e.to_string()))?;
+            let sel = match ctx.select(s) {
+                Ok(sel) => sel,
+                Err(e) => {
+                    return Err(PlanError::Parse(strata_parser::ParseError::new(
+                        self.file,
+                        self.source,
+                        ins.pos,
+                        e.to_string(),
+                    )))
+                }
+            };
             let pivot = shape.parents.then(|| parents_pivot(s));
             for mut x in sel {
                 if shape.exclude.as_ref().is_some_and(|m| m.excluded(&x.rel)) {
@@ -1016,9 +1061,7 @@ impl Planner<'_> {
                         .to_string();
                 }
                 let content = match x.entry.kind {
-                    crate::context::Kind::File => {
-                        json!(self.stat.digest(self.context, &x.src, &x.entry)?)
-                    }
+                    crate::context::Kind::File => json!(stat.digest(ctx, &x.src, &x.entry)?),
                     crate::context::Kind::Symlink => json!(x.entry.link),
                     _ => json!(null),
                 };
@@ -1141,7 +1184,14 @@ impl Planner<'_> {
             .iter()
             .map(|x| self.expand(ins, x, vars))
             .collect::<Result<Vec<_>, _>>()?;
+        // `--build-context NAME=DIR` takes precedence over stages and images, as in BuildKit.
+        let named = c
+            .from
+            .as_deref()
+            .map(str::to_lowercase)
+            .filter(|n| self.opts.named_contexts.contains_key(n));
         let shape = SelectShape {
+            named: named.clone(),
             exclude: if exclude.is_empty() {
                 None
             } else {
@@ -1219,6 +1269,11 @@ impl Planner<'_> {
                 let (selected, source_inputs) = self.select_context(ins, &sources, &shape)?;
                 (CopyFrom::Context, None, selected, source_inputs)
             }
+            Some(_) if named.is_some() => {
+                let (selected, source_inputs) = self.select_context(ins, &sources, &shape)?;
+                let n = named.clone().expect("checked");
+                (CopyFrom::Named(n), None, selected, source_inputs)
+            }
             Some(f) => {
                 let (from, key) = self.resolve_from(b, ins, f)?;
                 (from, Some(key), Vec::new(), Vec::new())
@@ -1228,12 +1283,15 @@ impl Planner<'_> {
         let many = sources.len() + inline.len() + remote_count > 1
             || git.is_some()
             || sources.iter().any(|s| s.contains(['*', '?', '[']))
-            || (from == CopyFrom::Context
+            || (matches!(from, CopyFrom::Context | CopyFrom::Named(_))
                 && sources.iter().any(|s| {
                     let cleaned = crate::context::clean_source(s).unwrap_or_default();
+                    let ctx = match &from {
+                        CopyFrom::Named(n) => &self.opts.named_contexts[n],
+                        _ => self.context,
+                    };
                     cleaned.is_empty()
-                        || self
-                            .context
+                        || ctx
                             .resolve(&cleaned)
                             .map(|(_, e)| e.kind == crate::context::Kind::Dir)
                             .unwrap_or(false)
@@ -1291,6 +1349,9 @@ impl Planner<'_> {
         if c.parents {
             inputs["parents"] = json!(true);
         }
+        if let Some(n) = &named {
+            inputs["named_context"] = json!(n);
+        }
         if remote_count > 0 {
             inputs["remote"] = json!(remote_inputs);
         }
@@ -1318,9 +1379,11 @@ impl Planner<'_> {
     }
 }
 
-/// How sources are selected: `--exclude` patterns and `--parents`.
+/// How sources are selected: from which context, `--exclude` patterns and `--parents`.
 #[derive(Default)]
 struct SelectShape {
+    /// A named local context instead of the build context.
+    named: Option<String>,
     exclude: Option<strata_parser::ignore::Matcher>,
     parents: bool,
 }

@@ -259,6 +259,44 @@ struct StoreImages<'a> {
     quiet: bool,
     fetched: std::cell::OnceCell<tempfile::TempDir>,
     fetches: std::cell::Cell<usize>,
+    /// `--build-context NAME=docker-image://REF`: FROM NAME and --from=NAME mean REF.
+    aliases: BTreeMap<String, String>,
+}
+
+/// `--build-context NAME=VALUE`s: local directories and image aliases.
+struct NamedContexts {
+    dirs: BTreeMap<String, Context>,
+    images: BTreeMap<String, String>,
+}
+
+impl NamedContexts {
+    fn parse(flags: &[String]) -> Result<NamedContexts> {
+        let mut out = NamedContexts {
+            dirs: BTreeMap::new(),
+            images: BTreeMap::new(),
+        };
+        for f in flags {
+            let (name, value) = f
+                .split_once('=')
+                .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+                .ok_or_else(|| {
+                    anyhow!("--build-context {f}: want NAME=DIR or NAME=docker-image://REF")
+                })?;
+            let name = name.to_lowercase();
+            if let Some(r) = value.strip_prefix("docker-image://") {
+                Reference::parse(r).map_err(|e| anyhow!("--build-context {f}: {e}"))?;
+                out.images.insert(name, r.to_string());
+            } else if value.contains("://") || value.starts_with("target:") {
+                bail!("--build-context {f}: only directories and docker-image:// are supported");
+            } else {
+                let ctx =
+                    Context::load(Path::new(value), &Matcher::new::<&str>(&[]).expect("empty"))
+                        .map_err(|e| anyhow!("--build-context {f}: {e}"))?;
+                out.dirs.insert(name, ctx);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Largest ADD download, unless `STRATA_ADD_MAX_SIZE` (bytes) says otherwise.
@@ -273,6 +311,7 @@ impl<'a> StoreImages<'a> {
             quiet,
             fetched: std::cell::OnceCell::new(),
             fetches: std::cell::Cell::new(0),
+            aliases: BTreeMap::new(),
         }
     }
 
@@ -321,6 +360,11 @@ impl StoreImages<'_> {
 
 impl ImageSource for StoreImages<'_> {
     fn lookup(&self, name: &str) -> std::result::Result<Option<(Digest, ImageConfig)>, String> {
+        let name = self
+            .aliases
+            .get(&name.to_lowercase())
+            .map(String::as_str)
+            .unwrap_or(name);
         let reference = Reference::parse(name).map_err(|e| e.to_string())?;
         // An image ID (or its prefix) names local content and is never pulled.
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
@@ -638,6 +682,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         ),
         None => None,
     };
+    let named = NamedContexts::parse(&a.build_contexts)?;
     let opts = PlanOptions {
         source_date_epoch: epoch,
         build_args: args,
@@ -648,8 +693,11 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             .map(|n| if n == "default" { "host".into() } else { n }),
         labels: labels.clone(),
         allow_insecure: allow_insecure(a)?,
+        named_contexts: named.dirs,
     };
-    let sources = StoreImages::new(store, &a.pull, registries, a.quiet || a.progress == "quiet");
+    let mut sources =
+        StoreImages::new(store, &a.pull, registries, a.quiet || a.progress == "quiet");
+    sources.aliases = named.images;
     let graph = plan(
         &src.name, &src.text, &df, &opts, &context, &mut stat, &sources,
     )?;
