@@ -1499,3 +1499,55 @@ fn build_contexts_name_directories_and_images() {
     let err = s.fails(&["build", "--build-context", "x=/nonexistent/dir", &ctx]);
     assert!(err.contains("/nonexistent/dir"), "{err}");
 }
+
+#[test]
+fn copy_link_layer_survives_earlier_changes_unchanged() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = ctx_with(
+        &s,
+        "link",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY a.txt /a.txt\nCOPY --link b.txt /b/\nRUN cat /a.txt /b/b.txt > /both\n",
+            ),
+            ("a.txt", "a1\n"),
+            ("b.txt", "b\n"),
+        ],
+    );
+    let layers = |s: &Strata| -> Vec<String> {
+        let out = s.ok(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RootFS.Layers}}",
+            "link",
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    build(&s, &ctx, &["-t", "link"]);
+    let before = layers(&s);
+    // The --link layer holds only what it copied; the RUN layer above it only /both.
+    assert_eq!(top_layer_paths(&s, "link", 2), "b/\nb/b.txt\nboth\n");
+    fs::write(format!("{ctx}/a.txt"), "a2\n").unwrap();
+    let (_, progress) = build(&s, &ctx, &["-t", "link"]);
+    assert!(
+        progress.contains("COPY --link b.txt /b/\n#3 CACHED"),
+        "{progress}"
+    );
+    assert_eq!(cached_steps(&progress), 1, "{progress}");
+    let after = layers(&s);
+    assert_ne!(before[1], after[1], "the changed COPY");
+    assert_eq!(before[2], after[2], "the --link layer is the same layer");
+    assert_eq!(s.ok(&["run", "--rm", "link", "cat", "/both"]), "a2\nb\n");
+    let hist = s.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "link",
+    ]);
+    assert!(hist.contains("COPY --link b.txt /b/ # buildkit"), "{hist}");
+    s.assert_check();
+}

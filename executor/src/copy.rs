@@ -46,7 +46,9 @@ impl Drop for Mounted {
         if self.mounted {
             let _ = umount2(&self.mnt, MntFlags::MNT_DETACH);
         }
-        let _ = fs::remove_dir(&self.mnt);
+        if self.mnt != self.upper {
+            let _ = fs::remove_dir(&self.mnt);
+        }
         let _ = fsutil::remove_any(&self.work);
         if !self.keep_upper {
             let _ = fsutil::remove_any(&self.upper);
@@ -55,6 +57,20 @@ impl Drop for Mounted {
 }
 
 impl Mounted {
+    /// An empty directory standing for "nothing below" (`COPY --link`): writes go straight
+    /// into what becomes the layer.
+    fn empty(store: &Store) -> Result<Mounted, String> {
+        let upper = store.temp_dir("copy-layer").map_err(|e| e.to_string())?;
+        let work = store.temp_dir("copy-work").map_err(|e| e.to_string())?;
+        Ok(Mounted {
+            mnt: upper.clone(),
+            upper,
+            work,
+            mounted: false,
+            keep_upper: false,
+        })
+    }
+
     /// Unmounts and hands over the upper directory: the new layer.
     pub(crate) fn into_upper(mut self) -> PathBuf {
         self.keep_upper = true;
@@ -422,7 +438,8 @@ fn is_archive(path: &Path) -> bool {
     c != strata_image::compress::Compression::None || (n >= 262 && &head[257..262] == b"ustar")
 }
 
-/// Performs a COPY/ADD over `parent`; returns the new layer directory (overlay form).
+/// Performs a COPY/ADD over `parent` (with `--link`, into an empty directory); returns the new
+/// layer directory (overlay form).
 pub fn copy_step(
     store: &Store,
     ctx: &Context,
@@ -430,7 +447,11 @@ pub fn copy_step(
     op: &CopyOp,
     from: Option<&Image>,
 ) -> Result<PathBuf, String> {
-    let m = mount_image(store, parent, true)?;
+    let m = if op.link {
+        Mounted::empty(store)?
+    } else {
+        mount_image(store, parent, true)?
+    };
     let root = Root::open(&m.mnt).map_err(|e| e.to_string())?;
     let own = owner(&root, op.chown.as_deref())?;
     let mut dest = Dest {

@@ -249,6 +249,11 @@ impl Executor<'_> {
                     v.cached();
                     continue;
                 }
+                if let Some(img) = self.link_hit(step, &state)? {
+                    state.image = img;
+                    v.cached();
+                    continue;
+                }
             }
             match self.execute(stage, step, &state, results, &v) {
                 Ok(img) => {
@@ -274,6 +279,81 @@ impl Executor<'_> {
                 stage.name.as_deref() == Some(f.to_lowercase().as_str())
                     || f.parse::<usize>().ok() == Some(stage.index)
             })
+    }
+
+    /// `COPY --link` whose layer is known (only earlier steps changed): the layer is put on
+    /// the new parent without running the copy again.
+    fn link_hit(&self, step: &Step, state: &State) -> Result<Option<Image>, BuildError> {
+        let Some(link_key) = &step.link_key else {
+            return Ok(None);
+        };
+        let Some(rec) = self.store.cache_get(link_key)? else {
+            return Ok(None);
+        };
+        let Ok(layer_image) = self.store.image(&rec.image) else {
+            return Ok(None);
+        };
+        let _ = self.store.cache_touch(&rec);
+        let img = self.rebase(state, step, &layer_image)?;
+        self.store.cache_put(&step.key, img.id())?;
+        remember_inputs(self.store, step);
+        Ok(Some(img))
+    }
+
+    /// Puts the single layer of `layer_image` (a `--link` result) on top of the state's image.
+    fn rebase(&self, state: &State, step: &Step, layer_image: &Image) -> Result<Image, BuildError> {
+        let chain = layer_image
+            .top_layer()
+            .ok_or_else(|| BuildError::Other("a --link result without its layer".into()))?;
+        // Through the codec: the layer's tar, hence its diffID, is the same on any parent.
+        let layer = self.store.add_layer_from_dir(
+            state.image.top_layer(),
+            &self.store.layer_diff(chain),
+            false,
+            &TarOptions::default(),
+        )?;
+        self.commit_diff(
+            state,
+            step,
+            Some(layer.diff_id),
+            Some(step.config_before.clone()),
+            false,
+        )
+    }
+
+    /// Commits a `--link` copy's directory as a layer of its own (recorded under the step's
+    /// link key as a one-layer image), then rebases it onto the parent.
+    fn commit_link(&self, state: &State, step: &Step, upper: &Path) -> Result<Image, BuildError> {
+        let opts = TarOptions {
+            clamp_mtime: self.opts.source_date_epoch,
+        };
+        let layer = self.store.add_layer_from_dir(None, upper, true, &opts);
+        let _ = fsutil::remove_any(upper);
+        let layer = layer?;
+        let parent = &state.image.config;
+        let cfg = spec::ImageConfig {
+            architecture: parent.architecture.clone(),
+            os: parent.os.clone(),
+            created: Some(self.now()),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![layer.diff_id.clone()],
+            },
+            history: vec![History {
+                created: Some(self.now()),
+                created_by: Some(step.created_by.clone()),
+                comment: Some("buildkit.dockerfile.v0".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let layer_image = self
+            .store
+            .put_image(&spec::to_canonical_json(&cfg), None, Vec::new())?;
+        if let Some(k) = &step.link_key {
+            self.store.cache_put(k, layer_image.id())?;
+        }
+        self.rebase(state, step, &layer_image)
     }
 
     fn remote_hit(&self, step: &Step, state: &State) -> Result<Option<Image>, BuildError> {
@@ -375,6 +455,9 @@ impl Executor<'_> {
                 let ctx = self.graph.context_for(self.context, &op.from);
                 let upper = copy::copy_step(self.store, ctx, &state.image, op, from.as_ref())
                     .map_err(|e| self.step_error(step, e))?;
+                if op.link {
+                    return self.commit_link(state, step, &upper);
+                }
                 self.commit(
                     state,
                     step,
@@ -396,19 +479,36 @@ impl Executor<'_> {
         config: Option<spec::ContainerConfig>,
         empty: bool,
     ) -> Result<Image, BuildError> {
+        let diff_id = match upper {
+            Some(dir) => {
+                let opts = TarOptions {
+                    clamp_mtime: self.opts.source_date_epoch,
+                };
+                let layer =
+                    self.store
+                        .add_layer_from_dir(state.image.top_layer(), dir, true, &opts);
+                let _ = fsutil::remove_any(dir);
+                Some(layer?.diff_id)
+            }
+            None => None,
+        };
+        self.commit_diff(state, step, diff_id, config, empty)
+    }
+
+    /// The image of `state` plus the layer `diff_id` (already in the store on top of it), with
+    /// `config` and a history entry for `step`.
+    fn commit_diff(
+        &self,
+        state: &State,
+        step: &Step,
+        diff_id: Option<Digest>,
+        config: Option<spec::ContainerConfig>,
+        empty: bool,
+    ) -> Result<Image, BuildError> {
         let parent = &state.image;
         let mut cfg = parent.config.clone();
         let mut diff_ids = cfg.rootfs.diff_ids.clone();
-        if let Some(dir) = upper {
-            let opts = TarOptions {
-                clamp_mtime: self.opts.source_date_epoch,
-            };
-            let layer = self
-                .store
-                .add_layer_from_dir(parent.top_layer(), dir, true, &opts);
-            let _ = fsutil::remove_any(dir);
-            diff_ids.push(layer?.diff_id);
-        }
+        diff_ids.extend(diff_id);
         if let Some(c) = config {
             cfg.config = Some(c);
         }

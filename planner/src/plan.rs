@@ -144,6 +144,8 @@ pub struct CopyOp {
     pub git: Option<FetchedTree>,
     /// `ADD --unpack`: None = the default (local archives unpack, downloads do not).
     pub unpack: Option<bool>,
+    /// `--link`: the files are written into an empty directory, not over the parent.
+    pub link: bool,
 }
 
 /// A resolved `RUN --mount`. Targets are absolute (relative ones resolved against WORKDIR).
@@ -241,6 +243,9 @@ pub struct Step {
     pub original: String,
     /// The config the step starts from (RUN and COPY keep it; Config replaces it).
     pub config_before: ContainerConfig,
+    /// `COPY --link`: the key of the step's layer alone, which leaves the parent out, so the
+    /// layer is reused (rebased) when only earlier steps changed.
+    pub link_key: Option<Digest>,
 }
 
 /// One stage of the plan.
@@ -608,6 +613,7 @@ impl Planner<'_> {
             pos: ins.pos,
             original: ins.original.clone(),
             config_before: b.config.clone(),
+            link_key: None,
         });
     }
 
@@ -1171,9 +1177,6 @@ impl Planner<'_> {
         add: bool,
         vars: &[(String, String)],
     ) -> Result<(), PlanError> {
-        if c.link {
-            return Err(self.err(ins, "COPY/ADD --link is not supported yet"));
-        }
         let checksum = c
             .checksum
             .as_deref()
@@ -1308,6 +1311,9 @@ impl Planner<'_> {
         if let Some(m) = &chmod_text {
             flags.push_str(&format!("--chmod={m} "));
         }
+        if c.link {
+            flags.push_str("--link ");
+        }
         if c.parents {
             flags.push_str("--parents ");
         }
@@ -1352,6 +1358,9 @@ impl Planner<'_> {
         if let Some(n) = &named {
             inputs["named_context"] = json!(n);
         }
+        if c.link {
+            inputs["link"] = json!(true);
+        }
         if remote_count > 0 {
             inputs["remote"] = json!(remote_inputs);
         }
@@ -1373,8 +1382,17 @@ impl Planner<'_> {
             fetched,
             git,
             unpack: c.unpack,
+            link: c.link,
         };
         self.push(b, ins, StepOp::Copy(Box::new(op)), inputs, created_by);
+        if c.link {
+            let step = b.plan.steps.last_mut().expect("just pushed");
+            let mut layer_inputs = step.inputs.clone();
+            let o = layer_inputs.as_object_mut().expect("inputs are an object");
+            o.remove("parent");
+            o.insert("layer_only".into(), json!(true));
+            step.link_key = Some(key_of(&layer_inputs));
+        }
         Ok(())
     }
 }
