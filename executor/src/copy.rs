@@ -20,6 +20,12 @@ use strata_cache::{fsutil, Image, Store};
 use strata_planner::context::{Context, Kind};
 use strata_planner::plan::CopyOp;
 
+/// The content of a file to write.
+enum Data<'a> {
+    File(&'a mut File),
+    Bytes(&'a [u8]),
+}
+
 /// Source metadata for one entry to write.
 struct Meta {
     kind: Kind,
@@ -132,7 +138,7 @@ pub(crate) fn materialize_context(
             let mut f = ctx
                 .open_in(&ctx_root, &sel.src)
                 .map_err(|er| er.to_string())?;
-            dest.write(&target, &meta, Some(&mut f))?;
+            dest.write(&target, &meta, Some(Data::File(&mut f)))?;
         } else if !sel.rel.is_empty() {
             dest.write(&target, &meta, None)?;
         }
@@ -304,12 +310,7 @@ impl Dest {
     }
 
     /// Writes one entry at absolute `target`; `data` supplies a regular file's content.
-    fn write(
-        &mut self,
-        target: &str,
-        m: &Meta,
-        data: Option<&mut dyn io::Read>,
-    ) -> Result<(), String> {
+    fn write(&mut self, target: &str, m: &Meta, data: Option<Data<'_>>) -> Result<(), String> {
         let (parent, name) = split(target);
         if name.is_empty() {
             return Ok(());
@@ -348,8 +349,16 @@ impl Dest {
                 )
                 .map_err(at)?;
                 let mut f = File::from(fd);
-                if let Some(d) = data {
-                    io::copy(d, &mut f).map_err(|e| format!("{target}: {e}"))?;
+                match data {
+                    // File to file: std uses copy_file_range, so the data never enters
+                    // user space.
+                    Some(Data::File(src)) => {
+                        io::copy(src, &mut f).map_err(|e| format!("{target}: {e}"))?;
+                    }
+                    Some(Data::Bytes(b)) => {
+                        io::Write::write_all(&mut f, b).map_err(|e| format!("{target}: {e}"))?
+                    }
+                    None => {}
                 }
                 fchown(&f, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))).map_err(at)?;
                 fchmod(&f, Mode::from_bits_truncate(m.mode)).map_err(at)?;
@@ -500,7 +509,11 @@ pub fn copy_step(
             mtime: 0,
             link: None,
         };
-        dest.write(&target_of(name), &meta, Some(&mut content.as_bytes()))?;
+        dest.write(
+            &target_of(name),
+            &meta,
+            Some(Data::Bytes(content.as_bytes())),
+        )?;
     }
     for f in &op.fetched {
         let mut file = File::open(&f.path).map_err(|e| format!("{}: {e}", f.path.display()))?;
@@ -518,7 +531,7 @@ pub fn copy_step(
             mtime: f.mtime.unwrap_or(0),
             link: None,
         };
-        dest.write(&target_of(&f.filename), &meta, Some(&mut file))?;
+        dest.write(&target_of(&f.filename), &meta, Some(Data::File(&mut file)))?;
     }
     if let Some(tree) = &op.git {
         let src = Root::open(&tree.dir).map_err(|e| format!("{}: {e}", tree.dir.display()))?;
@@ -562,7 +575,7 @@ pub fn copy_step(
                     let mut f = ctx
                         .open_in(&ctx_root, &sel.src)
                         .map_err(|er| er.to_string())?;
-                    dest.write(&target, &meta, Some(&mut f))?;
+                    dest.write(&target, &meta, Some(Data::File(&mut f)))?;
                 } else {
                     dest.write(&target, &meta, None)?;
                 }
@@ -680,7 +693,7 @@ fn copy_tree(
         }
         let meta = meta_of(&md, None, own, chmod);
         let mut f = f;
-        return dest.write(&target_of(&name), &meta, Some(&mut f));
+        return dest.write(&target_of(&name), &meta, Some(Data::File(&mut f)));
     }
     // A directory's contents go into the destination, which is then a directory.
     let dest_dir = dest_dir.trim_end_matches('/').to_string();
@@ -742,7 +755,11 @@ fn copy_tree(
                 let mut cf = h
                     .reopen(pathrs::flags::OpenFlags::O_RDONLY)
                     .map_err(|e| format!("{path}/{child_rel}: {e}"))?;
-                dest.write(&target, &meta_of(&cm, None, own, chmod), Some(&mut cf))?;
+                dest.write(
+                    &target,
+                    &meta_of(&cm, None, own, chmod),
+                    Some(Data::File(&mut cf)),
+                )?;
             } else {
                 dest.write(&target, &meta_of(&cm, None, own, chmod), None)?;
             }

@@ -219,11 +219,12 @@ impl Context {
 
     /// Like [`Context::open`] with a root handle opened once by the caller.
     pub fn open_in(&self, root: &pathrs::Root, rel: &str) -> Result<fs::File, PlanError> {
-        let h = root
-            .resolve_nofollow(rel)
-            .map_err(|e| PlanError::Context(format!("{}: {e}", self.root.join(rel).display())))?;
-        h.reopen(pathrs::flags::OpenFlags::O_RDONLY)
-            .map_err(|e| PlanError::Context(format!("{}: {e}", self.root.join(rel).display())))
+        // One openat2 (confined to the root, a final symlink refused), no reopen via /proc.
+        root.open_subpath(
+            rel,
+            pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_NOFOLLOW,
+        )
+        .map_err(|e| PlanError::Context(format!("{}: {e}", self.root.join(rel).display())))
     }
 }
 
