@@ -583,3 +583,88 @@ fn state_is_corrected_when_the_monitor_dies() {
     s.ok(&["rm", "orphan"]);
     let _ = Command::new("true").status();
 }
+
+/// Collects what the pty reader thread sends into `seen` until `want` shows up; false after
+/// 10 s without it.
+fn read_pty_until(rx: &std::sync::mpsc::Receiver<Vec<u8>>, seen: &mut String, want: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains(want) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn tty_size_follows_the_terminal_and_its_resizes() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let s = Strata::new();
+    s.busybox();
+    let size = |rows, cols| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size(30, 100)), None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = s.cmd(&[
+        "run",
+        "--rm",
+        "-it",
+        "busybox",
+        "sh",
+        "-c",
+        "stty size; read line; stty size",
+    ]);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and TIOCSCTTY between fork and exec, on the child's own stdin.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY as _, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut reader = master.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    assert!(
+        read_pty_until(&rx, &mut seen, "30 100"),
+        "initial size: {seen:?}"
+    );
+    // Resizing the terminal sends SIGWINCH to strata, which resizes the container's pty.
+    let new = size(40, 120);
+    // SAFETY: TIOCSWINSZ with a winsize we own, on a pty master we own.
+    unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&master),
+            libc::TIOCSWINSZ,
+            &new,
+        )
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    master.write_all(b"\r").unwrap();
+    assert!(
+        read_pty_until(&rx, &mut seen, "40 120"),
+        "after resize: {seen:?}"
+    );
+    assert!(child.wait().unwrap().success());
+}
