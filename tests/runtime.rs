@@ -668,3 +668,42 @@ fn tty_size_follows_the_terminal_and_its_resizes() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn cgroup_v2_device_filter_allows_only_dockers_devices() {
+    // A v2 host manages containers in v2 anyway; a hybrid host (like the CI machine) is asked
+    // to use its unified hierarchy, where only the eBPF filter can restrict devices.
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    let v2_root = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        None
+    } else if unified.join("cgroup.procs").exists() {
+        Some(unified)
+    } else {
+        eprintln!("skipped: this host has no cgroup v2 hierarchy");
+        return;
+    };
+    let s = Strata::new();
+    s.busybox();
+    // /dev/kmsg (c 1:11) is openable by root here but not on Docker's list; /dev/null is.
+    let script = "mknod /kmsg c 1 11 && (echo x > /kmsg && echo kmsg open || echo kmsg denied); \
+                  echo x > /dev/null && echo null open";
+    for (flags, want) in [
+        (&[][..], "kmsg denied\nnull open\n"),
+        (&["--privileged"][..], "kmsg open\nnull open\n"),
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend(["busybox", "sh", "-c", script]);
+        let mut cmd = s.cmd(&args);
+        if let Some(root) = v2_root {
+            cmd.env("STRATA_CGROUP_V2_ROOT", root);
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            want,
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

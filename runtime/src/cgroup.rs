@@ -28,13 +28,32 @@ pub enum Version {
     V2,
 }
 
-/// Which cgroup version this host runs.
-pub fn version() -> Version {
-    if Path::new(ROOT).join("cgroup.controllers").exists() {
-        Version::V2
-    } else {
-        Version::V1
+/// `STRATA_CGROUP_V2_ROOT`: manage containers in this cgroup v2 hierarchy even on a v1 or
+/// hybrid host (e.g. `/sys/fs/cgroup/unified`, where only v2's own features — membership,
+/// freezing, the eBPF device filter — are available).
+const V2_ROOT_ENV: &str = "STRATA_CGROUP_V2_ROOT";
+
+fn v2_override() -> Option<PathBuf> {
+    std::env::var_os(V2_ROOT_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Which cgroup version containers are managed with, and the hierarchy's root.
+fn layout() -> (Version, PathBuf) {
+    if let Some(root) = v2_override() {
+        return (Version::V2, root);
     }
+    if Path::new(ROOT).join("cgroup.controllers").exists() {
+        (Version::V2, PathBuf::from(ROOT))
+    } else {
+        (Version::V1, PathBuf::from(ROOT))
+    }
+}
+
+/// Which cgroup version this host runs (or `STRATA_CGROUP_V2_ROOT` asks for).
+pub fn version() -> Version {
+    layout().0
 }
 
 /// v1 controllers strata uses (those mounted on this host).
@@ -72,9 +91,9 @@ const DEVICE_ALLOW: [&str; 13] = [
 impl Cgroup {
     /// The cgroup of container `id`, without creating it.
     pub fn of(id: &str) -> Cgroup {
-        let version = version();
+        let (version, root) = layout();
         let dirs = match version {
-            Version::V2 => vec![("".to_string(), Path::new(ROOT).join(PARENT).join(id))],
+            Version::V2 => vec![("".to_string(), root.join(PARENT).join(id))],
             Version::V1 => V1_CONTROLLERS
                 .iter()
                 .map(|c| (c.to_string(), Path::new(ROOT).join(c).join(PARENT).join(id)))
@@ -123,13 +142,14 @@ impl Cgroup {
         }
         match cg.version {
             Version::V2 => {
-                let parent = Path::new(ROOT).join(PARENT);
+                let parent = cg.dirs[0].1.parent().expect("has a parent").to_path_buf();
+                let root = parent.parent().expect("has a parent").to_path_buf();
                 if !parent.is_dir() {
                     create_dir(&parent)?;
                 }
                 // Delegate the controllers we set down to containers (ignore ones this host lacks).
                 for ctl in ["+memory", "+pids", "+cpu", "+cpuset"] {
-                    let _ = fs::write(Path::new(ROOT).join("cgroup.subtree_control"), ctl);
+                    let _ = fs::write(root.join("cgroup.subtree_control"), ctl);
                     let _ = fs::write(parent.join("cgroup.subtree_control"), ctl);
                 }
                 create_dir(&cg.dirs[0].1)?;
@@ -216,7 +236,13 @@ impl Cgroup {
                 if !l.cpuset_cpus.is_empty() {
                     write(&d.join("cpuset.cpus"), &l.cpuset_cpus)?;
                 }
-                // v2 device control needs eBPF programs; see docs/architecture.md.
+                if l.restrict_devices {
+                    let rules: Vec<_> = DEVICE_ALLOW
+                        .iter()
+                        .map(|r| crate::devfilter::Rule::parse(r).expect("valid built-in rule"))
+                        .collect();
+                    crate::devfilter::attach(d, &rules)?;
+                }
             }
         }
         Ok(())

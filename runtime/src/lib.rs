@@ -15,6 +15,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod container;
+pub mod devfilter;
 pub mod exec;
 pub mod fdpass;
 pub mod init;
