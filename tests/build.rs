@@ -997,7 +997,8 @@ fn run_mount_ssh_forwards_the_agent_socket() {
         "ssh",
         &[(
             "Dockerfile",
-            "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo $SSH_AUTH_SOCK > /sock\n",
+            "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo $SSH_AUTH_SOCK > /sock\n\
+             RUN --mount=type=ssh,uid=65534,gid=65534,mode=0600 stat -c '%u %g %a' \"$SSH_AUTH_SOCK\" > /perm\n",
         )],
     );
     let err = s.fails(&[
@@ -1016,7 +1017,12 @@ fn run_mount_ssh_forwards_the_agent_socket() {
         s.ok(&["run", "--rm", "ssh", "cat", "/sock"]),
         "/run/buildkit/ssh_agent.0\n"
     );
-    assert_eq!(top_layer_paths(&s, "ssh", 1), "sock\n");
+    // The step's socket is a relay of the agent with the owner and mode it asked for.
+    assert_eq!(
+        s.ok(&["run", "--rm", "ssh", "cat", "/perm"]),
+        "65534 65534 600\n"
+    );
+    assert_eq!(top_layer_paths(&s, "ssh", 2), "perm\nsock\n");
 }
 
 #[test]

@@ -33,6 +33,65 @@ enum Guard {
     Overlay(Mounted),
     Temp(PathBuf),
     Cache(#[allow(dead_code)] CacheMount),
+    Agent(AgentProxy),
+}
+
+/// An SSH agent socket of the step's own (`type=ssh` with uid/gid/mode): each connection to
+/// it is relayed to the real agent, so the host socket's owner and mode never matter and the
+/// step gets the ones it asked for. Stops accepting when dropped.
+struct AgentProxy {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AgentProxy {
+    fn start(dir: &Path, agent: &Path, owner: (u32, u32), mode: u32) -> Result<AgentProxy, String> {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let path = dir.join("agent.sock");
+        let listener = UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o777))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let agent = agent.to_path_buf();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let (Ok(client), Ok(upstream)) = (client, UnixStream::connect(&agent)) else {
+                    continue;
+                };
+                relay(client, upstream);
+            }
+        });
+        Ok(AgentProxy { path, stop })
+    }
+}
+
+/// Copies both ways between two sockets until either side closes.
+fn relay(a: std::os::unix::net::UnixStream, b: std::os::unix::net::UnixStream) {
+    let pipe = |mut from: std::os::unix::net::UnixStream,
+                mut to: std::os::unix::net::UnixStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    };
+    if let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) {
+        pipe(a, b2);
+        pipe(b, a2);
+    }
+}
+
+impl Drop for AgentProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+    }
 }
 
 /// The prepared mounts of one RUN step.
@@ -56,6 +115,7 @@ impl Drop for Prepared {
                     let _ = fsutil::remove_any(&p);
                 }
                 Guard::Cache(c) => drop(c),
+                Guard::Agent(a) => drop(a),
             }
         }
     }
@@ -214,7 +274,9 @@ pub(crate) fn prepare(
                 id,
                 target,
                 required,
-                ..
+                uid,
+                gid,
+                mode,
             } => {
                 let Some(sock) = secrets.ssh.get(id) else {
                     if *required {
@@ -227,7 +289,13 @@ pub(crate) fn prepare(
                 if !p.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
                     p.env.push(format!("SSH_AUTH_SOCK={target}"));
                 }
-                p.bind(sock.clone(), target, false);
+                let dir = temp_private_dir(store, "ssh")?;
+                let proxy = AgentProxy::start(&dir, sock, (*uid, *gid), *mode)?;
+                let path = proxy.path.clone();
+                // The proxy goes first: the directory is removed after it stops.
+                p.guards.push(Guard::Temp(dir));
+                p.guards.push(Guard::Agent(proxy));
+                p.bind(path, target, false);
             }
         }
     }
@@ -318,4 +386,38 @@ fn is_opaque(fd: &std::os::fd::OwnedFd) -> bool {
         )
     };
     n > 0 && buf[0] == b'y'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn agent_proxy_relays_both_ways_with_its_own_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_path = dir.path().join("real.sock");
+        let agent = std::os::unix::net::UnixListener::bind(&agent_path).unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = agent.accept().unwrap();
+            let mut q = [0u8; 4];
+            c.read_exact(&mut q).unwrap();
+            c.write_all(if &q == b"ping" { b"pong" } else { b"what" })
+                .unwrap();
+        });
+        let proxy_dir = dir.path().join("p");
+        fs::create_dir(&proxy_dir).unwrap();
+        let proxy = AgentProxy::start(&proxy_dir, &agent_path, (65534, 65534), 0o600).unwrap();
+        let meta = fs::metadata(&proxy.path).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (65534, 65534, 0o600)
+        );
+        let mut c = std::os::unix::net::UnixStream::connect(&proxy.path).unwrap();
+        c.write_all(b"ping").unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "pong");
+    }
 }
