@@ -9,7 +9,9 @@ shared=${STRATA_SHARED:-../shared}
 what=${1:-all}
 cargo build --release --locked -q
 bin=$(pwd)/target/x86_64-unknown-linux-gnu/release/strata
-work=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
+# STRATA_BENCH_DIR: where stores and contexts go (default /var/tmp); point it at a freshly made
+# filesystem to keep a long-used disk's inode allocation out of the figures.
+work=$(mktemp -d "${STRATA_BENCH_DIR:-/var/tmp}/strata-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 S="$bin --root $work/store"
 ./tests/fixtures/busybox-rootfs.sh "$work/busybox.tar"
