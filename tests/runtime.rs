@@ -707,3 +707,50 @@ fn cgroup_v2_device_filter_allows_only_dockers_devices() {
         );
     }
 }
+
+#[test]
+fn image_volumes_get_anonymous_volumes_seeded_from_the_image() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = s.path("vctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN mkdir /data && echo seed > /data/seed && ln -s seed /data/link \
+         && chown 65534 /data && chmod 750 /data\nVOLUME /data\n",
+    )
+    .unwrap();
+    s.ok(&["build", "-q", "-t", "vimg", ctx.to_str().unwrap()]);
+    s.ok(&[
+        "create", "--name", "vol1", "vimg", "sh", "-c",
+        "stat -c '%u %a' /data && readlink /data/link && cat /data/seed && echo more >> /data/seed && echo new > /data/new",
+    ]);
+    // Seeded from the image (contents, owner, mode, links), and kept across starts.
+    assert_eq!(s.ok(&["start", "-a", "vol1"]), "65534 750\nseed\nseed\n");
+    assert_eq!(
+        s.ok(&["start", "-a", "vol1"]),
+        "65534 750\nseed\nseed\nmore\n"
+    );
+    // Volume contents are not the container's layer: not in diff, not committed.
+    assert!(!s.ok(&["diff", "vol1"]).contains("/data/new"));
+    s.ok(&["commit", "vol1", "vimg2"]);
+    assert_eq!(
+        s.ok(&["run", "--rm", "vimg2", "ls", "/data"]),
+        "link\nseed\n"
+    );
+    // -v on the same path replaces the anonymous volume.
+    let host = s.path("hostdata");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("h"), "x").unwrap();
+    let v = format!("{}:/data", host.display());
+    assert_eq!(
+        s.ok(&["run", "--rm", "-v", &v, "vimg", "ls", "/data"]),
+        "h\n"
+    );
+    s.assert_check();
+    s.ok(&["rm", "vol1"]);
+    assert_eq!(
+        fs::read_dir(s.root().join("containers")).unwrap().count(),
+        0
+    );
+}

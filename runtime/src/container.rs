@@ -52,6 +52,10 @@ pub struct HostConfig {
     pub mounts: Vec<BindMount>,
     #[serde(default)]
     pub tmpfs: BTreeMap<String, String>,
+    /// The image's `VOLUME`s not covered by `-v` or `--tmpfs`: each gets an anonymous volume
+    /// (a directory of the container's, filled from the image on first start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
     #[serde(default)]
     pub readonly_rootfs: bool,
     #[serde(default)]

@@ -377,58 +377,25 @@ fn user_mounts(rootfs: &Root, root: &RootSpec) -> Result<(), InitError> {
                 source,
                 target,
                 readonly,
-            } => {
-                let is_dir = source.is_dir();
-                let handle = if is_dir {
-                    rootfs.mkdir_all(target, &fs::Permissions::from_mode(0o755))
-                } else {
-                    let parent = Path::new(target)
-                        .parent()
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or("/".into());
-                    rootfs
-                        .mkdir_all(&parent, &fs::Permissions::from_mode(0o755))
-                        .ctx(|| format!("create {parent}"))?;
-                    match rootfs.resolve(target) {
-                        Ok(h) => Ok(h),
-                        Err(_) => {
-                            rootfs
-                                .create_file(
-                                    target,
-                                    pathrs::flags::OpenFlags::O_WRONLY,
-                                    &fs::Permissions::from_mode(0o644),
-                                )
-                                .ctx(|| format!("create {target}"))?;
-                            rootfs.resolve(target)
-                        }
-                    }
-                }
-                .ctx(|| format!("create mount point {target}"))?;
-                let fd = OwnedFd::from(handle);
-                let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                mount(
-                    Some(source.as_path()),
-                    via.as_str(),
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .ctx(|| format!("bind {} to {target}", source.display()))?;
-                if *readonly {
-                    // The fd above still names the directory under the new mount; resolve again
-                    // to reach the bind mount itself.
-                    let top =
-                        OwnedFd::from(rootfs.resolve(target).ctx(|| format!("resolve {target}"))?);
-                    let via = format!("/proc/self/fd/{}", top.as_raw_fd());
-                    mount(
-                        None::<&str>,
-                        via.as_str(),
-                        None::<&str>,
-                        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-                        None::<&str>,
+            } => bind_into(rootfs, source, target, *readonly)?,
+            UserMount::Volume { dir, target } => {
+                let data = dir.join("_data");
+                fs::create_dir_all(&data).ctx(|| format!("create {}", data.display()))?;
+                let marker = dir.join("populated");
+                if !marker.exists() {
+                    // Docker's rule: a new volume starts with what the image has there.
+                    let here = rootfs
+                        .mkdir_all(target, &fs::Permissions::from_mode(0o755))
+                        .ctx(|| format!("create mount point {target}"))?;
+                    let fd = OwnedFd::from(here);
+                    copy_tree_into(
+                        Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                        &data,
                     )
-                    .ctx(|| format!("make {target} read-only"))?;
+                    .ctx(|| format!("fill the volume for {target}"))?;
+                    fs::write(&marker, "").ctx(|| format!("write {}", marker.display()))?;
                 }
+                bind_into(rootfs, &data, target, false)?;
             }
             UserMount::Tmpfs { target, options } => {
                 let opts = if options.is_empty() {
@@ -448,6 +415,102 @@ fn user_mounts(rootfs: &Root, root: &RootSpec) -> Result<(), InitError> {
         }
     }
     Ok(())
+}
+
+/// Bind-mounts the host path `source` at `target` in the rootfs (creating the mount point
+/// inside it), read-only if asked.
+fn bind_into(rootfs: &Root, source: &Path, target: &str, readonly: bool) -> Result<(), InitError> {
+    let is_dir = source.is_dir();
+    let handle = if is_dir {
+        rootfs.mkdir_all(target, &fs::Permissions::from_mode(0o755))
+    } else {
+        let parent = Path::new(target)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or("/".into());
+        rootfs
+            .mkdir_all(&parent, &fs::Permissions::from_mode(0o755))
+            .ctx(|| format!("create {parent}"))?;
+        match rootfs.resolve(target) {
+            Ok(h) => Ok(h),
+            Err(_) => {
+                rootfs
+                    .create_file(
+                        target,
+                        pathrs::flags::OpenFlags::O_WRONLY,
+                        &fs::Permissions::from_mode(0o644),
+                    )
+                    .ctx(|| format!("create {target}"))?;
+                rootfs.resolve(target)
+            }
+        }
+    }
+    .ctx(|| format!("create mount point {target}"))?;
+    let fd = OwnedFd::from(handle);
+    let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    mount(
+        Some(source),
+        via.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {} to {target}", source.display()))?;
+    if readonly {
+        // The fd above still names the directory under the new mount; resolve again
+        // to reach the bind mount itself.
+        let top = OwnedFd::from(rootfs.resolve(target).ctx(|| format!("resolve {target}"))?);
+        let via = format!("/proc/self/fd/{}", top.as_raw_fd());
+        mount(
+            None::<&str>,
+            via.as_str(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .ctx(|| format!("make {target} read-only"))?;
+    }
+    Ok(())
+}
+
+/// Copies the directory tree at `src` (in the container's rootfs, before the container runs;
+/// symlinks are copied as links, never followed) into the empty host directory `dst`, with
+/// modes, owners and times; the root of `dst` takes `src`'s mode and owner.
+fn copy_tree_into(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{lchown, MetadataExt};
+    // `src` may be a /proc/self/fd link: the directory it names is what counts.
+    let top = fs::metadata(src)?;
+    for entry in fs::read_dir(src)? {
+        let name = entry?.file_name();
+        let (from, to) = (src.join(&name), dst.join(&name));
+        let m = fs::symlink_metadata(&from)?;
+        let ft = m.file_type();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if ft.is_dir() {
+            fs::create_dir(&to)?;
+            copy_tree_into(&from, &to)?;
+        } else if ft.is_file() {
+            fs::copy(&from, &to)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        } else {
+            // Devices, FIFOs and sockets do not belong in a volume's seed.
+            continue;
+        }
+        lchown(&to, Some(m.uid()), Some(m.gid()))?;
+        if !ft.is_symlink() {
+            let t = nix::sys::time::TimeSpec::new(m.mtime(), m.mtime_nsec());
+            let _ = nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &to,
+                &t,
+                &t,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            );
+        }
+    }
+    fs::set_permissions(dst, fs::Permissions::from_mode(top.mode() & 0o7777))?;
+    lchown(dst, Some(top.uid()), Some(top.gid()))
 }
 
 /// pivot_root into the new root and detach the old one.

@@ -71,6 +71,12 @@ pub fn specs(
             readonly: m.readonly,
         });
     }
+    for target in &h.volumes {
+        mounts.push(UserMount::Volume {
+            dir: volume_dir(&dir.path, target),
+            target: target.clone(),
+        });
+    }
     for (target, options) in &h.tmpfs {
         mounts.push(UserMount::Tmpfs {
             target: target.clone(),
@@ -135,6 +141,14 @@ fn init_layer(store_root: &std::path::Path) -> Result<PathBuf, RuntimeError> {
         }
     }
     Ok(init)
+}
+
+/// Where the anonymous volume for `target` lives in the container directory `dir`.
+pub fn volume_dir(dir: &std::path::Path, target: &str) -> PathBuf {
+    let hex = strata_image::Digest::of(target.as_bytes())
+        .hex()
+        .to_string();
+    dir.join("volumes").join(&hex[..16])
 }
 
 /// `-v HOST:CTR[:ro|rw]`.

@@ -17,6 +17,12 @@ pub enum UserMount {
         target: String,
         options: String,
     },
+    /// An anonymous volume: `dir/_data` is bound at `target`; the first time, it is filled
+    /// with what the image has at `target` (and `dir/populated` marks that done).
+    Volume {
+        dir: PathBuf,
+        target: String,
+    },
 }
 
 /// The root filesystem and mounts of a container.

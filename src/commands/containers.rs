@@ -170,8 +170,13 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         "host" => "host",
         other => bail!("network {other:?} not found (strata supports none and host)"),
     };
+    let mut covered = std::collections::BTreeSet::new();
     for v in &a.volumes {
-        strata_runtime::monitor::parse_bind(v)?;
+        if let strata_runtime::spec::UserMount::Bind { target, .. } =
+            strata_runtime::monitor::parse_bind(v)?
+        {
+            covered.insert(target.trim_end_matches('/').to_string());
+        }
     }
     let mut tmpfs = BTreeMap::new();
     for t in &a.tmpfs {
@@ -181,6 +186,21 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         }
         tmpfs.insert(path.to_string(), opts.to_string());
     }
+    covered.extend(tmpfs.keys().map(|t| t.trim_end_matches('/').to_string()));
+    // The image's VOLUMEs nobody mounted something else on get anonymous volumes, as in Docker.
+    let volumes: Vec<String> = cfg
+        .volumes
+        .keys()
+        .map(|v| {
+            let t = v.trim_end_matches('/');
+            if t.is_empty() {
+                "/".to_string()
+            } else {
+                t.to_string()
+            }
+        })
+        .filter(|v| v.starts_with('/') && v != "/" && !covered.contains(v))
+        .collect();
     if let Some(s) = a
         .stop_signal
         .as_deref()
@@ -216,6 +236,7 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         host_config: HostConfig {
             binds: a.volumes.clone(),
             mounts: Vec::new(),
+            volumes,
             tmpfs,
             readonly_rootfs: a.read_only,
             network_mode: network.into(),
