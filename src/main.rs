@@ -10,6 +10,11 @@ mod output;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: builds, plans and the parser make many small, short-lived
+/// allocations, and glibc's free/consolidate paths were a third of a warm build's user time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
