@@ -12,11 +12,12 @@ pub fn version() {
     println!("store format: {}", strata_cache::store::STORE_VERSION);
 }
 
+/// The cgroup version containers are managed with (the runtime's own decision, which
+/// `STRATA_CGROUP_V2_ROOT` can change).
 pub fn cgroup_version() -> &'static str {
-    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        "2"
-    } else {
-        "1"
+    match strata_runtime::cgroup::version() {
+        strata_runtime::cgroup::Version::V2 => "2",
+        strata_runtime::cgroup::Version::V1 => "1",
     }
 }
 
