@@ -1225,6 +1225,10 @@ fn add_url_downloads_verifies_and_caches_by_content() {
             "ADD --checksum=sha256:abc {base}/dl /x\n",
             "invalid checksum",
         ),
+        (
+            "ADD --checksum=abcdef1 {base}/dl /x\n",
+            "a URL's checksum is a sha256: digest",
+        ),
     ];
     for (line, want) in hostile {
         let df = format!("FROM busybox\n{}", line.replace("{base}", &base));
@@ -1334,6 +1338,24 @@ fn add_git_repository_by_ref_and_subdir() {
     );
     let err = build_fails(&s, &["build", &bad]);
     assert!(err.contains("git fetch"), "{err}");
+    // --checksum pins the commit a ref must resolve to.
+    let v1 = common::sh(&format!("git -C {}/src rev-parse v1", repos.display()));
+    let pinned = |sum: &str| {
+        ctx_with(
+            &s,
+            "pinned",
+            &[(
+                "Dockerfile",
+                &format!("FROM busybox\nADD --checksum={sum} {url}#v1 /p/\n"),
+            )],
+        )
+    };
+    build(&s, &pinned(&v1.trim()[..12]), &[]);
+    let err = build_fails(&s, &["build", &pinned("0000000")]);
+    assert!(
+        err.contains("checksum mismatch: expected commit 0000000"),
+        "{err}"
+    );
     s.assert_check();
 }
 

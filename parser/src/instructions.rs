@@ -592,14 +592,18 @@ fn typed(
             }
             let checksum = f.string("checksum")?;
             if let Some(c) = &checksum {
-                let ok = c
-                    .strip_prefix("sha256:")
-                    .map(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-                    .unwrap_or(false);
+                let hex = |h: &str| h.bytes().all(|b| b.is_ascii_hexdigit());
+                // A content digest (URLs), or a commit id (git sources, as BuildKit accepts).
+                let ok = match c.strip_prefix("sha256:") {
+                    Some(h) => h.len() == 64 && hex(h),
+                    None => (7..=64).contains(&c.len()) && hex(c),
+                };
                 if !ok && !c.contains('$') {
                     return Err(at(
                         f.pos("checksum"),
-                        format!("invalid checksum {c:?}: want sha256: and 64 hex digits"),
+                        format!(
+                            "invalid checksum {c:?}: want sha256: and 64 hex digits (or a git commit id)"
+                        ),
                     ));
                 }
             }

@@ -1106,7 +1106,10 @@ impl Planner<'_> {
             let f = self.images.fetch_url(u).map_err(|e| self.err(ins, e))?;
             if let Some(want) = checksum {
                 let want_digest: Digest = want.parse().map_err(|_| {
-                    self.err(ins, format!("--checksum={want}: not a sha256 digest"))
+                    self.err(
+                        ins,
+                        format!("--checksum={want}: a URL's checksum is a sha256: digest"),
+                    )
                 })?;
                 if want_digest != f.digest {
                     return Err(self.err(
@@ -1128,7 +1131,7 @@ impl Planner<'_> {
                 .fetch_git(g, keep_git_dir)
                 .map_err(|e| self.err(ins, e))?;
             if let Some(want) = checksum {
-                if !t.commit.starts_with(want) || want.len() < 7 {
+                if !t.commit.starts_with(&want.to_ascii_lowercase()) {
                     return Err(self.err(
                         ins,
                         format!(
