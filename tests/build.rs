@@ -1519,6 +1519,29 @@ fn build_contexts_name_directories_and_images() {
     let (_, progress) = build(&s, &ctx, &args);
     assert_eq!(cached_steps(&progress), 0, "{progress}");
     assert_eq!(s.ok(&["run", "--rm", "named", "cat", "/seen"]), "changed\n");
+    // FROM a directory context: its files are the stage's root filesystem.
+    let rootdir = s.path("rootdir");
+    fs::create_dir(&rootdir).unwrap();
+    common::sh(&format!(
+        "tar -xf {} -C {} && echo from-dir > {}/marker",
+        common::busybox_tar().display(),
+        rootdir.display(),
+        rootdir.display()
+    ));
+    let from_dir = ctx_with(
+        &s,
+        "fromdir-ctx",
+        &[("Dockerfile", "FROM rootfs\nRUN cat /marker > /seen\n")],
+    );
+    let flag = format!("rootfs={}", rootdir.display());
+    build(&s, &from_dir, &["--build-context", &flag, "-t", "fromdir"]);
+    assert_eq!(
+        s.ok(&["run", "--rm", "fromdir", "cat", "/seen"]),
+        "from-dir\n"
+    );
+    let (_, progress) = build(&s, &from_dir, &["--build-context", &flag, "-t", "fromdir"]);
+    assert_eq!(cached_steps(&progress), 1, "{progress}");
+    s.assert_check();
     let err = s.fails(&["build", "--build-context", "x=oci-layout:///tmp/l", &ctx]);
     assert!(
         err.contains("only directories and docker-image://"),

@@ -261,6 +261,8 @@ struct StoreImages<'a> {
     fetches: std::cell::Cell<usize>,
     /// `--build-context NAME=docker-image://REF`: FROM NAME and --from=NAME mean REF.
     aliases: BTreeMap<String, String>,
+    /// `--build-context NAME=DIR`: FROM NAME starts from that directory's files.
+    dir_roots: BTreeMap<String, PathBuf>,
 }
 
 /// `--build-context NAME=VALUE`s: local directories and image aliases.
@@ -312,6 +314,7 @@ impl<'a> StoreImages<'a> {
             fetched: std::cell::OnceCell::new(),
             fetches: std::cell::Cell::new(0),
             aliases: BTreeMap::new(),
+            dir_roots: BTreeMap::new(),
         }
     }
 
@@ -358,8 +361,49 @@ impl StoreImages<'_> {
     }
 }
 
+impl StoreImages<'_> {
+    /// `FROM NAME` of a directory context: its files become a one-layer image (like
+    /// `import` of that tree), whose ID depends only on the content.
+    fn directory_image(
+        &self,
+        name: &str,
+        dir: &Path,
+    ) -> std::result::Result<(Digest, ImageConfig), String> {
+        let _lease = self.store.lease().map_err(|e| e.to_string())?;
+        let layer = self
+            .store
+            .add_layer_from_dir(None, dir, false, &TarOptions::default())
+            .map_err(|e| format!("build context {name}: {e}"))?;
+        let cfg = ImageConfig {
+            architecture: strata_cache::transfer::host_arch().to_string(),
+            os: "linux".to_string(),
+            rootfs: strata_image::spec::RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![layer.diff_id],
+            },
+            history: vec![strata_image::spec::History {
+                created_by: Some(format!("build context {name}")),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let img = self
+            .store
+            .put_image(
+                &strata_image::spec::to_canonical_json(&cfg),
+                None,
+                Vec::new(),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok((img.id().clone(), img.config))
+    }
+}
+
 impl ImageSource for StoreImages<'_> {
     fn lookup(&self, name: &str) -> std::result::Result<Option<(Digest, ImageConfig)>, String> {
+        if let Some(dir) = self.dir_roots.get(&name.to_lowercase()) {
+            return self.directory_image(name, dir).map(Some);
+        }
         let name = self
             .aliases
             .get(&name.to_lowercase())
@@ -683,6 +727,11 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         None => None,
     };
     let named = NamedContexts::parse(&a.build_contexts)?;
+    let dir_roots = named
+        .dirs
+        .iter()
+        .map(|(n, c)| (n.clone(), c.root.clone()))
+        .collect();
     let opts = PlanOptions {
         source_date_epoch: epoch,
         build_args: args,
@@ -698,6 +747,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     let mut sources =
         StoreImages::new(store, &a.pull, registries, a.quiet || a.progress == "quiet");
     sources.aliases = named.images;
+    sources.dir_roots = dir_roots;
     let graph = plan(
         &src.name, &src.text, &df, &opts, &context, &mut stat, &sources,
     )?;
