@@ -754,3 +754,32 @@ fn image_volumes_get_anonymous_volumes_seeded_from_the_image() {
         0
     );
 }
+
+#[test]
+fn system_check_sweeps_empty_cgroups_left_by_killed_monitors() {
+    let s = Strata::new();
+    // A leftover as a killed monitor leaves it: strata's parent group, no process, idle.
+    let parent = ["freezer", "unified", ""]
+        .iter()
+        .map(|c| std::path::Path::new("/sys/fs/cgroup").join(c))
+        .find(|p| p.join("cgroup.procs").exists())
+        .expect("a cgroup hierarchy")
+        .join("strata");
+    fs::create_dir_all(&parent).unwrap();
+    let leftover = parent.join(format!("leftover-{}", std::process::id()));
+    fs::create_dir(&leftover).unwrap();
+    sh(&format!("touch -d '5 minutes ago' {}", leftover.display()));
+    let report = s.ok(&["system", "check"]);
+    assert!(
+        report.contains(&format!("garbage: empty cgroup {}", leftover.display())),
+        "{report}"
+    );
+    s.ok(&["system", "check", "--repair"]);
+    assert!(!leftover.exists());
+    // A cgroup that was just made (its first process is about to join) is left alone.
+    let fresh = parent.join(format!("fresh-{}", std::process::id()));
+    fs::create_dir(&fresh).unwrap();
+    s.ok(&["system", "check", "--repair"]);
+    assert!(fresh.exists());
+    fs::remove_dir(&fresh).unwrap();
+}

@@ -337,6 +337,44 @@ impl Cgroup {
     }
 }
 
+/// Container cgroups under strata's parent group, in every hierarchy this host has, that hold
+/// no process and were not touched for `min_age`: leftovers of monitors killed before they
+/// could clean up. (A cgroup is created a moment before its first process joins, hence the age.)
+pub fn leftovers(min_age: std::time::Duration) -> Vec<PathBuf> {
+    let mut parents: Vec<PathBuf> = V1_CONTROLLERS
+        .iter()
+        .map(|c| Path::new(ROOT).join(c).join(PARENT))
+        .collect();
+    parents.push(Path::new(ROOT).join(PARENT));
+    parents.push(Path::new(ROOT).join("unified").join(PARENT));
+    parents.extend(v2_override().map(|r| r.join(PARENT)));
+    parents.sort();
+    parents.dedup();
+    let mut out = Vec::new();
+    for parent in parents {
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let dir = e.path();
+            let idle = e
+                .metadata()
+                .ok()
+                .filter(|m| m.is_dir())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            let empty = fs::read_to_string(dir.join("cgroup.procs"))
+                .map(|p| p.trim().is_empty())
+                .unwrap_or(false);
+            if idle && empty {
+                out.push(dir);
+            }
+        }
+    }
+    out
+}
+
 fn create_dir(p: &Path) -> Result<(), RuntimeError> {
     match fs::create_dir(p) {
         Ok(()) => Ok(()),

@@ -134,7 +134,19 @@ pub fn prune(store: &Store, a: &PruneArgs, images_only: bool) -> Result<()> {
 }
 
 pub fn check(store: &Store, repair: bool) -> Result<()> {
-    let report = store.check(repair, &|_| false)?;
+    let mut report = store.check(repair, &|_| false)?;
+    // Host cgroups are not the store's, but a killed monitor leaves them behind all the same.
+    for dir in strata_runtime::cgroup::leftovers(std::time::Duration::from_secs(60)) {
+        if repair && std::fs::remove_dir(&dir).is_ok() {
+            report
+                .repaired
+                .push(format!("removed empty cgroup {}", dir.display()));
+        } else {
+            report
+                .garbage
+                .push(format!("empty cgroup {} (no process)", dir.display()));
+        }
+    }
     for g in &report.garbage {
         println!("garbage: {g}");
     }
