@@ -731,6 +731,17 @@ fn image_volumes_get_anonymous_volumes_seeded_from_the_image() {
         s.ok(&["start", "-a", "vol1"]),
         "65534 750\nseed\nseed\nmore\n"
     );
+    let mounts = s.ok(&[
+        "container",
+        "inspect",
+        "--format",
+        "{{json .Mounts}}",
+        "vol1",
+    ]);
+    assert!(
+        mounts.contains("\"Type\":\"volume\"") && mounts.contains("\"Destination\":\"/data\""),
+        "{mounts}"
+    );
     // Volume contents are not the container's layer: not in diff, not committed.
     assert!(!s.ok(&["diff", "vol1"]).contains("/data/new"));
     s.ok(&["commit", "vol1", "vimg2"]);

@@ -586,7 +586,17 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
         "Mounts": rec.host_config.binds.iter().map(|b| {
             let p: Vec<&str> = b.split(':').collect();
             json!({"Type": "bind", "Source": p.first(), "Destination": p.get(1), "RW": p.get(2) != Some(&"ro")})
-        }).collect::<Vec<_>>(),
+        }).chain(rec.host_config.volumes.iter().map(|target| {
+            let vdir = strata_runtime::monitor::volume_dir(&dir.path, target);
+            json!({
+                "Type": "volume",
+                "Name": vdir.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "Source": vdir.join("_data"),
+                "Destination": target,
+                "Driver": "local",
+                "RW": true,
+            })
+        })).collect::<Vec<_>>(),
         "Config": {
             "Hostname": if rec.config.hostname.is_empty() { rec.short_id().to_string() } else { rec.config.hostname.clone() },
             "User": rec.config.user,
