@@ -717,7 +717,7 @@ fn image_volumes_get_anonymous_volumes_seeded_from_the_image() {
     fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN mkdir /data && echo seed > /data/seed && ln -s seed /data/link \
-         && chown 65534 /data && chmod 750 /data\nVOLUME /data\n",
+         && ln -s /etc /data/etc && chown 65534 /data && chmod 750 /data\nVOLUME /data\n",
     )
     .unwrap();
     s.ok(&["build", "-q", "-t", "vimg", ctx.to_str().unwrap()]);
@@ -742,12 +742,16 @@ fn image_volumes_get_anonymous_volumes_seeded_from_the_image() {
         mounts.contains("\"Type\":\"volume\"") && mounts.contains("\"Destination\":\"/data\""),
         "{mounts}"
     );
+    // The image's symlinks are copied as links, never followed to host files.
+    let listed: serde_json::Value = serde_json::from_str(&mounts).unwrap();
+    let data = std::path::PathBuf::from(listed[0]["Source"].as_str().unwrap());
+    assert!(fs::symlink_metadata(data.join("etc")).unwrap().is_symlink());
     // Volume contents are not the container's layer: not in diff, not committed.
     assert!(!s.ok(&["diff", "vol1"]).contains("/data/new"));
     s.ok(&["commit", "vol1", "vimg2"]);
     assert_eq!(
         s.ok(&["run", "--rm", "vimg2", "ls", "/data"]),
-        "link\nseed\n"
+        "etc\nlink\nseed\n"
     );
     // -v on the same path replaces the anonymous volume.
     let host = s.path("hostdata");

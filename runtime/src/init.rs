@@ -387,12 +387,14 @@ fn user_mounts(rootfs: &Root, root: &RootSpec) -> Result<(), InitError> {
                     let here = rootfs
                         .mkdir_all(target, &fs::Permissions::from_mode(0o755))
                         .ctx(|| format!("create mount point {target}"))?;
-                    let fd = OwnedFd::from(here);
-                    copy_tree_into(
-                        Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
-                        &data,
-                    )
-                    .ctx(|| format!("fill the volume for {target}"))?;
+                    let dir = here
+                        .reopen(
+                            pathrs::flags::OpenFlags::O_RDONLY
+                                | pathrs::flags::OpenFlags::O_DIRECTORY,
+                        )
+                        .ctx(|| format!("open {target}"))?;
+                    copy_tree_into(&OwnedFd::from(dir), &data)
+                        .ctx(|| format!("fill the volume for {target}"))?;
                     fs::write(&marker, "").ctx(|| format!("write {}", marker.display()))?;
                 }
                 bind_into(rootfs, &data, target, false)?;
@@ -473,33 +475,58 @@ fn bind_into(rootfs: &Root, source: &Path, target: &str, readonly: bool) -> Resu
     Ok(())
 }
 
-/// Copies the directory tree at `src` (in the container's rootfs, before the container runs;
-/// symlinks are copied as links, never followed) into the empty host directory `dst`, with
-/// modes, owners and times; the root of `dst` takes `src`'s mode and owner.
-fn copy_tree_into(src: &Path, dst: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{lchown, MetadataExt};
-    // `src` may be a /proc/self/fd link: the directory it names is what counts.
-    let top = fs::metadata(src)?;
-    for entry in fs::read_dir(src)? {
-        let name = entry?.file_name();
-        let (from, to) = (src.join(&name), dst.join(&name));
-        let m = fs::symlink_metadata(&from)?;
-        let ft = m.file_type();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-        } else if ft.is_dir() {
+/// Copies the directory tree open at `src` (in the container's rootfs: untrusted, walked with
+/// `openat`/`fstatat` from that fd, never following its symlinks) into the empty host
+/// directory `dst`, with modes, owners and times; `dst` itself takes `src`'s mode and owner.
+fn copy_tree_into(src: &OwnedFd, dst: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+    use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::lchown;
+    let io = std::io::Error::from;
+    let top = fstat(src).map_err(io)?;
+    let names: Vec<std::ffi::CString> = {
+        let mut dir = nix::dir::Dir::from_fd(src.try_clone()?).map_err(io)?;
+        dir.iter()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_owned())
+            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+            .collect()
+    };
+    for name in names {
+        let m = fstatat(src, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io)?;
+        let to = dst.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        let kind = SFlag::from_bits_truncate(m.st_mode & SFlag::S_IFMT.bits());
+        if kind == SFlag::S_IFLNK {
+            std::os::unix::fs::symlink(readlinkat(src, name.as_c_str()).map_err(io)?, &to)?;
+        } else if kind == SFlag::S_IFDIR {
             fs::create_dir(&to)?;
-            copy_tree_into(&from, &to)?;
-        } else if ft.is_file() {
-            fs::copy(&from, &to)?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(m.mode() & 0o7777))?;
+            let child = openat(
+                src,
+                name.as_c_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io)?;
+            copy_tree_into(&child, &to)?;
+        } else if kind == SFlag::S_IFREG {
+            let from = openat(
+                src,
+                name.as_c_str(),
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io)?;
+            let mut out = fs::File::create(&to)?;
+            std::io::copy(&mut fs::File::from(from), &mut out)?;
+            out.set_permissions(fs::Permissions::from_mode(m.st_mode & 0o7777))?;
         } else {
             // Devices, FIFOs and sockets do not belong in a volume's seed.
             continue;
         }
-        lchown(&to, Some(m.uid()), Some(m.gid()))?;
-        if !ft.is_symlink() {
-            let t = nix::sys::time::TimeSpec::new(m.mtime(), m.mtime_nsec());
+        lchown(&to, Some(m.st_uid), Some(m.st_gid))?;
+        if kind != SFlag::S_IFLNK {
+            let t = nix::sys::time::TimeSpec::new(m.st_mtime, m.st_mtime_nsec);
             let _ = nix::sys::stat::utimensat(
                 nix::fcntl::AT_FDCWD,
                 &to,
@@ -509,8 +536,8 @@ fn copy_tree_into(src: &Path, dst: &Path) -> std::io::Result<()> {
             );
         }
     }
-    fs::set_permissions(dst, fs::Permissions::from_mode(top.mode() & 0o7777))?;
-    lchown(dst, Some(top.uid()), Some(top.gid()))
+    fs::set_permissions(dst, fs::Permissions::from_mode(top.st_mode & 0o7777))?;
+    lchown(dst, Some(top.st_uid), Some(top.st_gid))
 }
 
 /// pivot_root into the new root and detach the old one.
