@@ -546,6 +546,13 @@ pub fn copy_step(
         None if op.sources.is_empty() => {}
         None => {
             let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
+            // Regular files of one source have distinct targets, so they can be written in
+            // parallel once the directories exist (a context copy is syscall-bound).
+            let first = op.selected.first().map(|x| x.0);
+            let parallel = !op.add
+                && op.selected.len() >= PARALLEL_COPY_MIN
+                && op.selected.iter().all(|x| Some(x.0) == first);
+            let mut files: Vec<(String, Meta, &str)> = Vec::new();
             for (_, sel) in &op.selected {
                 let e = &sel.entry;
                 let (uid, gid) = own.unwrap_or((0, 0));
@@ -571,7 +578,9 @@ pub fn copy_step(
                     mtime: e.mtime,
                     link: e.link.clone(),
                 };
-                if e.kind == Kind::File {
+                if e.kind == Kind::File && parallel {
+                    files.push((target, meta, &sel.src));
+                } else if e.kind == Kind::File {
                     let mut f = ctx
                         .open_in(&ctx_root, &sel.src)
                         .map_err(|er| er.to_string())?;
@@ -580,6 +589,7 @@ pub fn copy_step(
                     dest.write(&target, &meta, None)?;
                 }
             }
+            write_files_parallel(ctx, &dest, &files)?;
         }
         Some(src_image) => {
             let sm = mount_image(store, src_image, false)?;
@@ -626,6 +636,50 @@ pub fn copy_step(
     dest.finish()?;
     drop(dest);
     Ok(m.into_upper())
+}
+
+/// Below this many entries a copy stays on one thread.
+const PARALLEL_COPY_MIN: usize = 256;
+
+/// Writes context files (target, metadata, context path) with one writer per core, each with
+/// its own handles on both roots; their directories exist already.
+fn write_files_parallel(
+    ctx: &Context,
+    dest: &Dest,
+    files: &[(String, Meta, &str)],
+) -> Result<(), String> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let chunk = files.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || -> Result<(), String> {
+                    let mut out = Dest {
+                        root: dest.root.try_clone().map_err(|e| e.to_string())?,
+                        dirs: HashMap::new(),
+                        dir_times: Vec::new(),
+                    };
+                    let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
+                    for (target, meta, src) in part {
+                        let mut f = ctx.open_in(&ctx_root, src).map_err(|e| e.to_string())?;
+                        out.write(target, meta, Some(Data::File(&mut f)))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().unwrap_or_else(|_| Err("a copy worker panicked".into())))
+            .collect::<Result<Vec<()>, String>>()
+            .map(|_| ())
+    })
 }
 
 /// Paths a `--from` source names: a literal path, or a glob in its last component.
