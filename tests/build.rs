@@ -856,6 +856,9 @@ fn run_mount_cache_persists_and_stays_out_of_layers() {
     );
     // Neither the target nor its parents (absent from busybox) are in the layer.
     assert_eq!(top_layer_paths(&s, "c", 1), "count\nowner\n");
+    // Without an id= the target is the id; `builder du` lists the mount with its size.
+    let du = s.ok(&["builder", "du"]);
+    assert!(du.contains("cache mount /var/cache/app"), "{du}");
     let out = s.ok(&["builder", "prune", "-a"]);
     assert!(out.contains("Deleted cache mounts: 1"), "{out}");
     build(&s, &ctx, &["--no-cache", "-t", "c"]);

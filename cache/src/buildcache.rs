@@ -192,6 +192,32 @@ impl Store {
         }))
     }
 
+    /// Every cache mount: (directory name = sha256 of the id, the id when recorded, bytes,
+    /// last modified as RFC 3339).
+    pub fn cache_mounts(&self) -> Vec<(String, Option<String>, u64, String)> {
+        let base = self.cache_mounts_dir();
+        let Ok(entries) = fs::read_dir(&base) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = fs::read_to_string(base.join(format!("{name}.id"))).ok();
+                let modified = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .map(|t| fsutil::rfc3339(t.into()))
+                    .unwrap_or_default();
+                (name, id, fsutil::tree_size(&e.path()), modified)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Removes every cache mount nobody is using; returns how many and their bytes.
     pub fn prune_cache_mounts(&self) -> Result<(usize, u64)> {
         let base = self.cache_mounts_dir();

@@ -676,7 +676,10 @@ fn write_files_parallel(
             })
             .collect();
         jobs.into_iter()
-            .map(|j| j.join().unwrap_or_else(|_| Err("a copy worker panicked".into())))
+            .map(|j| {
+                j.join()
+                    .unwrap_or_else(|_| Err("a copy worker panicked".into()))
+            })
             .collect::<Result<Vec<()>, String>>()
             .map(|_| ())
     })

@@ -259,6 +259,19 @@ pub fn builder_du(store: &Store) -> Result<()> {
             r.last_used.clone(),
         ]);
     }
+    // RUN --mount=type=cache directories, as Docker lists its exec.cachemount records.
+    for (key, id, size, modified) in store.cache_mounts() {
+        total += size;
+        rows.push(vec![
+            format!(
+                "cache mount {}",
+                id.unwrap_or_else(|| key[..12].to_string())
+            ),
+            "-".to_string(),
+            human_size(size),
+            modified,
+        ]);
+    }
     print_table(&["ID", "IMAGE", "SIZE", "LAST USED"], &rows);
     println!("Total:\t{}", human_size(total));
     Ok(())
