@@ -1,8 +1,10 @@
 //! strata-executor: runs a [`BuildGraph`].
 //!
 //! Main types: [`Executor`] (stage threads, cache lookups, step execution, commit) and
-//! [`progress::Progress`]. Each step is create → start (RUN) or write (COPY/ADD) → commit,
-//! unless its cache key already has a result; metadata steps only change the config.
+//! [`progress::Progress`]. Each step is create → start (RUN, with the `--mount`s that
+//! [`mounts`] prepares and undoes) or write (COPY/ADD; `--link` writes into an empty layer that
+//! is then rebased onto the parent) → commit, unless its cache key already has a result;
+//! metadata steps only change the config.
 //!
 //! Key design decisions: every step's result is an (intermediate) image recorded in the store,
 //! and only then is its cache record written, so a cache hit always points at a complete image
