@@ -1487,6 +1487,24 @@ fn builder_cache_export_import_carries_cache_mounts() {
     fs::write(&archive, bytes).unwrap();
     let err = b.fails(&["builder", "cache", "import", dir.to_str().unwrap()]);
     assert!(err.contains("the index says"), "{err}");
+    // An index naming files outside its directory, or not a cache-mount export at all.
+    let hostile = a.path("hostile-export");
+    fs::create_dir(&hostile).unwrap();
+    let index = format!(
+        "{{\"schema\":\"strata.cache-mounts.v1\",\"mounts\":[{{\"key\":\"{}\",\"archive\":\"../x.tar.zst\",\"digest\":\"sha256:{}\",\"size\":1}}]}}",
+        "a".repeat(64),
+        "0".repeat(64)
+    );
+    fs::write(hostile.join("index.json"), index).unwrap();
+    let err = b.fails(&["builder", "cache", "import", hostile.to_str().unwrap()]);
+    assert!(err.contains("bad key or archive name"), "{err}");
+    fs::write(
+        hostile.join("index.json"),
+        "{\"schema\":\"other\",\"mounts\":[]}",
+    )
+    .unwrap();
+    let err = b.fails(&["builder", "cache", "import", hostile.to_str().unwrap()]);
+    assert!(err.contains("is not strata.cache-mounts.v1"), "{err}");
     build(&b, &read, &["--no-cache", "-t", "seen"]);
     assert_eq!(b.ok(&["run", "--rm", "seen", "cat", "/seen"]), "fetched\n");
     b.assert_check();
