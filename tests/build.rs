@@ -1623,3 +1623,31 @@ fn copy_link_layer_survives_earlier_changes_unchanged() {
     assert!(hist.contains("COPY --link b.txt /b/ # buildkit"), "{hist}");
     s.assert_check();
 }
+
+#[test]
+fn run_network_modes_and_the_host_entitlement() {
+    let s = Strata::new();
+    s.busybox();
+    let interfaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '";
+    let ctx = context(
+        &s,
+        &format!("FROM busybox\nRUN --network=none sh -c \"{interfaces}\" > /none\n"),
+    );
+    build(&s, &ctx, &["-t", "netnone"]);
+    assert_eq!(s.ok(&["run", "--rm", "netnone", "cat", "/none"]), "lo ");
+    // The host's network is an entitlement when a step asks for it by name.
+    let host = ctx_with(
+        &s,
+        "nethost",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nRUN --network=host sh -c \"{interfaces}\" > /host\n"),
+        )],
+    );
+    let err = build_fails(&s, &["build", &host]);
+    assert!(err.contains("--allow network.host"), "{err}");
+    build(&s, &host, &["--allow", "network.host", "-t", "nethost"]);
+    let seen = s.ok(&["run", "--rm", "nethost", "cat", "/host"]);
+    let on_host = common::sh(&format!("sh -c \"{interfaces}\""));
+    assert_eq!(seen, on_host);
+}

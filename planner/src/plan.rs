@@ -92,6 +92,9 @@ pub struct PlanOptions {
     pub source_date_epoch: Option<i64>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run privileged.
     pub allow_insecure: bool,
+    /// `--allow network.host`: `RUN --network=host` may be asked for explicitly (the default
+    /// network of RUN steps is the host's anyway: strata has no bridge network).
+    pub allow_network_host: bool,
     /// `--build-context NAME=DIR`: local directories `COPY --from=NAME` (and bind mounts)
     /// read, by lower-cased name.
     pub named_contexts: BTreeMap<String, Context>,
@@ -832,6 +835,12 @@ impl Planner<'_> {
                         self.opts.network.clone().unwrap_or_else(|| "host".into())
                     }
                 };
+                if r.network == Some(NetworkMode::Host) && !self.opts.allow_network_host {
+                    return Err(self.err(
+                        ins,
+                        "RUN --network=host needs the build to allow it (--allow network.host)",
+                    ));
+                }
                 let insecure = r.security == Some(Security::Insecure);
                 if insecure && !self.opts.allow_insecure {
                     return Err(self.err(

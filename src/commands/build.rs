@@ -165,20 +165,19 @@ fn build_secrets(a: &BuildArgs) -> Result<strata_executor::mounts::BuildSecrets>
     Ok(out)
 }
 
-/// `--allow`: only `security.insecure` is an entitlement strata knows (`network.host` is
-/// accepted: host networking needs no permission here).
-fn allow_insecure(a: &BuildArgs) -> Result<bool> {
-    let mut insecure = false;
+/// `--allow`: the entitlements `security.insecure` and `network.host`, as (insecure, host).
+fn entitlements(a: &BuildArgs) -> Result<(bool, bool)> {
+    let (mut insecure, mut host) = (false, false);
     for e in &a.allow {
         match e.as_str() {
             "security.insecure" => insecure = true,
-            "network.host" => {}
+            "network.host" => host = true,
             other => {
                 bail!("--allow {other}: unknown entitlement (security.insecure, network.host)")
             }
         }
     }
-    Ok(insecure)
+    Ok((insecure, host))
 }
 
 /// `--build-arg K=V` / `--build-arg K` (from the environment).
@@ -727,6 +726,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         None => None,
     };
     let named = NamedContexts::parse(&a.build_contexts)?;
+    let entitled = entitlements(a)?;
     let dir_roots = named
         .dirs
         .iter()
@@ -741,7 +741,8 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             .clone()
             .map(|n| if n == "default" { "host".into() } else { n }),
         labels: labels.clone(),
-        allow_insecure: allow_insecure(a)?,
+        allow_insecure: entitled.0,
+        allow_network_host: entitled.1,
         named_contexts: named.dirs,
     };
     let mut sources =
