@@ -1603,6 +1603,13 @@ fn copy_link_layer_survives_earlier_changes_unchanged() {
     // The --link layer holds only what it copied; the RUN layer above it only /both.
     assert_eq!(top_layer_paths(&s, "link", 2), "b/\nb/b.txt\nboth\n");
     fs::write(format!("{ctx}/a.txt"), "a2\n").unwrap();
+    let plan = s.ok(&["build", "--dry-run", &ctx]);
+    assert!(
+        plan.contains(
+            "CACHED COPY --link b.txt /b/  (its --link layer is reused on the new parent)"
+        ),
+        "{plan}"
+    );
     let (_, progress) = build(&s, &ctx, &["-t", "link"]);
     assert!(
         progress.contains("COPY --link b.txt /b/\n#3 CACHED"),

@@ -844,9 +844,17 @@ fn dry_run(store: &Store, graph: &BuildGraph) -> Result<()> {
         let mut parent_missed = false;
         for (i, step) in st.steps.iter().enumerate() {
             let hit = store.cache_get(&step.key)?.is_some();
-            let status = if hit { "CACHED" } else { "run" };
+            // COPY --link: its layer alone may be known, and is then only rebased.
+            let link_hit = !hit
+                && match &step.link_key {
+                    Some(k) => store.cache_get(k)?.is_some(),
+                    None => false,
+                };
+            let status = if hit || link_hit { "CACHED" } else { "run" };
             let reason = if hit {
                 String::new()
+            } else if link_hit {
+                "  (its --link layer is reused on the new parent)".to_string()
             } else if parent_missed {
                 "  (an earlier step runs)".to_string()
             } else {
