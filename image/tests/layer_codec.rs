@@ -228,3 +228,33 @@ fn link_then_regular_file_replaces_the_link_without_following_it() {
     assert_eq!(fs::read_to_string(&victim).unwrap(), "host data");
     assert_eq!(fs::read_to_string(target.join("l")).unwrap(), "new");
 }
+
+#[test]
+fn whiteout_times_survive_a_round_trip_at_any_clock() {
+    // A whiteout made long ago: writing back the extracted layer must give the same tar (and
+    // diffID) even though the extraction happens at another second.
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    nix::sys::stat::mknod(
+        &src.join("gone"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let old = nix::sys::time::TimeSpec::new(1_000_000, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &src.join("gone"),
+        &old,
+        &old,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let first = write(&src);
+    let dst = t.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    extract(&first, &dst).unwrap();
+    assert_eq!(write(&dst), first);
+}

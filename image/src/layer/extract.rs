@@ -142,8 +142,21 @@ impl Extractor<'_> {
             let hidden = OsStr::from_bytes(hidden).to_os_string();
             let dir = self.parent(&parent, &shown)?;
             self.clear(&dir, &parent, &hidden, false)?;
-            return mknodat(&dir, hidden.as_os_str(), SFlag::S_IFCHR, Mode::empty(), 0)
-                .map_err(|e| self.io(&path, e.into()));
+            mknodat(&dir, hidden.as_os_str(), SFlag::S_IFCHR, Mode::empty(), 0)
+                .map_err(|e| self.io(&path, e.into()))?;
+            // The writer puts a whiteout's time in its marker entry: keep the entry's, so the
+            // layer written back from this directory is the same tar (same diffID), whatever
+            // the clock says now.
+            let mtime = entry.header().mtime().map_err(LayerError::Stream)? as i64;
+            let t = TimeSpec::new(mtime, 0);
+            return utimensat(
+                &dir,
+                hidden.as_os_str(),
+                &t,
+                &t,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| self.io(&path, e.into()));
         }
 
         let header = entry.header();
