@@ -97,11 +97,7 @@ impl Store {
         }
         let bytes = serde_json::to_vec_pretty(&index)
             .map_err(|e| StoreError::Invalid(format!("cache mounts index: {e}")))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
-        tmp.write_all(&bytes).at(dir.join(INDEX))?;
-        tmp.as_file().sync_all().at(dir.join(INDEX))?;
-        tmp.persist(dir.join(INDEX))
-            .map_err(|e| StoreError::io(dir.join(INDEX), e.error))?;
+        fsutil::atomic_write(dir, &dir.join(INDEX), &bytes)?;
         Ok(index)
     }
 

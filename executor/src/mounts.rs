@@ -49,10 +49,7 @@ impl AgentProxy {
         use std::os::unix::net::{UnixListener, UnixStream};
         let path = dir.join("agent.sock");
         let listener = UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o777))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        set_owner_and_mode(&path, owner, mode & 0o777)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
         let agent = agent.to_path_buf();
@@ -127,6 +124,13 @@ fn resolve_inside(root: &Path, path: &str) -> Result<PathBuf, String> {
     let h = r.resolve(path).map_err(|e| format!("{path}: {e}"))?;
     let fd = std::os::fd::OwnedFd::from(h);
     fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| format!("{path}: {e}"))
+}
+
+/// The `uid`/`gid`/`mode` a mount asked for, on what the step gets at its target.
+fn set_owner_and_mode(path: &Path, owner: (u32, u32), mode: u32) -> Result<(), String> {
+    std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777)))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn temp_private_dir(store: &Store, prefix: &str) -> Result<PathBuf, String> {
@@ -218,10 +222,7 @@ pub(crate) fn prepare(
                     // sharing=private and in use: this step gets a directory of its own.
                     None => {
                         let d = store.temp_dir("cache-mount").map_err(|e| e.to_string())?;
-                        std::os::unix::fs::chown(&d, Some(*uid), Some(*gid))
-                            .map_err(|e| format!("{}: {e}", d.display()))?;
-                        fs::set_permissions(&d, fs::Permissions::from_mode(*mode & 0o7777))
-                            .map_err(|e| format!("{}: {e}", d.display()))?;
+                        set_owner_and_mode(&d, (*uid, *gid), *mode)?;
                         p.guards.push(Guard::Temp(d.clone()));
                         (d, true)
                     }
@@ -263,10 +264,7 @@ pub(crate) fn prepare(
                     p.guards.push(Guard::Temp(dir.clone()));
                     let file = dir.join("value");
                     fs::write(&file, value).map_err(|e| format!("{}: {e}", file.display()))?;
-                    std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
-                        .map_err(|e| format!("{}: {e}", file.display()))?;
-                    fs::set_permissions(&file, fs::Permissions::from_mode(*mode & 0o7777))
-                        .map_err(|e| format!("{}: {e}", file.display()))?;
+                    set_owner_and_mode(&file, (*uid, *gid), *mode)?;
                     p.bind(file, target, true);
                 }
             }

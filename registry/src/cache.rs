@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -188,14 +188,13 @@ fn io_err(path: &Path, e: std::io::Error) -> RegistryError {
     RegistryError::Transport(format!("{}: {e}", path.display()))
 }
 
-/// Writes `name` in `dir` atomically (temp file, fsync, rename).
+/// Writes `name` in `dir` atomically (temp file, fsync, rename, fsync of `dir`).
 fn write_layout_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), RegistryError> {
-    let path = dir.join(name);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| io_err(&path, e))?;
-    tmp.as_file().sync_all().map_err(|e| io_err(&path, e))?;
-    tmp.persist(&path).map_err(|e| io_err(&path, e.error))?;
-    Ok(())
+    Ok(strata_cache::fsutil::atomic_write(
+        dir,
+        &dir.join(name),
+        bytes,
+    )?)
 }
 
 fn put_layout_bytes(dir: &Path, bytes: &[u8]) -> Result<Digest, RegistryError> {

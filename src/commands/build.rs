@@ -427,19 +427,11 @@ impl ImageSource for StoreImages<'_> {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(ADD_MAX_SIZE);
-        let timeout = std::env::var("STRATA_REGISTRY_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(60);
+        let timeout = registry::network_timeout()
+            .unwrap_or(strata_registry::client::ClientOptions::default().timeout);
         let dir = self.fetch_dir()?;
-        let d = strata_registry::remote::download(
-            url,
-            &dir,
-            max,
-            std::time::Duration::from_secs(timeout),
-        )
-        .map_err(|e| e.to_string())?;
+        let d = strata_registry::remote::download(url, &dir, max, timeout)
+            .map_err(|e| e.to_string())?;
         Ok(FetchedFile {
             path: d.path,
             digest: d.digest,

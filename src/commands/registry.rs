@@ -36,15 +36,20 @@ impl RegistryConfig {
         {
             opts.chunk_size = n;
         }
-        if let Some(secs) = std::env::var("STRATA_REGISTRY_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-        {
-            opts.timeout = Duration::from_secs(secs);
+        if let Some(t) = network_timeout() {
+            opts.timeout = t;
         }
         Client::new(domain, opts)
     }
+}
+
+/// `STRATA_REGISTRY_TIMEOUT` (seconds): reads from registries and ADD downloads.
+pub fn network_timeout() -> Option<Duration> {
+    std::env::var("STRATA_REGISTRY_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .map(Duration::from_secs)
 }
 
 fn parse_reference(s: &str) -> Result<Reference> {
