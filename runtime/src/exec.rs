@@ -68,6 +68,7 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
         no_new_privs: base.no_new_privs,
         seccomp: base.seccomp && !o.privileged,
         tty: o.tty,
+        console_size: None,
         init: false,
     };
     // Join the cgroup, then the namespaces (mount last: it changes our root).

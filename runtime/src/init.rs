@@ -119,7 +119,7 @@ fn setup(
         loopback_up().ctx(|| "bring up loopback".into())?;
     }
     if p.tty {
-        attach_console(console)?;
+        attach_console(console, p.console_size)?;
     }
     // Limits must apply to the user's process: wait until the monitor placed us in the cgroup.
     let mut b = [0u8; 1];
@@ -637,7 +637,7 @@ fn loopback_up() -> std::io::Result<()> {
 
 /// Opens a pty in the container's own devpts, sends the master to the monitor, and makes the
 /// slave the controlling terminal and stdio.
-fn attach_console(console: Option<RawFd>) -> Result<(), InitError> {
+fn attach_console(console: Option<RawFd>, size: Option<(u16, u16)>) -> Result<(), InitError> {
     let sock = console.ok_or_else(|| InitError {
         code: 125,
         message: "tty requested without a console socket".into(),
@@ -646,6 +646,16 @@ fn attach_console(console: Option<RawFd>) -> Result<(), InitError> {
         .ctx(|| "open /dev/ptmx".into())?;
     nix::pty::grantpt(&master).ctx(|| "grantpt".into())?;
     nix::pty::unlockpt(&master).ctx(|| "unlockpt".into())?;
+    if let Some((rows, cols)) = size {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ with a winsize we own, on the master we just opened.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
     let name = nix::pty::ptsname_r(&master).ctx(|| "ptsname".into())?;
     let slave = nix::fcntl::open(
         name.as_str(),

@@ -109,6 +109,7 @@ pub fn specs(
         no_new_privs: h.no_new_privileges(),
         seccomp: !h.seccomp_unconfined(),
         tty: rec.config.tty,
+        console_size: None,
         init: h.init,
     };
     Ok((root, proc_))
@@ -288,7 +289,10 @@ fn run_inner(store: &Store, id: &str, opts: &Options) -> Result<i32, (i32, Strin
         }
         (code, msg)
     };
-    let (root, proc_) = specs(store, &rec).map_err(|e| fail_start(125, e.to_string()))?;
+    let (root, mut proc_) = specs(store, &rec).map_err(|e| fail_start(125, e.to_string()))?;
+    if proc_.tty && opts.foreground {
+        proc_.console_size = terminal_size(0);
+    }
     // The overlay is mounted `volatile` (no syncs on unmount: Docker does not need them either,
     // and they dominate a short container's run time); the kernel then leaves a marker in the
     // work dir that must go before the next mount.
@@ -657,6 +661,16 @@ fn make_raw() -> Option<nix::sys::termios::Termios> {
     nix::sys::termios::cfmakeraw(&mut raw);
     nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw).ok()?;
     Some(saved)
+}
+
+/// The (rows, columns) of the terminal on `fd`, if it is one with a size.
+fn terminal_size(fd: RawFd) -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ into a winsize we own.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0)
+            .then_some((ws.ws_row, ws.ws_col))
+    }
 }
 
 fn copy_winsize(from: RawFd, to: RawFd) {

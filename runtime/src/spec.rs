@@ -55,6 +55,10 @@ pub struct ProcessSpec {
     pub no_new_privs: bool,
     pub seccomp: bool,
     pub tty: bool,
+    /// With `tty`: the terminal's (rows, columns), set on the pty before the command runs, so
+    /// it never starts at 0×0 while the monitor catches up.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
     /// Run a reaping init (pid 1) that forwards signals to the command.
     pub init: bool,
 }
