@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use strata_image::compress::{Compression, Encoder};
 use strata_image::digest::{Digest, HashingReader, HashingWriter};
 use strata_image::layer::{extract_layer, write_layer_tar, ExtractOptions, TarOptions};
+use strata_image::pipeline;
 use strata_image::spec::{media, Descriptor};
 
 use crate::error::{IoContext, Result, StoreError};
@@ -77,15 +78,25 @@ impl Store {
 
     /// Unpacks an uncompressed layer tar on top of `parent`. When `expect_diff` is given the
     /// stream must hash to it. `blob` records the blob the tar came from, if it is kept.
-    pub fn add_layer_from_tar<R: Read>(
+    /// Reading `tar` (typically decompressing a blob) runs on a second thread, hashing and
+    /// extracting on this one.
+    pub fn add_layer_from_tar<R: Read + Send>(
         &self,
         parent: Option<&Digest>,
-        tar: R,
+        mut tar: R,
         expect_diff: Option<&Digest>,
         blob: Option<Descriptor>,
         what: &str,
     ) -> Result<LayerMeta> {
-        self.add_layer_from_tar_inner(parent, tar, expect_diff, blob, what, false)
+        pipeline::run(
+            |tx| tx.send_all(&mut tar),
+            |rx| self.add_layer_from_tar_inner(parent, rx, expect_diff, blob, what, false),
+        )
+        .map(|(_, layer)| layer)
+        .map_err(|f| match f {
+            pipeline::Failure::Producer(e) => StoreError::Invalid(format!("{what}: {e}")),
+            pipeline::Failure::Consumer(e) => e,
+        })
     }
 
     fn add_layer_from_tar_inner<R: Read>(

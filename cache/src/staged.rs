@@ -8,10 +8,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 
-use strata_image::compress;
 use strata_image::digest::{Digest, HashingReader, HashingWriter};
 use strata_image::layer::{extract_layer, ExtractOptions};
 use strata_image::spec::Descriptor;
+use strata_image::{compress, pipeline};
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::fsutil;
@@ -38,7 +38,7 @@ struct Tee<'a, R> {
     out: HashingWriter<BufWriter<File>>,
     limit: u64,
     what: &'a str,
-    progress: &'a mut dyn FnMut(u64),
+    progress: &'a mut (dyn FnMut(u64) + Send),
 }
 
 impl<R: Read> Read for Tee<'_, R> {
@@ -63,13 +63,13 @@ impl Store {
     /// Reads the compressed layer `blob` (described by `desc`) once: keeps it as a blob, and
     /// extracts it into a staged directory whose uncompressed stream must hash to `diff_id`.
     /// `progress` is told the number of compressed bytes read so far.
-    pub fn stage_layer_stream<R: Read>(
+    pub fn stage_layer_stream<R: Read + Send>(
         &self,
         blob: R,
         desc: &Descriptor,
         diff_id: &Digest,
         what: &str,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<StagedLayer> {
         let tmp = self.temp_path("blob");
         let staging = StagedLayer {
@@ -83,13 +83,15 @@ impl Store {
         result
     }
 
-    fn stage_into<R: Read>(
+    /// Two stages on two cores: this thread's helper reads, keeps and hashes the compressed
+    /// bytes and decompresses them; this thread hashes the tar stream and extracts it.
+    fn stage_into<R: Read + Send>(
         &self,
         tmp: &std::path::Path,
         blob: R,
         mut staged: StagedLayer,
         what: &str,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<StagedLayer> {
         let invalid = |e: io::Error| StoreError::Invalid(format!("{what}: {e}"));
         let file = OpenOptions::new()
@@ -106,24 +108,25 @@ impl Store {
         };
         let diff = staged.dir.join("diff");
         fs::create_dir(&diff).at(&diff)?;
-        {
-            let (_, tar) = compress::decompress(&mut tee).map_err(invalid)?;
+        let produce = |tx: &mut pipeline::ChunkSender| {
+            let (_, mut tar) = compress::decompress(&mut tee)?;
+            tx.send_all(&mut tar)?;
+            drop(tar);
+            // Whatever follows the compressed stream still belongs to the blob.
+            io::copy(&mut tee, &mut io::sink())?;
+            Ok(tee.out.finish())
+        };
+        let consume = |rx: &mut pipeline::ChunkReader| {
             let (_, rest) =
-                extract_layer(HashingReader::new(tar), &diff, &ExtractOptions::default())
+                extract_layer(HashingReader::new(rx), &diff, &ExtractOptions::default())
                     .map_err(|e| StoreError::Invalid(format!("{what}: {e}")))?;
-            let (actual_diff, size) = rest.finish_draining().map_err(invalid)?;
-            if actual_diff != staged.diff_id {
-                return Err(StoreError::DigestMismatch {
-                    what: format!("{what} (uncompressed)"),
-                    expected: staged.diff_id.to_string(),
-                    actual: actual_diff.to_string(),
-                });
-            }
-            staged.size = size;
-        }
-        // Whatever follows the compressed stream still belongs to the blob.
-        io::copy(&mut tee, &mut io::sink()).map_err(invalid)?;
-        let (buf, digest, size) = tee.out.finish();
+            rest.finish_draining().map_err(invalid)
+        };
+        let ((buf, digest, size), (actual_diff, diff_size)) = pipeline::run(produce, consume)
+            .map_err(|f| match f {
+                pipeline::Failure::Producer(e) => invalid(e),
+                pipeline::Failure::Consumer(e) => e,
+            })?;
         if size != staged.blob.size {
             return Err(StoreError::SizeMismatch {
                 what: what.to_string(),
@@ -138,6 +141,14 @@ impl Store {
                 actual: digest.to_string(),
             });
         }
+        if actual_diff != staged.diff_id {
+            return Err(StoreError::DigestMismatch {
+                what: format!("{what} (uncompressed)"),
+                expected: staged.diff_id.to_string(),
+                actual: actual_diff.to_string(),
+            });
+        }
+        staged.size = diff_size;
         self.commit_temp_blob(tmp, buf, &digest)?;
         Ok(staged)
     }

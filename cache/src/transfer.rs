@@ -44,7 +44,7 @@ impl Store {
     /// `import`: a root filesystem tarball (plain, gzip or zstd) becomes a one-layer image.
     /// The layer is normalised through the deterministic writer, so its diffID is that of the
     /// tar strata would write for the same tree.
-    pub fn import_rootfs<R: Read>(
+    pub fn import_rootfs<R: Read + Send>(
         &self,
         input: R,
         what: &str,
@@ -206,7 +206,11 @@ impl Store {
 
     /// `load`: a docker-save archive (old or new) or an OCI layout tar, plain or compressed.
     /// Returns the images loaded with their tags.
-    pub fn load<R: Read>(&self, input: R, what: &str) -> Result<Vec<(Image, Vec<Reference>)>> {
+    pub fn load<R: Read + Send>(
+        &self,
+        input: R,
+        what: &str,
+    ) -> Result<Vec<(Image, Vec<Reference>)>> {
         let _lease = self.lease()?;
         let invalid = |m: String| StoreError::Invalid(format!("{what}: {m}"));
         let (_, tar) = compress::decompress(input).map_err(|e| invalid(e.to_string()))?;

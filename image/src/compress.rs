@@ -41,11 +41,13 @@ impl Compression {
 
 /// Wraps `r` in the decoder its magic bytes call for (gzip, zstd, or none).
 /// bzip2 and xz are detected but refused here: layer blobs never use them.
-pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+pub fn decompress<'a, R: Read + Send + 'a>(
+    r: R,
+) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
     let mut br = BufReader::with_capacity(256 << 10, r);
     let head = br.fill_buf()?;
     let c = Compression::detect(head);
-    let out: Box<dyn Read + 'a> = match c {
+    let out: Box<dyn Read + Send + 'a> = match c {
         Compression::None => Box::new(br),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(br)?),

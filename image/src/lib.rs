@@ -13,6 +13,7 @@ pub mod archive;
 pub mod compress;
 pub mod digest;
 pub mod layer;
+pub mod pipeline;
 pub mod reference;
 pub mod spec;
 

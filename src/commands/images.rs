@@ -26,8 +26,8 @@ pub fn import(store: &Store, a: &ImportArgs) -> Result<()> {
         .map(Reference::parse)
         .transpose()
         .map_err(|e| anyhow!("{e}"))?;
-    let input: Box<dyn Read> = if a.file == "-" {
-        Box::new(io::stdin().lock())
+    let input: Box<dyn Read + Send> = if a.file == "-" {
+        Box::new(io::stdin())
     } else {
         Box::new(File::open(&a.file).with_context(|| format!("open {}", a.file))?)
     };
@@ -598,7 +598,7 @@ pub fn save(store: &Store, a: &SaveArgs) -> Result<()> {
 }
 
 pub fn load(store: &Store, a: &LoadArgs) -> Result<()> {
-    let (input, what): (Box<dyn Read>, String) = match &a.input {
+    let (input, what): (Box<dyn Read + Send>, String) = match &a.input {
         Some(p) => (
             Box::new(File::open(p).with_context(|| format!("open {}", p.display()))?),
             p.display().to_string(),
@@ -607,7 +607,7 @@ pub fn load(store: &Store, a: &LoadArgs) -> Result<()> {
             if io::stdin().is_terminal() {
                 bail!("requested load from stdin, but stdin is empty");
             }
-            (Box::new(io::stdin().lock()), "stdin".into())
+            (Box::new(io::stdin()), "stdin".into())
         }
     };
     let loaded = store.load(input, &what)?;

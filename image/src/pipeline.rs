@@ -1,0 +1,210 @@
+//! Two-stage stream pipelines: a producer on its own thread hands chunks of bytes to a consumer
+//! through a bounded queue, so decompressing a layer and extracting it use two cores at once.
+//!
+//! Chunks move by ownership (no copy through a kernel pipe), the queue is bounded (memory stays
+//! flat whatever the stream's size), and errors are attributed: a producer's own failure (bad
+//! compression, network) wins over the consumer's view of a stream that ended early, while a
+//! producer stopped only because the consumer gave up reports the consumer's error.
+
+use std::io::{self, BufRead, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+/// Bytes per chunk: large enough that queue operations cost nothing next to the work per byte.
+const CHUNK: usize = 256 << 10;
+/// Chunks in flight: 4 MiB between the stages at most.
+const DEPTH: usize = 16;
+
+/// Why a pipeline failed.
+#[derive(Debug)]
+pub enum Failure<E> {
+    /// The producer's own error (its read, decode or verification failed).
+    Producer(io::Error),
+    /// The consumer's error.
+    Consumer(E),
+}
+
+/// Runs `produce` on a new thread and `consume` on this one; what the producer sends through
+/// its [`ChunkSender`] the consumer reads from its [`ChunkReader`], which ends when the producer
+/// returns. Returns both results when both succeed.
+pub fn run<T, U, E, P, C>(produce: P, consume: C) -> Result<(T, U), Failure<E>>
+where
+    T: Send,
+    P: FnOnce(&mut ChunkSender) -> io::Result<T> + Send,
+    C: FnOnce(&mut ChunkReader) -> Result<U, E>,
+{
+    let (tx, rx) = sync_channel(DEPTH);
+    let mut reader = ChunkReader {
+        rx,
+        chunk: Vec::new(),
+        pos: 0,
+    };
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            let mut sender = ChunkSender {
+                tx,
+                consumer_gone: false,
+            };
+            let result = produce(&mut sender);
+            (result, sender.consumer_gone)
+        });
+        let consumed = consume(&mut reader);
+        // Let a producer blocked on a full queue see that nobody reads any more.
+        drop(reader);
+        let (produced, consumer_gone) = match producer.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        match (produced, consumed) {
+            (Ok(t), Ok(u)) => Ok((t, u)),
+            (Err(_), Err(e)) if consumer_gone => Err(Failure::Consumer(e)),
+            (Err(e), _) => Err(Failure::Producer(e)),
+            (Ok(_), Err(e)) => Err(Failure::Consumer(e)),
+        }
+    })
+}
+
+/// The producer's end.
+pub struct ChunkSender {
+    tx: SyncSender<Vec<u8>>,
+    consumer_gone: bool,
+}
+
+impl ChunkSender {
+    /// Reads `r` to its end, sending what it reads in chunks; returns the number of bytes.
+    /// Reads go straight into the chunk that is sent (no intermediate copy).
+    pub fn send_all(&mut self, r: &mut dyn Read) -> io::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let mut chunk = vec![0u8; CHUNK];
+            let mut filled = 0;
+            while filled < CHUNK {
+                match r.read(&mut chunk[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if filled == 0 {
+                return Ok(total);
+            }
+            chunk.truncate(filled);
+            total += filled as u64;
+            if self.tx.send(chunk).is_err() {
+                self.consumer_gone = true;
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the consumer stopped reading",
+                ));
+            }
+            if filled < CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// The consumer's end: a buffered reader over the producer's chunks.
+pub struct ChunkReader {
+    rx: Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    self.chunk = next;
+                    self.pos = 0;
+                }
+                // The producer returned: the stream ends here.
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(&self.chunk[self.pos..])
+    }
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.chunk.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_consumer_reads_exactly_what_the_producer_sent() {
+        let data: Vec<u8> = (0..(3 * CHUNK + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let (sent, got) = run(
+            |tx| tx.send_all(&mut &data[..]),
+            |rx| {
+                let mut v = Vec::new();
+                rx.read_to_end(&mut v).map(|_| v)
+            },
+        )
+        .unwrap();
+        assert_eq!(sent, data.len() as u64);
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn a_producer_error_wins_over_the_short_stream_the_consumer_saw() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "corrupt deflate",
+                    ));
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let r = run(
+            |tx| tx.send_all(&mut Failing(CHUNK + 10)),
+            |rx| -> Result<(), String> {
+                let mut v = Vec::new();
+                rx.read_to_end(&mut v).unwrap();
+                Err(format!("truncated at {}", v.len()))
+            },
+        );
+        match r {
+            Err(Failure::Producer(e)) => assert_eq!(e.to_string(), "corrupt deflate"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_consumer_that_gives_up_reports_its_own_error_and_stops_the_producer() {
+        let endless = io::repeat(1);
+        let r = run(
+            |tx| tx.send_all(&mut endless.take(u64::MAX)),
+            |rx| -> Result<(), String> {
+                let mut b = [0u8; 10];
+                rx.read_exact(&mut b).unwrap();
+                Err("bad header".into())
+            },
+        );
+        match r {
+            Err(Failure::Consumer(e)) => assert_eq!(e, "bad header"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
