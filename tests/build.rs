@@ -1659,3 +1659,80 @@ fn run_network_modes_and_the_host_entitlement() {
     let on_host = common::sh(&format!("sh -c \"{interfaces}\""));
     assert_eq!(seen, on_host);
 }
+
+/// What a COPY wrote at /app, as the image shows it: every path below /app with mode, owner,
+/// size and mtime, and every file's checksum.
+fn app_listing(s: &Strata, image: &str) -> String {
+    s.ok(&[
+        "run",
+        "--rm",
+        image,
+        "sh",
+        "-c",
+        "cd /app && find . -mindepth 1 -exec stat -c '%n %a %u %g %s %Y' {} + | sort && find . -type f -exec md5sum {} + | sort",
+    ])
+}
+
+/// Paths of regular files below `app/` in the store's layers that share their inode.
+fn shared_layer_files(s: &Strata) -> usize {
+    common::sh(&format!(
+        "find {} -path '*/diff/app/*' -type f -links +1 | wc -l",
+        s.root().join("layers").display()
+    ))
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn copy_links_unchanged_files_from_its_previous_layer_and_checks_them() {
+    let s = Strata::new();
+    s.busybox();
+    let mut files: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("d{}/f{i}.txt", i % 7), format!("file {i}\n")))
+        .collect();
+    files.push(("top.txt".into(), "top\n".into()));
+    files.push((
+        "Dockerfile".into(),
+        "FROM busybox\nWORKDIR /app\nCOPY . /app\nRUN cat /app/top.txt\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let ctx = ctx_with(&s, "reuse", &refs);
+    common::sh(&format!("chmod 0755 {ctx}/d3/f3.txt"));
+    build(&s, &ctx, &["-t", "v1"]);
+    assert_eq!(shared_layer_files(&s), 0);
+
+    // One file changes: the 301 others are linked from v1's COPY layer, the changed one is not.
+    fs::write(format!("{ctx}/d1/f1.txt"), "changed\n").unwrap();
+    build(&s, &ctx, &["-t", "v2"]);
+    assert_eq!(shared_layer_files(&s), 2 * 301);
+    let listing = app_listing(&s, "v2");
+    assert!(listing.contains("./d3/f3.txt 755 0 0 7 "), "{listing}");
+    // The same as a build from scratch in another store.
+    let fresh = Strata::new();
+    fresh.busybox();
+    fresh.ok(&["build", "-q", "-t", "v2", &ctx]);
+    assert_eq!(listing, app_listing(&fresh, "v2"));
+    s.assert_check();
+
+    // A candidate that is not what a copy would write (here: another mtime) is copied instead.
+    let y = common::sh(&format!(
+        "find {} -path '*/diff/app/top.txt' | head -1",
+        s.root().join("layers").display()
+    ));
+    let y = y.trim();
+    let original = common::sh(&format!("stat -c %Y {y}"));
+    common::sh(&format!("touch -m -d @1000000000 {y}"));
+    fs::write(format!("{ctx}/d1/f1.txt"), "changed again\n").unwrap();
+    build(&s, &ctx, &["-t", "v3"]);
+    let v3 = app_listing(&s, "v3");
+    assert!(
+        v3.contains(&format!("./top.txt 644 0 0 4 {}", original.trim())),
+        "{v3}"
+    );
+    common::sh(&format!("touch -m -d @{} {y}", original.trim()));
+    s.assert_check();
+}

@@ -3,12 +3,13 @@
 //! `--chown` names come from its passwd), with every path resolved inside that root (pathrs)
 //! and every entry created with `*at` calls on its parent directory's fd.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, Permissions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -17,8 +18,11 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use pathrs::Root;
 use strata_cache::{fsutil, Image, Store};
+use strata_image::Digest;
 use strata_planner::context::{Context, Kind};
 use strata_planner::plan::CopyOp;
+
+use crate::reuse::{self, Reuse};
 
 /// The content of a file to write.
 enum Data<'a> {
@@ -75,6 +79,11 @@ impl Mounted {
             mounted: false,
             keep_upper: false,
         })
+    }
+
+    /// The upper directory of a mounted overlay (None for `--link`'s plain directory).
+    fn upper_dir(&self) -> Option<&Path> {
+        self.mounted.then_some(self.upper.as_path())
     }
 
     /// Unmounts and hands over the upper directory: the new layer.
@@ -337,33 +346,7 @@ impl Dest {
             }
             Kind::File => {
                 self.clear(&dir, &parent, &name, false)?;
-                let fd = openat(
-                    &dir,
-                    name.as_str(),
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(at)?;
-                let mut f = File::from(fd);
-                match data {
-                    // File to file: std uses copy_file_range, so the data never enters
-                    // user space.
-                    Some(Data::File(src)) => {
-                        io::copy(src, &mut f).map_err(|e| format!("{target}: {e}"))?;
-                    }
-                    Some(Data::Bytes(b)) => {
-                        io::Write::write_all(&mut f, b).map_err(|e| format!("{target}: {e}"))?
-                    }
-                    None => {}
-                }
-                fchown(&f, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))).map_err(at)?;
-                fchmod(&f, Mode::from_bits_truncate(m.mode)).map_err(at)?;
-                let t = TimeSpec::new(m.mtime, 0);
-                futimens(&f, &t, &t).map_err(at)?;
+                write_file_at(&dir, &name, target, m, data)?;
             }
             Kind::Symlink => {
                 self.clear(&dir, &parent, &name, false)?;
@@ -410,6 +393,143 @@ impl Dest {
     }
 }
 
+impl Dest {
+    /// Readies files for linking once the overlay is gone: each one's parent is copied up (a
+    /// chown to its own owner, through the overlay) and opened at its literal path in the
+    /// upper directory. Files whose parent has no literal path there (a symlink on the way)
+    /// are written through the overlay now.
+    fn prepare_links<'a>(
+        &mut self,
+        ctx: &Context,
+        upper: &Path,
+        jobs: Vec<FileJob<'a>>,
+    ) -> Result<Vec<(FileJob<'a>, Arc<OwnedFd>)>, String> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let upper_fd = nix::fcntl::open(
+            upper,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {e}", upper.display()))?;
+        let mut parents: HashMap<String, Option<Arc<OwnedFd>>> = HashMap::new();
+        let mut ready = Vec::new();
+        let mut now = Vec::new();
+        for job in jobs {
+            let parent = split(&job.target).0;
+            if !parents.contains_key(&parent) {
+                let fd = self.copy_up(&parent)?;
+                let literal = fd.and_then(|_| {
+                    reuse::open_literal(&upper_fd, &parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                        .ok()
+                });
+                parents.insert(parent.clone(), literal.map(Arc::new));
+            }
+            match &parents[&parent] {
+                Some(dir) => ready.push((job, dir.clone())),
+                None => now.push(job),
+            }
+        }
+        write_files_parallel(ctx, self, &now)?;
+        Ok(ready)
+    }
+
+    /// Makes sure the directory `path` is in the upper layer (overlay copies a directory up on
+    /// any attribute change). None if it is not a directory.
+    fn copy_up(&mut self, path: &str) -> Result<Option<()>, String> {
+        let fd = self.dir(path)?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("{path}: {e}"))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Ok(None);
+        }
+        fchown(
+            &fd,
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+        )
+        .map_err(|e| format!("{path}: {e}"))?;
+        Ok(Some(()))
+    }
+}
+
+/// Links (or, when the earlier file does not check out, copies) the readied files into their
+/// parents in the new layer, then puts back the parents' source mtimes.
+fn link_or_copy(
+    ctx: &Context,
+    reuse: &Reuse,
+    jobs: Vec<(FileJob, Arc<OwnedFd>)>,
+    dir_times: &HashMap<String, i64>,
+) -> Result<(), String> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
+    let mut touched: HashMap<String, Arc<OwnedFd>> = HashMap::new();
+    for (job, dir) in jobs {
+        let (parent, name) = split(&job.target);
+        let want = reuse::Expect {
+            size: job.size,
+            mode: job.meta.mode,
+            uid: job.meta.uid,
+            gid: job.meta.gid,
+            mtime: job.meta.mtime,
+        };
+        if !reuse.link(&job.target, &want, &dir, &name) {
+            let mut f = ctx.open_in(&ctx_root, job.src).map_err(|e| e.to_string())?;
+            write_file_at(
+                &dir,
+                &name,
+                &job.target,
+                &job.meta,
+                Some(Data::File(&mut f)),
+            )?;
+        }
+        touched.insert(parent, dir);
+    }
+    for (parent, dir) in touched {
+        if let Some(&mtime) = dir_times.get(&parent) {
+            let t = TimeSpec::new(mtime, 0);
+            futimens(&*dir, &t, &t).map_err(|e| format!("{parent}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the regular file `name` in `dir` (which must not have it) with `m`'s owner, mode
+/// and mtime; `target` names it in errors.
+fn write_file_at(
+    dir: &OwnedFd,
+    name: &str,
+    target: &str,
+    m: &Meta,
+    data: Option<Data<'_>>,
+) -> Result<(), String> {
+    let at = |e: nix::Error| format!("{target}: {e}");
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(at)?;
+    let mut f = File::from(fd);
+    match data {
+        // File to file: std uses copy_file_range, so the data never enters user space.
+        Some(Data::File(src)) => {
+            io::copy(src, &mut f).map_err(|e| format!("{target}: {e}"))?;
+        }
+        Some(Data::Bytes(b)) => {
+            io::Write::write_all(&mut f, b).map_err(|e| format!("{target}: {e}"))?
+        }
+        None => {}
+    }
+    fchown(&f, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))).map_err(at)?;
+    fchmod(&f, Mode::from_bits_truncate(m.mode)).map_err(at)?;
+    let t = TimeSpec::new(m.mtime, 0);
+    futimens(&f, &t, &t).map_err(at)
+}
+
 /// Resolves `--chown` against the destination's own passwd and group files.
 fn owner(dest: &Root, chown: Option<&str>) -> Result<Option<(u32, u32)>, String> {
     let Some(spec) = chown else { return Ok(None) };
@@ -447,15 +567,34 @@ fn is_archive(path: &Path) -> bool {
     c != strata_image::compress::Compression::None || (n >= 262 && &head[257..262] == b"ustar")
 }
 
-/// Performs a COPY/ADD over `parent` (with `--link`, into an empty directory); returns the new
-/// layer directory (overlay form).
+/// What a COPY/ADD wrote.
+pub struct Copied {
+    /// The new layer directory (overlay form).
+    pub upper: PathBuf,
+    /// For a context copy that can be reused next time: target → content digest of every
+    /// regular file written.
+    pub files: Option<BTreeMap<String, Digest>>,
+}
+
+/// A context file to write.
+struct FileJob<'a> {
+    target: String,
+    meta: Meta,
+    src: &'a str,
+    digest: Option<&'a Digest>,
+    size: u64,
+}
+
+/// Performs a COPY/ADD over `parent` (with `--link`, into an empty directory). With `reuse`,
+/// unchanged context files are linked from the layer this COPY made last time.
 pub fn copy_step(
     store: &Store,
     ctx: &Context,
     parent: &Image,
     op: &CopyOp,
     from: Option<&Image>,
-) -> Result<PathBuf, String> {
+    reuse: Option<&Reuse>,
+) -> Result<Copied, String> {
     let m = if op.link {
         Mounted::empty(store)?
     } else {
@@ -472,6 +611,8 @@ pub fn copy_step(
         Some(c) => c.apply(mode, is_dir),
         None => mode,
     };
+    let mut written = None;
+    let mut to_link = Vec::new();
     let single_into_dir = !op.dest_is_dir && dest.is_dir(&op.dest);
     let target_of = |rel: &str| -> String {
         if op.dest_is_dir || single_into_dir {
@@ -552,7 +693,7 @@ pub fn copy_step(
             let parallel = !op.add
                 && op.selected.len() >= PARALLEL_COPY_MIN
                 && op.selected.iter().all(|x| Some(x.0) == first);
-            let mut files: Vec<(String, Meta, &str)> = Vec::new();
+            let mut files: Vec<FileJob> = Vec::new();
             for (_, sel) in &op.selected {
                 let e = &sel.entry;
                 let (uid, gid) = own.unwrap_or((0, 0));
@@ -579,7 +720,13 @@ pub fn copy_step(
                     link: e.link.clone(),
                 };
                 if e.kind == Kind::File && parallel {
-                    files.push((target, meta, &sel.src));
+                    files.push(FileJob {
+                        target,
+                        meta,
+                        src: &sel.src,
+                        digest: sel.digest.as_ref(),
+                        size: e.size,
+                    });
                 } else if e.kind == Kind::File {
                     let mut f = ctx
                         .open_in(&ctx_root, &sel.src)
@@ -589,7 +736,23 @@ pub fn copy_step(
                     dest.write(&target, &meta, None)?;
                 }
             }
-            write_files_parallel(ctx, &dest, &files)?;
+            if parallel {
+                written = Some(
+                    files
+                        .iter()
+                        .filter_map(|f| Some((f.target.clone(), f.digest?.clone())))
+                        .collect(),
+                );
+            }
+            let (linkable, copies): (Vec<FileJob>, Vec<FileJob>) = files
+                .into_iter()
+                .partition(|f| reuse.is_some_and(|r| r.offers(&f.target, f.digest)));
+            write_files_parallel(ctx, &dest, &copies)?;
+            if let Some(upper) = m.upper_dir() {
+                to_link = dest.prepare_links(ctx, upper, linkable)?;
+            } else {
+                write_files_parallel(ctx, &dest, &linkable)?;
+            }
         }
         Some(src_image) => {
             let sm = mount_image(store, src_image, false)?;
@@ -633,9 +796,18 @@ pub fn copy_step(
             drop(sm);
         }
     }
+    let dir_times: HashMap<String, i64> = dest.dir_times.iter().cloned().collect();
     dest.finish()?;
     drop(dest);
-    Ok(m.into_upper())
+    let upper = m.into_upper();
+    if let Some(reuse) = reuse {
+        // The overlay is gone: the new layer is a plain directory now.
+        link_or_copy(ctx, reuse, to_link, &dir_times)?;
+    }
+    Ok(Copied {
+        upper,
+        files: written,
+    })
 }
 
 /// Below this many entries a copy stays on one thread.
@@ -643,11 +815,7 @@ const PARALLEL_COPY_MIN: usize = 256;
 
 /// Writes context files (target, metadata, context path) with one writer per core, each with
 /// its own handles on both roots; their directories exist already.
-fn write_files_parallel(
-    ctx: &Context,
-    dest: &Dest,
-    files: &[(String, Meta, &str)],
-) -> Result<(), String> {
+fn write_files_parallel(ctx: &Context, dest: &Dest, files: &[FileJob]) -> Result<(), String> {
     if files.is_empty() {
         return Ok(());
     }
@@ -667,9 +835,9 @@ fn write_files_parallel(
                         dir_times: Vec::new(),
                     };
                     let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
-                    for (target, meta, src) in part {
-                        let mut f = ctx.open_in(&ctx_root, src).map_err(|e| e.to_string())?;
-                        out.write(target, meta, Some(Data::File(&mut f)))?;
+                    for job in part {
+                        let mut f = ctx.open_in(&ctx_root, job.src).map_err(|e| e.to_string())?;
+                        out.write(&job.target, &job.meta, Some(Data::File(&mut f)))?;
                     }
                     Ok(())
                 })

@@ -16,6 +16,7 @@
 mod copy;
 pub mod mounts;
 pub mod progress;
+pub mod reuse;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -455,18 +456,38 @@ impl Executor<'_> {
                     CopyFrom::Image(id) => Some(self.store.image(id)?),
                 };
                 let ctx = self.graph.context_for(self.context, &op.from);
-                let upper = copy::copy_step(self.store, ctx, &state.image, op, from.as_ref())
-                    .map_err(|e| self.step_error(step, e))?;
+                // Unchanged context files are linked from this COPY's previous layer; not for
+                // clamped (SOURCE_DATE_EPOCH) builds, whose layers hold other mtimes.
+                let site = (matches!(op.from, CopyFrom::Context | CopyFrom::Named(_))
+                    && !op.link
+                    && self.opts.source_date_epoch.is_none())
+                .then(|| reuse::site(&ctx.root, &self.opts.file, &step.created_by));
+                let earlier = site.as_deref().and_then(|s| reuse::load(self.store, s));
+                let copied = copy::copy_step(
+                    self.store,
+                    ctx,
+                    &state.image,
+                    op,
+                    from.as_ref(),
+                    earlier.as_ref(),
+                )
+                .map_err(|e| self.step_error(step, e))?;
                 if op.link {
-                    return self.commit_link(state, step, &upper);
+                    return self.commit_link(state, step, &copied.upper);
                 }
-                self.commit(
+                let image = self.commit(
                     state,
                     step,
-                    Some(upper.as_path()),
+                    Some(copied.upper.as_path()),
                     Some(step.config_before.clone()),
                     false,
-                )
+                )?;
+                if let (Some(site), Some(files), Some(layer)) =
+                    (site, copied.files, image.top_layer())
+                {
+                    reuse::save(self.store, &site, layer, files);
+                }
+                Ok(image)
             }
         }
     }

@@ -62,6 +62,8 @@ pub struct Selected {
     pub src: String,
     pub rel: String,
     pub entry: Entry,
+    /// A regular file's content digest, once the planner has computed it (for the cache key).
+    pub digest: Option<Digest>,
 }
 
 impl Context {
@@ -155,6 +157,7 @@ impl Context {
                     src: p.clone(),
                     rel: p.clone(),
                     entry: e.clone(),
+                    digest: None,
                 });
             }
             return Ok(out);
@@ -192,6 +195,7 @@ impl Context {
                         src: q.clone(),
                         rel: q[prefix.len()..].to_string(),
                         entry: qe.clone(),
+                        digest: None,
                     });
                 }
             } else {
@@ -200,6 +204,7 @@ impl Context {
                     src: p,
                     rel: name,
                     entry: e,
+                    digest: None,
                 });
             }
         }

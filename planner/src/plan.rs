@@ -1076,7 +1076,11 @@ impl Planner<'_> {
                         .to_string();
                 }
                 let content = match x.entry.kind {
-                    crate::context::Kind::File => json!(stat.digest(ctx, &x.src, &x.entry)?),
+                    crate::context::Kind::File => {
+                        let d = stat.digest(ctx, &x.src, &x.entry)?;
+                        x.digest = Some(d.clone());
+                        json!(d)
+                    }
                     crate::context::Kind::Symlink => json!(x.entry.link),
                     _ => json!(null),
                 };
