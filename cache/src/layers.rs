@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata_image::compress::{Compression, Encoder};
-use strata_image::digest::{Digest, HashingReader, HashingWriter};
+use strata_image::digest::{Digest, Hasher, HashingReader, HashingWriter};
 use strata_image::layer::{extract_layer, write_layer_tar, ExtractOptions, TarOptions};
 use strata_image::pipeline;
 use strata_image::spec::{media, Descriptor};
@@ -166,9 +166,16 @@ impl Store {
             produced.map_err(StoreError::from)?;
             return result;
         }
-        let mut sink = HashingWriter::new(io::sink());
-        write_layer_tar(dir, &mut sink, opts)?;
-        let (_, diff_id, size) = sink.finish();
+        // The tar stream is made on one core and hashed on the other: a layer of many small
+        // files costs its walk's syscalls or its hashing, not both.
+        let (_, (diff_id, size)) = pipeline::run(
+            |tx| write_layer_tar(dir, tx, opts).map(|_| ()),
+            |rx| hash_stream(rx).at(dir),
+        )
+        .map_err(|f| match f {
+            pipeline::Failure::Producer(e) => StoreError::from(e),
+            pipeline::Failure::Consumer(e) => e,
+        })?;
         let staging = self.temp_dir("layer")?;
         let result = (|| {
             let diff = staging.join("diff");
@@ -342,4 +349,20 @@ impl Store {
         chain.reverse();
         Ok(chain)
     }
+}
+
+/// The digest and length of everything `r` yields, hashed in place.
+fn hash_stream(r: &mut impl io::BufRead) -> io::Result<(Digest, u64)> {
+    let mut h = Hasher::new();
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        h.update(buf);
+        let n = buf.len();
+        r.consume(n);
+    }
+    let len = h.len();
+    Ok((h.finish(), len))
 }

@@ -3,7 +3,7 @@
 //! `--chown` names come from its passwd), with every path resolved inside that root (pathrs)
 //! and every entry created with `*at` calls on its parent directory's fd.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, Permissions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -403,10 +403,16 @@ impl Dest {
         ctx: &Context,
         upper: &Path,
         jobs: Vec<FileJob<'a>>,
-    ) -> Result<Vec<(FileJob<'a>, Arc<OwnedFd>)>, String> {
+    ) -> Result<Linkable<'a>, String> {
+        let mut out = Linkable {
+            jobs: Vec::new(),
+            dir_times: HashMap::new(),
+        };
         if jobs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(out);
         }
+        // Directories this copy wrote (chowned) through the overlay are in the upper layer.
+        let written: HashSet<String> = self.dir_times.iter().map(|(p, _)| p.clone()).collect();
         let upper_fd = nix::fcntl::open(
             upper,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -414,25 +420,38 @@ impl Dest {
         )
         .map_err(|e| format!("{}: {e}", upper.display()))?;
         let mut parents: HashMap<String, Option<Arc<OwnedFd>>> = HashMap::new();
-        let mut ready = Vec::new();
         let mut now = Vec::new();
         for job in jobs {
             let parent = split(&job.target).0;
             if !parents.contains_key(&parent) {
-                let fd = self.copy_up(&parent)?;
-                let literal = fd.and_then(|_| {
-                    reuse::open_literal(&upper_fd, &parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                let copied_up = written.contains(&parent) || self.copy_up(&parent)?.is_some();
+                let literal = copied_up
+                    .then(|| {
+                        reuse::open_literal(
+                            &upper_fd,
+                            &parent,
+                            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                        )
                         .ok()
-                });
+                    })
+                    .flatten();
                 parents.insert(parent.clone(), literal.map(Arc::new));
             }
             match &parents[&parent] {
-                Some(dir) => ready.push((job, dir.clone())),
+                Some(dir) => out.jobs.push((job, dir.clone())),
                 None => now.push(job),
             }
         }
         write_files_parallel(ctx, self, &now)?;
-        Ok(ready)
+        // Linking changes these directories' mtimes: they are stamped after it instead.
+        self.dir_times.retain(|(p, t)| {
+            let later = matches!(parents.get(p), Some(Some(_)));
+            if later {
+                out.dir_times.insert(p.clone(), *t);
+            }
+            !later
+        });
+        Ok(out)
     }
 
     /// Makes sure the directory `path` is in the upper layer (overlay copies a directory up on
@@ -453,20 +472,57 @@ impl Dest {
     }
 }
 
+/// Files readied for linking, with their parents' open directories, and the source mtimes
+/// of those parents (stamped once the links are made).
+struct Linkable<'a> {
+    jobs: Vec<(FileJob<'a>, Arc<OwnedFd>)>,
+    dir_times: HashMap<String, i64>,
+}
+
 /// Links (or, when the earlier file does not check out, copies) the readied files into their
-/// parents in the new layer, then puts back the parents' source mtimes.
-fn link_or_copy(
-    ctx: &Context,
-    reuse: &Reuse,
-    jobs: Vec<(FileJob, Arc<OwnedFd>)>,
-    dir_times: &HashMap<String, i64>,
-) -> Result<(), String> {
-    if jobs.is_empty() {
+/// parents in the new layer, one worker per core, then puts back the parents' source mtimes.
+fn link_or_copy(ctx: &Context, reuse: &Reuse, todo: Linkable) -> Result<(), String> {
+    if todo.jobs.is_empty() {
         return Ok(());
     }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let chunk = todo.jobs.len().div_ceil(workers);
+    let touched = std::thread::scope(|scope| {
+        let parts: Vec<_> = todo
+            .jobs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || link_part(ctx, reuse, part)))
+            .collect();
+        let mut touched: HashMap<String, Arc<OwnedFd>> = HashMap::new();
+        for p in parts {
+            let t = p
+                .join()
+                .unwrap_or_else(|_| Err("a link worker panicked".into()))?;
+            touched.extend(t);
+        }
+        Ok::<_, String>(touched)
+    })?;
+    for (parent, dir) in touched {
+        if let Some(&mtime) = todo.dir_times.get(&parent) {
+            let t = TimeSpec::new(mtime, 0);
+            futimens(&*dir, &t, &t).map_err(|e| format!("{parent}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// One worker's share of [`link_or_copy`]; returns the directories it wrote into.
+fn link_part(
+    ctx: &Context,
+    reuse: &Reuse,
+    part: &[(FileJob, Arc<OwnedFd>)],
+) -> Result<HashMap<String, Arc<OwnedFd>>, String> {
     let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
-    let mut touched: HashMap<String, Arc<OwnedFd>> = HashMap::new();
-    for (job, dir) in jobs {
+    let mut touched = HashMap::new();
+    for (job, dir) in part {
         let (parent, name) = split(&job.target);
         let want = reuse::Expect {
             size: job.size,
@@ -475,25 +531,13 @@ fn link_or_copy(
             gid: job.meta.gid,
             mtime: job.meta.mtime,
         };
-        if !reuse.link(&job.target, &want, &dir, &name) {
+        if !reuse.link(&job.target, &want, dir, &name) {
             let mut f = ctx.open_in(&ctx_root, job.src).map_err(|e| e.to_string())?;
-            write_file_at(
-                &dir,
-                &name,
-                &job.target,
-                &job.meta,
-                Some(Data::File(&mut f)),
-            )?;
+            write_file_at(dir, &name, &job.target, &job.meta, Some(Data::File(&mut f)))?;
         }
-        touched.insert(parent, dir);
+        touched.entry(parent).or_insert_with(|| dir.clone());
     }
-    for (parent, dir) in touched {
-        if let Some(&mtime) = dir_times.get(&parent) {
-            let t = TimeSpec::new(mtime, 0);
-            futimens(&*dir, &t, &t).map_err(|e| format!("{parent}: {e}"))?;
-        }
-    }
-    Ok(())
+    Ok(touched)
 }
 
 /// Creates the regular file `name` in `dir` (which must not have it) with `m`'s owner, mode
@@ -612,7 +656,10 @@ pub fn copy_step(
         None => mode,
     };
     let mut written = None;
-    let mut to_link = Vec::new();
+    let mut to_link = Linkable {
+        jobs: Vec::new(),
+        dir_times: HashMap::new(),
+    };
     let single_into_dir = !op.dest_is_dir && dest.is_dir(&op.dest);
     let target_of = |rel: &str| -> String {
         if op.dest_is_dir || single_into_dir {
@@ -796,13 +843,12 @@ pub fn copy_step(
             drop(sm);
         }
     }
-    let dir_times: HashMap<String, i64> = dest.dir_times.iter().cloned().collect();
     dest.finish()?;
     drop(dest);
     let upper = m.into_upper();
     if let Some(reuse) = reuse {
         // The overlay is gone: the new layer is a plain directory now.
-        link_or_copy(ctx, reuse, to_link, &dir_times)?;
+        link_or_copy(ctx, reuse, to_link)?;
     }
     Ok(Copied {
         upper,

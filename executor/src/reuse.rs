@@ -123,7 +123,7 @@ impl Reuse {
     /// Links the earlier layer's file at `target` into `dir` as `name` if it is exactly what
     /// a copy would write; false when it is not (the caller copies).
     pub(crate) fn link(&self, target: &str, want: &Expect, dir: &OwnedFd, name: &str) -> bool {
-        let Ok(fd) = open_literal(&self.layer, target, OFlag::O_PATH) else {
+        let Ok(fd) = open_literal(&self.layer, target, OFlag::O_RDONLY | OFlag::O_NOATIME) else {
             return false;
         };
         let Ok(st) = fstat(&fd) else { return false };
@@ -140,9 +140,8 @@ impl Reuse {
 }
 
 fn has_xattrs(fd: &OwnedFd) -> bool {
-    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
-    // SAFETY: a NUL-terminated path and a null buffer of size 0 (asks for the list's length).
-    let n = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
+    // SAFETY: an open descriptor and a null buffer of size 0 (asks for the list's length).
+    let n = unsafe { libc::flistxattr(fd.as_raw_fd(), std::ptr::null_mut(), 0) };
     n != 0
 }
 

@@ -6,7 +6,7 @@
 //! compression, network) wins over the consumer's view of a stream that ended early, while a
 //! producer stopped only because the consumer gave up reports the consumer's error.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Bytes per chunk: large enough that queue operations cost nothing next to the work per byte.
@@ -16,21 +16,23 @@ const DEPTH: usize = 16;
 
 /// Why a pipeline failed.
 #[derive(Debug)]
-pub enum Failure<E> {
+pub enum Failure<P, C> {
     /// The producer's own error (its read, decode or verification failed).
-    Producer(io::Error),
+    Producer(P),
     /// The consumer's error.
-    Consumer(E),
+    Consumer(C),
 }
 
 /// Runs `produce` on a new thread and `consume` on this one; what the producer sends through
-/// its [`ChunkSender`] the consumer reads from its [`ChunkReader`], which ends when the producer
-/// returns. Returns both results when both succeed.
-pub fn run<T, U, E, P, C>(produce: P, consume: C) -> Result<(T, U), Failure<E>>
+/// its [`ChunkSender`] (by [`ChunkSender::send_all`] or as a writer) the consumer reads from
+/// its [`ChunkReader`], which ends when the producer returns. Returns both results when both
+/// succeed.
+pub fn run<T, U, EP, EC, P, C>(produce: P, consume: C) -> Result<(T, U), Failure<EP, EC>>
 where
     T: Send,
-    P: FnOnce(&mut ChunkSender) -> io::Result<T> + Send,
-    C: FnOnce(&mut ChunkReader) -> Result<U, E>,
+    EP: Send,
+    P: FnOnce(&mut ChunkSender) -> Result<T, EP> + Send,
+    C: FnOnce(&mut ChunkReader) -> Result<U, EC>,
 {
     let (tx, rx) = sync_channel(DEPTH);
     let mut reader = ChunkReader {
@@ -42,9 +44,15 @@ where
         let producer = s.spawn(move || {
             let mut sender = ChunkSender {
                 tx,
+                pending: Vec::new(),
                 consumer_gone: false,
             };
             let result = produce(&mut sender);
+            if result.is_ok() {
+                // What was written but not yet sent. Should the consumer have stopped early,
+                // its own result says why.
+                let _ = sender.send_pending();
+            }
             (result, sender.consumer_gone)
         });
         let consumed = consume(&mut reader);
@@ -66,13 +74,35 @@ where
 /// The producer's end.
 pub struct ChunkSender {
     tx: SyncSender<Vec<u8>>,
+    /// Bytes written but not yet sent (writer use).
+    pending: Vec<u8>,
     consumer_gone: bool,
 }
 
 impl ChunkSender {
+    fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        if self.tx.send(chunk).is_err() {
+            self.consumer_gone = true;
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the consumer stopped reading",
+            ));
+        }
+        Ok(())
+    }
+
+    fn send_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut self.pending);
+        self.send(chunk)
+    }
+
     /// Reads `r` to its end, sending what it reads in chunks; returns the number of bytes.
     /// Reads go straight into the chunk that is sent (no intermediate copy).
     pub fn send_all(&mut self, r: &mut dyn Read) -> io::Result<u64> {
+        self.send_pending()?;
         let mut total = 0u64;
         loop {
             let mut chunk = vec![0u8; CHUNK];
@@ -90,17 +120,28 @@ impl ChunkSender {
             }
             chunk.truncate(filled);
             total += filled as u64;
-            if self.tx.send(chunk).is_err() {
-                self.consumer_gone = true;
-                return Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the consumer stopped reading",
-                ));
-            }
+            self.send(chunk)?;
             if filled < CHUNK {
                 return Ok(total);
             }
         }
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(CHUNK);
+        }
+        let n = buf.len().min(CHUNK - self.pending.len());
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() == CHUNK {
+            self.send_pending()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_pending()
     }
 }
 
@@ -158,6 +199,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sent, data.len() as u64);
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn a_writing_producer_is_read_whole_including_its_last_partial_chunk() {
+        let data: Vec<u8> = (0..(2 * CHUNK + 77)).map(|i| (i % 13) as u8).collect();
+        let (_, got) = run(
+            |tx| -> io::Result<()> {
+                for piece in data.chunks(1000) {
+                    tx.write_all(piece)?;
+                }
+                Ok(())
+            },
+            |rx| {
+                let mut v = Vec::new();
+                rx.read_to_end(&mut v).map(|_| v)
+            },
+        )
+        .unwrap();
         assert_eq!(got, data);
     }
 
