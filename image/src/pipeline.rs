@@ -7,12 +7,12 @@
 //! producer stopped only because the consumer gave up reports the consumer's error.
 
 use std::io::{self, BufRead, Read, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 /// Bytes per chunk: large enough that queue operations cost nothing next to the work per byte.
 const CHUNK: usize = 256 << 10;
-/// Chunks in flight: 4 MiB between the stages at most.
-const DEPTH: usize = 16;
+/// Chunks in flight: 2 MiB between the stages at most.
+const DEPTH: usize = 8;
 
 /// Why a pipeline failed.
 #[derive(Debug)]
@@ -35,8 +35,10 @@ where
     C: FnOnce(&mut ChunkReader) -> Result<U, EC>,
 {
     let (tx, rx) = sync_channel(DEPTH);
+    let (recycle, spare) = channel();
     let mut reader = ChunkReader {
         rx,
+        recycle,
         chunk: Vec::new(),
         pos: 0,
     };
@@ -44,6 +46,7 @@ where
         let producer = s.spawn(move || {
             let mut sender = ChunkSender {
                 tx,
+                spare,
                 pending: Vec::new(),
                 consumer_gone: false,
             };
@@ -74,6 +77,8 @@ where
 /// The producer's end.
 pub struct ChunkSender {
     tx: SyncSender<Vec<u8>>,
+    /// Chunks the consumer is done with, to fill again: memory stays at the queue's size.
+    spare: Receiver<Vec<u8>>,
     /// Bytes written but not yet sent (writer use).
     pending: Vec<u8>,
     consumer_gone: bool,
@@ -91,6 +96,17 @@ impl ChunkSender {
         Ok(())
     }
 
+    /// An empty chunk with room for [`CHUNK`] bytes.
+    fn empty_chunk(&mut self) -> Vec<u8> {
+        match self.spare.try_recv() {
+            Ok(mut v) => {
+                v.clear();
+                v
+            }
+            Err(_) => Vec::with_capacity(CHUNK),
+        }
+    }
+
     fn send_pending(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -105,7 +121,8 @@ impl ChunkSender {
         self.send_pending()?;
         let mut total = 0u64;
         loop {
-            let mut chunk = vec![0u8; CHUNK];
+            let mut chunk = self.empty_chunk();
+            chunk.resize(CHUNK, 0);
             let mut filled = 0;
             while filled < CHUNK {
                 match r.read(&mut chunk[filled..]) {
@@ -131,7 +148,7 @@ impl ChunkSender {
 impl Write for ChunkSender {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.pending.capacity() == 0 {
-            self.pending.reserve_exact(CHUNK);
+            self.pending = self.empty_chunk();
         }
         let n = buf.len().min(CHUNK - self.pending.len());
         self.pending.extend_from_slice(&buf[..n]);
@@ -148,6 +165,7 @@ impl Write for ChunkSender {
 /// The consumer's end: a buffered reader over the producer's chunks.
 pub struct ChunkReader {
     rx: Receiver<Vec<u8>>,
+    recycle: Sender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
@@ -167,7 +185,10 @@ impl BufRead for ChunkReader {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(next) => {
-                    self.chunk = next;
+                    let used = std::mem::replace(&mut self.chunk, next);
+                    if used.capacity() > 0 {
+                        let _ = self.recycle.send(used);
+                    }
                     self.pos = 0;
                 }
                 // The producer returned: the stream ends here.
