@@ -552,8 +552,50 @@ impl Containers {
         // Out of sight first, then deleted: a half-removed container is never listed.
         let dead = self.store.temp_path("dead-container");
         fs::rename(&dir.path, &dead).map_err(|e| RuntimeError::io(&dir.path, e))?;
-        fsutil::remove_any(&dead)?;
+        remove_known_entries(&dead);
+        if fs::remove_dir(&dead).is_err() {
+            // Whatever else there is (files the container wrote, volumes, logs).
+            fsutil::remove_any(&dead)?;
+        }
         Ok(())
+    }
+}
+
+/// Removes what every container directory holds by name, with one call each instead of the
+/// open/read/stat of a tree walk (this is on `run --rm`'s path). Anything unexpected stays
+/// for the caller's full removal.
+fn remove_known_entries(dir: &std::path::Path) {
+    let Ok(d) = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return;
+    };
+    use nix::unistd::{unlinkat, UnlinkatFlags::NoRemoveDir, UnlinkatFlags::RemoveDir};
+    for f in [
+        "config.json",
+        "state.json",
+        "hosts",
+        "hostname",
+        "resolv.conf",
+    ] {
+        let _ = unlinkat(&d, f, NoRemoveDir);
+    }
+    // The overlay's work dir (a `volatile` mount leaves work/incompat/volatile/dirty), the
+    // mount point and an upper dir the container did not write to.
+    let _ = unlinkat(&d, "work/work/incompat/volatile/dirty", NoRemoveDir);
+    for sub in [
+        "work/work/incompat/volatile",
+        "work/work/incompat",
+        "work/work",
+        "work/incompat/volatile",
+        "work/incompat",
+        "work",
+        "rootfs",
+        "upper",
+    ] {
+        let _ = unlinkat(&d, sub, RemoveDir);
     }
 }
 
