@@ -28,6 +28,12 @@ impl Store {
         let s = Store {
             root: root.to_path_buf(),
         };
+        let version = s.root.join("version");
+        // The version file is written after the directories: when it is there, so are they
+        // (this is on every container start's path, twice).
+        if fs::read_to_string(&version).is_ok_and(|v| v.trim() == STORE_VERSION) {
+            return Ok(s);
+        }
         for d in [
             s.root.clone(),
             s.blobs_dir(),
@@ -40,7 +46,6 @@ impl Store {
         ] {
             fs::create_dir_all(&d).at(&d)?;
         }
-        let version = s.root.join("version");
         match fs::read_to_string(&version) {
             Ok(v) if v.trim() == STORE_VERSION => {}
             Ok(v) => {

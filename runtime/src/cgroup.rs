@@ -212,8 +212,15 @@ impl Cgroup {
                 if l.restrict_devices {
                     if let Some(d) = self.dir("devices") {
                         write(&d.join("devices.deny"), "a")?;
+                        // One rule per write(2), all through one open file.
+                        let allow = d.join("devices.allow");
+                        let mut f = fs::OpenOptions::new()
+                            .write(true)
+                            .open(&allow)
+                            .map_err(|e| RuntimeError::io(&allow, e))?;
                         for rule in DEVICE_ALLOW {
-                            write(&d.join("devices.allow"), rule)?;
+                            std::io::Write::write_all(&mut f, rule.as_bytes())
+                                .map_err(|e| RuntimeError::io(&allow, e))?;
                         }
                     }
                 }
