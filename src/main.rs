@@ -3,6 +3,7 @@
 //! The binary is thin: it parses the command line (`cli`), opens the store, and calls the
 //! library crates through one module per command family (`commands`).
 
+mod alloc;
 mod changes;
 mod cli;
 mod commands;
@@ -10,10 +11,8 @@ mod output;
 
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: builds, plans and the parser make many small, short-lived
-/// allocations, and glibc's free/consolidate paths were a third of a warm build's user time.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Strata = alloc::Strata;
 
 use clap::Parser;
 
@@ -26,6 +25,9 @@ fn main() -> ExitCode {
         std::process::exit(code);
     }
     let cli = Cli::parse();
+    if !starts_a_container(&cli.command) {
+        alloc::use_mimalloc();
+    }
     init_logging(&cli.log_level);
     // Docker's rule: a failure of strata itself while running a container exits 125.
     let runs_container = matches!(
@@ -72,6 +74,22 @@ fn monitor_fast_path() -> Option<i32> {
         ready_fd,
     };
     Some(strata_runtime::monitor::run(&store, id.to_str()?, opts))
+}
+
+/// Commands on a container start's path, which stay on glibc's malloc (see `alloc`).
+fn starts_a_container(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Run(_)
+            | Command::Create(_)
+            | Command::Start(_)
+            | Command::Exec(_)
+            | Command::Monitor(_)
+            | Command::ExecHelper { .. }
+            | Command::Container(
+                ContainerCommand::Run(_) | ContainerCommand::Create(_) | ContainerCommand::Start(_)
+            )
+    )
 }
 
 /// The error and its causes on one line.
