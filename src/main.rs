@@ -14,8 +14,6 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: alloc::Strata = alloc::Strata;
 
-use clap::Parser;
-
 use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use commands::containers::{self, ExitError};
 use commands::{images, open_store, registry, system};
@@ -24,11 +22,11 @@ fn main() -> ExitCode {
     if let Some(code) = monitor_fast_path() {
         std::process::exit(code);
     }
-    let cli = Cli::parse();
+    let cli = Cli::from_args();
     if !starts_a_container(&cli.command) {
         alloc::use_mimalloc();
     }
-    init_logging(&cli.log_level);
+    init_logging(&cli.globals.log_level);
     // Docker's rule: a failure of strata itself while running a container exits 125.
     let runs_container = matches!(
         cli.command,
@@ -116,11 +114,11 @@ fn init_logging(level: &str) {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // Absolute, because containers and mounts use store paths from other working directories.
-    let root = std::path::absolute(&cli.root)
-        .map_err(|e| anyhow::anyhow!("--root {}: {e}", cli.root.display()))?;
+    let root = std::path::absolute(&cli.globals.root)
+        .map_err(|e| anyhow::anyhow!("--root {}: {e}", cli.globals.root.display()))?;
     let store = || open_store(&root);
     let registries = registry::RegistryConfig {
-        insecure: cli.insecure_registries.clone(),
+        insecure: cli.globals.insecure_registries.clone(),
     };
     match cli.command {
         Command::Build(a) => {

@@ -305,14 +305,10 @@ fn run_inner(store: &Store, id: &str, opts: &Options) -> Result<i32, (i32, Strin
         cpuset_cpus: rec.host_config.cpuset_cpus.clone(),
         restrict_devices: !rec.host_config.privileged,
     };
-    let cg = Cgroup::create(id, &limits).map_err(|e| fail_start(125, e.to_string()))?;
-    let started = start(&rec, &root, &proc_, &cg, opts);
-    let (child, io) = match started {
+    let started = start(&rec, &root, &proc_, &limits, opts);
+    let (child, io, cg) = match started {
         Ok(x) => x,
-        Err((code, msg)) => {
-            cg.destroy();
-            return Err(fail_start(code, msg));
-        }
+        Err((code, msg)) => return Err(fail_start(code, msg)),
     };
     let pid_start = process_start_time(child.as_raw()).unwrap_or(0);
     let _ = containers.update_state(id, |s| {
@@ -337,6 +333,11 @@ fn run_inner(store: &Store, id: &str, opts: &Options) -> Result<i32, (i32, Strin
     let oom = cg.oom_killed();
     cg.destroy();
     let code = if oom && code == 137 { 137 } else { code };
+    // A foreground `--rm` returns its code to the caller itself: the record goes, and its
+    // final state is only written if it cannot (a detached one keeps the write for `wait`).
+    if opts.foreground && rec.host_config.auto_remove && containers.remove_dir(id).is_ok() {
+        return Ok(code);
+    }
     let _ = containers.update_state(id, |s| {
         s.status = Status::Exited;
         s.exit_code = code;
@@ -365,9 +366,9 @@ fn start(
     rec: &ContainerRecord,
     root: &RootSpec,
     p: &ProcessSpec,
-    cg: &Cgroup,
+    limits: &Limits,
     opts: &Options,
-) -> Result<(Pid, Io), (i32, String)> {
+) -> Result<(Pid, Io, Cgroup), (i32, String)> {
     let err = |e: RuntimeError| (125, e.to_string());
     let (sync_r, sync_w) = pipe().map_err(err)?;
     let (err_r, err_w) = pipe().map_err(err)?;
@@ -455,11 +456,22 @@ fn start(
                 drop(child);
                 parent
             });
-            if let Err(e) = cg.add(child.as_raw()) {
-                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err((125, e.to_string()));
-            }
+            // Made while the child sets up its namespaces and mounts.
+            let cg = Cgroup::create(&rec.id, limits).and_then(|cg| match cg.add(child.as_raw()) {
+                Ok(()) => Ok(cg),
+                Err(e) => {
+                    cg.destroy();
+                    Err(e)
+                }
+            });
+            let cg = match cg {
+                Ok(cg) => cg,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    return Err((125, e.to_string()));
+                }
+            };
             let _ = nix::unistd::write(&sync_w, b"g");
             drop(sync_w);
             // The console arrives before exec (init sends it while setting up).
@@ -472,6 +484,7 @@ fn start(
             let _ = fs::File::from(err_r).read_to_string(&mut msg);
             if !msg.is_empty() {
                 let _ = waitpid(child, None);
+                cg.destroy();
                 let (code, text) = msg.split_once(' ').unwrap_or(("125", &msg));
                 return Err((code.parse().unwrap_or(125), text.to_string()));
             }
@@ -483,6 +496,7 @@ fn start(
                     err: errp,
                     console: console_master,
                 },
+                cg,
             ))
         }
     }
