@@ -764,10 +764,13 @@ fn image_volumes_get_anonymous_volumes_seeded_from_the_image() {
     );
     s.assert_check();
     s.ok(&["rm", "vol1"]);
-    assert_eq!(
-        fs::read_dir(s.root().join("containers")).unwrap().count(),
-        0
-    );
+    // Nothing but the (hidden) name index is left.
+    let left: Vec<_> = fs::read_dir(s.root().join("containers"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -799,4 +802,40 @@ fn system_check_sweeps_empty_cgroups_left_by_killed_monitors() {
     s.ok(&["system", "check", "--repair"]);
     assert!(fresh.exists());
     fs::remove_dir(&fresh).unwrap();
+}
+
+#[test]
+fn container_names_stay_unique_through_the_name_index() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&["create", "--name", "web", "busybox", "true"]);
+    let err = s.fails(&["create", "--name", "web", "busybox", "true"]);
+    assert!(err.contains("\"/web\" is already in use"), "{err}");
+    s.ok(&["rename", "web", "web2"]);
+    s.ok(&["create", "--name", "web", "busybox", "true"]);
+    let err = s.fails(&["create", "--name", "web2", "busybox", "true"]);
+    assert!(err.contains("\"/web2\" is already in use"), "{err}");
+    let mut names: Vec<String> = s
+        .ok(&["ps", "-a", "--format", "{{.Names}}"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["web", "web2"]);
+    s.ok(&["rm", "web2"]);
+    s.ok(&["create", "--name", "web2", "busybox", "true"]);
+    // A store from before the index: it is rebuilt from the records.
+    fs::remove_dir_all(s.root().join("containers/.names")).unwrap();
+    let err = s.fails(&["create", "--name", "web", "busybox", "true"]);
+    assert!(err.contains("\"/web\" is already in use"), "{err}");
+    // A --rm container frees its name.
+    s.ok(&["run", "--rm", "--name", "once", "busybox", "true"]);
+    s.ok(&["run", "--rm", "--name", "once", "busybox", "true"]);
+    assert_eq!(
+        fs::read_dir(s.root().join("containers/.names"))
+            .unwrap()
+            .count(),
+        2
+    );
+    s.assert_check();
 }

@@ -342,6 +342,9 @@ impl Containers {
         for e in fs::read_dir(&root).map_err(|e| RuntimeError::io(&root, e))? {
             let e = e.map_err(|e| RuntimeError::io(&root, e))?;
             let id = e.file_name().to_string_lossy().into_owned();
+            if id.starts_with('.') {
+                continue;
+            }
             match self.load(&id) {
                 Ok(r) => out.push(r),
                 Err(err) => tracing::debug!("skipping container {id}: {err}"),
@@ -366,6 +369,9 @@ impl Containers {
         if key.is_empty() {
             return Err(RuntimeError::NotFound("no such container: \"\"".into()));
         }
+        if let Some(r) = self.by_name(key) {
+            return Ok(r);
+        }
         let all = self.list()?;
         if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
             return Ok(r.clone());
@@ -383,7 +389,7 @@ impl Containers {
     /// Creates the record and directories. Fails if the name is taken.
     pub fn create(&self, mut rec: ContainerRecord) -> Result<ContainerRecord, RuntimeError> {
         let _lock = self.store.meta_lock("containers")?;
-        let existing = self.list()?;
+        self.ensure_name_index()?;
         if rec.name.is_empty() {
             rec.name = loop {
                 let mut b = [0u8; 2];
@@ -393,7 +399,7 @@ impl Containers {
                     ADJECTIVES[b[0] as usize % 24],
                     NAMES[b[1] as usize % 24]
                 );
-                if !existing.iter().any(|r| r.name == n) {
+                if self.by_name(&n).is_none() {
                     break n;
                 }
             };
@@ -402,7 +408,7 @@ impl Containers {
                 "invalid container name ({:?}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
                 rec.name
             )));
-        } else if let Some(other) = existing.iter().find(|r| r.name == rec.name) {
+        } else if let Some(other) = self.by_name(&rec.name) {
             return Err(RuntimeError::Conflict(format!(
                 "the container name \"/{}\" is already in use by container {}",
                 rec.name, other.id
@@ -436,7 +442,58 @@ impl Containers {
             let _ = fsutil::remove_any(&staging);
             return Err(e);
         }
+        if let Err(e) = self.index_name(&rec.name, &rec.id) {
+            let _ = self.remove_dir(&rec.id);
+            return Err(e);
+        }
         Ok(rec)
+    }
+
+    /// The name index: `containers/.names/<name>` holds the ID of the container of that name,
+    /// so a new container's name is checked without reading every record. An entry is
+    /// trusted only when that container exists and still has the name; anything else is
+    /// stale and overwritten.
+    fn names_dir(&self) -> PathBuf {
+        self.store.containers_dir().join(".names")
+    }
+
+    /// The container named `name`, through the index.
+    fn by_name(&self, name: &str) -> Option<ContainerRecord> {
+        if !valid_name(name) {
+            return None;
+        }
+        let id = fs::read_to_string(self.names_dir().join(name)).ok()?;
+        let rec = self.load(id.trim()).ok()?;
+        (rec.name == name).then_some(rec)
+    }
+
+    /// Records `name` → `id` (under the containers lock).
+    fn index_name(&self, name: &str, id: &str) -> Result<(), RuntimeError> {
+        let p = self.names_dir().join(name);
+        fs::write(&p, id).map_err(|e| RuntimeError::io(&p, e))
+    }
+
+    /// Forgets `name` if it still points at `id`.
+    fn unindex_name(&self, name: &str, id: &str) {
+        let p = self.names_dir().join(name);
+        if fs::read_to_string(&p).is_ok_and(|v| v.trim() == id) {
+            let _ = fs::remove_file(&p);
+        }
+    }
+
+    /// Makes the index from the records, for a store that does not have one yet (under the
+    /// containers lock; the index appears whole, by rename).
+    fn ensure_name_index(&self) -> Result<(), RuntimeError> {
+        let dir = self.names_dir();
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let staging = self.store.temp_dir("names")?;
+        for rec in self.list()? {
+            let p = staging.join(&rec.name);
+            fs::write(&p, &rec.id).map_err(|e| RuntimeError::io(&p, e))?;
+        }
+        fs::rename(&staging, &dir).map_err(|e| RuntimeError::io(&dir, e))
     }
 
     /// Replaces the record (rename).
@@ -455,18 +512,18 @@ impl Containers {
             )));
         }
         let mut rec = self.resolve(key)?;
-        if let Some(other) = self
-            .list()?
-            .iter()
-            .find(|r| r.name == new_name && r.id != rec.id)
-        {
+        self.ensure_name_index()?;
+        if let Some(other) = self.by_name(new_name).filter(|r| r.id != rec.id) {
             return Err(RuntimeError::Conflict(format!(
                 "the container name \"/{new_name}\" is already in use by container {}",
                 other.id
             )));
         }
-        rec.name = new_name.to_string();
-        self.save(&rec)
+        let old = std::mem::replace(&mut rec.name, new_name.to_string());
+        self.save(&rec)?;
+        self.index_name(new_name, &rec.id)?;
+        self.unindex_name(&old, &rec.id);
+        Ok(())
     }
 
     /// The container's lock (the state file, held exclusively).
@@ -548,6 +605,19 @@ impl Containers {
 
     /// Removes a container's directory (it must not be running).
     pub fn remove_dir(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.load(id) {
+            Ok(rec) => self.remove(&rec),
+            Err(_) => self.remove_files(id),
+        }
+    }
+
+    /// Deletes the container `rec` (its name, then its directory).
+    fn remove(&self, rec: &ContainerRecord) -> Result<(), RuntimeError> {
+        self.unindex_name(&rec.name, &rec.id);
+        self.remove_files(&rec.id)
+    }
+
+    fn remove_files(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.dir(id);
         // Out of sight first, then deleted: a half-removed container is never listed.
         let dead = self.store.temp_path("dead-container");
