@@ -839,3 +839,49 @@ fn container_names_stay_unique_through_the_name_index() {
     );
     s.assert_check();
 }
+
+#[test]
+fn exec_tty_has_the_terminal_size() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let s = Strata::new();
+    s.busybox();
+    let id = s.ok(&["run", "-d", "busybox", "sleep", "30"]);
+    let id = id.trim();
+    let size = nix::pty::Winsize {
+        ws_row: 25,
+        ws_col: 90,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = s.cmd(&["exec", "-it", id, "stty", "size"]);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and TIOCSCTTY between fork and exec, on the child's own stdin.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY as _, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    let mut reader = std::fs::File::from(pty.master);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    assert!(read_pty_until(&rx, &mut seen, "25 90"), "{seen:?}");
+    assert!(child.wait().unwrap().success());
+    s.ok(&["rm", "-f", id]);
+}

@@ -106,6 +106,8 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
         nix::pty::grantpt(&master).map_err(|e| (125, format!("grantpt: {e}")))?;
         nix::pty::unlockpt(&master).map_err(|e| (125, format!("unlockpt: {e}")))?;
         let name = nix::pty::ptsname_r(&master).map_err(|e| (125, format!("ptsname: {e}")))?;
+        // Sized before the command runs, so it never sees a 0x0 terminal.
+        crate::monitor::copy_winsize(0, master.as_raw_fd());
         Some((master, name))
     } else {
         None

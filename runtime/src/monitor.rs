@@ -687,7 +687,8 @@ fn terminal_size(fd: RawFd) -> Option<(u16, u16)> {
     }
 }
 
-fn copy_winsize(from: RawFd, to: RawFd) {
+/// Gives the terminal `to` the size of the terminal `from` (if it is one).
+pub(crate) fn copy_winsize(from: RawFd, to: RawFd) {
     // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a winsize we own.
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
