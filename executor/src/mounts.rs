@@ -120,10 +120,7 @@ impl Drop for Prepared {
 
 /// Resolves `path` inside the directory `root` (symlinks stay inside it) to a host path.
 fn resolve_inside(root: &Path, path: &str) -> Result<PathBuf, String> {
-    let r = Root::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let h = r.resolve(path).map_err(|e| format!("{path}: {e}"))?;
-    let fd = std::os::fd::OwnedFd::from(h);
-    fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| format!("{path}: {e}"))
+    strata_image::layer::resolve_in_root(root, path).map_err(|e| format!("{path}: {e}"))
 }
 
 /// The `uid`/`gid`/`mode` a mount asked for, on what the step gets at its target.

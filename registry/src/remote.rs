@@ -265,18 +265,8 @@ pub fn git_checkout(
     let dir = match &src.subdir {
         None => dir.to_path_buf(),
         // Resolved inside the checkout: the repository's symlinks are untrusted.
-        Some(sub) => {
-            let root = pathrs::Root::open(dir).map_err(|e| fail(&what(), e))?;
-            let h = root
-                .resolve(sub)
-                .map_err(|e| fail(&what(), format!("subdirectory {sub}: {e}")))?;
-            let fd = std::os::fd::OwnedFd::from(h);
-            fs::read_link(format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&fd)
-            ))
-            .map_err(|e| fail(&what(), e))?
-        }
+        Some(sub) => strata_image::layer::resolve_in_root(dir, sub)
+            .map_err(|e| fail(&what(), format!("subdirectory {sub}: {e}")))?,
     };
     Ok(Checkout { dir, commit })
 }

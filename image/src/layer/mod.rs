@@ -13,7 +13,20 @@ pub use changes::changes;
 pub use extract::{extract_into_root, extract_layer, ExtractOptions, ExtractStats};
 pub use writer::{write_flattened_tar, write_layer_tar, TarOptions};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Where `path` leads inside the untrusted tree `root` (a context, a checkout, a layer), its
+/// symlinks resolved inside the tree (pathrs, `openat2(RESOLVE_IN_ROOT)`): the host path of
+/// that file, for code that needs a path (a bind mount's source, a directory to copy).
+pub fn resolve_in_root(root: &Path, path: &str) -> std::io::Result<PathBuf> {
+    let r = pathrs::Root::open(root).map_err(std::io::Error::other)?;
+    let h = r.resolve(path).map_err(std::io::Error::other)?;
+    let fd = std::os::fd::OwnedFd::from(h);
+    std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+}
 
 /// The prefix of a whiteout entry in tar form.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
