@@ -598,29 +598,28 @@ fn read_pty_until(rx: &std::sync::mpsc::Receiver<Vec<u8>>, seen: &mut String, wa
     true
 }
 
-#[test]
-fn tty_size_follows_the_terminal_and_its_resizes() {
-    use std::io::{Read, Write};
+/// A terminal of `rows` × `cols` for a strata command: the command runs with the pty as its
+/// controlling terminal and stdio; returns the child, the pty master and what the master reads
+/// (from a reader thread).
+fn spawn_on_pty(
+    mut cmd: std::process::Command,
+    rows: u16,
+    cols: u16,
+) -> (
+    std::process::Child,
+    std::fs::File,
+    std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    use std::io::Read;
     use std::os::unix::process::CommandExt;
-    let s = Strata::new();
-    s.busybox();
-    let size = |rows, cols| nix::pty::Winsize {
+    let size = nix::pty::Winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    let pty = nix::pty::openpty(Some(&size(30, 100)), None).unwrap();
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
     let slave = std::fs::File::from(pty.slave);
-    let mut cmd = s.cmd(&[
-        "run",
-        "--rm",
-        "-it",
-        "busybox",
-        "sh",
-        "-c",
-        "stty size; read line; stty size",
-    ]);
     cmd.stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave.try_clone().unwrap());
@@ -632,9 +631,9 @@ fn tty_size_follows_the_terminal_and_its_resizes() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     drop(slave);
-    let mut master = std::fs::File::from(pty.master);
+    let master = std::fs::File::from(pty.master);
     let mut reader = master.try_clone().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -645,6 +644,30 @@ fn tty_size_follows_the_terminal_and_its_resizes() {
             }
         }
     });
+    (child, master, rx)
+}
+
+#[test]
+fn tty_size_follows_the_terminal_and_its_resizes() {
+    use std::io::Write;
+    let s = Strata::new();
+    s.busybox();
+    let size = |rows, cols| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let cmd = s.cmd(&[
+        "run",
+        "--rm",
+        "-it",
+        "busybox",
+        "sh",
+        "-c",
+        "stty size; read line; stty size",
+    ]);
+    let (mut child, mut master, rx) = spawn_on_pty(cmd, 30, 100);
     let mut seen = String::new();
     assert!(
         read_pty_until(&rx, &mut seen, "30 100"),
@@ -842,44 +865,12 @@ fn container_names_stay_unique_through_the_name_index() {
 
 #[test]
 fn exec_tty_has_the_terminal_size() {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
     let s = Strata::new();
     s.busybox();
     let id = s.ok(&["run", "-d", "busybox", "sleep", "30"]);
     let id = id.trim();
-    let size = nix::pty::Winsize {
-        ws_row: 25,
-        ws_col: 90,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&size), None).unwrap();
-    let slave = std::fs::File::from(pty.slave);
-    let mut cmd = s.cmd(&["exec", "-it", id, "stty", "size"]);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave.try_clone().unwrap());
-    // SAFETY: setsid and TIOCSCTTY between fork and exec, on the child's own stdin.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY as _, 0);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    drop(slave);
-    let mut reader = std::fs::File::from(pty.master);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, _master, rx) =
+        spawn_on_pty(s.cmd(&["exec", "-it", id, "stty", "size"]), 25, 90);
     let mut seen = String::new();
     assert!(read_pty_until(&rx, &mut seen, "25 90"), "{seen:?}");
     assert!(child.wait().unwrap().success());

@@ -280,6 +280,26 @@ impl Dest {
         Ok(fd)
     }
 
+    /// Makes the destination directory `path` (0755, owned by `own` or root) unless it is one
+    /// already; it keeps the time of its making (it has no source).
+    fn ensure_dir(&mut self, path: &str, own: Option<(u32, u32)>) -> Result<(), String> {
+        if self.is_dir(path) {
+            return Ok(());
+        }
+        let (uid, gid) = own.unwrap_or((0, 0));
+        let meta = Meta {
+            kind: Kind::Dir,
+            mode: 0o755,
+            uid,
+            gid,
+            mtime: 0,
+            link: None,
+        };
+        self.write(path, &meta, None)?;
+        self.dir_times.pop();
+        Ok(())
+    }
+
     fn is_dir(&self, path: &str) -> bool {
         self.root
             .resolve(path)
@@ -669,22 +689,9 @@ pub fn copy_step(
         }
     };
     if op.dest_is_dir {
-        let (uid, gid) = own.unwrap_or((0, 0));
         let d = op.dest.trim_end_matches('/');
-        if !d.is_empty() && !dest.is_dir(d) {
-            dest.write(
-                d,
-                &Meta {
-                    kind: Kind::Dir,
-                    mode: 0o755,
-                    uid,
-                    gid,
-                    mtime: 0,
-                    link: None,
-                },
-                None,
-            )?;
-            dest.dir_times.pop();
+        if !d.is_empty() {
+            dest.ensure_dir(d, own)?;
         }
     }
     for (name, content) in &op.inline {
@@ -968,22 +975,7 @@ fn copy_tree(
     }
     // A directory's contents go into the destination, which is then a directory.
     let dest_dir = dest_dir.trim_end_matches('/').to_string();
-    if !dest.is_dir(&dest_dir) {
-        let (uid, gid) = own.unwrap_or((0, 0));
-        dest.write(
-            &dest_dir,
-            &Meta {
-                kind: Kind::Dir,
-                mode: 0o755,
-                uid,
-                gid,
-                mtime: 0,
-                link: None,
-            },
-            None,
-        )?;
-        dest.dir_times.pop();
-    }
+    dest.ensure_dir(&dest_dir, own)?;
     let target_of = |rel: &str| format!("{dest_dir}/{rel}");
     let base = format!("/proc/self/fd/{}", f.as_raw_fd());
     let mut stack: Vec<String> = vec![String::new()];
