@@ -220,25 +220,7 @@ impl Extractor<'_> {
                 self.clear(&dir, &parent, &name, false)?;
                 symlinkat(OsStr::from_bytes(&target), &dir, name.as_os_str())
                     .map_err(|e| self.io(&path, e.into()))?;
-                if self.opts.preserve_owners {
-                    fchownat(
-                        &dir,
-                        name.as_os_str(),
-                        Some(Uid::from_raw(owner.0)),
-                        Some(Gid::from_raw(owner.1)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| self.io(&path, e.into()))?;
-                }
-                let t = TimeSpec::new(mtime, 0);
-                utimensat(
-                    &dir,
-                    name.as_os_str(),
-                    &t,
-                    &t,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| self.io(&path, e.into()))?;
+                self.stamp_at(&dir, &name, &path, owner, mtime)?;
             }
             tar::EntryType::Link => {
                 let raw_target = entry
@@ -296,25 +278,7 @@ impl Extractor<'_> {
                     libc::makedev(major, minor),
                 )
                 .map_err(|e| self.io(&path, e.into()))?;
-                if self.opts.preserve_owners {
-                    fchownat(
-                        &dir,
-                        name.as_os_str(),
-                        Some(Uid::from_raw(owner.0)),
-                        Some(Gid::from_raw(owner.1)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| self.io(&path, e.into()))?;
-                }
-                let t = TimeSpec::new(mtime, 0);
-                utimensat(
-                    &dir,
-                    name.as_os_str(),
-                    &t,
-                    &t,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| self.io(&path, e.into()))?;
+                self.stamp_at(&dir, &name, &path, owner, mtime)?;
             }
             other => return Err(bad(&format!("unsupported entry type {other:?}"))),
         }
@@ -374,6 +338,30 @@ impl Extractor<'_> {
             unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
                 .map_err(|e| self.io(&parent.join(name), e.into()))
         }
+    }
+
+    /// Owner (when kept) and mtime of the non-directory `name` in `dir`, not following it.
+    fn stamp_at(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        path: &Path,
+        owner: (u32, u32),
+        mtime: i64,
+    ) -> Result<(), LayerError> {
+        if self.opts.preserve_owners {
+            fchownat(
+                dir,
+                name,
+                Some(Uid::from_raw(owner.0)),
+                Some(Gid::from_raw(owner.1)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.io(path, e.into()))?;
+        }
+        let t = TimeSpec::new(mtime, 0);
+        utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| self.io(path, e.into()))
     }
 
     fn own(&self, fd: impl AsFd, owner: (u32, u32), path: &Path) -> Result<(), LayerError> {
