@@ -337,14 +337,8 @@ impl Containers {
 
     /// Every container record (unreadable ones are skipped with a warning).
     pub fn list(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
-        let root = self.store.containers_dir();
         let mut out = Vec::new();
-        for e in fs::read_dir(&root).map_err(|e| RuntimeError::io(&root, e))? {
-            let e = e.map_err(|e| RuntimeError::io(&root, e))?;
-            let id = e.file_name().to_string_lossy().into_owned();
-            if id.starts_with('.') {
-                continue;
-            }
+        for id in self.ids()? {
             match self.load(&id) {
                 Ok(r) => out.push(r),
                 Err(err) => tracing::debug!("skipping container {id}: {err}"),
@@ -372,18 +366,40 @@ impl Containers {
         if let Some(r) = self.by_name(key) {
             return Ok(r);
         }
-        let all = self.list()?;
-        if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
-            return Ok(r.clone());
+        // IDs are directory names: matched without reading any record.
+        let ids = self.ids()?;
+        let matches: Vec<&String> = ids.iter().filter(|id| id.starts_with(key)).collect();
+        if let Some(exact) = matches.iter().find(|id| id.as_str() == key) {
+            return self.load(exact);
         }
-        let matches: Vec<&ContainerRecord> = all.iter().filter(|r| r.id.starts_with(key)).collect();
         match matches.len() {
-            1 => Ok(matches[0].clone()),
-            0 => Err(RuntimeError::NotFound(format!("no such container: {key}"))),
-            _ => Err(RuntimeError::Invalid(format!(
-                "multiple containers match {key:?}; use more of the ID"
-            ))),
+            1 => return self.load(matches[0]),
+            0 => {}
+            _ => {
+                return Err(RuntimeError::Invalid(format!(
+                    "multiple containers match {key:?}; use more of the ID"
+                )))
+            }
         }
+        // A name the index does not know (it is rebuilt on the next create).
+        self.list()?
+            .into_iter()
+            .find(|r| r.name == key)
+            .ok_or_else(|| RuntimeError::NotFound(format!("no such container: {key}")))
+    }
+
+    /// The IDs of all containers (directory names; no record is read).
+    fn ids(&self) -> Result<Vec<String>, RuntimeError> {
+        let root = self.store.containers_dir();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&root).map_err(|e| RuntimeError::io(&root, e))? {
+            let e = e.map_err(|e| RuntimeError::io(&root, e))?;
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !id.starts_with('.') {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     /// Creates the record and directories. Fails if the name is taken.
