@@ -41,9 +41,9 @@ pub struct Globals {
     pub insecure_registries: Vec<String>,
 }
 
-/// The command line with `run` as its only command: what a container start parses. Building
-/// every command's arguments costs ~0.5 ms, a tenth of a start; a command line this does not
-/// accept is parsed again in full (`Cli`), which gives the usual help and errors.
+/// The command line with only `run` and `exec`: what a container start or an exec parses.
+/// Building every command's arguments costs ~0.5 ms, a tenth of a start; a command line this
+/// does not accept is parsed again in full (`Cli`), which gives the usual help and errors.
 #[derive(Parser, Debug)]
 #[command(name = "strata", disable_help_subcommand = true)]
 pub struct RunOnly {
@@ -58,21 +58,19 @@ pub struct RunOnly {
 pub enum RunOnlyCommand {
     #[command(disable_help_flag = true)]
     Run(RunArgs),
+    Exec(ExecArgs),
 }
 
 impl Cli {
     /// Parses the process's arguments (see [`RunOnly`]).
     pub fn from_args() -> Cli {
-        if std::env::args_os().any(|a| a == "run") {
-            if let Ok(RunOnly {
-                globals,
-                command: RunOnlyCommand::Run(a),
-            }) = RunOnly::try_parse()
-            {
-                return Cli {
-                    globals,
-                    command: Command::Run(a),
+        if std::env::args_os().any(|a| a == "run" || a == "exec") {
+            if let Ok(RunOnly { globals, command }) = RunOnly::try_parse() {
+                let command = match command {
+                    RunOnlyCommand::Run(a) => Command::Run(a),
+                    RunOnlyCommand::Exec(a) => Command::Exec(a),
                 };
+                return Cli { globals, command };
             }
         }
         Cli::parse()

@@ -19,7 +19,7 @@ use commands::containers::{self, ExitError};
 use commands::{images, open_store, registry, system};
 
 fn main() -> ExitCode {
-    if let Some(code) = monitor_fast_path() {
+    if let Some(code) = reexec_fast_path() {
         std::process::exit(code);
     }
     let cli = Cli::from_args();
@@ -49,29 +49,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// The container monitor, when this process is the re-exec strata makes of itself for it
-/// (`strata --root ROOT __monitor ID --foreground|--ready-fd N`): that exec is on every
-/// container start's path, so it skips building the whole command line parser and the log
-/// setup (~0.4 ms). Any other shape, or a store that does not open, goes the usual way.
-fn monitor_fast_path() -> Option<i32> {
+/// The re-execs strata makes of itself (`strata --root ROOT __monitor ID --foreground|--ready-fd
+/// N`, `strata --root ROOT __exec --spec-fd N`): they are on every container start's and
+/// exec's path, so they skip building the whole command line parser and the log setup
+/// (~0.4 ms). Any other shape, or a store that does not open, goes the usual way.
+fn reexec_fast_path() -> Option<i32> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let [_, flag, root, cmd, id, rest @ ..] = args.as_slice() else {
+    let [_, flag, root, cmd, rest @ ..] = args.as_slice() else {
         return None;
     };
-    if flag != "--root" || cmd != "__monitor" {
+    if flag != "--root" {
         return None;
     }
-    let (foreground, ready_fd) = match rest {
-        [f] if f == "--foreground" => (true, None),
-        [f, n] if f == "--ready-fd" => (false, Some(n.to_str()?.parse().ok()?)),
-        _ => return None,
-    };
-    let store = open_store(&std::path::absolute(root).ok()?).ok()?;
-    let opts = strata_runtime::monitor::Options {
-        foreground,
-        ready_fd,
-    };
-    Some(strata_runtime::monitor::run(&store, id.to_str()?, opts))
+    let open = || open_store(&std::path::absolute(root).ok()?).ok();
+    match (cmd.to_str()?, rest) {
+        ("__monitor", [id, f]) if f == "--foreground" => {
+            let opts = strata_runtime::monitor::Options {
+                foreground: true,
+                ready_fd: None,
+            };
+            Some(strata_runtime::monitor::run(&open()?, id.to_str()?, opts))
+        }
+        ("__monitor", [id, f, n]) if f == "--ready-fd" => {
+            let opts = strata_runtime::monitor::Options {
+                foreground: false,
+                ready_fd: Some(n.to_str()?.parse().ok()?),
+            };
+            Some(strata_runtime::monitor::run(&open()?, id.to_str()?, opts))
+        }
+        ("__exec", [f, n]) if f == "--spec-fd" => {
+            Some(containers::exec_helper(&open()?, n.to_str()?.parse().ok()?))
+        }
+        _ => None,
+    }
 }
 
 /// Commands on a container start's path, which stay on glibc's malloc (see `alloc`).
