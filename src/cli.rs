@@ -54,6 +54,8 @@ pub struct RunOnly {
     pub command: RunOnlyCommand,
 }
 
+// Parsed once and moved straight into `Command`; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum RunOnlyCommand {
     #[command(disable_help_flag = true)]
