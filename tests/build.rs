@@ -1735,4 +1735,17 @@ fn copy_links_unchanged_files_from_its_previous_layer_and_checks_them() {
     );
     common::sh(&format!("touch -m -d @{} {y}", original.trim()));
     s.assert_check();
+    // Once its images are gone, the record is garbage; `builder prune` drops it.
+    for t in ["v1", "v2", "v3"] {
+        s.ok(&["rmi", t]);
+    }
+    s.ok(&["system", "prune", "-a", "-f"]);
+    let report = s.ok(&["system", "check"]);
+    assert!(
+        report.contains("COPY reuse record of a removed layer"),
+        "{report}"
+    );
+    s.ok(&["builder", "prune", "-a", "-f"]);
+    let report = s.ok(&["system", "check"]);
+    assert!(!report.contains("COPY reuse record"), "{report}");
 }

@@ -861,6 +861,13 @@ fn container_names_stay_unique_through_the_name_index() {
         2
     );
     s.assert_check();
+    // A name whose container is gone is garbage, and --repair sweeps it.
+    let ghost = s.root().join("containers/.names/ghost");
+    fs::write(&ghost, "0".repeat(64)).unwrap();
+    let report = s.ok(&["system", "check"]);
+    assert!(report.contains("name of a removed container"), "{report}");
+    s.ok(&["system", "check", "--repair"]);
+    assert!(!ghost.exists());
 }
 
 #[test]

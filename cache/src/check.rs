@@ -37,6 +37,41 @@ impl CheckReport {
 }
 
 impl Store {
+    /// Hint files that point at nothing any more: `buildcache/reuse-*.json` whose layer is not
+    /// in `layers`, and `containers/.names/<name>` whose container directory is gone.
+    fn stale_hints(&self, layers: &[Digest]) -> Result<Vec<(PathBuf, &'static str)>> {
+        #[derive(serde::Deserialize)]
+        struct Reuse {
+            layer: Digest,
+        }
+        let mut out = Vec::new();
+        let bc = self.buildcache_dir();
+        for e in fs::read_dir(&bc).at(&bc)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("reuse-") && name.ends_with(".json")) {
+                continue;
+            }
+            let layer = fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Reuse>(&b).ok())
+                .map(|r| r.layer);
+            if !layer.is_some_and(|l| layers.contains(&l)) {
+                out.push((e.path(), "COPY reuse record of a removed layer"));
+            }
+        }
+        let names = self.containers_dir().join(".names");
+        if let Ok(entries) = fs::read_dir(&names) {
+            for e in entries.flatten() {
+                let id = fs::read_to_string(e.path()).unwrap_or_default();
+                let id = id.trim();
+                if id.is_empty() || id.contains('/') || !self.containers_dir().join(id).is_dir() {
+                    out.push((e.path(), "name of a removed container"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Checks every invariant. `live` says whether a container ID has a live process (so its
     /// mounts are expected). With `repair`, leftovers are swept and orphan mounts unmounted.
     pub fn check(&self, repair: bool, live: &dyn Fn(&str) -> bool) -> Result<CheckReport> {
@@ -199,6 +234,15 @@ impl Store {
                 if repair {
                     self.cache_remove(&rec.key)?;
                 }
+            }
+        }
+
+        // COPY reuse records (executor::reuse) whose layer is gone, and container names
+        // (runtime's name index) whose container is gone.
+        for (path, what) in self.stale_hints(&layers)? {
+            r.garbage.push(format!("{}: {what}", path.display()));
+            if repair {
+                let _ = fs::remove_file(&path);
             }
         }
 
