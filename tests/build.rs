@@ -1564,6 +1564,28 @@ fn build_contexts_name_directories_and_images() {
     let (_, progress) = build(&s, &from_dir, &["--build-context", &flag, "-t", "fromdir"]);
     assert_eq!(cached_steps(&progress), 1, "{progress}");
     s.assert_check();
+    // The directory's image is remembered by the tree's stat stamp; new content of the same
+    // size with the old mtime still changes the stamp (ctime), so it is seen.
+    let memos = fs::read_dir(s.root().join("buildcache"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("dirimage-")
+        })
+        .count();
+    assert_eq!(memos, 1);
+    common::sh(&format!(
+        "cd {0} && cp -p marker ../marker.orig && echo changed! > marker && touch -r ../marker.orig marker",
+        rootdir.display()
+    ));
+    build(&s, &from_dir, &["--build-context", &flag, "-t", "fromdir"]);
+    assert_eq!(
+        s.ok(&["run", "--rm", "fromdir", "cat", "/seen"]),
+        "changed!\n"
+    );
     let err = s.fails(&["build", "--build-context", "x=oci-layout:///tmp/l", &ctx]);
     assert!(
         err.contains("only directories and docker-image://"),

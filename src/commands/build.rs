@@ -369,6 +369,21 @@ impl StoreImages<'_> {
         dir: &Path,
     ) -> std::result::Result<(Digest, ImageConfig), String> {
         let _lease = self.store.lease().map_err(|e| e.to_string())?;
+        // The tree's metadata, as stat gives it: when nothing changed since the image was made
+        // (same trust as the context's stat cache), it is reused without reading the files.
+        let stamp = tree_stamp(dir).map_err(|e| format!("build context {name}: {e}"))?;
+        let memo = self.store.buildcache_dir().join(format!(
+            "dirimage-{}.json",
+            &Digest::of(dir.as_os_str().as_encoded_bytes()).hex()[..32]
+        ));
+        if let Some(img) = std::fs::read(&memo)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<DirImage>(&b).ok())
+            .filter(|m| m.schema == DIR_IMAGE_SCHEMA && m.stamp == stamp)
+            .and_then(|m| self.store.image(&m.image).ok())
+        {
+            return Ok((img.id().clone(), img.config));
+        }
         let layer = self
             .store
             .add_layer_from_dir(None, dir, false, &TarOptions::default())
@@ -394,8 +409,78 @@ impl StoreImages<'_> {
                 Vec::new(),
             )
             .map_err(|e| e.to_string())?;
+        let record = DirImage {
+            schema: DIR_IMAGE_SCHEMA.to_string(),
+            stamp,
+            image: img.id().clone(),
+        };
+        // Best effort: without it the next build only reads the tree again.
+        let _ = strata_cache::fsutil::atomic_write(
+            &self.store.tmp_dir(),
+            &memo,
+            &serde_json::to_vec(&record).unwrap_or_default(),
+        );
         Ok((img.id().clone(), img.config))
     }
+}
+
+const DIR_IMAGE_SCHEMA: &str = "strata.dirimage.v1";
+
+/// `buildcache/dirimage-<hash of the directory's path>.json`: the image a directory context
+/// last became, with the stamp of the tree it was made from.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DirImage {
+    schema: String,
+    stamp: Digest,
+    image: Digest,
+}
+
+/// A digest of the directory's and every entry's path and `lstat` (type, mode, owner, size,
+/// inode, mtime and ctime with nanoseconds, link target) under `dir`, in a fixed order;
+/// symlinks are not followed. Any change to a file's content or attributes changes its ctime,
+/// so it changes the stamp.
+fn tree_stamp(dir: &Path) -> std::io::Result<Digest> {
+    use std::os::unix::fs::MetadataExt;
+    let line = |m: &std::fs::Metadata| {
+        format!(
+            "\0{} {} {} {} {} {}.{} {}.{} ",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.size(),
+            m.ino(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        )
+    };
+    let mut h = strata_image::digest::Hasher::new();
+    h.update(line(&std::fs::metadata(dir)?).as_bytes());
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join(&rel))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        for n in names {
+            let p = rel.join(&n);
+            let m = std::fs::symlink_metadata(dir.join(&p))?;
+            h.update(b"\n");
+            h.update(p.as_os_str().as_encoded_bytes());
+            h.update(line(&m).as_bytes());
+            if m.file_type().is_symlink() {
+                h.update(
+                    std::fs::read_link(dir.join(&p))?
+                        .as_os_str()
+                        .as_encoded_bytes(),
+                );
+            } else if m.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    Ok(h.finish())
 }
 
 impl ImageSource for StoreImages<'_> {
