@@ -1586,6 +1586,16 @@ fn build_contexts_name_directories_and_images() {
         s.ok(&["run", "--rm", "fromdir", "cat", "/seen"]),
         "changed!\n"
     );
+    // Once the directory's image is pruned, its record is garbage.
+    s.ok(&["rmi", "fromdir"]);
+    s.ok(&["system", "prune", "-a", "-f"]);
+    let report = s.ok(&["system", "check"]);
+    assert!(
+        report.contains("directory-context record of a removed image"),
+        "{report}"
+    );
+    s.ok(&["system", "check", "--repair"]);
+    s.assert_check();
     let err = s.fails(&["build", "--build-context", "x=oci-layout:///tmp/l", &ctx]);
     assert!(
         err.contains("only directories and docker-image://"),
