@@ -426,6 +426,27 @@ impl StoreImages<'_> {
 
 const DIR_IMAGE_SCHEMA: &str = "strata.dirimage.v1";
 
+/// `builder prune`: drops the directory-context records (all of them, or those whose image is
+/// gone).
+pub fn prune_directory_images(store: &Store, all: bool) {
+    let Ok(dir) = std::fs::read_dir(store.buildcache_dir()) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("dirimage-") && name.ends_with(".json")) {
+            continue;
+        }
+        let live = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<DirImage>(&b).ok())
+            .is_some_and(|m| store.has_image(&m.image));
+        if all || !live {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// `buildcache/dirimage-<hash of the directory's path>.json`: the image a directory context
 /// last became, with the stamp of the tree it was made from.
 #[derive(serde::Serialize, serde::Deserialize)]

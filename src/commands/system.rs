@@ -208,8 +208,9 @@ pub fn builder_prune(store: &Store, all: bool, keep: Option<&str>) -> Result<()>
     let report = store.prune(ImagePrune::Dangling)?;
     // Cache mounts (RUN --mount=type=cache) no running build holds.
     let (mounts, mount_bytes) = store.prune_cache_mounts()?;
-    // COPY reuse records whose layer went with the images.
+    // COPY reuse records whose layer went with the images, and directory-context records.
     strata_executor::reuse::prune(store);
+    crate::commands::build::prune_directory_images(store, all);
     let _ = all;
     println!("Deleted build cache records: {removed}");
     if mounts > 0 {
