@@ -4,7 +4,8 @@
 //! [`progress::Progress`]. Each step is create → start (RUN, with the `--mount`s that
 //! [`mounts`] prepares and undoes) or write (COPY/ADD; `--link` writes into an empty layer that
 //! is then rebased onto the parent) → commit, unless its cache key already has a result;
-//! metadata steps only change the config.
+//! metadata steps only change the config. [`reuse`] lets a context COPY hard-link the files
+//! that did not change from the layer it made last time.
 //!
 //! Key design decisions: every step's result is an (intermediate) image recorded in the store,
 //! and only then is its cache record written, so a cache hit always points at a complete image

@@ -3,7 +3,8 @@
 //! Main types: [`Digest`] (validated `sha256:` digests and streaming hashers),
 //! [`spec::ImageConfig`] / [`spec::Manifest`] / [`spec::Index`] (our own serde structs that
 //! keep unknown fields), [`Reference`] (Docker's normalisation), the layer codec in [`layer`]
-//! (deterministic tar writer, safe extractor into overlayfs form) and [`compress`].
+//! (deterministic tar writer, safe extractor into overlayfs form), [`compress`], and
+//! [`pipeline`] (two-thread stream stages: decompress | extract, tar | hash).
 //!
 //! Key design decision: documents strata makes are canonical JSON (sorted keys, compact) so a
 //! digest depends only on content; documents from elsewhere are kept as received, never

@@ -4,7 +4,8 @@
 //! (records in the store and the lifecycle), [`monitor`] (the per-container monitor that
 //! starts the container and records its exit), [`init`] (the container-side setup: overlay
 //! root, Docker's mounts, pivot_root, user, capabilities, seccomp, exec), [`exec`] (joining a
-//! running container), [`cgroup`] (v1 and v2), [`caps`], [`seccomp`].
+//! running container), [`cgroup`] (v1 and v2), [`caps`], [`seccomp`] (Docker's profile
+//! compiled to a range search tree of classic BPF).
 //!
 //! Key design decision: every container start and every exec goes through a fresh,
 //! single-threaded re-exec of the strata binary from a read-only bind mount of itself
