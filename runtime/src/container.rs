@@ -212,7 +212,7 @@ impl Default for State {
     }
 }
 
-/// A process's start time from /proc/<pid>/stat, if it exists.
+/// A process's start time from `/proc/<pid>/stat`, if it exists.
 pub fn process_start_time(pid: i32) -> Option<u64> {
     if pid <= 0 {
         return None;
