@@ -29,12 +29,7 @@ impl Store {
             root: root.to_path_buf(),
         };
         let version = s.root.join("version");
-        // The version file is written after the directories: when it is there, so are they
-        // (this is on every container start's path, twice).
-        if fs::read_to_string(&version).is_ok_and(|v| v.trim() == STORE_VERSION) {
-            return Ok(s);
-        }
-        for d in [
+        let dirs = [
             s.root.clone(),
             s.blobs_dir(),
             s.layers_dir(),
@@ -43,8 +38,16 @@ impl Store {
             s.containers_dir(),
             s.tmp_dir(),
             s.locks_dir(),
-        ] {
-            fs::create_dir_all(&d).at(&d)?;
+        ];
+        // This is on every container start's path (twice): a store that is complete is only
+        // looked at; one that is not (new, or a directory someone deleted) is completed.
+        if fs::read_to_string(&version).is_ok_and(|v| v.trim() == STORE_VERSION)
+            && dirs.iter().all(|d| d.is_dir())
+        {
+            return Ok(s);
+        }
+        for d in &dirs {
+            fs::create_dir_all(d).at(d)?;
         }
         match fs::read_to_string(&version) {
             Ok(v) if v.trim() == STORE_VERSION => {}
