@@ -880,8 +880,30 @@ fn exec_tty_has_the_terminal_size() {
         spawn_on_pty(s.cmd(&["exec", "-it", id, "stty", "size"]), 25, 90);
     let mut seen = String::new();
     assert!(read_pty_until(&rx, &mut seen, "25 90"), "{seen:?}");
-    // Only the size is this test's business: under a loaded full-suite run the exec client
-    // once exited non-zero after printing it (not reproduced since; see the session notes).
-    let _ = child.wait();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {seen:?}");
+    s.ok(&["rm", "-f", id]);
+}
+
+/// The monitor's loop could reap the container twice (once on its own, once for the SIGCHLD
+/// still queued), and the second wait's ECHILD turned the real exit code into 255. It showed
+/// with a terminal (the loop keeps draining the console after the exit): about 3 % of
+/// `exec -it` runs on a loaded machine, and one test run in three caught it with forty runs.
+#[test]
+fn exit_codes_survive_a_queued_sigchld() {
+    let s = Strata::new();
+    s.busybox();
+    let id = s.ok(&["run", "-d", "busybox", "sleep", "60"]);
+    let id = id.trim();
+    for i in 0..100 {
+        let cmd = s.cmd(&["exec", "-it", id, "sh", "-c", "echo x; exit 7"]);
+        let (mut child, _master, rx) = spawn_on_pty(cmd, 24, 80);
+        let status = child.wait().unwrap();
+        let mut seen = String::new();
+        while let Ok(b) = rx.try_recv() {
+            seen.push_str(&String::from_utf8_lossy(&b));
+        }
+        assert_eq!(status.code(), Some(7), "run {i}: {seen:?}");
+    }
     s.ok(&["rm", "-f", id]);
 }

@@ -572,8 +572,10 @@ fn supervise(child: Pid, io: Io, mut log: Option<LogWriter>, foreground: bool) -
                     if let Ok(Some(si)) = io.signals.read_signal() {
                         let sig = si.ssi_signo as i32;
                         if sig == libc::SIGCHLD {
-                            if let Some(code) = reap(child) {
-                                exit = Some(code);
+                            // The loop's own check may have reaped it already: a second wait
+                            // would say ECHILD and turn the real code into 255.
+                            if exit.is_none() {
+                                exit = reap(child);
                             }
                         } else if sig == libc::SIGWINCH {
                             if let Some(c) = &io.console {
