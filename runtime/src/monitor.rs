@@ -570,20 +570,19 @@ fn supervise(child: Pid, io: Io, mut log: Option<LogWriter>, foreground: bool) -
             match key {
                 0 => {
                     if let Ok(Some(si)) = io.signals.read_signal() {
-                        let sig = si.ssi_signo as i32;
-                        if sig == libc::SIGCHLD {
-                            // The loop's own check may have reaped it already: a second wait
-                            // would say ECHILD and turn the real code into 255.
-                            if exit.is_none() {
-                                exit = reap(child);
+                        match si.ssi_signo as i32 {
+                            // Only a wake-up: the one wait is at the end of the loop (a second
+                            // one would say ECHILD and turn the real code into 255).
+                            libc::SIGCHLD => {}
+                            libc::SIGWINCH => {
+                                if let Some(c) = &io.console {
+                                    copy_winsize(0, c.as_raw_fd());
+                                }
                             }
-                        } else if sig == libc::SIGWINCH {
-                            if let Some(c) = &io.console {
-                                copy_winsize(0, c.as_raw_fd());
-                            }
-                        } else {
                             // SAFETY: forwarding a signal to the container's init.
-                            unsafe { libc::kill(child.as_raw(), sig) };
+                            sig => unsafe {
+                                libc::kill(child.as_raw(), sig);
+                            },
                         }
                     }
                 }
