@@ -502,29 +502,10 @@ struct Linkable<'a> {
 /// Links (or, when the earlier file does not check out, copies) the readied files into their
 /// parents in the new layer, one worker per core, then puts back the parents' source mtimes.
 fn link_or_copy(ctx: &Context, reuse: &Reuse, todo: Linkable) -> Result<(), String> {
-    if todo.jobs.is_empty() {
-        return Ok(());
+    let mut touched: HashMap<String, Arc<OwnedFd>> = HashMap::new();
+    for part in on_each_core(&todo.jobs, "link", |part| link_part(ctx, reuse, part))? {
+        touched.extend(part);
     }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4);
-    let chunk = todo.jobs.len().div_ceil(workers);
-    let touched = std::thread::scope(|scope| {
-        let parts: Vec<_> = todo
-            .jobs
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || link_part(ctx, reuse, part)))
-            .collect();
-        let mut touched: HashMap<String, Arc<OwnedFd>> = HashMap::new();
-        for p in parts {
-            let t = p
-                .join()
-                .unwrap_or_else(|_| Err("a link worker panicked".into()))?;
-            touched.extend(t);
-        }
-        Ok::<_, String>(touched)
-    })?;
     for (parent, dir) in touched {
         if let Some(&mtime) = todo.dir_times.get(&parent) {
             let t = TimeSpec::new(mtime, 0);
@@ -869,40 +850,50 @@ const PARALLEL_COPY_MIN: usize = 256;
 /// Writes context files (target, metadata, context path) with one writer per core, each with
 /// its own handles on both roots; their directories exist already.
 fn write_files_parallel(ctx: &Context, dest: &Dest, files: &[FileJob]) -> Result<(), String> {
-    if files.is_empty() {
-        return Ok(());
+    on_each_core(files, "copy", |part| {
+        let mut out = Dest {
+            root: dest.root.try_clone().map_err(|e| e.to_string())?,
+            dirs: HashMap::new(),
+            dir_times: Vec::new(),
+        };
+        let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
+        for job in part {
+            let mut f = ctx.open_in(&ctx_root, job.src).map_err(|e| e.to_string())?;
+            out.write(&job.target, &job.meta, Some(Data::File(&mut f)))?;
+        }
+        Ok(())
+    })
+    .map(|_| ())
+}
+
+/// Runs `work` on `items` cut into one part per core (at most four), each on its own scoped
+/// thread; returns the parts' results in order, or the first error. Nothing runs for no items.
+fn on_each_core<T: Sync, R: Send>(
+    items: &[T],
+    what: &str,
+    work: impl Fn(&[T]) -> Result<R, String> + Sync,
+) -> Result<Vec<R>, String> {
+    if items.is_empty() {
+        return Ok(Vec::new());
     }
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 4);
-    let chunk = files.len().div_ceil(workers);
+    let chunk = items.len().div_ceil(workers);
+    let work = &work;
     std::thread::scope(|scope| {
-        let jobs: Vec<_> = files
+        let parts: Vec<_> = items
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || -> Result<(), String> {
-                    let mut out = Dest {
-                        root: dest.root.try_clone().map_err(|e| e.to_string())?,
-                        dirs: HashMap::new(),
-                        dir_times: Vec::new(),
-                    };
-                    let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
-                    for job in part {
-                        let mut f = ctx.open_in(&ctx_root, job.src).map_err(|e| e.to_string())?;
-                        out.write(&job.target, &job.meta, Some(Data::File(&mut f)))?;
-                    }
-                    Ok(())
-                })
-            })
+            .map(|part| scope.spawn(move || work(part)))
             .collect();
-        jobs.into_iter()
-            .map(|j| {
-                j.join()
-                    .unwrap_or_else(|_| Err("a copy worker panicked".into()))
+        parts
+            .into_iter()
+            .map(|p| {
+                p.join()
+                    .unwrap_or_else(|_| Err(format!("a {what} worker panicked")))
             })
-            .collect::<Result<Vec<()>, String>>()
-            .map(|_| ())
+            .collect()
     })
 }
 
