@@ -37,39 +37,11 @@ impl CheckReport {
 }
 
 impl Store {
-    /// Hint files that point at nothing any more: `buildcache/reuse-*.json` whose layer is not
-    /// in `layers`, `buildcache/dirimage-*.json` whose image is gone, and
-    /// `containers/.names/<name>` whose container directory is gone.
-    fn stale_hints(&self, layers: &[Digest]) -> Result<Vec<(PathBuf, &'static str)>> {
-        #[derive(serde::Deserialize)]
-        struct Reuse {
-            layer: Digest,
-        }
-        #[derive(serde::Deserialize)]
-        struct DirImage {
-            image: Digest,
-        }
-        let mut out = Vec::new();
-        let bc = self.buildcache_dir();
-        for e in fs::read_dir(&bc).at(&bc)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let bytes = || fs::read(e.path()).ok();
-            if name.starts_with("reuse-") && name.ends_with(".json") {
-                let layer = bytes()
-                    .and_then(|b| serde_json::from_slice::<Reuse>(&b).ok())
-                    .map(|r| r.layer);
-                if !layer.is_some_and(|l| layers.contains(&l)) {
-                    out.push((e.path(), "COPY reuse record of a removed layer"));
-                }
-            } else if name.starts_with("dirimage-") && name.ends_with(".json") {
-                let image = bytes()
-                    .and_then(|b| serde_json::from_slice::<DirImage>(&b).ok())
-                    .map(|r| r.image);
-                if !image.is_some_and(|i| self.has_image(&i)) {
-                    out.push((e.path(), "directory-context record of a removed image"));
-                }
-            }
-        }
+    /// Hint files that point at nothing any more: the build's (see
+    /// [`Store::stale_build_hints`]) and `containers/.names/<name>` whose container directory
+    /// is gone.
+    fn stale_hints(&self) -> Result<Vec<(PathBuf, &'static str)>> {
+        let mut out = self.stale_build_hints()?;
         let names = self.containers_dir().join(".names");
         if let Ok(entries) = fs::read_dir(&names) {
             for e in entries.flatten() {
@@ -250,7 +222,7 @@ impl Store {
 
         // COPY reuse records (executor::reuse) whose layer is gone, and container names
         // (runtime's name index) whose container is gone.
-        for (path, what) in self.stale_hints(&layers)? {
+        for (path, what) in self.stale_hints()? {
             r.garbage.push(format!("{}: {what}", path.display()));
             if repair {
                 let _ = fs::remove_file(&path);

@@ -4,7 +4,7 @@
 //! [`progress::Progress`]. Each step is create → start (RUN, with the `--mount`s that
 //! [`mounts`] prepares and undoes) or write (COPY/ADD; `--link` writes into an empty layer that
 //! is then rebased onto the parent) → commit, unless its cache key already has a result;
-//! metadata steps only change the config. [`reuse`] lets a context COPY hard-link the files
+//! metadata steps only change the config. `reuse` lets a context COPY hard-link the files
 //! that did not change from the layer it made last time.
 //!
 //! Key design decisions: every step's result is an (intermediate) image recorded in the store,
@@ -17,7 +17,7 @@
 mod copy;
 pub mod mounts;
 pub mod progress;
-pub mod reuse;
+mod reuse;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -144,24 +144,3 @@ fn has_xattrs(fd: &OwnedFd) -> bool {
     let n = unsafe { libc::flistxattr(fd.as_raw_fd(), std::ptr::null_mut(), 0) };
     n != 0
 }
-
-/// Removes the records whose layer is gone (after `builder prune`); returns how many.
-pub fn prune(store: &Store) -> usize {
-    let Ok(dir) = std::fs::read_dir(store.buildcache_dir()) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(site) = name
-            .strip_prefix("reuse-")
-            .and_then(|n| n.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        if load(store, site).is_none() && std::fs::remove_file(e.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
-}

@@ -426,22 +426,14 @@ impl StoreImages<'_> {
 
 const DIR_IMAGE_SCHEMA: &str = "strata.dirimage.v1";
 
-/// `builder prune`: drops the directory-context records (all of them, or those whose image is
-/// gone).
-pub fn prune_directory_images(store: &Store, all: bool) {
+/// `builder prune -a`: drops every directory-context record.
+pub fn remove_directory_images(store: &Store) {
     let Ok(dir) = std::fs::read_dir(store.buildcache_dir()) else {
         return;
     };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("dirimage-") && name.ends_with(".json")) {
-            continue;
-        }
-        let live = std::fs::read(e.path())
-            .ok()
-            .and_then(|b| serde_json::from_slice::<DirImage>(&b).ok())
-            .is_some_and(|m| store.has_image(&m.image));
-        if all || !live {
+        if name.starts_with("dirimage-") && name.ends_with(".json") {
             let _ = std::fs::remove_file(e.path());
         }
     }

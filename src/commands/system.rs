@@ -208,10 +208,14 @@ pub fn builder_prune(store: &Store, all: bool, keep: Option<&str>) -> Result<()>
     let report = store.prune(ImagePrune::Dangling)?;
     // Cache mounts (RUN --mount=type=cache) no running build holds.
     let (mounts, mount_bytes) = store.prune_cache_mounts()?;
-    // COPY reuse records whose layer went with the images, and directory-context records.
-    strata_executor::reuse::prune(store);
-    crate::commands::build::prune_directory_images(store, all);
-    let _ = all;
+    // Hints that pointed at what went with the images; with -a, every directory-context
+    // record too.
+    for (path, _) in store.stale_build_hints()? {
+        let _ = std::fs::remove_file(path);
+    }
+    if all {
+        crate::commands::build::remove_directory_images(store);
+    }
     println!("Deleted build cache records: {removed}");
     if mounts > 0 {
         println!("Deleted cache mounts: {mounts}");
