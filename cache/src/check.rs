@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use strata_image::digest::{chain_ids, Digest, Hasher};
@@ -300,16 +299,11 @@ fn short(id: &str) -> &str {
 }
 
 fn hash_file(p: &Path) -> std::io::Result<Digest> {
-    let mut f = fs::File::open(p)?;
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    h.update_from(&mut std::io::BufReader::with_capacity(
+        1 << 20,
+        fs::File::open(p)?,
+    ))?;
     Ok(h.finish())
 }
 

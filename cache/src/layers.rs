@@ -170,7 +170,12 @@ impl Store {
         // files costs its walk's syscalls or its hashing, not both.
         let (_, (diff_id, size)) = pipeline::run(
             |tx| write_layer_tar(dir, tx, opts).map(|_| ()),
-            |rx| hash_stream(rx).at(dir),
+            |rx| {
+                let mut h = Hasher::new();
+                h.update_from(rx).at(dir)?;
+                let len = h.len();
+                Ok((h.finish(), len))
+            },
         )
         .map_err(|f| match f {
             pipeline::Failure::Producer(e) => StoreError::from(e),
@@ -349,20 +354,4 @@ impl Store {
         chain.reverse();
         Ok(chain)
     }
-}
-
-/// The digest and length of everything `r` yields, hashed in place.
-fn hash_stream(r: &mut impl io::BufRead) -> io::Result<(Digest, u64)> {
-    let mut h = Hasher::new();
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            break;
-        }
-        h.update(buf);
-        let n = buf.len();
-        r.consume(n);
-    }
-    let len = h.len();
-    Ok((h.finish(), len))
 }

@@ -124,6 +124,18 @@ impl Hasher {
     pub fn finish(self) -> Digest {
         Digest::from_hasher(self.inner)
     }
+    /// Hashes everything `r` yields, in its own buffer (no copy).
+    pub fn update_from(&mut self, r: &mut impl io::BufRead) -> io::Result<()> {
+        loop {
+            let buf = r.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            let n = buf.len();
+            self.update(buf);
+            r.consume(n);
+        }
+    }
 }
 
 /// A reader that hashes what passes through it.

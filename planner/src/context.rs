@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Read;
 use std::os::fd::OwnedFd;
 
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
@@ -478,18 +477,10 @@ impl StatCache {
                 return Ok(c.6.clone());
             }
         }
-        let mut f = ctx.open(rel)?;
+        let f = ctx.open(rel)?;
         let mut h = Hasher::new();
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = f.read(&mut buf).map_err(|er| {
-                PlanError::Context(format!("{}: {er}", ctx.root.join(rel).display()))
-            })?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
+        h.update_from(&mut std::io::BufReader::with_capacity(256 << 10, f))
+            .map_err(|er| PlanError::Context(format!("{}: {er}", ctx.root.join(rel).display())))?;
         let d = h.finish();
         self.entries.insert(
             rel.to_string(),
