@@ -63,17 +63,15 @@ fn reexec_fast_path() -> Option<i32> {
     }
     let open = || open_store(&std::path::absolute(root).ok()?).ok();
     match (cmd.to_str()?, rest) {
-        ("__monitor", [id, f]) if f == "--foreground" => {
-            let opts = strata_runtime::monitor::Options {
-                foreground: true,
-                ready_fd: None,
+        ("__monitor", [id, how @ ..]) => {
+            let (foreground, ready_fd) = match how {
+                [f] if f == "--foreground" => (true, None),
+                [f, n] if f == "--ready-fd" => (false, Some(n.to_str()?.parse().ok()?)),
+                _ => return None,
             };
-            Some(strata_runtime::monitor::run(&open()?, id.to_str()?, opts))
-        }
-        ("__monitor", [id, f, n]) if f == "--ready-fd" => {
             let opts = strata_runtime::monitor::Options {
-                foreground: false,
-                ready_fd: Some(n.to_str()?.parse().ok()?),
+                foreground,
+                ready_fd,
             };
             Some(strata_runtime::monitor::run(&open()?, id.to_str()?, opts))
         }
