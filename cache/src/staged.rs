@@ -84,7 +84,8 @@ impl Store {
     }
 
     /// Two stages on two cores: this thread's helper reads, keeps and hashes the compressed
-    /// bytes and decompresses them; this thread hashes the tar stream and extracts it.
+    /// bytes, decompresses them and hashes the tar stream; this thread extracts it. (The
+    /// extraction's file-system calls are the longer half, so both hashes go to the helper.)
     fn stage_into<R: Read + Send>(
         &self,
         tmp: &std::path::Path,
@@ -117,10 +118,22 @@ impl Store {
             Ok(tee.out.finish())
         };
         let consume = |rx: &mut pipeline::ChunkReader| {
-            let (_, rest) =
-                extract_layer(HashingReader::new(rx), &diff, &ExtractOptions::default())
+            let hash = |tx: &mut pipeline::ChunkSender| {
+                let mut tar = HashingReader::new(rx);
+                tx.send_all(&mut tar)?;
+                Ok::<_, io::Error>(tar.finish())
+            };
+            let extract = |rx2: &mut pipeline::ChunkReader| {
+                let (_, rest) = extract_layer(rx2, &diff, &ExtractOptions::default())
                     .map_err(|e| StoreError::Invalid(format!("{what}: {e}")))?;
-            rest.finish_draining().map_err(invalid)
+                io::copy(rest, &mut io::sink()).map_err(invalid)
+            };
+            pipeline::run(hash, extract)
+                .map(|(h, _)| h)
+                .map_err(|f| match f {
+                    pipeline::Failure::Producer(e) => invalid(e),
+                    pipeline::Failure::Consumer(e) => e,
+                })
         };
         let ((buf, digest, size), (actual_diff, diff_size)) = pipeline::run(produce, consume)
             .map_err(|f| match f {

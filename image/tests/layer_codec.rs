@@ -258,3 +258,114 @@ fn whiteout_times_survive_a_round_trip_at_any_clock() {
     extract(&first, &dst).unwrap();
     assert_eq!(write(&dst), first);
 }
+
+/// Every entry below the layer as "path type [content|target]", sorted.
+fn listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let md = fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                out.push(format!("{rel} dir"));
+                stack.push(p);
+            } else if md.file_type().is_symlink() {
+                out.push(format!(
+                    "{rel} link {}",
+                    fs::read_link(&p).unwrap().display()
+                ));
+            } else if md.is_file() {
+                out.push(format!("{rel} file {}", fs::read_to_string(&p).unwrap()));
+            } else {
+                out.push(format!("{rel} other"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn entries_named_twice_replace_what_was_there() {
+    // Entries are created first and cleared only when the name is taken: each kind of entry
+    // over each kind of existing one, and a directory's children after it was replaced.
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let target = t.path().join("layer");
+    fs::create_dir(&target).unwrap();
+    let out = outside.to_str().unwrap().as_bytes().to_vec();
+    let tar = archive(&[
+        (b"keep/", b'5', b"", b""),
+        (b"keep/child", b'0', b"c", b""),
+        (b"keep/", b'5', b"", b""),
+        (b"d2f/", b'5', b"", b""),
+        (b"d2f/lost", b'0', b"x", b""),
+        (b"d2f", b'0', b"now a file", b""),
+        (b"f2d", b'0', b"was a file", b""),
+        (b"f2d/", b'5', b"", b""),
+        (b"f2d/in", b'0', b"inside", b""),
+        (b"f2l", b'0', b"was a file", b""),
+        (b"f2l", b'2', b"", b"somewhere"),
+        (b"f2h", b'0', b"old", b""),
+        (b"f2h", b'1', b"", b"keep/child"),
+        (b"l2d", b'2', b"", &out),
+        (b"l2d/", b'5', b"", b""),
+        (b"l2d/x", b'0', b"stays in the layer", b""),
+        (b"f2f", b'0', b"one", b""),
+        (b"f2f", b'0', b"two", b""),
+        (b"d/", b'5', b"", b""),
+        (b"d/gone", b'0', b"g", b""),
+        (b"d/.wh.gone", b'0', b"", b""),
+    ]);
+    extract(&tar, &target).unwrap();
+    assert_eq!(
+        listing(&target),
+        [
+            "d dir",
+            "d/gone other",
+            "d2f file now a file",
+            "f2d dir",
+            "f2d/in file inside",
+            "f2f file two",
+            "f2h file c",
+            "f2l link somewhere",
+            "keep dir",
+            "keep/child file c",
+            "l2d dir",
+            "l2d/x file stays in the layer",
+        ]
+    );
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "wrote outside the target"
+    );
+}
+
+#[test]
+fn a_replaced_directory_is_not_reached_through_its_old_handle() {
+    // "d" is created (and its handle kept for its children), then replaced by a symlink out
+    // of the layer: a later "d/x" must not land outside through either.
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let target = t.path().join("layer");
+    fs::create_dir(&target).unwrap();
+    let out = outside.to_str().unwrap().as_bytes().to_vec();
+    let tar = archive(&[
+        (b"d/", b'5', b"", b""),
+        (b"d/a", b'0', b"a", b""),
+        (b"d", b'2', b"", &out),
+        (b"d/x", b'0', b"x", b""),
+    ]);
+    let err = extract(&tar, &target).expect_err("write through a replaced directory accepted");
+    assert!(err.contains("d/x"), "{err}");
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "wrote outside the target"
+    );
+}

@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, Permissions};
-use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -22,7 +23,6 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use pathrs::flags::ResolverFlags;
 use pathrs::Root;
-use xattr::FileExt;
 
 use super::guard::ExtensionGuard;
 use super::{LayerError, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
@@ -83,6 +83,7 @@ pub fn extract_into_root<R: Read>(
         parents: HashMap::new(),
         dirs: Vec::new(),
         stats: ExtractStats::default(),
+        buf: vec![0; COPY_BUF],
     };
     let mut archive = tar::Archive::new(ExtensionGuard::new(input));
     for entry in archive.entries().map_err(LayerError::Stream)? {
@@ -103,12 +104,20 @@ struct Extractor<'a> {
     root: Root,
     target: &'a Path,
     opts: &'a ExtractOptions,
-    /// Parent directories already resolved, by their path inside the layer.
-    parents: HashMap<PathBuf, OwnedFd>,
+    /// Directories already resolved or created, by their path inside the layer: most entries
+    /// find their parent here instead of walking the path again.
+    parents: HashMap<PathBuf, Rc<OwnedFd>>,
     /// Directory modes and times, applied last so creating children does not disturb them.
     dirs: Vec<DirFixup>,
     stats: ExtractStats,
+    /// File contents go through this buffer: one `write` per file for most files.
+    buf: Vec<u8>,
 }
+
+/// Size of the content buffer.
+const COPY_BUF: usize = 256 << 10;
+/// Directory fds kept open at most (well under the usual soft limit of 1024 open files).
+const MAX_CACHED_PARENTS: usize = 512;
 
 impl Extractor<'_> {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), LayerError> {
@@ -130,9 +139,7 @@ impl Extractor<'_> {
 
         if name_bytes == OPAQUE_MARKER.as_bytes() {
             let dir = self.parent(&parent, &shown)?;
-            let f = File::from(dir.try_clone().map_err(|e| self.io(&parent, e))?);
-            return f
-                .set_xattr(OVERLAY_OPAQUE_XATTR, b"y")
+            return fset_xattr(&*dir, OVERLAY_OPAQUE_XATTR.as_bytes(), b"y")
                 .map_err(|e| self.io(&parent, e));
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
@@ -141,16 +148,16 @@ impl Extractor<'_> {
             }
             let hidden = OsStr::from_bytes(hidden).to_os_string();
             let dir = self.parent(&parent, &shown)?;
-            self.clear(&dir, &parent, &hidden, false)?;
-            mknodat(&dir, hidden.as_os_str(), SFlag::S_IFCHR, Mode::empty(), 0)
-                .map_err(|e| self.io(&path, e.into()))?;
+            self.create(&dir, &parent, &hidden, false, || {
+                mknodat(&*dir, hidden.as_os_str(), SFlag::S_IFCHR, Mode::empty(), 0)
+            })?;
             // The writer puts a whiteout's time in its marker entry: keep the entry's, so the
             // layer written back from this directory is the same tar (same diffID), whatever
             // the clock says now.
             let mtime = entry.header().mtime().map_err(LayerError::Stream)? as i64;
             let t = TimeSpec::new(mtime, 0);
             return utimensat(
-                &dir,
+                &*dir,
                 hidden.as_os_str(),
                 &t,
                 &t,
@@ -169,41 +176,55 @@ impl Extractor<'_> {
 
         match kind {
             tar::EntryType::Directory => {
-                self.clear(&dir, &parent, &name, true)?;
-                match nix::sys::stat::mkdirat(
-                    &dir,
+                // An existing directory stays (its children too), anything else is replaced.
+                let mkdir = || match nix::sys::stat::mkdirat(
+                    &*dir,
                     name.as_os_str(),
                     Mode::from_bits_truncate(0o700),
                 ) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(self.io(&path, e.into())),
-                }
+                    Err(Errno::EEXIST) => {
+                        match fstatat(&*dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                            Ok(st)
+                                if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() =>
+                            {
+                                Ok(())
+                            }
+                            _ => Err(Errno::EEXIST),
+                        }
+                    }
+                    other => other,
+                };
+                self.create(&dir, &parent, &name, true, mkdir)?;
                 let fd = openat(
-                    &dir,
+                    &*dir,
                     name.as_os_str(),
                     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                     Mode::empty(),
                 )
                 .map_err(|e| self.io(&path, e.into()))?;
                 self.own(&fd, owner, &path)?;
-                self.set_xattrs(entry, &File::from(fd), &path)?;
+                self.set_xattrs(entry, &fd, &path)?;
+                // Opened from its resolved parent without following links, so it is inside
+                // the layer: its children need no path walk.
+                self.remember_parent(path.clone(), fd);
                 self.dirs.push(DirFixup { path, mode, mtime });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                self.clear(&dir, &parent, &name, false)?;
-                let fd = openat(
-                    &dir,
-                    name.as_os_str(),
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(|e| self.io(&path, e.into()))?;
+                let fd = self.create(&dir, &parent, &name, false, || {
+                    openat(
+                        &*dir,
+                        name.as_os_str(),
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )
+                })?;
                 let mut file = File::from(fd);
-                let n = io::copy(entry, &mut file).map_err(LayerError::Stream)?;
+                let n =
+                    copy_through(entry, &mut file, &mut self.buf).map_err(LayerError::Stream)?;
                 self.stats.content_bytes += n;
                 self.own(&file, owner, &path)?;
                 fchmod(&file, Mode::from_bits_truncate(mode))
@@ -217,9 +238,9 @@ impl Extractor<'_> {
                     .link_name_bytes()
                     .ok_or_else(|| bad("symlink without a target"))?
                     .into_owned();
-                self.clear(&dir, &parent, &name, false)?;
-                symlinkat(OsStr::from_bytes(&target), &dir, name.as_os_str())
-                    .map_err(|e| self.io(&path, e.into()))?;
+                self.create(&dir, &parent, &name, false, || {
+                    symlinkat(OsStr::from_bytes(&target), &*dir, name.as_os_str())
+                })?;
                 self.stamp_at(&dir, &name, &path, owner, mtime)?;
             }
             tar::EntryType::Link => {
@@ -243,15 +264,15 @@ impl Extractor<'_> {
                 if SFlag::from_bits_truncate(tst.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
                     return Err(bad("hardlink target is a directory"));
                 }
-                self.clear(&dir, &parent, &name, false)?;
-                linkat(
-                    &tdir,
-                    tname.as_os_str(),
-                    &dir,
-                    name.as_os_str(),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| self.io(&path, e.into()))?;
+                self.create(&dir, &parent, &name, false, || {
+                    linkat(
+                        &tdir,
+                        tname.as_os_str(),
+                        &*dir,
+                        name.as_os_str(),
+                        AtFlags::empty(),
+                    )
+                })?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (sflag, is_dev) = match kind {
@@ -269,15 +290,15 @@ impl Extractor<'_> {
                         "a 0/0 character device is a whiteout in overlay form; refusing it",
                     ));
                 }
-                self.clear(&dir, &parent, &name, false)?;
-                mknodat(
-                    &dir,
-                    name.as_os_str(),
-                    sflag,
-                    Mode::from_bits_truncate(mode),
-                    libc::makedev(major, minor),
-                )
-                .map_err(|e| self.io(&path, e.into()))?;
+                self.create(&dir, &parent, &name, false, || {
+                    mknodat(
+                        &*dir,
+                        name.as_os_str(),
+                        sflag,
+                        Mode::from_bits_truncate(mode),
+                        libc::makedev(major, minor),
+                    )
+                })?;
                 self.stamp_at(&dir, &name, &path, owner, mtime)?;
             }
             other => return Err(bad(&format!("unsupported entry type {other:?}"))),
@@ -286,9 +307,9 @@ impl Extractor<'_> {
     }
 
     /// The fd of `parent` inside the layer, creating missing directories; never through a symlink.
-    fn parent(&mut self, parent: &Path, shown: &str) -> Result<OwnedFd, LayerError> {
+    fn parent(&mut self, parent: &Path, shown: &str) -> Result<Rc<OwnedFd>, LayerError> {
         if let Some(fd) = self.parents.get(parent) {
-            return fd.try_clone().map_err(|e| self.io(parent, e));
+            return Ok(Rc::clone(fd));
         }
         let handle = self
             .root
@@ -299,15 +320,37 @@ impl Extractor<'_> {
                     format!("parent directory cannot be resolved inside the layer (a symlink or a non-directory in the path?): {e}"),
                 )
             })?;
-        let fd = OwnedFd::from(handle);
-        if self.parents.len() > 4096 {
+        Ok(self.remember_parent(parent.to_path_buf(), OwnedFd::from(handle)))
+    }
+
+    fn remember_parent(&mut self, path: PathBuf, fd: OwnedFd) -> Rc<OwnedFd> {
+        if self.parents.len() >= MAX_CACHED_PARENTS {
             self.parents.clear();
         }
-        self.parents.insert(
-            parent.to_path_buf(),
-            fd.try_clone().map_err(|e| self.io(parent, e))?,
-        );
-        Ok(fd)
+        let fd = Rc::new(fd);
+        self.parents.insert(path, Rc::clone(&fd));
+        fd
+    }
+
+    /// Runs `make` to create `dir/name`; should something be there already (an archive may
+    /// name a path twice, or a later layer's entry replaces an earlier one), clears it and
+    /// runs `make` again. Creating first saves a `stat` per entry in the usual case.
+    fn create<T>(
+        &mut self,
+        dir: &OwnedFd,
+        parent: &Path,
+        name: &OsStr,
+        keep_dir: bool,
+        make: impl Fn() -> nix::Result<T>,
+    ) -> Result<T, LayerError> {
+        match make() {
+            Err(Errno::EEXIST) => {
+                self.clear(dir, parent, name, keep_dir)?;
+                make()
+            }
+            other => other,
+        }
+        .map_err(|e| self.io(&parent.join(name), e.into()))
     }
 
     /// Removes whatever is at `dir/name` so a new entry can take its place. An existing
@@ -329,11 +372,14 @@ impl Extractor<'_> {
             return Ok(());
         }
         if is_dir {
-            // Removing a directory invalidates every cached fd below it.
+            // Removing a directory invalidates every cached fd below it, and its mode and
+            // time (and those of its subdirectories) are no longer to be set.
             self.parents.clear();
+            let gone = parent.join(name);
+            self.dirs.retain(|d| !d.path.starts_with(&gone));
             self.root
-                .remove_all(parent.join(name))
-                .map_err(|e| self.io(&parent.join(name), io::Error::other(e.to_string())))
+                .remove_all(&gone)
+                .map_err(|e| self.io(&gone, io::Error::other(e.to_string())))
         } else {
             unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
                 .map_err(|e| self.io(&parent.join(name), e.into()))
@@ -379,7 +425,7 @@ impl Extractor<'_> {
     fn set_xattrs<R: Read>(
         &self,
         entry: &mut tar::Entry<'_, R>,
-        f: &File,
+        f: impl AsFd,
         path: &Path,
     ) -> Result<(), LayerError> {
         let Some(exts) = entry.pax_extensions().map_err(LayerError::Stream)? else {
@@ -394,7 +440,7 @@ impl Extractor<'_> {
             if name.starts_with(b"trusted.overlay.") {
                 continue;
             }
-            match f.set_xattr(OsStr::from_bytes(name), ext.value_bytes()) {
+            match fset_xattr(&f, name, ext.value_bytes()) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
                 Err(e) => return Err(self.io(path, e)),
@@ -421,6 +467,48 @@ impl Extractor<'_> {
 
     fn io(&self, rel: &Path, e: io::Error) -> LayerError {
         LayerError::io(self.target.join(rel), e)
+    }
+}
+
+/// Copies the rest of `entry` into `file` through `buf`, filling it before each write.
+fn copy_through(entry: &mut impl Read, file: &mut File, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match entry.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(total);
+        }
+        file.write_all(&buf[..filled])?;
+        total += filled as u64;
+    }
+}
+
+fn fset_xattr(fd: impl AsFd, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name with a NUL byte"))?;
+    // SAFETY: the fd is borrowed for the call, name is NUL-terminated and value's pointer and
+    // length describe a live slice.
+    let rc = unsafe {
+        libc::fsetxattr(
+            fd.as_fd().as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
