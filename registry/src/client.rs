@@ -92,6 +92,7 @@ impl Client {
             .timeout_read(opts.timeout)
             .timeout_write(opts.timeout)
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+            .tls_connector(std::sync::Arc::new(crate::tls::SystemRoots))
             .build();
         Client {
             domain: domain.to_string(),

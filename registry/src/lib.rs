@@ -16,6 +16,7 @@ pub mod client;
 pub mod pull;
 pub mod push;
 pub mod remote;
+mod tls;
 
 use strata_cache::StoreError;
 use strata_image::spec::{Platform, SpecError};
