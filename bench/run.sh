@@ -64,10 +64,11 @@ if [ "$what" = import ] || [ "$what" = all ]; then
   ./tests/fixtures/debian-rootfs.sh /var/tmp/strata-debian-bookworm.tar
   mkdir -p "$work/deb" && tar -xf /var/tmp/strata-debian-bookworm.tar -C "$work/deb"
   floor=$(median 1 5 "sh -c 'tar -C $work/deb -cf - . | sha256sum >/dev/null'")
-  untar=$(median 1 5 "sh -c 'd=\$(mktemp -d -p $work); tar -xf /var/tmp/strata-debian-bookworm.tar -C \$d'")
+  # `sync` before each run that writes: see the registry pulls below.
+  untar=$(median_prep 1 5 sync "sh -c 'd=\$(mktemp -d -p $work); tar -xf /var/tmp/strata-debian-bookworm.tar -C \$d'")
   # each run into a fresh store, nothing deleted meanwhile (deleting 128 MB of small files
   # keeps this disk busy with discards for seconds)
-  imp=$(median 1 5 "sh -c 'd=\$(mktemp -d -p $work); $bin --root \$d import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null'")
+  imp=$(median_prep 1 5 sync "sh -c 'd=\$(mktemp -d -p $work); $bin --root \$d import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null'")
   $bin --root $work/imp import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null
   sav=$(median 1 5 "$bin --root $work/imp save -o $work/deb-save.tar debian:bookworm")
   rss_imp=$( { /usr/bin/time -f %M sh -c "rm -rf $work/imp2; $bin --root $work/imp2 import /var/tmp/strata-debian-bookworm.tar d >/dev/null"; } 2>&1 | tail -1)
@@ -98,9 +99,12 @@ if [ "$what" = registry ] || [ "$what" = all ]; then
   skopeo copy -q --src-tls-verify=false "docker://$R/deb:1" "oci:$work/deb-oci:x"
   push=$(median_prep 1 5 "$work/reg-reset.sh" "$bin --root $work/reg-src push -q debian:bookworm $R/deb:1")
   spush=$(median_prep 1 5 "$work/reg-reset.sh" "skopeo copy -q --dest-tls-verify=false oci:$work/deb-oci:x docker://$R/deb:1")
-  pull=$(median 1 5 "sh -c 'd=\$(mktemp -d -p $work); $bin --root \$d pull -q $R/deb:1 >/dev/null'")
-  spull=$(median 1 5 "sh -c 'd=\$(mktemp -d -p $work); skopeo copy -q --src-tls-verify=false docker://$R/deb:1 oci:\$d/o:x'")
-  ppull=$(median 1 3 "sh -c 'd=\$(mktemp -d -p $work); podman --root \$d/r --runroot \$d/rr --storage-driver overlay pull -q --tls-verify=false $R/deb:1 >/dev/null'")
+  # `sync` before each run: the previous run's dirty pages are written back outside the
+  # timed run (writeback happens after a command exits, and on a loop-mounted image it takes
+  # CPU from the next run otherwise).
+  pull=$(median_prep 1 5 sync "sh -c 'd=\$(mktemp -d -p $work); $bin --root \$d pull -q $R/deb:1 >/dev/null'")
+  spull=$(median_prep 1 5 sync "sh -c 'd=\$(mktemp -d -p $work); skopeo copy -q --src-tls-verify=false docker://$R/deb:1 oci:\$d/o:x'")
+  ppull=$(median_prep 1 3 sync "sh -c 'd=\$(mktemp -d -p $work); podman --root \$d/r --runroot \$d/rr --storage-driver overlay pull -q --tls-verify=false $R/deb:1 >/dev/null'")
   "$work/reg-reset.sh"
   rss_push=$( { /usr/bin/time -f %M $bin --root "$work/reg-src" push -q debian:bookworm "$R/deb:1" >/dev/null; } 2>&1 | tail -1)
   rss_pull=$( { /usr/bin/time -f %M $bin --root "$work/reg-pull" pull -q "$R/deb:1" >/dev/null; } 2>&1 | tail -1)
