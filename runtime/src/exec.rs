@@ -72,9 +72,7 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
         init: false,
     };
     // Join the cgroup, then the namespaces (mount last: it changes our root).
-    Cgroup::of(&rec.id)
-        .add(std::process::id() as i32)
-        .map_err(e125)?;
+    Cgroup::of(&rec.id).add_self().map_err(e125)?;
     let pid = st.pid;
     let ns = |name: &str| -> Result<OwnedFd, (i32, String)> {
         let p = format!("/proc/{pid}/ns/{name}");

@@ -370,7 +370,15 @@ fn start(
     opts: &Options,
 ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
     let err = |e: RuntimeError| (125, e.to_string());
-    let (sync_r, sync_w) = pipe().map_err(err)?;
+    // The monitor tells init through this socket that its cgroup is ready, handing it the
+    // files to join it with (cgroup v1, see `Cgroup::self_join_files`).
+    let (sync_w, sync_r) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| (125, format!("sync socket: {e}")))?;
     let (err_r, err_w) = pipe().map_err(err)?;
     let (out_pipe, err_pipe) = if opts.foreground || p.tty {
         (None, None)
@@ -435,8 +443,7 @@ fn start(
             let fd = err_w.as_raw_fd();
             // The error pipe must survive close_fds: keep it as a raw fd.
             std::mem::forget(err_w);
-            // Setup runs while the monitor moves us into the cgroup (a cgroup v1 migration can
-            // wait out an RCU grace period); init waits for it just before exec.
+            // Setup runs while the monitor makes the cgroup; init joins it just before exec.
             let e = init::run(root, p, fd, console_fd, sync_r);
             init::report(fd, &e);
             std::process::exit(e.code);
@@ -456,23 +463,35 @@ fn start(
                 drop(child);
                 parent
             });
-            // Made while the child sets up its namespaces and mounts.
-            let cg = Cgroup::create(&rec.id, limits).and_then(|cg| match cg.add(child.as_raw()) {
-                Ok(()) => Ok(cg),
-                Err(e) => {
-                    cg.destroy();
-                    Err(e)
+            // Made while the child sets up its namespaces and mounts. On v1 the child moves
+            // itself in (fast, see `Cgroup::self_join_files`); on v2 the monitor moves it.
+            let cg = Cgroup::create(&rec.id, limits).and_then(|cg| {
+                let joined = cg.self_join_files().and_then(|files| {
+                    if files.is_empty() {
+                        cg.add(child.as_raw()).map(|()| files)
+                    } else {
+                        Ok(files)
+                    }
+                });
+                match joined {
+                    Ok(files) => Ok((cg, files)),
+                    Err(e) => {
+                        cg.destroy();
+                        Err(e)
+                    }
                 }
             });
-            let cg = match cg {
-                Ok(cg) => cg,
+            let (cg, join_files) = match cg {
+                Ok(c) => c,
                 Err(e) => {
                     let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                     let _ = waitpid(child, None);
                     return Err((125, e.to_string()));
                 }
             };
-            let _ = nix::unistd::write(&sync_w, b"g");
+            let raw: Vec<_> = join_files.iter().map(|f| f.as_raw_fd()).collect();
+            let _ = crate::fdpass::send_fds(sync_w.as_raw_fd(), &raw);
+            drop(join_files);
             drop(sync_w);
             // The console arrives before exec (init sends it while setting up).
             let console_master = match &console_parent {
