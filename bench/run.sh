@@ -34,13 +34,14 @@ if [ "$what" = start ] || [ "$what" = all ]; then
 fi
 
 build_phases() { # name ctx dockerfile-dir incr-cmd
+  # cold and incr write layers: `sync` first, as for pulls (see the registry phase)
   name=$1; ctx=$2; shift 2
-  cold=$(median 1 5 "$S build -q --no-cache $ctx")
+  cold=$(median_prep 1 5 sync "$S build -q --no-cache $ctx")
   $S build -q "$ctx" >/dev/null
   warm=$(median 2 10 "$S build -q $ctx")
   line="$name cold ${cold}s warm ${warm}s"
   if [ $# -gt 0 ]; then
-    incr=$(median 1 5 "sh -c '$1; $S build -q $ctx >/dev/null'")
+    incr=$(median_prep 1 5 sync "sh -c '$1; $S build -q $ctx >/dev/null'")
     line="$line incr ${incr}s"
   fi
   echo "$line"
