@@ -10,8 +10,30 @@ use crate::error::{IoContext, Result};
 /// A random hex name for temporary files and IDs.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).expect("the kernel's random source works");
+    random_fill(&mut buf);
     hex::encode(buf)
+}
+
+/// Fills `buf` from the kernel's random source with getrandom(2). (The getrandom crate looks
+/// the libc function up with dlsym, which a static binary cannot do, and so falls back to
+/// polling /dev/random and reading /dev/urandom: five syscalls per call on every container
+/// start.)
+pub fn random_fill(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the pointer and length describe the unfilled part of `buf`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else {
+            let e = std::io::Error::last_os_error();
+            assert!(
+                e.kind() == std::io::ErrorKind::Interrupted,
+                "the kernel's random source failed: {e}"
+            );
+        }
+    }
 }
 
 /// fsync a directory so a rename inside it is durable.

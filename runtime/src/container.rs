@@ -409,7 +409,7 @@ impl Containers {
         if rec.name.is_empty() {
             rec.name = loop {
                 let mut b = [0u8; 2];
-                getrandom::fill(&mut b).expect("random source");
+                strata_cache::fsutil::random_fill(&mut b);
                 let n = format!(
                     "{}_{}",
                     ADJECTIVES[b[0] as usize % 24],
