@@ -278,6 +278,20 @@ fn detached_lifecycle_exec_logs_pause_stop_rm() {
     let lines: Vec<&str> = got.lines().collect();
     assert!(lines[0].starts_with("sh -c i=0;"), "{got}");
     assert_ne!(lines[1], "1");
+    // ... and the container's cgroups (it joins them by itself, see cgroup::join_with)
+    let got = s.ok(&[
+        "exec",
+        "ticker",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; echo ---; cat /proc/1/cgroup",
+    ]);
+    let (exec_cg, init_cg) = got.split_once("---\n").expect("two cgroup listings");
+    assert_eq!(exec_cg, init_cg);
+    assert!(
+        init_cg.contains(&format!("/strata/{id}")),
+        "init is not in the container's cgroup: {init_cg}"
+    );
     let o = s.run(&["exec", "ticker", "sh", "-c", "exit 7"]);
     assert_eq!(o.status.code(), Some(7));
     assert!(s.ok(&["top", "ticker"]).contains("while true"));
