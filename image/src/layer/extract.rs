@@ -116,8 +116,10 @@ struct Extractor<'a> {
 
 /// Size of the content buffer.
 const COPY_BUF: usize = 256 << 10;
-/// Directory fds kept open at most (well under the usual soft limit of 1024 open files).
-const MAX_CACHED_PARENTS: usize = 512;
+/// Directory fds kept open at most: a pull extracts up to three layers at once, and all of
+/// them together must stay well under the usual soft limit of 1024 open files. (Layers list a
+/// directory's entries together, so the parents in use at any time are few.)
+const MAX_CACHED_PARENTS: usize = 128;
 
 impl Extractor<'_> {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), LayerError> {
