@@ -123,15 +123,7 @@ impl ChunkSender {
         loop {
             let mut chunk = self.empty_chunk();
             chunk.resize(CHUNK, 0);
-            let mut filled = 0;
-            while filled < CHUNK {
-                match r.read(&mut chunk[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let filled = read_full(r, &mut chunk)?;
             if filled == 0 {
                 return Ok(total);
             }
@@ -200,6 +192,20 @@ impl BufRead for ChunkReader {
     fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.chunk.len());
     }
+}
+
+/// Reads from `r` until `buf` is full or the stream ends; returns how much was read.
+pub fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 #[cfg(test)]

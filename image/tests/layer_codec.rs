@@ -144,12 +144,18 @@ fn archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
     out
 }
 
-fn assert_refused(tar: &[u8], expect: &str) {
+/// An empty layer directory and an empty directory beside it that must stay empty.
+fn layer_next_to_outside() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let target = t.path().join("layer");
     fs::create_dir(&target).unwrap();
     let outside = t.path().join("outside");
     fs::create_dir(&outside).unwrap();
+    (t, target, outside)
+}
+
+fn assert_refused(tar: &[u8], expect: &str) {
+    let (_t, target, outside) = layer_next_to_outside();
     let err = extract(tar, &target).expect_err("hostile archive accepted");
     assert!(
         err.contains(expect),
@@ -291,11 +297,7 @@ fn listing(root: &Path) -> Vec<String> {
 fn entries_named_twice_replace_what_was_there() {
     // Entries are created first and cleared only when the name is taken: each kind of entry
     // over each kind of existing one, and a directory's children after it was replaced.
-    let t = tempfile::tempdir().unwrap();
-    let outside = t.path().join("outside");
-    fs::create_dir(&outside).unwrap();
-    let target = t.path().join("layer");
-    fs::create_dir(&target).unwrap();
+    let (_t, target, outside) = layer_next_to_outside();
     let out = outside.to_str().unwrap().as_bytes().to_vec();
     let tar = archive(&[
         (b"keep/", b'5', b"", b""),
@@ -349,11 +351,7 @@ fn entries_named_twice_replace_what_was_there() {
 fn a_replaced_directory_is_not_reached_through_its_old_handle() {
     // "d" is created (and its handle kept for its children), then replaced by a symlink out
     // of the layer: a later "d/x" must not land outside through either.
-    let t = tempfile::tempdir().unwrap();
-    let outside = t.path().join("outside");
-    fs::create_dir(&outside).unwrap();
-    let target = t.path().join("layer");
-    fs::create_dir(&target).unwrap();
+    let (_t, target, outside) = layer_next_to_outside();
     let out = outside.to_str().unwrap().as_bytes().to_vec();
     let tar = archive(&[
         (b"d/", b'5', b"", b""),

@@ -476,15 +476,7 @@ impl Extractor<'_> {
 fn copy_through(entry: &mut impl Read, file: &mut File, buf: &mut [u8]) -> io::Result<u64> {
     let mut total = 0;
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match entry.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = crate::pipeline::read_full(entry, buf)?;
         if filled == 0 {
             return Ok(total);
         }
