@@ -79,7 +79,7 @@ fn isolation_matches_docker_defaults() {
     let script = "echo pid=$$; hostname; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
         wc -c < /proc/keys; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; ls /proc/self/fd | wc -l; \
         (echo x > /proc/sys/kernel/hostname) 2>/dev/null && echo sys-writable || echo sys-readonly; \
-        ip link | grep -c '^[0-9]'";
+        ip link | grep -c '^[0-9]'; ls /sys/class/net; cat /sys/class/net/lo/flags; echo /proc/[0-9]*";
     let got = s.ok(&[
         "run",
         "--rm",
@@ -106,6 +106,11 @@ fn isolation_matches_docker_defaults() {
             "4",
             "sys-readonly",
             "1",
+            // sysfs mounted from the container's own network namespace, loopback up
+            "lo",
+            "0x9",
+            // nothing but the command: the network namespace's helper is gone
+            "/proc/1",
         ],
         "{got}"
     );

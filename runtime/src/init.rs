@@ -69,10 +69,13 @@ fn setup(
     console: Option<RawFd>,
     cgroup_ready: OwnedFd,
 ) -> Result<Never, InitError> {
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if root.isolated_network {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
+    // The network namespace is made by a helper process meanwhile (see `NetNs`).
+    let netns = if root.isolated_network {
+        Some(NetNs::spawn()?)
+    } else {
+        None
+    };
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     unshare(flags).ctx(|| "unshare namespaces".into())?;
     mount(
         None::<&str>,
@@ -89,7 +92,13 @@ fn setup(
         Mode::empty(),
     )
     .ctx(|| format!("open rootfs {}", root.mountpoint.display()))?;
-    standard_mounts(&root_fd, root)?;
+    standard_mounts(&root_fd)?;
+    // sysfs shows the network devices of the namespace it is mounted from.
+    let netns_helper = match netns {
+        Some(n) => Some(n.join()?),
+        None => None,
+    };
+    mount_sys(&root_fd, root)?;
     etc_files(&root_fd, root)?;
     if !root.mounts.is_empty() {
         // User mount targets are arbitrary paths in an untrusted tree: resolve them with pathrs.
@@ -115,8 +124,8 @@ fn setup(
     if !root.hostname.is_empty() {
         sethostname(&root.hostname).ctx(|| "sethostname".into())?;
     }
-    if root.isolated_network {
-        loopback_up().ctx(|| "bring up loopback".into())?;
+    if let Some(helper) = netns_helper {
+        helper.reap()?;
     }
     if p.tty {
         attach_console(console, p.console_size)?;
@@ -230,7 +239,7 @@ fn mount_fixed(
     mount(source, via.as_str(), fstype, flags, data).ctx(|| format!("mount {target}"))
 }
 
-fn standard_mounts(root_fd: &OwnedFd, root: &RootSpec) -> Result<(), InitError> {
+fn standard_mounts(root_fd: &OwnedFd) -> Result<(), InitError> {
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     mount_fixed(
         root_fd,
@@ -278,41 +287,6 @@ fn standard_mounts(root_fd: &OwnedFd, root: &RootSpec) -> Result<(), InitError> 
         nosuid_noexec_nodev,
         None,
     )?;
-    let sys_flags = if root.privileged {
-        nosuid_noexec_nodev
-    } else {
-        nosuid_noexec_nodev | MsFlags::MS_RDONLY
-    };
-    if root.isolated_network {
-        mount_fixed(
-            root_fd,
-            "/sys",
-            Some("sysfs"),
-            Some("sysfs"),
-            sys_flags,
-            None,
-        )?;
-    } else {
-        // sysfs cannot be mounted fresh without owning the network namespace: bind the host's.
-        mount_fixed(
-            root_fd,
-            "/sys",
-            Some("/sys"),
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )?;
-        if !root.privileged {
-            mount_fixed(
-                root_fd,
-                "/sys",
-                None,
-                None,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid_noexec_nodev,
-                None,
-            )?;
-        }
-    }
     for (name, major, minor) in [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -347,6 +321,48 @@ fn standard_mounts(root_fd: &OwnedFd, root: &RootSpec) -> Result<(), InitError> 
         ("core", "/proc/kcore"),
     ] {
         nix::unistd::symlinkat(target, &dev, link).ctx(|| format!("symlink /dev/{link}"))?;
+    }
+    Ok(())
+}
+
+/// /sys: a fresh read-only sysfs in a network namespace of the container's own, else the
+/// host's, bound read-only.
+fn mount_sys(root_fd: &OwnedFd, root: &RootSpec) -> Result<(), InitError> {
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let sys_flags = if root.privileged {
+        nosuid_noexec_nodev
+    } else {
+        nosuid_noexec_nodev | MsFlags::MS_RDONLY
+    };
+    if root.isolated_network {
+        mount_fixed(
+            root_fd,
+            "/sys",
+            Some("sysfs"),
+            Some("sysfs"),
+            sys_flags,
+            None,
+        )?;
+    } else {
+        // sysfs cannot be mounted fresh without owning the network namespace: bind the host's.
+        mount_fixed(
+            root_fd,
+            "/sys",
+            Some("/sys"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        if !root.privileged {
+            mount_fixed(
+                root_fd,
+                "/sys",
+                None,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid_noexec_nodev,
+                None,
+            )?;
+        }
     }
     Ok(())
 }
@@ -644,6 +660,97 @@ fn mask_paths() {
 }
 
 /// `ip link set lo up` without a shell tool.
+/// A network namespace made by a helper process while init sets up its mounts. Making one
+/// (its sysctl tables, the loopback device) costs ~0.5 ms of CPU, which the other core spends
+/// meanwhile. The helper is forked while init is still single-threaded; it creates the
+/// namespace, brings loopback up, sends init a descriptor of it and waits until init holds
+/// it. Init joins with setns(2) and reaps the helper (pid 2 of the container) before anything
+/// of the user's runs.
+struct NetNs {
+    sock: OwnedFd,
+    helper: nix::unistd::Pid,
+}
+
+/// The helper of a namespace init has joined: to be reaped before exec.
+struct NetNsHelper(nix::unistd::Pid);
+
+impl NetNs {
+    fn spawn() -> Result<NetNs, InitError> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .ctx(|| "network namespace socket".into())?;
+        // SAFETY: init is single-threaded here, so the child may run ordinary code.
+        match unsafe { nix::unistd::fork() }.ctx(|| "fork the network namespace helper".into())? {
+            nix::unistd::ForkResult::Child => {
+                drop(ours);
+                let code = match make_netns(&theirs) {
+                    Ok(()) => 0,
+                    Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+                };
+                // SAFETY: leave without running anything of init's (no destructors, no atexit).
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(theirs);
+                Ok(NetNs {
+                    sock: ours,
+                    helper: child,
+                })
+            }
+        }
+    }
+
+    /// Moves init into the helper's namespace.
+    fn join(self) -> Result<NetNsHelper, InitError> {
+        let fds = crate::fdpass::recv_fds(self.sock.as_raw_fd())
+            .ctx(|| "receive the network namespace".into())?;
+        let Some(ns) = fds.and_then(|f| f.into_iter().next()) else {
+            // The helper failed: its exit code is the errno.
+            let status = nix::sys::wait::waitpid(self.helper, None);
+            let why = match status {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+                    std::io::Error::from_raw_os_error(code).to_string()
+                }
+                other => format!("{other:?}"),
+            };
+            return fail(125, format!("create the network namespace: {why}"));
+        };
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
+            .ctx(|| "join the network namespace".into())?;
+        // Closing our end lets the helper exit.
+        drop(self.sock);
+        Ok(NetNsHelper(self.helper))
+    }
+}
+
+impl NetNsHelper {
+    fn reap(self) -> Result<(), InitError> {
+        match nix::sys::wait::waitpid(self.0, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+            other => fail(125, format!("network namespace helper: {other:?}")),
+        }
+    }
+}
+
+/// The helper's side of [`NetNs`].
+fn make_netns(sock: &OwnedFd) -> std::io::Result<()> {
+    unshare(CloneFlags::CLONE_NEWNET)?;
+    loopback_up()?;
+    // Still the host's /proc here: `self` is this process.
+    let ns = File::open("/proc/self/ns/net")?;
+    crate::fdpass::send_fds(sock.as_raw_fd(), &[ns.as_raw_fd()])?;
+    // The namespace lives while a process is in it or a descriptor holds it: wait until init
+    // has joined (it closes its end).
+    let mut b = [0u8; 1];
+    let _ = nix::unistd::read(sock, &mut b);
+    Ok(())
+}
+
 fn loopback_up() -> std::io::Result<()> {
     // SAFETY: plain socket/ioctl calls on a struct we own.
     unsafe {
