@@ -46,3 +46,43 @@ pub fn recv_fds(sock: RawFd) -> nix::Result<Option<Vec<OwnedFd>>> {
     }
     Ok(Some(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn several_descriptors_arrive_in_order_and_end_of_stream_is_none() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let pipes: Vec<(std::fs::File, std::fs::File)> = (0..3)
+            .map(|_| {
+                let (r, w) = nix::unistd::pipe().unwrap();
+                (std::fs::File::from(r), std::fs::File::from(w))
+            })
+            .collect();
+        let writers: Vec<RawFd> = pipes.iter().map(|(_, w)| w.as_raw_fd()).collect();
+        send_fds(a.as_raw_fd(), &writers).unwrap();
+        // A message without descriptors is a plain signal.
+        send_fds(a.as_raw_fd(), &[]).unwrap();
+        drop(a);
+
+        let got = recv_fds(b.as_raw_fd()).unwrap().expect("a message");
+        assert_eq!(got.len(), 3);
+        for (i, (fd, (reader, _))) in got.into_iter().zip(pipes.iter()).enumerate() {
+            let mut w = std::fs::File::from(fd);
+            w.write_all(&[i as u8]).unwrap();
+            let mut byte = [0u8; 1];
+            (&*reader).read_exact(&mut byte).unwrap();
+            assert_eq!(
+                byte[0], i as u8,
+                "descriptor {i} is not the pipe sent at {i}"
+            );
+        }
+        assert_eq!(recv_fds(b.as_raw_fd()).unwrap().map(|f| f.len()), Some(0));
+        assert!(recv_fds(b.as_raw_fd()).unwrap().is_none());
+    }
+}
