@@ -70,11 +70,7 @@ fn setup(
     cgroup_ready: OwnedFd,
 ) -> Result<Never, InitError> {
     // The network namespace is made by a helper process meanwhile (see `NetNs`).
-    let netns = if root.isolated_network {
-        Some(NetNs::spawn()?)
-    } else {
-        None
-    };
+    let netns = root.isolated_network.then(NetNs::spawn).transpose()?;
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     unshare(flags).ctx(|| "unshare namespaces".into())?;
     mount(
@@ -94,10 +90,7 @@ fn setup(
     .ctx(|| format!("open rootfs {}", root.mountpoint.display()))?;
     standard_mounts(&root_fd)?;
     // sysfs shows the network devices of the namespace it is mounted from.
-    let netns_helper = match netns {
-        Some(n) => Some(n.join()?),
-        None => None,
-    };
+    let netns_helper = netns.map(NetNs::join).transpose()?;
     mount_sys(&root_fd, root)?;
     etc_files(&root_fd, root)?;
     if !root.mounts.is_empty() {
