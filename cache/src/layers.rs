@@ -93,10 +93,7 @@ impl Store {
             |rx| self.add_layer_from_tar_inner(parent, rx, expect_diff, blob, what, false),
         )
         .map(|(_, layer)| layer)
-        .map_err(|f| match f {
-            pipeline::Failure::Producer(e) => StoreError::Invalid(format!("{what}: {e}")),
-            pipeline::Failure::Consumer(e) => e,
-        })
+        .map_err(|f| f.into_error(|e| StoreError::Invalid(format!("{what}: {e}"))))
     }
 
     fn add_layer_from_tar_inner<R: Read>(
@@ -177,10 +174,7 @@ impl Store {
                 Ok((h.finish(), len))
             },
         )
-        .map_err(|f| match f {
-            pipeline::Failure::Producer(e) => StoreError::from(e),
-            pipeline::Failure::Consumer(e) => e,
-        })?;
+        .map_err(|f| f.into_error(StoreError::from))?;
         let staging = self.temp_dir("layer")?;
         let result = (|| {
             let diff = staging.join("diff");

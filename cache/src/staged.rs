@@ -83,9 +83,10 @@ impl Store {
         result
     }
 
-    /// Two stages on two cores: this thread's helper reads, keeps and hashes the compressed
-    /// bytes, decompresses them and hashes the tar stream; this thread extracts it. (The
-    /// extraction's file-system calls are the longer half, so both hashes go to the helper.)
+    /// Three stages (two pipelines, one inside the other's consumer): one thread reads, keeps
+    /// and hashes the compressed bytes and decompresses them; a second hashes the tar stream;
+    /// this thread extracts it. The work is about equal thirds of inflate, hashing and the
+    /// extraction's file-system calls, so two cores stay busy whichever is slower.
     fn stage_into<R: Read + Send>(
         &self,
         tmp: &std::path::Path,
@@ -130,16 +131,10 @@ impl Store {
             };
             pipeline::run(hash, extract)
                 .map(|(h, _)| h)
-                .map_err(|f| match f {
-                    pipeline::Failure::Producer(e) => invalid(e),
-                    pipeline::Failure::Consumer(e) => e,
-                })
+                .map_err(|f| f.into_error(invalid))
         };
-        let ((buf, digest, size), (actual_diff, diff_size)) = pipeline::run(produce, consume)
-            .map_err(|f| match f {
-                pipeline::Failure::Producer(e) => invalid(e),
-                pipeline::Failure::Consumer(e) => e,
-            })?;
+        let ((buf, digest, size), (actual_diff, diff_size)) =
+            pipeline::run(produce, consume).map_err(|f| f.into_error(invalid))?;
         if size != staged.blob.size {
             return Err(StoreError::SizeMismatch {
                 what: what.to_string(),

@@ -23,6 +23,16 @@ pub enum Failure<P, C> {
     Consumer(C),
 }
 
+impl<P, C> Failure<P, C> {
+    /// One error: the consumer's as it is, the producer's converted by `producer`.
+    pub fn into_error(self, producer: impl FnOnce(P) -> C) -> C {
+        match self {
+            Failure::Producer(e) => producer(e),
+            Failure::Consumer(e) => e,
+        }
+    }
+}
+
 /// Runs `produce` on a new thread and `consume` on this one; what the producer sends through
 /// its [`ChunkSender`] (by [`ChunkSender::send_all`] or as a writer) the consumer reads from
 /// its [`ChunkReader`], which ends when the producer returns. Returns both results when both
