@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use pathrs::flags::ResolverFlags;
 use pathrs::Root;
+use xattr::FileExt;
 
 use super::guard::ExtensionGuard;
 use super::{LayerError, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
@@ -485,26 +486,22 @@ fn copy_through(entry: &mut impl Read, file: &mut File, buf: &mut [u8]) -> io::R
     }
 }
 
+/// Sets an extended attribute through a descriptor that is not a `File` (a directory the
+/// extractor keeps open for its children).
 fn fset_xattr(fd: impl AsFd, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let name = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name with a NUL byte"))?;
-    // SAFETY: the fd is borrowed for the call, name is NUL-terminated and value's pointer and
-    // length describe a live slice.
-    let rc = unsafe {
-        libc::fsetxattr(
-            fd.as_fd().as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    XattrFd(fd.as_fd()).set_xattr(OsStr::from_bytes(name), value)
+}
+
+/// A borrowed descriptor for the xattr crate, whose `FileExt` only `File` implements.
+struct XattrFd<'a>(BorrowedFd<'a>);
+
+impl AsRawFd for XattrFd<'_> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 }
+
+impl xattr::FileExt for XattrFd<'_> {}
 
 fn reopen_dir(fd: &OwnedFd) -> io::Result<OwnedFd> {
     openat(
