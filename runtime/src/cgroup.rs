@@ -271,13 +271,24 @@ impl Cgroup {
     // setup) unless the hierarchy was mounted with `favordynmods`. A single-threaded process
     // writing "0" (itself) to a v1 `tasks` file moves without that lock: ~0.1 ms.
 
-    /// The files a single-threaded process writes "0" to to move itself in ([`join_with`]):
-    /// each v1 hierarchy's `tasks`, opened now (the container's init gets them over a socket
-    /// after it left the host's mount namespace). Empty on v2, where the monitor moves it.
-    pub fn self_join_files(&self) -> Result<Vec<OwnedFd>, RuntimeError> {
-        if self.version != Version::V1 {
-            return Ok(Vec::new());
+    /// Lets the single-threaded process `pid` in. On v2 it is moved now and nothing is
+    /// returned; on v1 the result is the files it writes "0" to to move itself in
+    /// ([`join_with`]): each hierarchy's `tasks`, opened now (the container's init gets them
+    /// over a socket, after it left the host's mount namespace).
+    pub fn admit(&self, pid: i32) -> Result<Vec<OwnedFd>, RuntimeError> {
+        match self.version {
+            Version::V1 => self.tasks_files(),
+            Version::V2 => self.add(pid).map(|()| Vec::new()),
         }
+    }
+
+    /// Moves the calling process, which must be single-threaded, into the cgroup.
+    pub fn add_self(&self) -> Result<(), RuntimeError> {
+        let files = self.admit(std::process::id() as i32)?;
+        join_with(&files).map_err(|e| RuntimeError::io(self.dirs[0].1.join("tasks"), e))
+    }
+
+    fn tasks_files(&self) -> Result<Vec<OwnedFd>, RuntimeError> {
         self.dirs
             .iter()
             .map(|(_, d)| {
@@ -290,17 +301,6 @@ impl Cgroup {
                     .map_err(|e| RuntimeError::io(&tasks, e))
             })
             .collect()
-    }
-
-    /// Moves the calling process, which must be single-threaded, into the cgroup.
-    pub fn add_self(&self) -> Result<(), RuntimeError> {
-        match self.version {
-            Version::V1 => {
-                let files = self.self_join_files()?;
-                join_with(&files).map_err(|e| RuntimeError::io(&self.dirs[0].1, e))
-            }
-            Version::V2 => self.add(std::process::id() as i32),
-        }
     }
 
     /// Freezes or thaws every process in the cgroup.
@@ -422,8 +422,8 @@ pub fn leftovers(min_age: std::time::Duration) -> Vec<PathBuf> {
     out
 }
 
-/// Moves the calling (single-threaded) process in through files from
-/// [`Cgroup::self_join_files`]: one "0" written to each.
+/// Moves the calling (single-threaded) process in through files from [`Cgroup::admit`]: one
+/// "0" written to each.
 pub fn join_with(files: &[OwnedFd]) -> io::Result<()> {
     for f in files {
         let n = nix::unistd::write(f, b"0")?;

@@ -6,6 +6,17 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
+/// A connected pair of unix stream sockets, closed on exec: the channel descriptors go over.
+pub fn socket_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+}
+
 /// Most descriptors one message carries (one per cgroup v1 hierarchy a container uses).
 pub const MAX_FDS: usize = 8;
 

@@ -584,7 +584,7 @@ fn enter_root(mountpoint: &Path) -> Result<OldRoot, InitError> {
 /// The old root's detach in flight. Unmounting it waits for an RCU grace period before the
 /// call returns (0.4-2 ms measured on a 2-vCPU VM, where the kernel's expedited grace period
 /// interrupts the other CPUs); the container's remaining setup (masked paths, hostname,
-/// loopback, console, cgroup) overlaps that wait.
+/// console, cgroup) overlaps that wait.
 struct OldRoot(std::thread::JoinHandle<nix::Result<()>>);
 
 impl OldRoot {
@@ -652,7 +652,6 @@ fn mask_paths() {
     }
 }
 
-/// `ip link set lo up` without a shell tool.
 /// A network namespace made by a helper process while init sets up its mounts. Making one
 /// (its sysctl tables, the loopback device) costs ~0.5 ms of CPU, which the other core spends
 /// meanwhile. The helper is forked while init is still single-threaded; it creates the
@@ -669,14 +668,8 @@ struct NetNsHelper(nix::unistd::Pid);
 
 impl NetNs {
     fn spawn() -> Result<NetNs, InitError> {
-        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .ctx(|| "network namespace socket".into())?;
+        let (ours, theirs) =
+            crate::fdpass::socket_pair().ctx(|| "network namespace socket".into())?;
         // SAFETY: init is single-threaded here, so the child may run ordinary code.
         match unsafe { nix::unistd::fork() }.ctx(|| "fork the network namespace helper".into())? {
             nix::unistd::ForkResult::Child => {
@@ -744,6 +737,7 @@ fn make_netns(sock: &OwnedFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `ip link set lo up` without a shell tool.
 fn loopback_up() -> std::io::Result<()> {
     // SAFETY: plain socket/ioctl calls on a struct we own.
     unsafe {

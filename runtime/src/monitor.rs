@@ -371,14 +371,9 @@ fn start(
 ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
     let err = |e: RuntimeError| (125, e.to_string());
     // The monitor tells init through this socket that its cgroup is ready, handing it the
-    // files to join it with (cgroup v1, see `Cgroup::self_join_files`).
-    let (sync_w, sync_r) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::Stream,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| (125, format!("sync socket: {e}")))?;
+    // files to join it with (cgroup v1, see `Cgroup::admit`).
+    let (sync_w, sync_r) =
+        crate::fdpass::socket_pair().map_err(|e| (125, format!("sync socket: {e}")))?;
     let (err_r, err_w) = pipe().map_err(err)?;
     let (out_pipe, err_pipe) = if opts.foreground || p.tty {
         (None, None)
@@ -386,15 +381,7 @@ fn start(
         (Some(pipe().map_err(err)?), Some(pipe().map_err(err)?))
     };
     let console = if p.tty {
-        Some(
-            nix::sys::socket::socketpair(
-                nix::sys::socket::AddressFamily::Unix,
-                nix::sys::socket::SockType::Stream,
-                None,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            )
-            .map_err(|e| (125, format!("console socket: {e}")))?,
-        )
+        Some(crate::fdpass::socket_pair().map_err(|e| (125, format!("console socket: {e}")))?)
     } else {
         None
     };
@@ -464,23 +451,15 @@ fn start(
                 parent
             });
             // Made while the child sets up its namespaces and mounts. On v1 the child moves
-            // itself in (fast, see `Cgroup::self_join_files`); on v2 the monitor moves it.
-            let cg = Cgroup::create(&rec.id, limits).and_then(|cg| {
-                let joined = cg.self_join_files().and_then(|files| {
-                    if files.is_empty() {
-                        cg.add(child.as_raw()).map(|()| files)
-                    } else {
-                        Ok(files)
-                    }
-                });
-                match joined {
+            // itself in (fast, see `Cgroup::admit`); on v2 the monitor moves it.
+            let cg =
+                Cgroup::create(&rec.id, limits).and_then(|cg| match cg.admit(child.as_raw()) {
                     Ok(files) => Ok((cg, files)),
                     Err(e) => {
                         cg.destroy();
                         Err(e)
                     }
-                }
-            });
+                });
             let (cg, join_files) = match cg {
                 Ok(c) => c,
                 Err(e) => {
