@@ -129,8 +129,15 @@ pub fn push(
         .cloned()
         .zip(manifest.layers.iter().cloned())
         .collect();
-    upload_layers(store, client, repo, &source, &items, progress)?;
-    upload_small_blob(client, repo, &image.config_bytes)?;
+    // The config goes up on its own connection while the layers upload: its three requests
+    // (HEAD, POST, PUT) no longer wait behind the largest layer.
+    let (layers, config) = std::thread::scope(|s| {
+        let config = s.spawn(|| upload_small_blob(client, repo, &image.config_bytes));
+        let layers = upload_layers(store, client, repo, &source, &items, progress);
+        (layers, config.join().expect("config upload does not panic"))
+    });
+    layers?;
+    config?;
     let reference = target.tag().unwrap_or("latest");
     let digest = client.put_manifest(repo, reference, &manifest_type, &manifest_bytes)?;
     store.put_blob_bytes(&manifest_bytes)?;
