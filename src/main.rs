@@ -66,6 +66,10 @@ fn reexec_fast_path() -> Option<i32> {
         ("__monitor", [id, how @ ..]) => {
             let (foreground, ready_fd) = match how {
                 [f] if f == "--foreground" => (true, None),
+                // A build container: in the foreground, and its start reported (see executor).
+                [f, r, n] if f == "--foreground" && r == "--ready-fd" => {
+                    (true, Some(n.to_str()?.parse().ok()?))
+                }
                 [f, n] if f == "--ready-fd" => (false, Some(n.to_str()?.parse().ok()?)),
                 _ => return None,
             };

@@ -651,6 +651,44 @@ fn a_killed_build_leaves_nothing_half_written() {
 }
 
 #[test]
+fn later_steps_run_on_layers_still_being_recorded() {
+    // Each layer is hashed and moved into the store while the next steps already run on it:
+    // the small first layer is recorded (moved) while the second step sleeps, before the third
+    // mounts it; the large second one is still being hashed when the steps after it mount it.
+    let s = Strata::new();
+    s.busybox();
+    let df = "FROM busybox\n\
+        RUN echo one > /one\n\
+        RUN sleep 0.5 && dd if=/dev/zero of=/big bs=1M count=96 2>/dev/null\n\
+        RUN test -s /big && cat /one > /seen\n\
+        ENV STAGE=two\n\
+        COPY a.txt /a.txt\n\
+        RUN cat /seen /a.txt > /both && rm /one\n\
+        RUN ls / > /listing\n";
+    let ctx = ctx_with(
+        &s,
+        "pending",
+        &[("Dockerfile", df), ("a.txt", "from the context\n")],
+    );
+    build(&s, &ctx, &["-t", "pending"]);
+    let script = "cat /both; echo $STAGE; test ! -e /one && wc -c < /big";
+    assert_eq!(
+        s.ok(&["run", "--rm", "pending", "sh", "-c", script]),
+        "one\nfrom the context\ntwo\n100663296\n"
+    );
+    s.assert_check();
+    let id = s.ok(&["images", "-q", "--no-trunc", "pending"]);
+    let (_, p) = build(&s, &ctx, &["-t", "pending"]);
+    assert_eq!(cached_steps(&p), 7, "{p}");
+    assert_eq!(s.ok(&["images", "-q", "--no-trunc", "pending"]), id);
+    // nothing of the pending directories is left behind
+    let tmp = fs::read_dir(s.root().join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(tmp, 0, "leftovers in tmp/");
+}
+
+#[test]
 fn heredocs_in_run_and_copy() {
     let s = Strata::new();
     s.busybox();

@@ -163,9 +163,19 @@ impl Store {
             produced.map_err(StoreError::from)?;
             return result;
         }
+        let (diff_id, size) = Store::hash_layer_dir(dir, opts)?;
+        let published = self.publish_layer_dir(parent, dir, diff_id, size);
+        let _ = fsutil::remove_any(dir);
+        published
+    }
+
+    /// The diffID and size of the canonical tar of `dir` (overlayfs form), without writing it.
+    /// Needs no store: a build hashes a step's layer on its own thread while the next step
+    /// runs on top of the directory, and publishes it afterwards ([`Store::publish_layer_dir`]).
+    pub fn hash_layer_dir(dir: &Path, opts: &TarOptions) -> Result<(Digest, u64)> {
         // The tar stream is made on one core and hashed on the other: a layer of many small
         // files costs its walk's syscalls or its hashing, not both.
-        let (_, (diff_id, size)) = pipeline::run(
+        let (_, hashed) = pipeline::run(
             |tx| write_layer_tar(dir, tx, opts).map(|_| ()),
             |rx| {
                 let mut h = Hasher::new();
@@ -175,12 +185,29 @@ impl Store {
             },
         )
         .map_err(|f| f.into_error(StoreError::from))?;
+        Ok(hashed)
+    }
+
+    /// Moves `dir`, whose canonical tar [`Store::hash_layer_dir`] gave `diff_id` and `size`,
+    /// into the store as a layer on top of `parent`. `dir` must be on the store's filesystem
+    /// and unchanged since it was hashed. When the store has the layer already (another
+    /// process made it), `dir` stays where it was, for its owner to remove.
+    pub fn publish_layer_dir(
+        &self,
+        parent: Option<&Digest>,
+        dir: &Path,
+        diff_id: Digest,
+        size: u64,
+    ) -> Result<LayerMeta> {
         let staging = self.temp_dir("layer")?;
-        let result = (|| {
-            let diff = staging.join("diff");
-            fs::rename(dir, &diff).at(dir)?;
-            self.publish_layer(&staging, parent, diff_id, size, Vec::new(), true)
-        })();
+        let diff = staging.join("diff");
+        let result = fs::rename(dir, &diff)
+            .at(dir)
+            .and_then(|_| self.publish_layer(&staging, parent, diff_id, size, Vec::new(), true));
+        // Not taken into the store: back where the caller (who may still be using it) has it.
+        if diff.exists() {
+            let _ = fs::rename(&diff, dir);
+        }
         let _ = fsutil::remove_any(&staging);
         result
     }

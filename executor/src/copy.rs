@@ -155,22 +155,41 @@ pub(crate) fn materialize_context(
     dest.finish()
 }
 
-fn lowerdirs(store: &Store, image: &Image) -> Result<String, String> {
-    if image.record.layers.is_empty() {
+/// The overlay lowerdir list (top first) of `image` with the `pending` layer directories
+/// (bottom first) of earlier build steps on top.
+fn lowerdirs(store: &Store, image: &Image, pending: &[PathBuf]) -> Result<String, String> {
+    if image.record.layers.is_empty() && pending.is_empty() {
         let empty = store.temp_dir("empty").map_err(|e| e.to_string())?;
         return Ok(empty.display().to_string());
     }
-    let dirs: Vec<String> = image
-        .record
-        .layers
+    let dirs: Vec<String> = pending
         .iter()
         .rev()
-        .map(|l| store.layer_diff(l).display().to_string())
+        .cloned()
+        .chain(
+            image
+                .record
+                .layers
+                .iter()
+                .rev()
+                .map(|l| store.layer_diff(l)),
+        )
+        .map(|d| d.display().to_string())
         .collect();
     Ok(dirs.join(":"))
 }
 
 pub(crate) fn mount_image(store: &Store, image: &Image, writable: bool) -> Result<Mounted, String> {
+    mount_layers(store, image, &[], writable)
+}
+
+/// [`mount_image`] with the `pending` layer directories of earlier steps on top.
+pub(crate) fn mount_layers(
+    store: &Store,
+    image: &Image,
+    pending: &[PathBuf],
+    writable: bool,
+) -> Result<Mounted, String> {
     let e = |e: strata_cache::StoreError| e.to_string();
     let mnt = store.temp_dir("mnt").map_err(e)?;
     let upper = store.temp_dir("copy-layer").map_err(e)?;
@@ -182,7 +201,7 @@ pub(crate) fn mount_image(store: &Store, image: &Image, writable: bool) -> Resul
         mounted: false,
         keep_upper: false,
     };
-    let lowers = lowerdirs(store, image)?;
+    let lowers = lowerdirs(store, image, pending)?;
     let (data, flags) = if writable {
         (
             format!(
@@ -636,6 +655,7 @@ pub fn copy_step(
     store: &Store,
     ctx: &Context,
     parent: &Image,
+    pending: &std::sync::Mutex<Vec<PathBuf>>,
     op: &CopyOp,
     from: Option<&Image>,
     reuse: Option<&Reuse>,
@@ -643,7 +663,9 @@ pub fn copy_step(
     let m = if op.link {
         Mounted::empty(store)?
     } else {
-        mount_image(store, parent, true)?
+        // The pending layers cannot move while they are being mounted.
+        let pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+        mount_layers(store, parent, &pending, true)?
     };
     let root = Root::open(&m.mnt).map_err(|e| e.to_string())?;
     let own = owner(&root, op.chown.as_deref())?;

@@ -9,7 +9,9 @@
 //!
 //! Key design decisions: every step's result is an (intermediate) image recorded in the store,
 //! and only then is its cache record written, so a cache hit always points at a complete image
-//! and a fully cached build ends at the very same image ID. Stages run on their own threads
+//! and a fully cached build ends at the very same image ID. Recording (hashing the layer,
+//! moving it into the store) runs on a thread per step while the next steps already run on the
+//! layer's directory (`State`, `Lowers`). Stages run on their own threads
 //! (RUN steps mostly wait on their containers, so parallelism is bounded by the plan, not by
 //! the CPU count); containers are started by spawning the single-threaded strata monitor, so no
 //! namespace is ever created from this multi-threaded process.
@@ -22,7 +24,8 @@ mod reuse;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Condvar, Mutex};
 
 use strata_cache::{fsutil, Image, Store};
@@ -97,11 +100,40 @@ struct RunSpec<'a> {
     mounts: &'a mounts::Prepared,
 }
 
-/// What a step produced.
-#[derive(Clone)]
+/// Where a stage stands: its last recorded image, or the step results still being recorded
+/// after it.
+///
+/// A step that wrote a layer is recorded by a thread of its own (scoped to the stage): the
+/// layer is hashed (its diffID names it) while the next steps already run on top of its
+/// directory, then moved into the store and recorded as an image and a cache record — as soon
+/// as the step before it is recorded, so results are recorded in order and each within
+/// moments of its step, even if the build is killed later.
 struct State {
     image: Image,
+    /// The last pending step's result, when steps are pending.
+    tail: Option<Receiver<Result<Image, String>>>,
+    /// The pending steps' layer directories as made (in `tmp/`), for `settle` to remove what
+    /// was not moved into the store.
+    pending: Vec<PathBuf>,
 }
+
+/// Where the pending steps' layer directories are now, bottom first: what the next step runs
+/// on above the state's image. A recording thread moves its directory into the store and
+/// updates its entry with the lock held, and a step holds the lock from reading the list until
+/// its overlay is mounted, so no directory moves between being named and being mounted.
+type Lowers = Mutex<Vec<PathBuf>>;
+
+/// What a step left to record.
+struct Outcome {
+    /// Its layer directory (overlay form), if it writes a layer.
+    layer: Option<PathBuf>,
+    config: Option<spec::ContainerConfig>,
+    empty: bool,
+    /// A context COPY's reuse record (site, files), saved once its layer has a chain ID.
+    reuse: Option<(String, BTreeMap<String, Digest>)>,
+}
+
+type Scope<'scope, 'env> = std::thread::Scope<'scope, 'env>;
 
 impl Executor<'_> {
     /// Runs every stage the target needs; returns the target's image.
@@ -221,6 +253,17 @@ impl Executor<'_> {
         stage: &StagePlan,
         results: &Mutex<Vec<Option<Result<Image, String>>>>,
     ) -> Result<Image, BuildError> {
+        let lowers = Lowers::default();
+        std::thread::scope(|scope| self.run_steps(stage, results, &lowers, scope))
+    }
+
+    fn run_steps<'scope, 'env>(
+        &'env self,
+        stage: &'env StagePlan,
+        results: &'env Mutex<Vec<Option<Result<Image, String>>>>,
+        lowers: &'env Lowers,
+        scope: &'scope Scope<'scope, 'env>,
+    ) -> Result<Image, BuildError> {
         let total = stage.steps.len() + 1;
         let label = |i: usize| format!("[{} {}/{}]", stage.display_name(), i, total);
         let base_name = match &stage.base {
@@ -233,6 +276,8 @@ impl Executor<'_> {
             .start(&format!("{} FROM {base_name}", label(1)));
         let mut state = State {
             image: self.base_image(stage, results)?,
+            tail: None,
+            pending: Vec::new(),
         };
         v.done();
         for (i, step) in stage.steps.iter().enumerate() {
@@ -242,11 +287,16 @@ impl Executor<'_> {
             if !self.skips_cache(stage) {
                 if let Some(rec) = self.store.cache_get(&step.key)? {
                     if let Ok(img) = self.store.image(&rec.image) {
+                        self.settle(&mut state, lowers)?;
                         let _ = self.store.cache_touch(&rec);
                         state.image = img;
                         v.cached();
                         continue;
                     }
+                }
+                if self.remote_cache.is_some() || step.link_key.is_some() {
+                    // Both make an image on top of the state's.
+                    self.settle(&mut state, lowers)?;
                 }
                 if let Some(img) = self.remote_hit(step, &state)? {
                     state.image = img;
@@ -259,23 +309,140 @@ impl Executor<'_> {
                     continue;
                 }
             }
-            match self.execute(stage, step, &state, results, &v) {
-                Ok(img) => {
-                    self.store.cache_put(&step.key, img.id())?;
-                    remember_inputs(self.store, step);
-                    state.image = img;
-                    v.done();
-                }
+            let outcome = self
+                .execute(step, &mut state, results, lowers, &v)
+                .and_then(|o| match o {
+                    Some(o) => self.defer(&mut state, step, o, lowers, scope),
+                    None => Ok(()),
+                });
+            match outcome {
+                Ok(()) => v.done(),
                 Err(e) => {
                     v.error(&e.to_string());
+                    // The steps before this one are done: they are recorded for the next build.
+                    if let Err(settling) = self.settle(&mut state, lowers) {
+                        tracing::warn!("recording the steps before the failed one: {settling}");
+                    }
                     return Err(e);
                 }
             }
         }
+        self.settle(&mut state, lowers)?;
         Ok(state.image)
     }
 
-    /// A step's result from the remote cache, recorded locally so the next build hits at home.
+    /// Waits until the pending steps are recorded; the state's image is the last one's then.
+    fn settle(&self, state: &mut State, lowers: &Lowers) -> Result<(), BuildError> {
+        let recorded = match state.tail.take() {
+            Some(tail) => tail
+                .recv()
+                .map_err(|_| BuildError::Other("a step's recording thread stopped".into()))
+                .and_then(|r| r.map_err(BuildError::Other)),
+            None => Ok(state.image.clone()),
+        };
+        lock(lowers).clear();
+        // What was not moved into the store (a failure, or a layer another build made first).
+        for dir in state.pending.drain(..) {
+            if dir.exists() {
+                let _ = fsutil::remove_any(&dir);
+            }
+        }
+        state.image = recorded?;
+        Ok(())
+    }
+
+    /// Hands a step's outcome to a recording thread, chained after the pending steps'. A clamped
+    /// (SOURCE_DATE_EPOCH) layer is copied through the tar codec instead, at once.
+    fn defer<'scope, 'env>(
+        &'env self,
+        state: &mut State,
+        step: &'env Step,
+        o: Outcome,
+        lowers: &'env Lowers,
+        scope: &'scope Scope<'scope, 'env>,
+    ) -> Result<(), BuildError> {
+        if let (Some(dir), Some(_)) = (&o.layer, self.opts.source_date_epoch) {
+            self.settle(state, lowers)?;
+            let img = self.commit(&state.image, step, Some(dir), o.config, o.empty)?;
+            self.record(step, &img, o.reuse)?;
+            state.image = img;
+            return Ok(());
+        }
+        let slot = o.layer.as_ref().map(|dir| {
+            state.pending.push(dir.clone());
+            let mut l = lock(lowers);
+            l.push(dir.clone());
+            l.len() - 1
+        });
+        let before = state.tail.take();
+        let base = state.image.clone();
+        let (tx, rx) = channel();
+        state.tail = Some(rx);
+        scope.spawn(move || {
+            let recorded = self.record_outcome(step, o, slot.map(|k| (lowers, k)), before, base);
+            let _ = tx.send(recorded.map_err(|e| e.to_string()));
+        });
+        Ok(())
+    }
+
+    /// A recording thread: hashes the step's layer, waits for the step before it to be
+    /// recorded (`before`, or `base` when nothing was pending), then records this one.
+    fn record_outcome(
+        &self,
+        step: &Step,
+        o: Outcome,
+        slot: Option<(&Lowers, usize)>,
+        before: Option<Receiver<Result<Image, String>>>,
+        base: Image,
+    ) -> Result<Image, BuildError> {
+        let hashed = o
+            .layer
+            .as_ref()
+            .map(|dir| Store::hash_layer_dir(dir, &TarOptions::default()));
+        let parent = match before {
+            Some(rx) => rx
+                .recv()
+                .map_err(|_| BuildError::Other("a step's recording thread stopped".into()))
+                .and_then(|r| r.map_err(BuildError::Other)),
+            None => Ok(base),
+        };
+        // A directory that is not moved into the store is removed by `settle`: later steps
+        // may be running on it.
+        let parent = parent?;
+        let diff_id = match (&o.layer, hashed.transpose()?, slot) {
+            (Some(dir), Some((diff_id, size)), Some((lowers, k))) => {
+                let mut l = lock(lowers);
+                let meta = self
+                    .store
+                    .publish_layer_dir(parent.top_layer(), dir, diff_id, size)?;
+                if !dir.exists() {
+                    l[k] = self.store.layer_diff(&meta.chain_id);
+                }
+                Some(meta.diff_id)
+            }
+            _ => None,
+        };
+        let img = self.commit_diff(&parent, step, diff_id, o.config, o.empty)?;
+        self.record(step, &img, o.reuse)?;
+        Ok(img)
+    }
+
+    /// A step's result is known: its cache record, the inputs `--dry-run` compares with, and
+    /// for a context COPY what the next run of it may link.
+    fn record(
+        &self,
+        step: &Step,
+        img: &Image,
+        reuse: Option<(String, BTreeMap<String, Digest>)>,
+    ) -> Result<(), BuildError> {
+        if let (Some((site, files)), Some(layer)) = (reuse, img.top_layer()) {
+            reuse::save(self.store, &site, layer, files);
+        }
+        self.store.cache_put(&step.key, img.id())?;
+        remember_inputs(self.store, step);
+        Ok(())
+    }
+
     /// `--no-cache`, or `--no-cache-filter` naming this stage.
     fn skips_cache(&self, stage: &StagePlan) -> bool {
         self.opts.no_cache
@@ -317,7 +484,7 @@ impl Executor<'_> {
             &TarOptions::default(),
         )?;
         self.commit_diff(
-            state,
+            &state.image,
             step,
             Some(layer.diff_id),
             Some(step.config_before.clone()),
@@ -389,17 +556,23 @@ impl Executor<'_> {
         }
     }
 
+    /// Runs a step that missed the cache; returns what is left to record (None: it is recorded
+    /// already).
     fn execute(
         &self,
-        stage: &StagePlan,
         step: &Step,
-        state: &State,
+        state: &mut State,
         results: &Mutex<Vec<Option<Result<Image, String>>>>,
+        lowers: &Lowers,
         v: &progress::Vertex<'_>,
-    ) -> Result<Image, BuildError> {
-        let _ = stage;
+    ) -> Result<Option<Outcome>, BuildError> {
         match &step.op {
-            StepOp::Config(cfg) => self.commit(state, step, None, Some((**cfg).clone()), true),
+            StepOp::Config(cfg) => Ok(Some(Outcome {
+                layer: None,
+                config: Some((**cfg).clone()),
+                empty: true,
+                reuse: None,
+            })),
             StepOp::Run {
                 argv,
                 env,
@@ -409,6 +582,10 @@ impl Executor<'_> {
                 mounts,
                 insecure,
             } => {
+                if !mounts.is_empty() {
+                    // Mount stubs are judged against the layers in the store.
+                    self.settle(state, lowers)?;
+                }
                 let image_of = |from: &CopyFrom| -> Result<Image, String> {
                     match from {
                         CopyFrom::Context | CopyFrom::Named(_) => {
@@ -438,19 +615,21 @@ impl Executor<'_> {
                     privileged: *insecure,
                     mounts: &prepared,
                 };
-                let upper = self.run_container(state, step, &run, v)?;
+                let upper = self.run_container(state, step, &run, lowers, v)?;
                 mounts::remove_mount_stubs(self.store, &state.image, &upper, &prepared.targets);
                 drop(prepared);
-                let r = self.commit(
-                    state,
-                    step,
-                    Some(upper.as_path()),
-                    Some(step.config_before.clone()),
-                    false,
-                );
-                r
+                Ok(Some(Outcome {
+                    layer: Some(upper),
+                    config: Some(step.config_before.clone()),
+                    empty: false,
+                    reuse: None,
+                }))
             }
             StepOp::Copy(op) => {
+                if op.link {
+                    // A linked copy is rebased onto the parent image.
+                    self.settle(state, lowers)?;
+                }
                 let from = match &op.from {
                     CopyFrom::Context | CopyFrom::Named(_) => None,
                     CopyFrom::Stage(i) => Some(self.result_of(results, *i)?),
@@ -468,27 +647,24 @@ impl Executor<'_> {
                     self.store,
                     ctx,
                     &state.image,
+                    lowers,
                     op,
                     from.as_ref(),
                     earlier.as_ref(),
                 )
                 .map_err(|e| self.step_error(step, e))?;
                 if op.link {
-                    return self.commit_link(state, step, &copied.upper);
+                    let img = self.commit_link(state, step, &copied.upper)?;
+                    self.record(step, &img, None)?;
+                    state.image = img;
+                    return Ok(None);
                 }
-                let image = self.commit(
-                    state,
-                    step,
-                    Some(copied.upper.as_path()),
-                    Some(step.config_before.clone()),
-                    false,
-                )?;
-                if let (Some(site), Some(files), Some(layer)) =
-                    (site, copied.files, image.top_layer())
-                {
-                    reuse::save(self.store, &site, layer, files);
-                }
-                Ok(image)
+                Ok(Some(Outcome {
+                    layer: Some(copied.upper),
+                    config: Some(step.config_before.clone()),
+                    empty: false,
+                    reuse: site.zip(copied.files),
+                }))
             }
         }
     }
@@ -497,7 +673,7 @@ impl Executor<'_> {
     /// runtime config, with a history entry.
     fn commit(
         &self,
-        state: &State,
+        parent: &Image,
         step: &Step,
         upper: Option<&Path>,
         config: Option<spec::ContainerConfig>,
@@ -508,28 +684,27 @@ impl Executor<'_> {
                 let opts = TarOptions {
                     clamp_mtime: self.opts.source_date_epoch,
                 };
-                let layer =
-                    self.store
-                        .add_layer_from_dir(state.image.top_layer(), dir, true, &opts);
+                let layer = self
+                    .store
+                    .add_layer_from_dir(parent.top_layer(), dir, true, &opts);
                 let _ = fsutil::remove_any(dir);
                 Some(layer?.diff_id)
             }
             None => None,
         };
-        self.commit_diff(state, step, diff_id, config, empty)
+        self.commit_diff(parent, step, diff_id, config, empty)
     }
 
     /// The image of `state` plus the layer `diff_id` (already in the store on top of it), with
     /// `config` and a history entry for `step`.
     fn commit_diff(
         &self,
-        state: &State,
+        parent: &Image,
         step: &Step,
         diff_id: Option<Digest>,
         config: Option<spec::ContainerConfig>,
         empty: bool,
     ) -> Result<Image, BuildError> {
-        let parent = &state.image;
         let mut cfg = parent.config.clone();
         let mut diff_ids = cfg.rootfs.diff_ids.clone();
         diff_ids.extend(diff_id);
@@ -564,6 +739,7 @@ impl Executor<'_> {
         state: &State,
         step: &Step,
         run: &RunSpec<'_>,
+        lowers: &Lowers,
         v: &progress::Vertex<'_>,
     ) -> Result<PathBuf, BuildError> {
         let RunSpec {
@@ -603,9 +779,15 @@ impl Executor<'_> {
                 ..Default::default()
             },
             layers: state.image.record.layers.clone(),
+            pending_layers: Vec::new(),
         };
-        let rec = containers.create(rec)?;
-        let result = self.start_build_container(&rec, step, argv, v);
+        // Held until the container's overlay is mounted (see `Lowers`).
+        let named = lock(lowers);
+        let rec = containers.create(ContainerRecord {
+            pending_layers: named.clone(),
+            ..rec
+        })?;
+        let result = self.start_build_container(&rec, step, argv, named, v);
         let upper = containers.dir(&rec.id).upper();
         let taken = self.store.temp_path("run-layer");
         let moved = result.and_then(|_| {
@@ -616,11 +798,14 @@ impl Executor<'_> {
         moved.map(|_| taken)
     }
 
+    /// Runs the build container `rec` to its end, showing its output. `named` (the lowers'
+    /// lock) is let go once the monitor reports the container started, i.e. mounted.
     fn start_build_container(
         &self,
         rec: &ContainerRecord,
         step: &Step,
         argv: &[String],
+        named: std::sync::MutexGuard<'_, Vec<PathBuf>>,
         v: &progress::Vertex<'_>,
     ) -> Result<(), BuildError> {
         let (r, w) = std::io::pipe().map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
@@ -634,15 +819,21 @@ impl Executor<'_> {
                 self.exe.get_or_init(|| e).clone()
             }
         };
+        // The monitor reports the start on its stdin (the container's is /dev/null anyway).
+        let (ready_r, ready_w) =
+            std::io::pipe().map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
         let mut child = Command::new(exe)
             .arg("--root")
             .arg(self.store.root())
-            .args(["__monitor", &rec.id, "--foreground"])
-            .stdin(Stdio::null())
+            .args(["__monitor", &rec.id, "--foreground", "--ready-fd", "0"])
+            .stdin(ready_w)
             .stdout(w)
             .stderr(w2)
             .spawn()
             .map_err(|e| self.step_error(step, format!("start the build container: {e}")))?;
+        // "ok", an error (shown by the monitor on stderr too), or EOF: mounted or never will be.
+        let _ = std::io::Read::read_to_end(&mut { ready_r }, &mut Vec::new());
+        drop(named);
         let mut tail: Vec<String> = Vec::new();
         for line in BufReader::new(r).lines().map_while(Result::ok) {
             v.output(&line);
@@ -692,4 +883,12 @@ fn remember_inputs(store: &Store, step: &Step) {
     let p = position_path(store, step);
     let _ = std::fs::create_dir_all(p.parent().expect("has a parent"));
     let _ = store.atomic_write(&p, &serde_json::to_vec(&step.inputs).unwrap_or_default());
+}
+
+/// The lock, also when a thread that held it panicked (the list is still consistent: it is
+/// only ever pushed to, cleared, or has one entry replaced).
+fn lock(lowers: &Lowers) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+    lowers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

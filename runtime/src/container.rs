@@ -122,6 +122,11 @@ pub struct ContainerRecord {
     pub host_config: HostConfig,
     /// Chain IDs of the image's layers, bottom first.
     pub layers: Vec<Digest>,
+    /// Build containers only: directories (absolute, bottom first) of the earlier steps'
+    /// layers that are still being hashed, stacked above `layers`. They are not in the store
+    /// yet; the build moves them there once their diffIDs are known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_layers: Vec<PathBuf>,
 }
 
 impl ContainerRecord {

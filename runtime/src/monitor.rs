@@ -86,6 +86,12 @@ pub fn specs(
     let caps = crate::caps::container_set(h.privileged, &h.cap_add, &h.cap_drop)
         .map_err(RuntimeError::Invalid)?;
     let mut lowers = vec![init_layer(store.root())?.display().to_string()];
+    lowers.extend(
+        rec.pending_layers
+            .iter()
+            .rev()
+            .map(|d| d.display().to_string()),
+    );
     lowers.extend(rec.layers.iter().rev().map(|l| format!("{}/diff", l.hex())));
     let root = RootSpec {
         lowers,

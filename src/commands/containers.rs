@@ -252,6 +252,7 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
             auto_remove: a.rm,
         },
         layers: img.record.layers.clone(),
+        pending_layers: Vec::new(),
     };
     Ok(Containers::new(store).create(rec)?)
 }
