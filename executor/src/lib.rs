@@ -309,11 +309,21 @@ impl Executor<'_> {
                     continue;
                 }
             }
+            let last = i + 1 == stage.steps.len();
             let outcome = self
                 .execute(step, &mut state, results, lowers, &v)
                 .and_then(|o| match o {
                     Some(o) => self.defer(&mut state, step, o, lowers, scope),
                     None => Ok(()),
+                })
+                // The stage's last step stays on screen while what is left is recorded (a
+                // large layer's hash takes a while, with nothing else running).
+                .and_then(|_| {
+                    if last {
+                        self.settle(&mut state, lowers)
+                    } else {
+                        Ok(())
+                    }
                 });
             match outcome {
                 Ok(()) => v.done(),
