@@ -655,7 +655,7 @@ pub fn copy_step(
     store: &Store,
     ctx: &Context,
     parent: &Image,
-    pending: &std::sync::Mutex<Vec<PathBuf>>,
+    pending: &crate::Lowers,
     op: &CopyOp,
     from: Option<&Image>,
     reuse: Option<&Reuse>,
@@ -664,8 +664,7 @@ pub fn copy_step(
         Mounted::empty(store)?
     } else {
         // The pending layers cannot move while they are being mounted.
-        let pending = pending.lock().unwrap_or_else(|p| p.into_inner());
-        mount_layers(store, parent, &pending, true)?
+        mount_layers(store, parent, &crate::lock(pending), true)?
     };
     let root = Root::open(&m.mnt).map_err(|e| e.to_string())?;
     let own = owner(&root, op.chown.as_deref())?;

@@ -121,7 +121,7 @@ struct State {
 /// on above the state's image. A recording thread moves its directory into the store and
 /// updates its entry with the lock held, and a step holds the lock from reading the list until
 /// its overlay is mounted, so no directory moves between being named and being mounted.
-type Lowers = Mutex<Vec<PathBuf>>;
+pub(crate) type Lowers = Mutex<Vec<PathBuf>>;
 
 /// What a step left to record.
 struct Outcome {
@@ -337,27 +337,22 @@ impl Executor<'_> {
                 }
             }
         }
-        self.settle(&mut state, lowers)?;
+        // The last step (or a cache hit) settled the stage already.
+        debug_assert!(state.tail.is_none());
         Ok(state.image)
     }
 
     /// Waits until the pending steps are recorded; the state's image is the last one's then.
     fn settle(&self, state: &mut State, lowers: &Lowers) -> Result<(), BuildError> {
-        let recorded = match state.tail.take() {
-            Some(tail) => tail
-                .recv()
-                .map_err(|_| BuildError::Other("a step's recording thread stopped".into()))
-                .and_then(|r| r.map_err(BuildError::Other)),
-            None => Ok(state.image.clone()),
-        };
+        let recorded = state.tail.take().map(recorded);
         lock(lowers).clear();
         // What was not moved into the store (a failure, or a layer another build made first).
         for dir in state.pending.drain(..) {
-            if dir.exists() {
-                let _ = fsutil::remove_any(&dir);
-            }
+            let _ = fsutil::remove_any(&dir);
         }
-        state.image = recorded?;
+        if let Some(img) = recorded {
+            state.image = img?;
+        }
         Ok(())
     }
 
@@ -409,16 +404,9 @@ impl Executor<'_> {
             .layer
             .as_ref()
             .map(|dir| Store::hash_layer_dir(dir, &TarOptions::default()));
-        let parent = match before {
-            Some(rx) => rx
-                .recv()
-                .map_err(|_| BuildError::Other("a step's recording thread stopped".into()))
-                .and_then(|r| r.map_err(BuildError::Other)),
-            None => Ok(base),
-        };
         // A directory that is not moved into the store is removed by `settle`: later steps
         // may be running on it.
-        let parent = parent?;
+        let parent = before.map_or(Ok(base), recorded)?;
         let diff_id = match (&o.layer, hashed.transpose()?, slot) {
             (Some(dir), Some((diff_id, size)), Some((lowers, k))) => {
                 let mut l = lock(lowers);
@@ -537,6 +525,7 @@ impl Executor<'_> {
         self.rebase(state, step, &layer_image)
     }
 
+    /// A step's result from the remote cache, recorded locally so the next build hits at home.
     fn remote_hit(&self, step: &Step, state: &State) -> Result<Option<Image>, BuildError> {
         let Some(remote) = self.remote_cache else {
             return Ok(None);
@@ -765,6 +754,8 @@ impl Executor<'_> {
         let containers = Containers::new(self.store);
         let mut labels = BTreeMap::new();
         labels.insert("strata.build".to_string(), "1".to_string());
+        // Held until the container's overlay is mounted (see `Lowers`).
+        let named = lock(lowers);
         let rec = ContainerRecord {
             id: new_id(),
             name: String::new(),
@@ -789,14 +780,9 @@ impl Executor<'_> {
                 ..Default::default()
             },
             layers: state.image.record.layers.clone(),
-            pending_layers: Vec::new(),
-        };
-        // Held until the container's overlay is mounted (see `Lowers`).
-        let named = lock(lowers);
-        let rec = containers.create(ContainerRecord {
             pending_layers: named.clone(),
-            ..rec
-        })?;
+        };
+        let rec = containers.create(rec)?;
         let result = self.start_build_container(&rec, step, argv, named, v);
         let upper = containers.dir(&rec.id).upper();
         let taken = self.store.temp_path("run-layer");
@@ -842,7 +828,7 @@ impl Executor<'_> {
             .spawn()
             .map_err(|e| self.step_error(step, format!("start the build container: {e}")))?;
         // "ok", an error (shown by the monitor on stderr too), or EOF: mounted or never will be.
-        let _ = std::io::Read::read_to_end(&mut { ready_r }, &mut Vec::new());
+        let _ = std::io::read_to_string(ready_r);
         drop(named);
         let mut tail: Vec<String> = Vec::new();
         for line in BufReader::new(r).lines().map_while(Result::ok) {
@@ -895,9 +881,16 @@ fn remember_inputs(store: &Store, step: &Step) {
     let _ = store.atomic_write(&p, &serde_json::to_vec(&step.inputs).unwrap_or_default());
 }
 
+/// What a recording thread sent: the step's image, or why it could not be recorded.
+fn recorded(rx: Receiver<Result<Image, String>>) -> Result<Image, BuildError> {
+    rx.recv()
+        .map_err(|_| BuildError::Other("a step's recording thread stopped".into()))?
+        .map_err(BuildError::Other)
+}
+
 /// The lock, also when a thread that held it panicked (the list is still consistent: it is
 /// only ever pushed to, cleared, or has one entry replaced).
-fn lock(lowers: &Lowers) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+pub(crate) fn lock(lowers: &Lowers) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
     lowers
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
