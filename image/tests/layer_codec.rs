@@ -154,6 +154,14 @@ fn layer_next_to_outside() -> (tempfile::TempDir, std::path::PathBuf, std::path:
     (t, target, outside)
 }
 
+fn assert_nothing_outside(outside: &std::path::Path) {
+    assert_eq!(
+        fs::read_dir(outside).unwrap().count(),
+        0,
+        "wrote outside the target"
+    );
+}
+
 fn assert_refused(tar: &[u8], expect: &str) {
     let (_t, target, outside) = layer_next_to_outside();
     let err = extract(tar, &target).expect_err("hostile archive accepted");
@@ -162,11 +170,7 @@ fn assert_refused(tar: &[u8], expect: &str) {
         "error {err:?} does not mention {expect:?}"
     );
     assert!(!err.contains('\n'), "error is not one line: {err:?}");
-    assert_eq!(
-        fs::read_dir(&outside).unwrap().count(),
-        0,
-        "wrote outside the target"
-    );
+    assert_nothing_outside(&outside);
 }
 
 #[test]
@@ -340,11 +344,7 @@ fn entries_named_twice_replace_what_was_there() {
             "l2d/x file stays in the layer",
         ]
     );
-    assert_eq!(
-        fs::read_dir(&outside).unwrap().count(),
-        0,
-        "wrote outside the target"
-    );
+    assert_nothing_outside(&outside);
 }
 
 #[test]
@@ -361,9 +361,5 @@ fn a_replaced_directory_is_not_reached_through_its_old_handle() {
     ]);
     let err = extract(&tar, &target).expect_err("write through a replaced directory accepted");
     assert!(err.contains("d/x"), "{err}");
-    assert_eq!(
-        fs::read_dir(&outside).unwrap().count(),
-        0,
-        "wrote outside the target"
-    );
+    assert_nothing_outside(&outside);
 }
