@@ -706,6 +706,9 @@ pub struct MonitorArgs {
     pub foreground: bool,
     #[arg(long)]
     pub ready_fd: Option<i32>,
+    /// FD:PID: an inherited socket delivering the network namespace, and its helper.
+    #[arg(long)]
+    pub netns: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

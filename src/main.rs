@@ -17,6 +17,7 @@ static GLOBAL: alloc::Strata = alloc::Strata;
 use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use commands::containers::{self, ExitError};
 use commands::{images, open_store, registry, system};
+use strata_runtime::netns::NetNs;
 
 fn main() -> ExitCode {
     if let Some(code) = reexec_fast_path() {
@@ -64,18 +65,24 @@ fn reexec_fast_path() -> Option<i32> {
     let open = || open_store(&std::path::absolute(root).ok()?).ok();
     match (cmd.to_str()?, rest) {
         ("__monitor", [id, how @ ..]) => {
-            let (foreground, ready_fd) = match how {
-                [f] if f == "--foreground" => (true, None),
+            let (foreground, ready_fd, netns) = match how {
+                [f] if f == "--foreground" => (true, None, None),
+                // A foreground run whose client started the network namespace (a value that
+                // does not name one is ignored: init then makes its own).
+                [f, o, v] if f == "--foreground" && o == "--netns" => {
+                    (true, None, NetNs::from_arg(v.to_str()?))
+                }
                 // A build container: in the foreground, and its start reported (see executor).
                 [f, r, n] if f == "--foreground" && r == "--ready-fd" => {
-                    (true, Some(n.to_str()?.parse().ok()?))
+                    (true, Some(n.to_str()?.parse().ok()?), None)
                 }
-                [f, n] if f == "--ready-fd" => (false, Some(n.to_str()?.parse().ok()?)),
+                [f, n] if f == "--ready-fd" => (false, Some(n.to_str()?.parse().ok()?), None),
                 _ => return None,
             };
             let opts = strata_runtime::monitor::Options {
                 foreground,
                 ready_fd,
+                netns,
             };
             Some(strata_runtime::monitor::run(&open()?, id.to_str()?, opts))
         }
@@ -192,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = strata_runtime::monitor::Options {
                 foreground: a.foreground,
                 ready_fd: a.ready_fd,
+                netns: a.netns.as_deref().and_then(NetNs::from_arg),
             };
             std::process::exit(strata_runtime::monitor::run(&store()?, &a.id, opts));
         }

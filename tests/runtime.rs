@@ -72,6 +72,50 @@ fn run_exit_codes_and_stream_separation() {
     s.assert_check();
 }
 
+/// The network namespace's helper is started by the client for a foreground `run`, else by
+/// the container's init (`start -a`, detached runs): every way gives the container its own
+/// namespace with loopback up, and no helper is left in it or behind it.
+#[test]
+fn the_network_namespace_is_private_whoever_starts_its_helper() {
+    let s = Strata::new();
+    s.busybox();
+    let script = "ls /sys/class/net; cat /sys/class/net/lo/flags; echo /proc/[0-9]*";
+    let want = "lo\n0x9\n/proc/1\n";
+    assert_eq!(s.ok(&["run", "--rm", "busybox", "sh", "-c", script]), want);
+    s.ok(&[
+        "create", "--name", "attached", "busybox", "sh", "-c", script,
+    ]);
+    assert_eq!(s.ok(&["start", "-a", "attached"]), want);
+    s.ok(&[
+        "run", "-d", "--name", "detached", "busybox", "sh", "-c", script,
+    ]);
+    assert_eq!(s.ok(&["wait", "detached"]).trim(), "0");
+    assert_eq!(s.ok(&["logs", "detached"]), want);
+    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut seen: Vec<String> = s
+        .ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "busybox",
+            "ls",
+            "/sys/class/net",
+        ])
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut host = host;
+    host.sort();
+    seen.sort();
+    assert_eq!(seen, host);
+    s.ok(&["rm", "attached", "detached"]);
+    s.assert_check();
+}
+
 #[test]
 fn isolation_matches_docker_defaults() {
     let s = Strata::new();

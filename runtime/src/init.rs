@@ -16,6 +16,7 @@ use nix::sys::stat::{mknodat, Mode, SFlag};
 use nix::unistd::{chdir, pivot_root, sethostname};
 use pathrs::Root;
 
+use crate::netns::NetNs;
 use crate::spec::{ProcessSpec, RootSpec, UserMount, DEFAULT_PATH, MASKED_PATHS, READONLY_PATHS};
 
 /// A failure inside init: the exit code Docker would use and a one-line message.
@@ -52,8 +53,9 @@ pub fn run(
     err_fd: RawFd,
     console: Option<RawFd>,
     cgroup_ready: OwnedFd,
+    netns: Option<NetNs>,
 ) -> InitError {
-    match setup(root, proc_, err_fd, console, cgroup_ready) {
+    match setup(root, proc_, err_fd, console, cgroup_ready, netns) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -68,9 +70,19 @@ fn setup(
     err_fd: RawFd,
     console: Option<RawFd>,
     cgroup_ready: OwnedFd,
+    given_netns: Option<NetNs>,
 ) -> Result<Never, InitError> {
-    // The network namespace is made by a helper process meanwhile (see `NetNs`).
-    let netns = root.isolated_network.then(NetNs::spawn).transpose()?;
+    // The network namespace is made by a helper process meanwhile (see `netns`): the one the
+    // client started, else one of ours (our child, so ours to reap).
+    let netns = match (given_netns, root.isolated_network) {
+        (Some(ns), true) => Some((ns, None)),
+        (_, true) => {
+            let (ns, helper) =
+                NetNs::spawn().ctx(|| "start the network namespace helper".into())?;
+            Some((ns, Some(helper)))
+        }
+        (_, false) => None,
+    };
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     unshare(flags).ctx(|| "unshare namespaces".into())?;
     mount(
@@ -90,7 +102,16 @@ fn setup(
     .ctx(|| format!("open rootfs {}", root.mountpoint.display()))?;
     standard_mounts(&root_fd)?;
     // sysfs shows the network devices of the namespace it is mounted from.
-    let netns_helper = netns.map(NetNs::join).transpose()?;
+    let own_helper = match netns {
+        Some((ns, mut helper)) => {
+            if let Err(m) = ns.join() {
+                let why = helper.take().and_then(|h| h.reap().err());
+                return fail(125, why.unwrap_or(m));
+            }
+            helper
+        }
+        None => None,
+    };
     mount_sys(&root_fd, root)?;
     etc_files(&root_fd, root)?;
     if !root.mounts.is_empty() {
@@ -117,8 +138,11 @@ fn setup(
     if !root.hostname.is_empty() {
         sethostname(&root.hostname).ctx(|| "sethostname".into())?;
     }
-    if let Some(helper) = netns_helper {
-        helper.reap()?;
+    if let Some(helper) = own_helper {
+        helper.reap().map_err(|m| InitError {
+            code: 125,
+            message: m,
+        })?;
     }
     if p.tty {
         attach_console(console, p.console_size)?;
@@ -650,115 +674,6 @@ fn mask_paths() {
             None::<&str>,
         );
     }
-}
-
-/// A network namespace made by a helper process while init sets up its mounts. Making one
-/// (its sysctl tables, the loopback device) costs ~0.5 ms of CPU, which the other core spends
-/// meanwhile. The helper is forked while init is still single-threaded; it creates the
-/// namespace, brings loopback up, sends init a descriptor of it and waits until init holds
-/// it. Init joins with setns(2) and reaps the helper (pid 2 of the container) before anything
-/// of the user's runs.
-struct NetNs {
-    sock: OwnedFd,
-    helper: nix::unistd::Pid,
-}
-
-/// The helper of a namespace init has joined: to be reaped before exec.
-struct NetNsHelper(nix::unistd::Pid);
-
-impl NetNs {
-    fn spawn() -> Result<NetNs, InitError> {
-        let (ours, theirs) =
-            crate::fdpass::socket_pair().ctx(|| "network namespace socket".into())?;
-        // SAFETY: init is single-threaded here, so the child may run ordinary code.
-        match unsafe { nix::unistd::fork() }.ctx(|| "fork the network namespace helper".into())? {
-            nix::unistd::ForkResult::Child => {
-                drop(ours);
-                let code = match make_netns(&theirs) {
-                    Ok(()) => 0,
-                    Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
-                };
-                // SAFETY: leave without running anything of init's (no destructors, no atexit).
-                unsafe { libc::_exit(code) }
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                drop(theirs);
-                Ok(NetNs {
-                    sock: ours,
-                    helper: child,
-                })
-            }
-        }
-    }
-
-    /// Moves init into the helper's namespace.
-    fn join(self) -> Result<NetNsHelper, InitError> {
-        let fds = crate::fdpass::recv_fds(self.sock.as_raw_fd())
-            .ctx(|| "receive the network namespace".into())?;
-        let Some(ns) = fds.and_then(|f| f.into_iter().next()) else {
-            // The helper failed: its exit code is the errno.
-            let status = nix::sys::wait::waitpid(self.helper, None);
-            let why = match status {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
-                    std::io::Error::from_raw_os_error(code).to_string()
-                }
-                other => format!("{other:?}"),
-            };
-            return fail(125, format!("create the network namespace: {why}"));
-        };
-        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
-            .ctx(|| "join the network namespace".into())?;
-        // Closing our end lets the helper exit.
-        drop(self.sock);
-        Ok(NetNsHelper(self.helper))
-    }
-}
-
-impl NetNsHelper {
-    fn reap(self) -> Result<(), InitError> {
-        match nix::sys::wait::waitpid(self.0, None) {
-            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-            other => fail(125, format!("network namespace helper: {other:?}")),
-        }
-    }
-}
-
-/// The helper's side of [`NetNs`].
-fn make_netns(sock: &OwnedFd) -> std::io::Result<()> {
-    unshare(CloneFlags::CLONE_NEWNET)?;
-    loopback_up()?;
-    // Still the host's /proc here: `self` is this process.
-    let ns = File::open("/proc/self/ns/net")?;
-    crate::fdpass::send_fds(sock.as_raw_fd(), &[ns.as_raw_fd()])?;
-    // The namespace lives while a process is in it or a descriptor holds it: wait until init
-    // has joined (it closes its end).
-    let mut b = [0u8; 1];
-    let _ = nix::unistd::read(sock, &mut b);
-    Ok(())
-}
-
-/// `ip link set lo up` without a shell tool.
-fn loopback_up() -> std::io::Result<()> {
-    // SAFETY: plain socket/ioctl calls on a struct we own.
-    unsafe {
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if s < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let s = OwnedFd::from_raw_fd(s);
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Opens a pty in the container's own devpts, sends the master to the monitor, and makes the

@@ -4,8 +4,9 @@
 //! (records in the store and the lifecycle), [`monitor`] (the per-container monitor that
 //! starts the container and records its exit), [`init`] (the container-side setup: overlay
 //! root, Docker's mounts, pivot_root, user, capabilities, seccomp, exec), [`exec`] (joining a
-//! running container), [`cgroup`] (v1 and v2), [`caps`], [`seccomp`] (Docker's profile
-//! compiled to a range search tree of classic BPF).
+//! running container), [`netns`] (the network namespace, made by a helper meanwhile),
+//! [`cgroup`] (v1 and v2), [`caps`], [`seccomp`] (Docker's profile compiled to a range search
+//! tree of classic BPF).
 //!
 //! Key design decision: every container start and every exec goes through a fresh,
 //! single-threaded re-exec of the strata binary from a read-only bind mount of itself
@@ -22,6 +23,7 @@ pub mod fdpass;
 pub mod init;
 pub mod logs;
 pub mod monitor;
+pub mod netns;
 pub mod ops;
 pub mod rootexe;
 pub mod seccomp;

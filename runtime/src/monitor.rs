@@ -21,6 +21,7 @@ use crate::cgroup::{Cgroup, Limits};
 use crate::container::{process_start_time, ContainerRecord, Containers, Status};
 use crate::init;
 use crate::logs::LogWriter;
+use crate::netns::{self, NetNs};
 use crate::spec::{ProcessSpec, RootSpec, UserMount};
 use crate::RuntimeError;
 
@@ -30,6 +31,9 @@ pub struct Options {
     pub foreground: bool,
     /// Detached: where to report "started" or the start error to the waiting client.
     pub ready_fd: Option<RawFd>,
+    /// The network namespace the client started making, and its helper (our child since the
+    /// client exec'd into us). Without one, init makes its own when it needs one.
+    pub netns: Option<(NetNs, netns::Helper)>,
 }
 
 /// Signals a foreground monitor forwards to the container.
@@ -236,8 +240,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 }
 
 /// Runs the monitor for container `id`; returns the exit code for the process to exit with.
-pub fn run(store: &Store, id: &str, opts: Options) -> i32 {
-    match run_inner(store, id, &opts) {
+pub fn run(store: &Store, id: &str, mut opts: Options) -> i32 {
+    let netns = opts.netns.take();
+    match run_inner(store, id, &opts, netns) {
         Ok(code) => code,
         Err((code, msg)) => {
             report_ready(opts.ready_fd, &format!("error {msg}"));
@@ -258,7 +263,12 @@ fn report_ready(fd: Option<RawFd>, msg: &str) {
     }
 }
 
-fn run_inner(store: &Store, id: &str, opts: &Options) -> Result<i32, (i32, String)> {
+fn run_inner(
+    store: &Store,
+    id: &str,
+    opts: &Options,
+    netns: Option<(NetNs, netns::Helper)>,
+) -> Result<i32, (i32, String)> {
     let e125 = |e: RuntimeError| (125, e.to_string());
     let containers = Containers::new(store);
     let rec = containers.load(id).map_err(e125)?;
@@ -311,7 +321,7 @@ fn run_inner(store: &Store, id: &str, opts: &Options) -> Result<i32, (i32, Strin
         cpuset_cpus: rec.host_config.cpuset_cpus.clone(),
         restrict_devices: !rec.host_config.privileged,
     };
-    let started = start(&rec, &root, &proc_, &limits, opts);
+    let started = start(&rec, &root, &proc_, &limits, opts, netns);
     let (child, io, cg) = match started {
         Ok(x) => x,
         Err((code, msg)) => return Err(fail_start(code, msg)),
@@ -374,7 +384,12 @@ fn start(
     p: &ProcessSpec,
     limits: &Limits,
     opts: &Options,
+    netns: Option<(NetNs, netns::Helper)>,
 ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
+    let (netns, netns_helper) = match netns {
+        Some((ns, helper)) => (Some(ns), Some(helper)),
+        None => (None, None),
+    };
     let err = |e: RuntimeError| (125, e.to_string());
     // The monitor tells init through this socket that its cgroup is ready, handing it the
     // files to join it with (cgroup v1, see `Cgroup::admit`).
@@ -437,13 +452,14 @@ fn start(
             // The error pipe must survive close_fds: keep it as a raw fd.
             std::mem::forget(err_w);
             // Setup runs while the monitor makes the cgroup; init joins it just before exec.
-            let e = init::run(root, p, fd, console_fd, sync_r);
+            let e = init::run(root, p, fd, console_fd, sync_r, netns);
             init::report(fd, &e);
             std::process::exit(e.code);
         }
         Ok(ForkResult::Parent { child }) => {
             drop(sync_r);
             drop(err_w);
+            drop(netns);
             let out = out_pipe.map(|(r, w)| {
                 drop(w);
                 r
@@ -471,6 +487,7 @@ fn start(
                 Err(e) => {
                     let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                     let _ = waitpid(child, None);
+                    let _ = netns_helper.map(netns::Helper::reap);
                     return Err((125, e.to_string()));
                 }
             };
@@ -486,7 +503,11 @@ fn start(
             // EOF on the error pipe means exec happened; text means init failed.
             let mut msg = String::new();
             let _ = fs::File::from(err_r).read_to_string(&mut msg);
+            // Init has joined the namespace or failed, so the helper is done: reap it, and
+            // say why it failed if it did (init only saw it send nothing).
+            let netns_failure = netns_helper.and_then(|h| h.reap().err());
             if !msg.is_empty() {
+                let msg = netns_failure.map_or(msg, |m| format!("125 {m}"));
                 let _ = waitpid(child, None);
                 cg.destroy();
                 let (code, text) = msg.split_once(' ').unwrap_or(("125", &msg));

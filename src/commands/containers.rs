@@ -17,6 +17,7 @@ use strata_image::spec::{self, ContainerConfig, History, ImageConfig};
 use strata_runtime::container::{
     new_id, ContainerRecord, Containers, HostConfig, RunConfig, State, Status,
 };
+use strata_runtime::netns::{self, NetNs};
 use strata_runtime::{cgroup, ops, rootexe};
 
 use crate::changes;
@@ -264,17 +265,26 @@ pub fn create(store: &Store, a: &CreateArgs) -> Result<()> {
 }
 
 /// Replaces this process with the container's monitor (foreground).
-fn become_monitor(root: &Path, id: &str) -> anyhow::Error {
+fn become_monitor(root: &Path, id: &str, netns: Option<(NetNs, netns::Helper)>) -> anyhow::Error {
     let exe = match rootexe::protected_exe() {
         Ok(e) => e,
         Err(e) => return exit125(e),
     };
-    let err = Command::new(exe)
-        .arg0("strata")
+    let mut cmd = Command::new(exe);
+    cmd.arg0("strata")
         .arg("--root")
         .arg(root)
-        .args(["__monitor", id, "--foreground"])
-        .exec();
+        .args(["__monitor", id, "--foreground"]);
+    // The socket must outlive this process's image, so it is not dropped before the exec.
+    let _handed_over = match netns.map(|(ns, helper)| ns.to_arg(&helper).map(|arg| (arg, ns))) {
+        Some(Ok((arg, ns))) => {
+            cmd.args(["--netns", &arg]);
+            Some(ns)
+        }
+        Some(Err(e)) => return exit125(format!("hand over the network namespace: {e}")),
+        None => None,
+    };
+    let err = cmd.exec();
     exit125(format!("exec the container monitor: {err}"))
 }
 
@@ -317,13 +327,20 @@ pub fn run(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
     if a.detach && a.create.rm && a.create.interactive {
         // Docker allows it; nothing special to do.
     }
+    // A foreground run's network namespace is made meanwhile (see strata_runtime::netns):
+    // the client is still single-threaded here, and the helper becomes the monitor's child.
+    let netns = if a.detach || a.create.network == "host" {
+        None
+    } else {
+        Some(NetNs::spawn().map_err(|e| exit125(format!("start the network namespace: {e}")))?)
+    };
     let rec = create_record(store, &a.create).map_err(exit125)?;
     if a.detach {
         start_detached(root, &rec.id)?;
         println!("{}", rec.id);
         return Ok(());
     }
-    Err(become_monitor(root, &rec.id))
+    Err(become_monitor(root, &rec.id, netns))
 }
 
 pub fn start(store: &Store, root: &Path, a: &StartArgs) -> Result<()> {
@@ -338,7 +355,7 @@ pub fn start(store: &Store, root: &Path, a: &StartArgs) -> Result<()> {
             r.config.open_stdin = true;
             c.save(&r)?;
         }
-        return Err(become_monitor(root, &rec.id));
+        return Err(become_monitor(root, &rec.id, None));
     }
     let mut failed = Vec::new();
     for key in &a.containers {
