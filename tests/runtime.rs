@@ -72,6 +72,35 @@ fn run_exit_codes_and_stream_separation() {
     s.assert_check();
 }
 
+/// CVE-2019-5736: what a container could reach as its runtime's `/proc/<pid>/exe` (the monitor
+/// and the exec helper run from it) is a complete copy of the binary on a read-only mount.
+#[test]
+fn monitors_run_from_a_read_only_copy_of_the_binary() {
+    let s = Strata::new();
+    s.busybox();
+    let id = s.ok(&["run", "-d", "busybox", "sleep", "30"]);
+    let id = id.trim();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.root().join("containers").join(id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let monitor = state["MonitorPid"].as_i64().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).unwrap();
+    assert!(exe.starts_with("/run/strata/exe/"), "{}", exe.display());
+    assert!(
+        std::fs::read(&exe).unwrap() == std::fs::read(common::strata_bin()).unwrap(),
+        "{} is not a copy of the binary",
+        exe.display()
+    );
+    let err = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&exe)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    s.ok(&["rm", "-f", id]);
+    s.assert_check();
+}
+
 /// The network namespace's helper is started by the client for a foreground `run`, else by
 /// the container's init (`start -a`, detached runs): every way gives the container its own
 /// namespace with loopback up, and no helper is left in it or behind it.

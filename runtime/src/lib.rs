@@ -9,7 +9,7 @@
 //! tree of classic BPF).
 //!
 //! Key design decision: every container start and every exec goes through a fresh,
-//! single-threaded re-exec of the strata binary from a read-only bind mount of itself
+//! single-threaded re-exec of the strata binary from a read-only copy of itself
 //! ([`rootexe`]); the foreground client *becomes* the monitor by exec, so a foreground run
 //! costs one exec and one fork beyond the kernel's own namespace work. Mounts live only in the
 //! container's private mount namespace, so nothing can leak onto the host when a container dies.
