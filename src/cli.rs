@@ -706,9 +706,13 @@ pub struct MonitorArgs {
     pub foreground: bool,
     #[arg(long)]
     pub ready_fd: Option<i32>,
-    /// FD:PID: an inherited socket delivering the network namespace, and its helper.
+    /// FD:PID: an inherited pipe the container's id arrives on (ID is then `-`), and the
+    /// process writing it.
     #[arg(long)]
-    pub netns: Option<String>,
+    pub id_fd: Option<String>,
+    /// With --id-fd: the container gets a network namespace of its own.
+    #[arg(long)]
+    pub network: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -17,7 +17,7 @@ static GLOBAL: alloc::Strata = alloc::Strata;
 use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use commands::containers::{self, ExitError};
 use commands::{images, open_store, registry, system};
-use strata_runtime::netns::NetNs;
+use strata_runtime::monitor::Which;
 
 fn main() -> ExitCode {
     if let Some(code) = reexec_fast_path() {
@@ -50,10 +50,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The re-execs strata makes of itself (`strata --root ROOT __monitor ID --foreground|--ready-fd
-/// N`, `strata --root ROOT __exec --spec-fd N`): they are on every container start's and
-/// exec's path, so they skip building the whole command line parser and the log setup
-/// (~0.4 ms). Any other shape, or a store that does not open, goes the usual way.
+/// The re-execs strata makes of itself (`strata --root ROOT __monitor ID|- [--foreground]
+/// [--ready-fd N] [--id-fd FD:PID [--network]]`, `strata --root ROOT __exec --spec-fd N`): they are on every container start's and exec's path, so they skip building the whole
+/// command line parser and the log setup (~0.4 ms). Any other shape, or a store that does not
+/// open, goes the usual way.
 fn reexec_fast_path() -> Option<i32> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let [_, flag, root, cmd, rest @ ..] = args.as_slice() else {
@@ -64,27 +64,28 @@ fn reexec_fast_path() -> Option<i32> {
     }
     let open = || open_store(&std::path::absolute(root).ok()?).ok();
     match (cmd.to_str()?, rest) {
-        ("__monitor", [id, how @ ..]) => {
-            let (foreground, ready_fd, netns) = match how {
-                [f] if f == "--foreground" => (true, None, None),
-                // A foreground run whose client started the network namespace (a value that
-                // does not name one is ignored: init then makes its own).
-                [f, o, v] if f == "--foreground" && o == "--netns" => {
-                    (true, None, NetNs::from_arg(v.to_str()?))
-                }
-                // A build container: in the foreground, and its start reported (see executor).
-                [f, r, n] if f == "--foreground" && r == "--ready-fd" => {
-                    (true, Some(n.to_str()?.parse().ok()?), None)
-                }
-                [f, n] if f == "--ready-fd" => (false, Some(n.to_str()?.parse().ok()?), None),
-                _ => return None,
+        ("__monitor", [id, flags @ ..]) => {
+            let mut opts = strata_runtime::monitor::Options {
+                foreground: false,
+                ready_fd: None,
             };
-            let opts = strata_runtime::monitor::Options {
-                foreground,
-                ready_fd,
-                netns,
+            let (mut id_fd, mut network) = (None, false);
+            let mut flags = flags.iter();
+            while let Some(flag) = flags.next() {
+                match flag.to_str()? {
+                    "--foreground" => opts.foreground = true,
+                    // Detached, or a build container (see executor): report the start here.
+                    "--ready-fd" => opts.ready_fd = Some(flags.next()?.to_str()?.parse().ok()?),
+                    "--id-fd" => id_fd = Some(flags.next()?.to_str()?),
+                    "--network" => network = true,
+                    _ => return None,
+                }
+            }
+            let which = match id_fd {
+                Some(arg) => Which::Pipe { arg, network },
+                None => Which::Id(id.to_str()?),
             };
-            Some(strata_runtime::monitor::run(&open()?, id.to_str()?, opts))
+            Some(strata_runtime::monitor::run(&open()?, which, opts))
         }
         ("__exec", [f, n]) if f == "--spec-fd" => {
             Some(containers::exec_helper(&open()?, n.to_str()?.parse().ok()?))
@@ -110,7 +111,7 @@ fn starts_a_container(c: &Command) -> bool {
 }
 
 /// The error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for c in e.chain() {
         let s = c.to_string();
@@ -199,9 +200,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = strata_runtime::monitor::Options {
                 foreground: a.foreground,
                 ready_fd: a.ready_fd,
-                netns: a.netns.as_deref().and_then(NetNs::from_arg),
             };
-            std::process::exit(strata_runtime::monitor::run(&store()?, &a.id, opts));
+            let which = match &a.id_fd {
+                Some(arg) => Which::Pipe {
+                    arg,
+                    network: a.network,
+                },
+                None => Which::Id(&a.id),
+            };
+            std::process::exit(strata_runtime::monitor::run(&store()?, which, opts));
         }
         Command::ExecHelper { spec_fd } => {
             std::process::exit(containers::exec_helper(&store()?, spec_fd))

@@ -919,6 +919,31 @@ fn system_check_sweeps_empty_cgroups_left_by_killed_monitors() {
     fs::remove_dir(&fresh).unwrap();
 }
 
+/// A foreground run's record is written by a child of the client while the parent becomes the
+/// monitor: when the record cannot be made, the user still gets one error line and 125, and
+/// nothing is left running or half-made.
+#[test]
+fn a_foreground_run_whose_record_fails_reports_once_and_exits_125() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&["create", "--name", "taken", "busybox", "true"]);
+    for args in [
+        &["run", "--rm", "--name", "taken", "busybox", "true"][..],
+        &["run", "--rm", "nosuchimage"][..],
+        &["run", "--rm", "--network", "host", "nosuchimage"][..],
+    ] {
+        let o = s.run(args);
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("Error: "), "{args:?}: {err}");
+    }
+    assert_eq!(s.ok(&["ps", "-a", "--format", "{{.Names}}"]), "taken\n");
+    s.ok(&["rm", "taken"]);
+    s.assert_check();
+}
+
 #[test]
 fn container_names_stay_unique_through_the_name_index() {
     let s = Strata::new();

@@ -91,6 +91,11 @@ pub struct BindMount {
 }
 
 impl HostConfig {
+    /// `--network host`: the container shares the host's network namespace.
+    pub fn host_network(&self) -> bool {
+        self.network_mode == "host"
+    }
+
     pub fn no_new_privileges(&self) -> bool {
         self.security_opt.iter().any(|o| {
             o == "no-new-privileges"

@@ -70,19 +70,8 @@ fn setup(
     err_fd: RawFd,
     console: Option<RawFd>,
     cgroup_ready: OwnedFd,
-    given_netns: Option<NetNs>,
+    netns: Option<NetNs>,
 ) -> Result<Never, InitError> {
-    // The network namespace is made by a helper process meanwhile (see `netns`): the one the
-    // client started, else one of ours (our child, so ours to reap).
-    let netns = match (given_netns, root.isolated_network) {
-        (Some(ns), true) => Some((ns, None)),
-        (_, true) => {
-            let (ns, helper) =
-                NetNs::spawn().ctx(|| "start the network namespace helper".into())?;
-            Some((ns, Some(helper)))
-        }
-        (_, false) => None,
-    };
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     unshare(flags).ctx(|| "unshare namespaces".into())?;
     mount(
@@ -102,16 +91,15 @@ fn setup(
     .ctx(|| format!("open rootfs {}", root.mountpoint.display()))?;
     standard_mounts(&root_fd)?;
     // sysfs shows the network devices of the namespace it is mounted from.
-    let own_helper = match netns {
-        Some((ns, mut helper)) => {
-            if let Err(m) = ns.join() {
-                let why = helper.take().and_then(|h| h.reap().err());
-                return fail(125, why.unwrap_or(m));
-            }
-            helper
-        }
-        None => None,
-    };
+    // The monitor's helper has made it meanwhile (see `netns`).
+    match netns {
+        Some(ns) => ns.join().map_err(|m| InitError {
+            code: 125,
+            message: m,
+        })?,
+        None if root.isolated_network => return fail(125, "no network namespace was made"),
+        None => {}
+    }
     mount_sys(&root_fd, root)?;
     etc_files(&root_fd, root)?;
     if !root.mounts.is_empty() {
@@ -137,12 +125,6 @@ fn setup(
     }
     if !root.hostname.is_empty() {
         sethostname(&root.hostname).ctx(|| "sethostname".into())?;
-    }
-    if let Some(helper) = own_helper {
-        helper.reap().map_err(|m| InitError {
-            code: 125,
-            message: m,
-        })?;
     }
     if p.tty {
         attach_console(console, p.console_size)?;

@@ -31,9 +31,46 @@ pub struct Options {
     pub foreground: bool,
     /// Detached: where to report "started" or the start error to the waiting client.
     pub ready_fd: Option<RawFd>,
-    /// The network namespace the client started making, and its helper (our child since the
-    /// client exec'd into us). Without one, init makes its own when it needs one.
-    pub netns: Option<(NetNs, netns::Helper)>,
+}
+
+/// Which container a monitor starts.
+pub enum Which<'a> {
+    /// One whose record exists.
+    Id(&'a str),
+    /// A foreground run's, whose record the client writes meanwhile: its id arrives on this
+    /// pipe (`FD:PID`, see [`receive_id`]). `network` says the container gets a network
+    /// namespace of its own, so its helper can start before the id arrives.
+    Pipe { arg: &'a str, network: bool },
+}
+
+/// Reads which container to start from the client's record writer (`--id-fd FD:PID`): it
+/// writes `id <64 hex>` once the record is stored, or `<exit code> <message>` if it could not
+/// be made. Returns the id and the writer's pid, or the exit code and message to leave with.
+fn receive_id(arg: &str) -> Result<(String, Pid), (i32, String)> {
+    let bad = || (125, format!("bad --id-fd {arg:?}"));
+    let (fd, pid) = arg.split_once(':').ok_or_else(bad)?;
+    let fd: RawFd = fd.parse().map_err(|_| bad())?;
+    let pid: i32 = pid.parse().map_err(|_| bad())?;
+    if fd < 3 || pid <= 0 {
+        return Err(bad());
+    }
+    // SAFETY: the pipe's read end, handed to us alone across the exec.
+    let pipe = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut msg = String::new();
+    let _ = fs::File::from(pipe).read_to_string(&mut msg);
+    let writer = Pid::from_raw(pid);
+    if let Some(id) = msg.strip_prefix("id ").map(str::trim) {
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok((id.to_string(), writer));
+        }
+    }
+    let _ = waitpid(writer, None);
+    match msg.split_once(' ') {
+        Some((code, text)) if code.parse::<i32>().is_ok() => {
+            Err((code.parse().unwrap_or(125), text.to_string()))
+        }
+        _ => Err((125, "the container's record was not made".into())),
+    }
 }
 
 /// Signals a foreground monitor forwards to the container.
@@ -53,7 +90,7 @@ pub fn specs(
 ) -> Result<(RootSpec, ProcessSpec), RuntimeError> {
     let dir = Containers::new(store).dir(&rec.id);
     let h = &rec.host_config;
-    let network_host = h.network_mode == "host";
+    let network_host = h.host_network();
     let hostname = if !rec.config.hostname.is_empty() {
         rec.config.hostname.clone()
     } else if network_host {
@@ -239,18 +276,32 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::io("pipe", e.into()))
 }
 
-/// Runs the monitor for container `id`; returns the exit code for the process to exit with.
-pub fn run(store: &Store, id: &str, mut opts: Options) -> i32 {
-    let netns = opts.netns.take();
-    match run_inner(store, id, &opts, netns) {
-        Ok(code) => code,
-        Err((code, msg)) => {
-            report_ready(opts.ready_fd, &format!("error {msg}"));
-            if opts.foreground {
-                eprintln!("Error: {msg}");
-            }
-            code
+/// Runs the monitor; returns the exit code for the process to exit with.
+pub fn run(store: &Store, which: Which, opts: Options) -> i32 {
+    let fail = |code: i32, msg: &str| {
+        report_ready(opts.ready_fd, &format!("error {msg}"));
+        if opts.foreground {
+            eprintln!("Error: {msg}");
         }
+        code
+    };
+    let (id, early_netns, record_writer) = match which {
+        Which::Id(id) => (id.to_string(), None, None),
+        Which::Pipe { arg, network } => {
+            // The namespace's helper starts before the id arrives (see `netns`).
+            let netns = match network.then(NetNs::spawn).transpose() {
+                Ok(n) => n,
+                Err(e) => return fail(125, &format!("start the network namespace: {e}")),
+            };
+            match receive_id(arg) {
+                Ok((id, writer)) => (id, netns, Some(writer)),
+                Err((code, msg)) => return fail(code, &msg),
+            }
+        }
+    };
+    match run_inner(store, &id, &opts, early_netns, record_writer) {
+        Ok(code) => code,
+        Err((code, msg)) => fail(code, &msg),
     }
 }
 
@@ -267,11 +318,25 @@ fn run_inner(
     store: &Store,
     id: &str,
     opts: &Options,
-    netns: Option<(NetNs, netns::Helper)>,
+    early_netns: Option<(NetNs, netns::Helper)>,
+    record_writer: Option<Pid>,
 ) -> Result<i32, (i32, String)> {
     let e125 = |e: RuntimeError| (125, e.to_string());
     let containers = Containers::new(store);
     let rec = containers.load(id).map_err(e125)?;
+    // The network namespace takes longest to make: its helper starts first (see `netns`).
+    let netns = match (early_netns, rec.host_config.host_network()) {
+        (Some(made), false) => Some(made),
+        (None, false) => {
+            Some(NetNs::spawn().map_err(|e| (125, format!("start the network namespace: {e}")))?)
+        }
+        (early, true) => {
+            if let Some((_, helper)) = early {
+                let _ = helper.reap();
+            }
+            None
+        }
+    };
     let me = std::process::id() as i32;
     let my_start = process_start_time(me).unwrap_or(0);
     // Claim the container: only one monitor may start it.
@@ -322,6 +387,10 @@ fn run_inner(
         restrict_devices: !rec.host_config.privileged,
     };
     let started = start(&rec, &root, &proc_, &limits, opts, netns);
+    if let Some(writer) = record_writer {
+        // Long gone by now: it exits as soon as it has written the id.
+        let _ = waitpid(writer, None);
+    }
     let (child, io, cg) = match started {
         Ok(x) => x,
         Err((code, msg)) => return Err(fail_start(code, msg)),

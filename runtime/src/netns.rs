@@ -2,13 +2,13 @@
 //! goes on. Making one (its sysctl tables, the loopback device) costs ~0.5 ms of CPU, the
 //! longest single step of a start, and the other core can spend it meanwhile.
 //!
-//! For a foreground `run` the client starts the helper right after it has parsed its
-//! arguments, before it execs into the monitor: the helper stays the monitor's child across
-//! the exec, and the socket is handed over on the command line ([`NetNs::to_arg`]). Otherwise
-//! init starts it. The helper creates the namespace, brings loopback up, sends a descriptor of
-//! it down a socket and exits: a descriptor in flight keeps the namespace alive until init
-//! receives it and joins with setns(2) (before it mounts /sys, which shows the devices of the
-//! namespace it is mounted from). Whoever started the helper reaps it ([`Helper::reap`]).
+//! The monitor starts the helper as soon as it knows the container needs a namespace of its
+//! own: for a foreground `run` at once, before the container's id even arrives (the client
+//! says so, see `monitor::Which`), otherwise once it has read the container's record. The
+//! helper creates the namespace, brings loopback up, sends a descriptor of it down a socket and
+//! exits: a descriptor in flight keeps the namespace alive until init (which inherits the
+//! socket) receives it and joins with setns(2), before it mounts /sys (which shows the devices
+//! of the namespace it is mounted from). The monitor reaps the helper ([`Helper::reap`]).
 //!
 //! The helper is a `clone(CLONE_VM)` child on a stack of its own, not a fork: a fork would
 //! make every page the parent then writes a copy-on-write fault while the helper lives. It
@@ -19,7 +19,7 @@
 
 use std::io::IoSlice;
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sched::CloneFlags;
@@ -36,9 +36,8 @@ pub struct NetNs {
 #[derive(Debug)]
 pub struct Helper(Pid);
 
-/// The helper's stack. A process starts at most one helper (the client for its run, or init
-/// for its container), and the stack is never freed: a helper may outlive its parent's image
-/// (the client execs into the monitor meanwhile; the old memory lives on with the helper).
+/// The helper's stack. A monitor starts one helper, for its one container, and the stack is
+/// never freed (a static), so it outlives the helper whatever happens.
 const STACK_SIZE: usize = 64 << 10;
 static mut STACK: [u8; STACK_SIZE] = [0; STACK_SIZE];
 static STACK_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -69,42 +68,6 @@ impl NetNs {
         }
         drop(theirs);
         Ok((NetNs { sock: ours }, Helper(Pid::from_raw(pid))))
-    }
-
-    /// Keeps the socket open across exec and names it and the helper for the new program's
-    /// command line (`FD:PID`); the helper stays a child of the process across the exec.
-    pub fn to_arg(&self, helper: &Helper) -> std::io::Result<String> {
-        nix::fcntl::fcntl(
-            &self.sock,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        )?;
-        Ok(format!("{}:{}", self.sock.as_raw_fd(), helper.0))
-    }
-
-    /// The other side of [`NetNs::to_arg`]: takes the inherited socket (marked close-on-exec
-    /// again, so it goes no further) and the helper. `None` if `arg` does not name an open
-    /// unix socket.
-    pub fn from_arg(arg: &str) -> Option<(NetNs, Helper)> {
-        let (fd, pid) = arg.split_once(':')?;
-        let fd: RawFd = fd.parse().ok()?;
-        let pid: i32 = pid.parse().ok()?;
-        if fd < 3 || pid <= 0 {
-            return None;
-        }
-        // SAFETY: fstat on a number that may or may not be an open descriptor.
-        let fd_ref = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let st = nix::sys::stat::fstat(fd_ref).ok()?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-            return None;
-        }
-        // SAFETY: fd is an open socket the parent handed over for us alone.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-        nix::fcntl::fcntl(
-            &sock,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .ok()?;
-        Some((NetNs { sock }, Helper(Pid::from_raw(pid))))
     }
 
     /// Moves the calling process into the namespace. `Err` names what failed; a helper that
@@ -165,14 +128,19 @@ fn make(sock: BorrowedFd) -> rustix::io::Result<()> {
     Ok(())
 }
 
-/// Leaves the CPU the helper was started on (its parent's) when there is another.
+/// Leaves the CPU the helper was started on (its parent's) when there is another: the
+/// scheduler starts a child on its parent's CPU. The old set of CPUs is restored once moved, so
+/// the scheduler may still bring the helper back if that CPU frees first.
 fn move_off_this_cpu() {
-    let Ok(mut set) = rustix::thread::sched_getaffinity(None) else {
+    let Ok(all) = rustix::thread::sched_getaffinity(None) else {
         return;
     };
-    if set.count() > 1 {
-        set.unset(rustix::thread::sched_getcpu());
-        let _ = rustix::thread::sched_setaffinity(None, &set);
+    if all.count() > 1 {
+        let mut others = all;
+        others.unset(rustix::thread::sched_getcpu());
+        if rustix::thread::sched_setaffinity(None, &others).is_ok() {
+            let _ = rustix::thread::sched_setaffinity(None, &all);
+        }
     }
 }
 

@@ -17,7 +17,6 @@ use strata_image::spec::{self, ContainerConfig, History, ImageConfig};
 use strata_runtime::container::{
     new_id, ContainerRecord, Containers, HostConfig, RunConfig, State, Status,
 };
-use strata_runtime::netns::{self, NetNs};
 use strata_runtime::{cgroup, ops, rootexe};
 
 use crate::changes;
@@ -265,26 +264,22 @@ pub fn create(store: &Store, a: &CreateArgs) -> Result<()> {
 }
 
 /// Replaces this process with the container's monitor (foreground).
-fn become_monitor(root: &Path, id: &str, netns: Option<(NetNs, netns::Helper)>) -> anyhow::Error {
-    let exe = match rootexe::protected_exe() {
-        Ok(e) => e,
-        Err(e) => return exit125(e),
-    };
-    let mut cmd = Command::new(exe);
-    cmd.arg0("strata")
+fn become_monitor(root: &Path, id: &str) -> anyhow::Error {
+    match rootexe::protected_exe() {
+        Ok(exe) => exec_monitor(&exe, root, id, &[]),
+        Err(e) => exit125(e),
+    }
+}
+
+/// Execs the foreground monitor of container `id` with `extra` flags. Returns only on failure.
+fn exec_monitor(exe: &Path, root: &Path, id: &str, extra: &[&str]) -> anyhow::Error {
+    let err = Command::new(exe)
+        .arg0("strata")
         .arg("--root")
         .arg(root)
-        .args(["__monitor", id, "--foreground"]);
-    // The socket must outlive this process's image, so it is not dropped before the exec.
-    let _handed_over = match netns.map(|(ns, helper)| ns.to_arg(&helper).map(|arg| (arg, ns))) {
-        Some(Ok((arg, ns))) => {
-            cmd.args(["--netns", &arg]);
-            Some(ns)
-        }
-        Some(Err(e)) => return exit125(format!("hand over the network namespace: {e}")),
-        None => None,
-    };
-    let err = cmd.exec();
+        .args(["__monitor", id, "--foreground"])
+        .args(extra)
+        .exec();
     exit125(format!("exec the container monitor: {err}"))
 }
 
@@ -324,23 +319,62 @@ fn start_detached(root: &Path, id: &str) -> Result<()> {
 }
 
 pub fn run(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
-    if a.detach && a.create.rm && a.create.interactive {
-        // Docker allows it; nothing special to do.
-    }
-    // A foreground run's network namespace is made meanwhile (see strata_runtime::netns):
-    // the client is still single-threaded here, and the helper becomes the monitor's child.
-    let netns = if a.detach || a.create.network == "host" {
-        None
-    } else {
-        Some(NetNs::spawn().map_err(|e| exit125(format!("start the network namespace: {e}")))?)
-    };
-    let rec = create_record(store, &a.create).map_err(exit125)?;
     if a.detach {
+        let rec = create_record(store, &a.create).map_err(exit125)?;
         start_detached(root, &rec.id)?;
         println!("{}", rec.id);
         return Ok(());
     }
-    Err(become_monitor(root, &rec.id, netns))
+    run_foreground(store, root, a)
+}
+
+/// A foreground run starts its monitor while it writes the container's record: this process
+/// forks, the parent (the process the user's shell waits for) execs into the monitor at once,
+/// and the child writes the record and sends the monitor the id (`--id-fd`, see
+/// `monitor::Which::Pipe`). The monitor's exec and start-up (~0.7 ms), and the network
+/// namespace it starts making meanwhile (`--network`), overlap the record's writing (~0.6 ms).
+fn run_foreground(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
+    let exe = rootexe::protected_exe().map_err(exit125)?;
+    let (id_r, id_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| exit125(format!("pipe: {e}")))?;
+    // SAFETY: the client is single-threaded (nothing has started a thread); the child runs
+    // ordinary code and leaves by _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| exit125(format!("fork: {e}")))? {
+        nix::unistd::ForkResult::Child => {
+            drop(id_r);
+            let code = write_record_for_monitor(store, a, id_w);
+            // SAFETY: leave without the parent's atexit handlers or buffered output.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(id_w);
+            nix::fcntl::fcntl(
+                &id_r,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(|e| exit125(format!("pipe: {e}")))?;
+            let id_fd = format!("{}:{}", id_r.as_raw_fd(), child);
+            let mut extra = vec!["--id-fd", &id_fd];
+            if a.create.network != "host" {
+                extra.push("--network");
+            }
+            Err(exec_monitor(&exe, root, "-", &extra))
+        }
+    }
+}
+
+/// The record writer's side of [`run_foreground`]: stores the record and sends its id, or the
+/// exit code and message the monitor is to leave with. Returns this process's exit code.
+fn write_record_for_monitor(store: &Store, a: &RunArgs, to_monitor: OwnedFd) -> i32 {
+    let msg = match create_record(store, &a.create) {
+        Ok(rec) => format!("id {}\n", rec.id),
+        Err(e) => format!("125 {}", crate::one_line(&e)),
+    };
+    let mut pipe = std::fs::File::from(to_monitor);
+    match pipe.write_all(msg.as_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 125,
+    }
 }
 
 pub fn start(store: &Store, root: &Path, a: &StartArgs) -> Result<()> {
@@ -355,7 +389,7 @@ pub fn start(store: &Store, root: &Path, a: &StartArgs) -> Result<()> {
             r.config.open_stdin = true;
             c.save(&r)?;
         }
-        return Err(become_monitor(root, &rec.id, None));
+        return Err(become_monitor(root, &rec.id));
     }
     let mut failed = Vec::new();
     for key in &a.containers {
