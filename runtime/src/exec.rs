@@ -166,7 +166,7 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
             }
             let fd = err_w.as_raw_fd();
             std::mem::forget(err_w);
-            let e = match init::exec_process(&spec, fd) {
+            let e = match init::exec_process(&spec, fd, None) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };

@@ -137,11 +137,13 @@ fn setup(
             code: 125,
             message: "the monitor went away before the cgroup was ready".into(),
         })?;
-    drop(cgroup_ready);
+    // Then the seccomp filter, which the monitor compiled meanwhile.
+    let filters = crate::seccomp::read_filters(&mut File::from(cgroup_ready))
+        .ctx(|| "receive the seccomp filter".into())?;
     crate::cgroup::join_with(&files).ctx(|| "join the container's cgroup".into())?;
     drop(files);
     old_root.detached()?;
-    exec_process(p, err_fd)
+    exec_process(p, err_fd, Some(filters))
 }
 
 fn mount_rootfs(root: &RootSpec) -> Result<(), InitError> {
@@ -776,8 +778,13 @@ pub fn find_executable(cmd: &str, env: &[String]) -> Result<String, InitError> {
     )
 }
 
-/// User, limits, working directory, security, fds, and exec. Shared with `exec`.
-pub fn exec_process(p: &ProcessSpec, err_fd: RawFd) -> Result<Never, InitError> {
+/// User, limits, working directory, security, fds, and exec. Shared with `exec`. `filters`:
+/// the seccomp filter to load if `p` asks for one, when it was compiled already.
+pub fn exec_process(
+    p: &ProcessSpec,
+    err_fd: RawFd,
+    filters: Option<Vec<crate::seccomp::BpfProgram>>,
+) -> Result<Never, InitError> {
     if p.args.is_empty() {
         return fail(125, "no command specified");
     }
@@ -820,7 +827,7 @@ pub fn exec_process(p: &ProcessSpec, err_fd: RawFd) -> Result<Never, InitError> 
             return fail(125, "set no_new_privs");
         }
     }
-    drop_privileges(p, &user)?;
+    drop_privileges(p, &user, filters)?;
     reset_signals();
     if p.init {
         return run_as_init(&program, &p.args, &env, err_fd);
@@ -853,18 +860,20 @@ fn close_fds_except(keep: RawFd) {
     }
 }
 
-fn drop_privileges(p: &ProcessSpec, user: &crate::user::ExecUser) -> Result<(), InitError> {
+fn drop_privileges(
+    p: &ProcessSpec,
+    user: &crate::user::ExecUser,
+    filters: Option<Vec<crate::seccomp::BpfProgram>>,
+) -> Result<(), InitError> {
     crate::caps::drop_bounding(&p.caps).ctx(|| "drop capabilities".into())?;
     if p.seccomp {
-        let names = p
-            .caps
-            .iter()
-            .map(|&c| crate::caps::NAMES[c as usize].to_string())
-            .collect();
-        let filters = crate::seccomp::default_profile(&names).map_err(|m| InitError {
-            code: 125,
-            message: m,
-        })?;
+        let filters = match filters {
+            Some(f) if !f.is_empty() => f,
+            _ => crate::seccomp::profile_for_caps(&p.caps).map_err(|m| InitError {
+                code: 125,
+                message: m,
+            })?,
+        };
         crate::seccomp::apply(&filters).ctx(|| "load seccomp profile".into())?;
     }
     // SAFETY: prctl/setgroups/setres[ug]id with plain arguments.

@@ -563,7 +563,14 @@ fn start(
             let raw: Vec<_> = join_files.iter().map(|f| f.as_raw_fd()).collect();
             let _ = crate::fdpass::send_fds(sync_w.as_raw_fd(), &raw);
             drop(join_files);
-            drop(sync_w);
+            // The seccomp filter is compiled here, while init still sets up (none sent: init
+            // compiles it itself, and reports what fails).
+            let filters = if p.seccomp {
+                crate::seccomp::profile_for_caps(&p.caps).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let _ = crate::seccomp::write_filters(&mut fs::File::from(sync_w), &filters);
             // The console arrives before exec (init sends it while setting up).
             let console_master = match &console_parent {
                 Some(sock) => crate::fdpass::recv_fd(sock.as_raw_fd()).ok().flatten(),

@@ -456,6 +456,66 @@ fn policy(caps: &BTreeSet<String>) -> Policy {
     p
 }
 
+/// The default profile for a process with `caps` (capability numbers, as in a
+/// [`crate::spec::ProcessSpec`]).
+pub fn profile_for_caps(caps: &BTreeSet<u32>) -> Result<Vec<BpfProgram>, String> {
+    let names = caps
+        .iter()
+        .map(|&c| crate::caps::NAMES[c as usize].to_string())
+        .collect();
+    default_profile(&names)
+}
+
+/// Writes `filters` for [`read_filters`] at the other end of a stream (the monitor builds a
+/// container's filter while init sets up, and sends it with the cgroup).
+pub fn write_filters(w: &mut impl std::io::Write, filters: &[BpfProgram]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(4 + filters.iter().map(|f| 4 + 8 * f.len()).sum::<usize>());
+    out.extend((filters.len() as u32).to_le_bytes());
+    for f in filters {
+        out.extend((f.len() as u32).to_le_bytes());
+        for i in f {
+            out.extend(i.code.to_le_bytes());
+            out.push(i.jt);
+            out.push(i.jf);
+            out.extend(i.k.to_le_bytes());
+        }
+    }
+    w.write_all(&out)
+}
+
+/// Reads what [`write_filters`] wrote.
+pub fn read_filters(r: &mut impl std::io::Read) -> std::io::Result<Vec<BpfProgram>> {
+    let mut word = [0u8; 4];
+    r.read_exact(&mut word)?;
+    let count = u32::from_le_bytes(word);
+    let too_big = || std::io::Error::new(std::io::ErrorKind::InvalidData, "filter too large");
+    if count > 8 {
+        return Err(too_big());
+    }
+    let mut filters = Vec::new();
+    for _ in 0..count {
+        r.read_exact(&mut word)?;
+        let len = u32::from_le_bytes(word) as usize;
+        // BPF_MAXINSNS
+        if len > 4096 {
+            return Err(too_big());
+        }
+        let mut raw = vec![0u8; 8 * len];
+        r.read_exact(&mut raw)?;
+        filters.push(
+            raw.chunks_exact(8)
+                .map(|c| libc::sock_filter {
+                    code: u16::from_le_bytes([c[0], c[1]]),
+                    jt: c[2],
+                    jf: c[3],
+                    k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+                })
+                .collect(),
+        );
+    }
+    Ok(filters)
+}
+
 /// Compiles the profile for a container holding `caps` (capability names, upper-case).
 /// Returns the filters to load in order.
 pub fn default_profile(caps: &BTreeSet<String>) -> Result<Vec<BpfProgram>, String> {
@@ -665,6 +725,30 @@ pub fn apply(filters: &[BpfProgram]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn same(a: &[BpfProgram], b: &[BpfProgram]) -> bool {
+        let key = |f: &BpfProgram| -> Vec<(u16, u8, u8, u32)> {
+            f.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
+        };
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
+    }
+
+    #[test]
+    fn filters_sent_by_the_monitor_arrive_whole_and_oversized_ones_are_refused() {
+        let caps = crate::caps::container_set(false, &[], &[]).unwrap();
+        let filters = profile_for_caps(&caps).unwrap();
+        let mut wire = Vec::new();
+        write_filters(&mut wire, &filters).unwrap();
+        assert!(same(&read_filters(&mut wire.as_slice()).unwrap(), &filters));
+        // none at all (seccomp=unconfined), and a stream cut short
+        let mut empty = Vec::new();
+        write_filters(&mut empty, &[]).unwrap();
+        assert!(read_filters(&mut empty.as_slice()).unwrap().is_empty());
+        assert!(read_filters(&mut &wire[..wire.len() - 1]).is_err());
+        let mut huge = 1u32.to_le_bytes().to_vec();
+        huge.extend(100_000u32.to_le_bytes());
+        assert!(read_filters(&mut huge.as_slice()).is_err());
+    }
 
     /// Runs a classic BPF seccomp program on (arch, nr, args): the kernel's semantics for the
     /// instructions `compile` emits.
