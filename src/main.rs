@@ -51,7 +51,8 @@ fn main() -> ExitCode {
 }
 
 /// The re-execs strata makes of itself (`strata --root ROOT __monitor ID|- [--foreground]
-/// [--ready-fd N] [--id-fd FD:PID [--network]]`, `strata --root ROOT __exec --spec-fd N`): they are on every container start's and exec's path, so they skip building the whole
+/// [--ready-fd N] [--id-fd FD:PID [--network]]`, `strata --root ROOT __exec --spec-fd N`):
+/// they are on every container start's and exec's path, so they skip building the whole
 /// command line parser and the log setup (~0.4 ms). Any other shape, or a store that does not
 /// open, goes the usual way.
 fn reexec_fast_path() -> Option<i32> {
