@@ -13,6 +13,11 @@ bin=$(pwd)/target/x86_64-unknown-linux-gnu/release/strata
 # filesystem to keep a long-used disk's inode allocation out of the figures.
 work=$(mktemp -d "${STRATA_BENCH_DIR:-/var/tmp}/strata-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+# strata runs installed, as runc, unshare and skopeo are (dpkg writes files with write(2)):
+# the file the linker wrote sits in small pages in the page cache, which costs every exec of
+# it page faults (0.3-0.8 ms more per container start measured; see bench/RESULTS.md).
+install -m 0755 "$bin" "$work/strata"
+bin=$work/strata
 S="$bin --root $work/store"
 ./tests/fixtures/busybox-rootfs.sh "$work/busybox.tar"
 $S import "$work/busybox.tar" busybox:latest >/dev/null
@@ -22,19 +27,21 @@ median_prep() { hyperfine -N -w "$1" -r "$2" --prepare "$3" --export-json "$work
 
 if [ "$what" = start ] || [ "$what" = all ]; then
   mkdir -p "$work/rootfs" && tar -xf "$work/busybox.tar" -C "$work/rootfs"
-  s=$(median 3 30 "$S run --rm busybox true")
-  f=$(median 3 30 "unshare -m -p -f -u -i -n chroot $work/rootfs /bin/true")
   mkdir -p "$work/bundle" && cp -a "$work/rootfs" "$work/bundle/rootfs"
   (cd "$work/bundle" && runc spec && sed -i 's/"sh"/"true"/; s/"terminal": true/"terminal": false/' config.json)
-  r=$(median 3 20 "runc --root $work/runc run -b $work/bundle bench$$")
+  floor="unshare -m -p -f -u -i -n chroot $work/rootfs /bin/true"
+  # strata, the floor and runc alternate run by run (bench/alternate.py): on this kind of
+  # machine their times drift by more than the differences measured, together.
+  set -- $(bench/alternate.py 30 3 "$S run --rm busybox true" "$floor" "runc --root $work/runc run -b $work/bundle bench$$")
+  s=$1 f=$2 r=$3
   id=$($S run -d busybox sleep 600)
   e=$(median 3 30 "$S exec $id true")
   $S rm -f "$id" >/dev/null
   # A start after an idle spell (what a user sees): back to back, the kernel keeps some locks'
   # fast paths warm from one run to the next.
-  sidle=$(median_prep 2 20 "sleep 0.2" "$S run --rm busybox true")
-  fidle=$(median_prep 2 20 "sleep 0.2" "unshare -m -p -f -u -i -n chroot $work/rootfs /bin/true")
-  echo "start run --rm true: strata ${s}s floor ${f}s runc ${r}s (x$(python3 -c "print(round($s/$f,2))") floor, runc/strata $(python3 -c "print(round($r/$s,2))")); exec true: ${e}s; after 0.2 s idle: strata ${sidle}s floor ${fidle}s"
+  set -- $(bench/alternate.py 20 2 --prepare "sleep 0.2" "$S run --rm busybox true" "$floor")
+  sidle=$1 fidle=$2
+  echo "start run --rm true: strata ${s}s floor ${f}s runc ${r}s (x$(python3 -c "print(round($s/$f,2))") floor, runc/strata $(python3 -c "print(round($r/$s,2))")); exec true: ${e}s; after 0.2 s idle: strata ${sidle}s floor ${fidle}s (x$(python3 -c "print(round($sidle/$fidle,2))"))"
 fi
 
 build_phases() { # name ctx dockerfile-dir incr-cmd
