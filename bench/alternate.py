@@ -2,7 +2,7 @@
 """Times commands run alternately, one run of each per round, and prints each one's median
 in seconds on its own line (in the order given).
 
-Usage: alternate.py ROUNDS WARMUP [--prepare CMD] CMD...
+Usage: alternate.py ROUNDS WARMUP [--prepare CMD] CMD...   (the commands' stdout is discarded)
 
 A sequential benchmark (all runs of one command, then all of the next) puts any drift of the
 machine between the two into their ratio; alternating single runs keeps both in the same
@@ -18,7 +18,9 @@ import time
 
 
 def spawn_wait(argv):
-    pid = os.posix_spawnp(argv[0], argv, os.environ)
+    # Their output is not ours: stdout carries the medians.
+    quiet = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+    pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=quiet)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"alternate.py: {shlex.join(argv)} failed")

@@ -109,13 +109,18 @@ if [ "$what" = registry ] || [ "$what" = all ]; then
   $bin --root "$work/reg-src" import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null
   $bin --root "$work/reg-src" push -q debian:bookworm "$R/deb:1" >/dev/null # makes the gzip blob once
   skopeo copy -q --src-tls-verify=false "docker://$R/deb:1" "oci:$work/deb-oci:x"
-  push=$(median_prep 1 5 "$work/reg-reset.sh" "$bin --root $work/reg-src push -q debian:bookworm $R/deb:1")
-  spush=$(median_prep 1 5 "$work/reg-reset.sh" "skopeo copy -q --dest-tls-verify=false oci:$work/deb-oci:x docker://$R/deb:1")
+  # strata and skopeo alternate run by run (bench/alternate.py), as for starts.
+  set -- $(bench/alternate.py 7 1 --prepare "$work/reg-reset.sh" \
+    "$bin --root $work/reg-src push -q debian:bookworm $R/deb:1" \
+    "skopeo copy -q --dest-tls-verify=false oci:$work/deb-oci:x docker://$R/deb:1")
+  push=$1 spush=$2
   # `sync` before each run: the previous run's dirty pages are written back outside the
   # timed run (writeback happens after a command exits, and on a loop-mounted image it takes
   # CPU from the next run otherwise).
-  pull=$(median_prep 1 5 sync "sh -c 'd=\$(mktemp -d -p $work); $bin --root \$d pull -q $R/deb:1 >/dev/null'")
-  spull=$(median_prep 1 5 sync "sh -c 'd=\$(mktemp -d -p $work); skopeo copy -q --src-tls-verify=false docker://$R/deb:1 oci:\$d/o:x'")
+  set -- $(bench/alternate.py 7 1 --prepare sync \
+    "sh -c 'd=\$(mktemp -d -p $work); $bin --root \$d pull -q $R/deb:1 >/dev/null'" \
+    "sh -c 'd=\$(mktemp -d -p $work); skopeo copy -q --src-tls-verify=false docker://$R/deb:1 oci:\$d/o:x'")
+  pull=$1 spull=$2
   ppull=$(median_prep 1 3 sync "sh -c 'd=\$(mktemp -d -p $work); podman --root \$d/r --runroot \$d/rr --storage-driver overlay pull -q --tls-verify=false $R/deb:1 >/dev/null'")
   "$work/reg-reset.sh"
   rss_push=$( { /usr/bin/time -f %M $bin --root "$work/reg-src" push -q debian:bookworm "$R/deb:1" >/dev/null; } 2>&1 | tail -1)
