@@ -328,11 +328,11 @@ pub fn run(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
     run_foreground(store, root, a)
 }
 
-/// A foreground run starts its monitor while it writes the container's record: this process
-/// forks, the parent (the process the user's shell waits for) execs into the monitor at once,
-/// and the child writes the record and sends the monitor the id (`--id-fd`, see
-/// `monitor::Which::Pipe`). The monitor's exec and start-up (~0.7 ms), and the network
-/// namespace it starts making meanwhile (`--network`), overlap the record's writing (~0.6 ms).
+/// A foreground run: this process forks, the parent (the process the user's shell waits for)
+/// execs into the monitor, and the child writes the record and sends the monitor the id
+/// (`--id-fd`, see `monitor::Which::Pipe`); the monitor starts the network namespace's helper
+/// (`--network`) before the id arrives. The parent's exec then leaves the client's memory to
+/// the child's exit instead of unmapping it (docs/architecture.md, "Containers").
 fn run_foreground(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
     let exe = rootexe::protected_exe().map_err(exit125)?;
     let (id_r, id_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
