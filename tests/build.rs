@@ -625,7 +625,23 @@ fn a_killed_build_leaves_nothing_half_written() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // Killed once the first RUN is recorded (its cache record is written), while the second
+    // still sleeps: waiting for that rather than a fixed time keeps a loaded machine from
+    // killing the build before the first step is in.
+    let recorded = || {
+        std::fs::read_dir(s.root().join("buildcache")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !recorded() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first RUN was never recorded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
