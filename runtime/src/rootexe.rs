@@ -13,7 +13,6 @@
 //! interleaved). Where the kernel has no huge pages for tmpfs, the copy is made without them.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -108,22 +107,11 @@ fn make_copy(dir: &Path, size: u64) -> Result<(), RuntimeError> {
     .map_err(mount_err)
 }
 
-/// Copies in 2 MiB writes into a file already sized to its length, so each write fills one
-/// huge page of the tmpfs.
+/// Copies the binary; the tmpfs (`huge=always`) puts it in huge pages whatever the writes' size.
 fn copy_file(from: &str, to: &Path) -> Result<(), RuntimeError> {
     let mut src = fs::File::open(from).map_err(|e| RuntimeError::io(from, e))?;
-    let len = src.metadata().map_err(|e| RuntimeError::io(from, e))?.len();
     let mut dst = fs::File::create(to).map_err(|e| RuntimeError::io(to, e))?;
-    dst.set_len(len).map_err(|e| RuntimeError::io(to, e))?;
-    let mut buf = vec![0u8; 2 << 20];
-    loop {
-        let n = src.read(&mut buf).map_err(|e| RuntimeError::io(from, e))?;
-        if n == 0 {
-            break;
-        }
-        dst.write_all(&buf[..n])
-            .map_err(|e| RuntimeError::io(to, e))?;
-    }
+    std::io::copy(&mut src, &mut dst).map_err(|e| RuntimeError::io(to, e))?;
     Ok(())
 }
 
