@@ -82,10 +82,7 @@ fn reexec_fast_path() -> Option<i32> {
                     _ => return None,
                 }
             }
-            let which = match id_fd {
-                Some(arg) => Which::Pipe { arg, network },
-                None => Which::Id(id.to_str()?),
-            };
+            let which = Which::from_args(id.to_str()?, id_fd, network);
             Some(strata_runtime::monitor::run(&open()?, which, opts))
         }
         ("__exec", [f, n]) if f == "--spec-fd" => {
@@ -202,13 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 foreground: a.foreground,
                 ready_fd: a.ready_fd,
             };
-            let which = match &a.id_fd {
-                Some(arg) => Which::Pipe {
-                    arg,
-                    network: a.network,
-                },
-                None => Which::Id(&a.id),
-            };
+            let which = Which::from_args(&a.id, a.id_fd.as_deref(), a.network);
             std::process::exit(strata_runtime::monitor::run(&store()?, which, opts));
         }
         Command::ExecHelper { spec_fd } => {

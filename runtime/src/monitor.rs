@@ -43,6 +43,16 @@ pub enum Which<'a> {
     Pipe { arg: &'a str, network: bool },
 }
 
+impl<'a> Which<'a> {
+    /// From the monitor's command line: `ID`, or `- --id-fd FD:PID [--network]`.
+    pub fn from_args(id: &'a str, id_fd: Option<&'a str>, network: bool) -> Which<'a> {
+        match id_fd {
+            Some(arg) => Which::Pipe { arg, network },
+            None => Which::Id(id),
+        }
+    }
+}
+
 /// Reads which container to start from the client's record writer (`--id-fd FD:PID`): it
 /// writes `id <64 hex>` once the record is stored, or `<exit code> <message>` if it could not
 /// be made. Returns the id and the writer's pid, or the exit code and message to leave with.
@@ -289,9 +299,9 @@ pub fn run(store: &Store, which: Which, opts: Options) -> i32 {
         Which::Id(id) => (id.to_string(), None, None),
         Which::Pipe { arg, network } => {
             // The namespace's helper starts before the id arrives (see `netns`).
-            let netns = match network.then(NetNs::spawn).transpose() {
+            let netns = match network.then(start_netns).transpose() {
                 Ok(n) => n,
-                Err(e) => return fail(125, &format!("start the network namespace: {e}")),
+                Err((code, msg)) => return fail(code, &msg),
             };
             match receive_id(arg) {
                 Ok((id, writer)) => (id, netns, Some(writer)),
@@ -303,6 +313,11 @@ pub fn run(store: &Store, which: Which, opts: Options) -> i32 {
         Ok(code) => code,
         Err((code, msg)) => fail(code, &msg),
     }
+}
+
+/// Starts the helper making the container's network namespace (see `netns`).
+fn start_netns() -> Result<(NetNs, netns::Helper), (i32, String)> {
+    NetNs::spawn().map_err(|e| (125, format!("start the network namespace: {e}")))
 }
 
 fn report_ready(fd: Option<RawFd>, msg: &str) {
@@ -327,9 +342,7 @@ fn run_inner(
     // The network namespace takes longest to make: its helper starts first (see `netns`).
     let netns = match (early_netns, rec.host_config.host_network()) {
         (Some(made), false) => Some(made),
-        (None, false) => {
-            Some(NetNs::spawn().map_err(|e| (125, format!("start the network namespace: {e}")))?)
-        }
+        (None, false) => Some(start_netns()?),
         (early, true) => {
             if let Some((_, helper)) = early {
                 let _ = helper.reap();
