@@ -101,9 +101,10 @@ fn monitors_run_from_a_read_only_copy_of_the_binary() {
     s.assert_check();
 }
 
-/// The network namespace's helper is started by the client for a foreground `run`, else by
-/// the container's init (`start -a`, detached runs): every way gives the container its own
-/// namespace with loopback up, and no helper is left in it or behind it.
+/// The monitor starts the network namespace's helper before the container's id arrives for a
+/// foreground `run`, and once it has read the record otherwise (`start -a`, detached runs):
+/// every way gives the container its own namespace with loopback up, and no helper is left in
+/// it or behind it.
 #[test]
 fn the_network_namespace_is_private_whoever_starts_its_helper() {
     let s = Strata::new();
