@@ -710,9 +710,10 @@ pub struct MonitorArgs {
     /// process writing it.
     #[arg(long)]
     pub id_fd: Option<String>,
-    /// With --id-fd: the container gets a network namespace of its own.
+    /// With --id-fd: an inherited socket the container's network namespace arrives on, made
+    /// by the process writing the id.
     #[arg(long)]
-    pub network: bool,
+    pub netns_fd: Option<i32>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 }
 
 /// The re-execs strata makes of itself (`strata --root ROOT __monitor ID|- [--foreground]
-/// [--ready-fd N] [--id-fd FD:PID [--network]]`, `strata --root ROOT __exec --spec-fd N`):
+/// [--ready-fd N] [--id-fd FD:PID [--netns-fd FD]]`, `strata --root ROOT __exec --spec-fd N`):
 /// they are on every container start's and exec's path, so they skip building the whole
 /// command line parser and the log setup (~0.4 ms). Any other shape, or a store that does not
 /// open, goes the usual way.
@@ -70,7 +70,7 @@ fn reexec_fast_path() -> Option<i32> {
                 foreground: false,
                 ready_fd: None,
             };
-            let (mut id_fd, mut network) = (None, false);
+            let (mut id_fd, mut netns_fd) = (None, None);
             let mut flags = flags.iter();
             while let Some(flag) = flags.next() {
                 match flag.to_str()? {
@@ -78,11 +78,11 @@ fn reexec_fast_path() -> Option<i32> {
                     // Detached, or a build container (see executor): report the start here.
                     "--ready-fd" => opts.ready_fd = Some(flags.next()?.to_str()?.parse().ok()?),
                     "--id-fd" => id_fd = Some(flags.next()?.to_str()?),
-                    "--network" => network = true,
+                    "--netns-fd" => netns_fd = Some(flags.next()?.to_str()?.parse().ok()?),
                     _ => return None,
                 }
             }
-            let which = Which::from_args(id.to_str()?, id_fd, network);
+            let which = Which::from_args(id.to_str()?, id_fd, netns_fd);
             Some(strata_runtime::monitor::run(&open()?, which, opts))
         }
         ("__exec", [f, n]) if f == "--spec-fd" => {
@@ -199,7 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 foreground: a.foreground,
                 ready_fd: a.ready_fd,
             };
-            let which = Which::from_args(&a.id, a.id_fd.as_deref(), a.network);
+            let which = Which::from_args(&a.id, a.id_fd.as_deref(), a.netns_fd);
             std::process::exit(strata_runtime::monitor::run(&store()?, which, opts));
         }
         Command::ExecHelper { spec_fd } => {

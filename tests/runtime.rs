@@ -6,7 +6,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{sh, Strata};
+use common::{sh, strata_bin, Strata};
 
 fn out(o: &std::process::Output) -> (String, String) {
     (
@@ -101,12 +101,54 @@ fn monitors_run_from_a_read_only_copy_of_the_binary() {
     s.assert_check();
 }
 
-/// The monitor starts the network namespace's helper before the container's id arrives for a
-/// foreground `run`, and once it has read the record otherwise (`start -a`, detached runs):
-/// every way gives the container its own namespace with loopback up, and no helper is left in
-/// it or behind it.
+/// A foreground `run` pins itself to one CPU while it hands the record to a child on another
+/// (`runtime::handoff::CpuSplit`): the container must still get exactly the CPUs `run` was
+/// given, whether that is all of them or one.
 #[test]
-fn the_network_namespace_is_private_whoever_starts_its_helper() {
+fn a_foreground_run_gives_the_container_the_cpus_it_was_given() {
+    let s = Strata::new();
+    s.busybox();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ours = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let first = ours.split([',', '-']).next().unwrap().to_string();
+    for cpus in [ours.as_str(), first.as_str()] {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", cpus, strata_bin(), "--root"])
+            .arg(s.root())
+            .args([
+                "run",
+                "--rm",
+                "busybox",
+                "grep",
+                "Cpus_allowed_list",
+                "/proc/self/status",
+            ]);
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("Cpus_allowed_list:\t{cpus}\n"),
+            "taskset -c {cpus}"
+        );
+    }
+    s.assert_check();
+}
+
+/// A foreground `run`'s record writer makes the network namespace once the record is written;
+/// otherwise (`start -a`, detached runs) the monitor starts a helper once it has read the
+/// record: every way gives the container its own namespace with loopback up, and no maker is
+/// left in it or behind it.
+#[test]
+fn the_network_namespace_is_private_whoever_makes_it() {
     let s = Strata::new();
     s.busybox();
     let script = "ls /sys/class/net; cat /sys/class/net/lo/flags; echo /proc/[0-9]*";

@@ -4,7 +4,8 @@
 //! (records in the store and the lifecycle), [`monitor`] (the per-container monitor that
 //! starts the container and records its exit), [`init`] (the container-side setup: overlay
 //! root, Docker's mounts, pivot_root, user, capabilities, seccomp, exec), [`exec`] (joining a
-//! running container), [`netns`] (the network namespace, made by a helper meanwhile),
+//! running container), [`netns`] (the network namespace, made meanwhile by another process),
+//! [`handoff`] (a foreground run's exec into the monitor while a child writes the record),
 //! [`cgroup`] (v1 and v2), [`caps`], [`seccomp`] (Docker's profile compiled to a range search
 //! tree of classic BPF).
 //!
@@ -20,6 +21,7 @@ pub mod container;
 pub mod devfilter;
 pub mod exec;
 pub mod fdpass;
+pub mod handoff;
 pub mod init;
 pub mod logs;
 pub mod monitor;

@@ -37,17 +37,21 @@ pub struct Options {
 pub enum Which<'a> {
     /// One whose record exists.
     Id(&'a str),
-    /// A foreground run's, whose record the client writes meanwhile: its id arrives on this
-    /// pipe (`FD:PID`, see [`receive_id`]). `network` says the container gets a network
-    /// namespace of its own, so its helper can start before the id arrives.
-    Pipe { arg: &'a str, network: bool },
+    /// A foreground run's, whose record the client's child writes meanwhile: its id arrives
+    /// on this pipe (`FD:PID`, see [`receive_id`]). With `netns_fd`, the container gets a
+    /// network namespace of its own, which the same child makes next and sends down this
+    /// socket (`netns::make_and_send`).
+    Pipe {
+        arg: &'a str,
+        netns_fd: Option<RawFd>,
+    },
 }
 
 impl<'a> Which<'a> {
-    /// From the monitor's command line: `ID`, or `- --id-fd FD:PID [--network]`.
-    pub fn from_args(id: &'a str, id_fd: Option<&'a str>, network: bool) -> Which<'a> {
+    /// From the monitor's command line: `ID`, or `- --id-fd FD:PID [--netns-fd FD]`.
+    pub fn from_args(id: &'a str, id_fd: Option<&'a str>, netns_fd: Option<RawFd>) -> Which<'a> {
         match id_fd {
-            Some(arg) => Which::Pipe { arg, network },
+            Some(arg) => Which::Pipe { arg, netns_fd },
             None => Which::Id(id),
         }
     }
@@ -297,17 +301,17 @@ pub fn run(store: &Store, which: Which, opts: Options) -> i32 {
     };
     let (id, early_netns, record_writer) = match which {
         Which::Id(id) => (id.to_string(), None, None),
-        Which::Pipe { arg, network } => {
-            // The namespace's helper starts before the id arrives (see `netns`).
-            let netns = match network.then(start_netns).transpose() {
-                Ok(n) => n,
-                Err((code, msg)) => return fail(code, &msg),
-            };
-            match receive_id(arg) {
-                Ok((id, writer)) => (id, netns, Some(writer)),
-                Err((code, msg)) => return fail(code, &msg),
+        Which::Pipe { arg, netns_fd } => match (receive_id(arg), netns_fd) {
+            (Ok((id, writer)), None) => (id, None, Some(writer)),
+            (Ok((id, writer)), Some(fd)) if fd > 2 => {
+                // SAFETY: the socket's end, handed to us alone across the exec.
+                let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+                let made = (NetNs::from_socket(sock), netns::Helper::adopt(writer));
+                (id, Some(made), None)
             }
-        }
+            (Ok(_), Some(fd)) => return fail(125, &format!("bad --netns-fd {fd}")),
+            (Err((code, msg)), _) => return fail(code, &msg),
+        },
     };
     match run_inner(store, &id, &opts, early_netns, record_writer) {
         Ok(code) => code,

@@ -1,21 +1,20 @@
-//! The container's network namespace, made by a helper process while the rest of the start
+//! The container's network namespace, made by another process while the rest of the start
 //! goes on. Making one (its sysctl tables, the loopback device) costs ~0.5 ms of CPU, the
 //! longest single step of a start, and the other core can spend it meanwhile.
 //!
-//! The monitor starts the helper as soon as it knows the container needs a namespace of its
-//! own: for a foreground `run` at once, before the container's id even arrives (the client
-//! says so, see `monitor::Which`), otherwise once it has read the container's record. The
-//! helper creates the namespace, brings loopback up, sends a descriptor of it down a socket and
-//! exits: a descriptor in flight keeps the namespace alive until init (which inherits the
-//! socket) receives it and joins with setns(2), before it mounts /sys (which shows the devices
-//! of the namespace it is mounted from). The monitor reaps the helper ([`Helper::reap`]).
+//! Its maker creates the namespace, brings loopback up, sends a descriptor of it down a socket
+//! ([`make_and_send`]) and exits: a descriptor in flight keeps the namespace alive until init
+//! (which inherits the socket) receives it and joins with setns(2), before it mounts /sys
+//! (which shows the devices of the namespace it is mounted from). The monitor reaps the maker
+//! ([`Helper::reap`]). For a foreground `run` the maker is the client's record writer, once
+//! the record is written (`handoff`, `monitor::Which::Pipe`); for a detached or build
+//! container, a helper the monitor starts once it has read the record ([`NetNs::spawn`]).
 //!
 //! The helper is a `clone(CLONE_VM)` child on a stack of its own, not a fork: a fork would
 //! make every page the parent then writes a copy-on-write fault while the helper lives. It
 //! shares the parent's memory, including glibc's thread-local state, so it runs only raw
-//! system calls (rustix's, which touch neither errno nor the heap) and leaves by `exit`. It
-//! first moves itself off the parent's CPU: the scheduler starts a new child on its parent's
-//! CPU, and the parent would otherwise wait the ~0.5 ms of namespace creation for it.
+//! system calls (rustix's, which touch neither errno nor the heap) and leaves by `exit`. If the
+//! scheduler started it on the parent's CPU, it first moves to another ([`leave_cpu`]).
 
 use std::io::IoSlice;
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -51,6 +50,10 @@ impl NetNs {
             ));
         }
         let (ours, theirs) = crate::fdpass::socket_pair()?;
+        let job = HelperJob {
+            sock: theirs.as_raw_fd(),
+            parent_cpu: rustix::thread::sched_getcpu(),
+        };
         // SAFETY: the stack is ours alone (STACK_TAKEN) and outlives the helper (static); the
         // child runs `helper_main`, which keeps to raw system calls (see the module comment),
         // with its own copy of the descriptor table.
@@ -60,7 +63,7 @@ impl NetNs {
                 helper_main,
                 top.cast(),
                 libc::CLONE_VM | libc::SIGCHLD,
-                theirs.as_raw_fd() as usize as *mut libc::c_void,
+                job.pack() as *mut libc::c_void,
             )
         };
         if pid < 0 {
@@ -68,6 +71,11 @@ impl NetNs {
         }
         drop(theirs);
         Ok((NetNs { sock: ours }, Helper(Pid::from_raw(pid))))
+    }
+
+    /// The receiving end of a namespace another process makes with [`make_and_send`].
+    pub fn from_socket(sock: OwnedFd) -> NetNs {
+        NetNs { sock }
     }
 
     /// Moves the calling process into the namespace. `Err` names what failed; a helper that
@@ -84,6 +92,12 @@ impl NetNs {
 }
 
 impl Helper {
+    /// Process `pid`, a child of the caller, as the one making a namespace: a foreground run's
+    /// record writer, which makes it after the record (see [`make_and_send`]).
+    pub fn adopt(pid: Pid) -> Helper {
+        Helper(pid)
+    }
+
     /// Waits for the helper, which exits as soon as it has sent the namespace or failed;
     /// returns why it failed, if it did.
     pub fn reap(self) -> Result<(), String> {
@@ -98,18 +112,44 @@ impl Helper {
     }
 }
 
+/// What the helper is given, packed into clone's one argument: the socket to send the
+/// namespace down and the CPU its parent ran on when it started the helper.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HelperJob {
+    sock: RawFd,
+    parent_cpu: usize,
+}
+
+impl HelperJob {
+    fn pack(self) -> usize {
+        (self.sock as u32 as usize) | (self.parent_cpu << 32)
+    }
+
+    fn unpack(arg: usize) -> HelperJob {
+        HelperJob {
+            sock: arg as u32 as RawFd,
+            parent_cpu: arg >> 32,
+        }
+    }
+}
+
 /// The helper: its exit code is 0 or the errno of what failed.
 extern "C" fn helper_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the number of the socket end `spawn` kept open for us.
-    let sock = unsafe { BorrowedFd::borrow_raw(arg as usize as RawFd) };
-    match make(sock) {
+    let job = HelperJob::unpack(arg as usize);
+    leave_cpu(job.parent_cpu);
+    // SAFETY: the socket end `spawn` kept open for us.
+    let sock = unsafe { BorrowedFd::borrow_raw(job.sock) };
+    match make_and_send(sock) {
         Ok(()) => 0,
         Err(e) => e.raw_os_error(),
     }
 }
 
-fn make(sock: BorrowedFd) -> rustix::io::Result<()> {
-    move_off_this_cpu();
+/// Makes a network namespace with loopback up and sends a descriptor of it down `sock`, for a
+/// [`NetNs`] at the other end; the calling process stays in it, so it is one that exits next:
+/// the helper, or a foreground run's record writer (see `strata`'s `run_foreground`). Raw
+/// system calls only, without the heap (see the module comment).
+pub fn make_and_send(sock: BorrowedFd) -> rustix::io::Result<()> {
     // SAFETY: unsharing only the network namespace touches nothing the parent shares.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET)? };
     loopback_up()?;
@@ -128,16 +168,22 @@ fn make(sock: BorrowedFd) -> rustix::io::Result<()> {
     Ok(())
 }
 
-/// Leaves the CPU the helper was started on (its parent's) when there is another: the
-/// scheduler starts a child on its parent's CPU. The old set of CPUs is restored once moved, so
-/// the scheduler may still bring the helper back if that CPU frees first.
-fn move_off_this_cpu() {
+/// Moves the helper off its parent's CPU if it was started there and there is another: the
+/// scheduler often starts a child on its parent's CPU and runs it first, and the parent, which
+/// has the start's next steps to take, then waits for the whole namespace creation. A helper
+/// the scheduler already placed elsewhere stays where it is (leaving "this CPU" there would
+/// move it onto the parent's). The old set of CPUs is restored once moved, so the scheduler may
+/// still bring the helper back if that CPU frees first.
+fn leave_cpu(parent_cpu: usize) {
+    if rustix::thread::sched_getcpu() != parent_cpu {
+        return;
+    }
     let Ok(all) = rustix::thread::sched_getaffinity(None) else {
         return;
     };
     if all.count() > 1 {
         let mut others = all;
-        others.unset(rustix::thread::sched_getcpu());
+        others.unset(parent_cpu);
         if rustix::thread::sched_setaffinity(None, &others).is_ok() {
             let _ = rustix::thread::sched_setaffinity(None, &all);
         }
@@ -171,4 +217,29 @@ fn loopback_up() -> rustix::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helper_jobs_survive_packing() {
+        for job in [
+            HelperJob {
+                sock: 3,
+                parent_cpu: 0,
+            },
+            HelperJob {
+                sock: 1023,
+                parent_cpu: 1,
+            },
+            HelperJob {
+                sock: 7,
+                parent_cpu: 4095,
+            },
+        ] {
+            assert_eq!(HelperJob::unpack(job.pack()), job);
+        }
+    }
 }

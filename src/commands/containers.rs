@@ -2,8 +2,9 @@
 //! wait, inspect, rename, top, commit, export, diff, and the hidden monitor/exec helpers.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,7 +18,7 @@ use strata_image::spec::{self, ContainerConfig, History, ImageConfig};
 use strata_runtime::container::{
     new_id, ContainerRecord, Containers, HostConfig, RunConfig, State, Status,
 };
-use strata_runtime::{cgroup, ops, rootexe};
+use strata_runtime::{cgroup, fdpass, handoff, ops, rootexe};
 
 use crate::changes;
 use crate::cli::{
@@ -328,48 +329,74 @@ pub fn run(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
     run_foreground(store, root, a)
 }
 
-/// A foreground run: this process forks, the parent (the process the user's shell waits for)
-/// execs into the monitor, and the child writes the record and sends the monitor the id
-/// (`--id-fd`, see `monitor::Which::Pipe`); the monitor starts the network namespace's helper
-/// (`--network`) before the id arrives. The parent's exec then leaves the client's memory to
-/// the child's exit instead of unmapping it (docs/architecture.md, "Containers").
+/// A foreground run: this process execs into the monitor (the process the user's shell waits
+/// for), and a child, started in this process's memory ([`handoff::exec_handing_off`]),
+/// writes the record, sends the monitor the id (`--id-fd FD:PID`, see
+/// `monitor::Which::Pipe`) and then makes the container's network namespace (`--netns-fd`),
+/// on the other CPU while the monitor starts (docs/architecture.md, "Containers").
 fn run_foreground(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
     let exe = rootexe::protected_exe().map_err(exit125)?;
     let (id_r, id_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| exit125(format!("pipe: {e}")))?;
-    // SAFETY: the client is single-threaded (nothing has started a thread); the child runs
-    // ordinary code and leaves by _exit.
-    match unsafe { nix::unistd::fork() }.map_err(|e| exit125(format!("fork: {e}")))? {
-        nix::unistd::ForkResult::Child => {
-            drop(id_r);
-            let code = write_record_for_monitor(store, a, id_w);
-            // SAFETY: leave without the parent's atexit handlers or buffered output.
-            unsafe { libc::_exit(code) }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(id_w);
-            nix::fcntl::fcntl(
-                &id_r,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )
-            .map_err(|e| exit125(format!("pipe: {e}")))?;
-            let id_fd = format!("{}:{}", id_r.as_raw_fd(), child);
-            let mut extra = vec!["--id-fd", &id_fd];
-            if a.create.network != "host" {
-                extra.push("--network");
-            }
-            Err(exec_monitor(&exe, root, "-", &extra))
+    let netns = if a.create.network == "host" {
+        None
+    } else {
+        Some(fdpass::socket_pair().map_err(|e| exit125(format!("socketpair: {e}")))?)
+    };
+    // The monitor's ends cross the exec; the child's stay in the child (CLOEXEC here).
+    let mut monitor_ends = vec![id_r.into_raw_fd()];
+    let mut args: Vec<String> = vec!["--id-fd".into(), format!("{}:", monitor_ends[0])];
+    let netns_child = netns.map(|(monitor_end, child_end)| {
+        args.push("--netns-fd".into());
+        args.push(monitor_end.as_raw_fd().to_string());
+        monitor_ends.push(monitor_end.into_raw_fd());
+        child_end
+    });
+    for fd in &monitor_ends {
+        // SAFETY: our own descriptors, kept open across the exec.
+        let flags = unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
+        if flags < 0 {
+            return Err(exit125(format!("fcntl: {}", io::Error::last_os_error())));
         }
     }
+    let mut argv: Vec<&OsStr> = vec!["strata".as_ref(), "--root".as_ref(), root.as_os_str()];
+    argv.extend(["__monitor", "-", "--foreground"].map(OsStr::new));
+    let pid_arg = argv.len() + 1;
+    argv.extend(args.iter().map(OsStr::new));
+    let child = move |cpus: handoff::CpuSplit| {
+        for fd in &monitor_ends {
+            // SAFETY: the child's copies of the monitor's ends, which it does not use.
+            unsafe { libc::close(*fd) };
+        }
+        let code = write_record_for_monitor(store, a, id_w, cpus);
+        match netns_child {
+            Some(sock) if code == 0 => match strata_runtime::netns::make_and_send(sock.as_fd()) {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error(),
+            },
+            _ => code,
+        }
+    };
+    // SAFETY: the client is single-threaded (nothing has started a thread), and this frame,
+    // which `child` borrows from, is left only by the exec or after the child is done.
+    let err = unsafe { handoff::exec_handing_off(exe.as_os_str(), &argv, pid_arg, child) };
+    Err(exit125(format!("exec the container monitor: {err}")))
 }
 
 /// The record writer's side of [`run_foreground`]: stores the record and sends its id, or the
 /// exit code and message the monitor is to leave with. Returns this process's exit code.
-fn write_record_for_monitor(store: &Store, a: &RunArgs, to_monitor: OwnedFd) -> i32 {
+fn write_record_for_monitor(
+    store: &Store,
+    a: &RunArgs,
+    to_monitor: OwnedFd,
+    cpus: handoff::CpuSplit,
+) -> i32 {
     let msg = match create_record(store, &a.create) {
         Ok(rec) => format!("id {}\n", rec.id),
         Err(e) => format!("125 {}", crate::one_line(&e)),
     };
+    // The monitor forks the container's init once it has the id: give it its CPUs back first.
+    cpus.restore();
     let mut pipe = std::fs::File::from(to_monitor);
     match pipe.write_all(msg.as_bytes()) {
         Ok(()) => 0,
