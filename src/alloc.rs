@@ -8,6 +8,9 @@
 //! for each size class) cost more than it saves. Frees go to whichever allocator owns the
 //! address (mimalloc knows its own regions), so memory allocated before the switch is freed
 //! correctly after it.
+//!
+//! mimalloc itself starts lazily, on its first allocation, not from a constructor in every
+//! process: `.cargo/config.toml` builds it with `MI_PRIM_HAS_PROCESS_ATTACH`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
