@@ -1,4 +1,8 @@
 //! The command line: Docker's verbs and flags.
+//!
+//! The doc comments here are clap's help texts, written for a terminal (`NAME[:TAG]`), not
+//! for rustdoc.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 

@@ -10,8 +10,8 @@
 //!
 //! Between the clone and the exec both processes share one heap and glibc's thread-local
 //! state, so the parent does nothing there but write the child's pid into an argument made
-//! beforehand, keep the child off its CPU ([`send_off_this_cpu`]) and call `execv`: no
-//! allocation, no locks.
+//! beforehand, keep the child off its CPU ([`CpuSplit`]) and call `execv`: no allocation, no
+//! locks.
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -21,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 const STACK_SIZE: usize = 8 << 20;
 const GUARD: usize = 4096;
 
-/// Runs `child` in a `clone(CLONE_VM)` child and execs `exe` with `args` (the first is argv[0])
+/// Runs `child` in a `clone(CLONE_VM)` child and execs `exe` with `args` (the first is `argv[0]`)
 /// in this process; the argument at index `pid_arg` gets the child's pid appended, as ten
 /// digits. The two run on different CPUs where there are two ([`CpuSplit`]); the child must
 /// call [`CpuSplit::restore`] before anything it sends lets the new program go on. Returns only
@@ -130,8 +130,9 @@ extern "C" fn run_job<F: FnOnce(CpuSplit) -> i32>(job: *mut libc::c_void) -> lib
 /// that moves itself races the exec's own balancing, which moves the parent to the idlest CPU
 /// (often the one the child is leaving for). So the parent pins itself to the CPU it is on
 /// before the clone, the child (which inherits the pin) is moved to the parent's other CPUs by
-/// whichever of the two runs first, and the child restores the parent's CPUs once the exec is past ([`Self::restore`]),
-/// before the parent's new program starts children of its own (they inherit its CPUs).
+/// whichever of the two runs first, and the child restores the parent's CPUs once the exec is
+/// past ([`Self::restore`]), before the parent's new program starts children of its own (they
+/// inherit its CPUs).
 #[derive(Clone, Copy)]
 pub struct CpuSplit {
     /// The parent's CPUs before the pin, its pid and the CPU it was pinned to; `None` with a

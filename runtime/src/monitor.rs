@@ -38,7 +38,7 @@ pub enum Which<'a> {
     /// One whose record exists.
     Id(&'a str),
     /// A foreground run's, whose record the client's child writes meanwhile: its id arrives
-    /// on this pipe (`FD:PID`, see [`receive_id`]). With `netns_fd`, the container gets a
+    /// on this pipe (`FD:PID`, see `receive_id`). With `netns_fd`, the container gets a
     /// network namespace of its own, which the same child makes next and sends down this
     /// socket (`netns::make_and_send`).
     Pipe {

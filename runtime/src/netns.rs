@@ -14,7 +14,7 @@
 //! make every page the parent then writes a copy-on-write fault while the helper lives. It
 //! shares the parent's memory, including glibc's thread-local state, so it runs only raw
 //! system calls (rustix's, which touch neither errno nor the heap) and leaves by `exit`. If the
-//! scheduler started it on the parent's CPU, it first moves to another ([`leave_cpu`]).
+//! scheduler started it on the parent's CPU, it first moves to another (`leave_cpu`).
 
 use std::io::IoSlice;
 use std::mem::{ManuallyDrop, MaybeUninit};
