@@ -143,6 +143,54 @@ fn a_foreground_run_gives_the_container_the_cpus_it_was_given() {
     s.assert_check();
 }
 
+/// `--cpus` and `--cpuset-cpus` limit the host's CPUs: they are checked against what the host
+/// has online, not against the client's own CPUs (a pinned client, or the record writer, which
+/// runs pinned to the client's other CPUs).
+#[test]
+fn cpu_limits_are_checked_against_the_hosts_cpus_not_the_clients() {
+    let s = Strata::new();
+    s.busybox();
+    let online = fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let ranges: Vec<(u32, u32)> = online
+        .trim()
+        .split(',')
+        .map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    let count: u32 = ranges.iter().map(|(a, b)| b - a + 1).sum();
+    let (first, last) = (
+        ranges[0].0.to_string(),
+        ranges.last().unwrap().1.to_string(),
+    );
+    let run = |pin: &str, cpus: &str| {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", pin, strata_bin(), "--root"])
+            .arg(s.root())
+            .args(["run", "--rm", "--cpus", cpus, "--cpuset-cpus", &last])
+            .args(["busybox", "grep", "Cpus_allowed_list", "/proc/self/status"]);
+        cmd.stdin(Stdio::null()).output().unwrap()
+    };
+    let all = count.to_string();
+    let o = run(&first, &all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("Cpus_allowed_list:\t{last}\n")
+    );
+    let o = run(&first, &(count + 1).to_string());
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "Error: invalid --cpus {}: range of CPUs is from 0.01 to {count}\n",
+            count + 1
+        )
+    );
+    s.assert_check();
+}
+
 /// A foreground `run`'s record writer makes the network namespace once the record is written;
 /// otherwise (`start -a`, detached runs) the monitor starts a helper once it has read the
 /// record: every way gives the container its own namespace with loopback up, and no maker is

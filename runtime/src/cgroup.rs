@@ -455,24 +455,78 @@ fn inherit_cpuset(dir: &Path) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Validates a `--cpuset-cpus` list against the CPUs this host has.
+/// Parses a Linux CPU list (`0-3,8,10-11`, as `--cpuset-cpus` and sysfs write them) into
+/// inclusive ranges; `None` if any part is malformed.
+fn parse_cpu_list(list: &str) -> Option<Vec<(u64, u64)>> {
+    list.trim()
+        .split(',')
+        .map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (a <= b).then_some((a, b))
+        })
+        .collect()
+}
+
+/// The CPUs this host has online, as ranges.
+///
+/// Read from sysfs, not from this process's affinity: limits are about the host, and the
+/// process checking them may be pinned (a `run` client, `taskset`, the record writer of
+/// `runtime::handoff`, which runs on the client's other CPUs).
+fn online_cpus() -> Vec<(u64, u64)> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse_cpu_list(&s))
+        .unwrap_or_else(|| {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+            vec![(0, n - 1)]
+        })
+}
+
+/// How many CPUs this host has online (the upper bound of `--cpus`).
+pub fn host_cpu_count() -> u64 {
+    online_cpus().iter().map(|(a, b)| b - a + 1).sum()
+}
+
+/// Validates a `--cpuset-cpus` list against the CPUs this host has online.
 pub fn check_cpuset(spec: &str) -> Result<(), String> {
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1) as u64;
-    for part in spec.split(',') {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a, b),
-            None => (part, part),
-        };
-        let (a, b): (u64, u64) = match (a.trim().parse(), b.trim().parse()) {
-            (Ok(a), Ok(b)) if a <= b => (a, b),
-            _ => return Err(format!("invalid --cpuset-cpus value {spec:?}")),
-        };
-        if b >= n {
+    check_cpuset_against(spec, &online_cpus())
+}
+
+fn check_cpuset_against(spec: &str, online: &[(u64, u64)]) -> Result<(), String> {
+    let wanted =
+        parse_cpu_list(spec).ok_or_else(|| format!("invalid --cpuset-cpus value {spec:?}"))?;
+    let available = online
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    for (a, b) in wanted {
+        // Ranges in sysfs are disjoint and ascending, so a wanted range is available when one
+        // online range holds all of it, or when the ranges it spans touch end to end.
+        let mut next = a;
+        for &(lo, hi) in online {
+            if lo <= next && next <= hi {
+                next = hi.saturating_add(1);
+            }
+            if next > b {
+                break;
+            }
+        }
+        if next <= b {
+            let asked = if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            };
             return Err(format!(
-                "invalid --cpuset-cpus: requested CPUs {a}-{b} are not available (this host has CPUs 0-{})",
-                n - 1
+                "invalid --cpuset-cpus: requested CPUs {asked} are not available (this host has CPUs {available})"
             ));
         }
     }
@@ -488,5 +542,33 @@ mod tests {
         assert!(check_cpuset("0").is_ok());
         assert!(check_cpuset("0-100000000").is_err());
         assert!(check_cpuset("x").is_err());
+    }
+
+    #[test]
+    fn cpusets_are_checked_against_every_online_range() {
+        let online = parse_cpu_list("0-3,8,10-11\n").unwrap();
+        assert_eq!(online, [(0, 3), (8, 8), (10, 11)]);
+        for ok in ["0", "0-3", "1,2", "8", "10-11", "0-1,8,11"] {
+            assert_eq!(check_cpuset_against(ok, &online), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            check_cpuset_against("3-4", &online),
+            Err(
+                "invalid --cpuset-cpus: requested CPUs 3-4 are not available \
+                 (this host has CPUs 0-3,8,10-11)"
+                    .to_string()
+            )
+        );
+        for bad in ["9", "8-10", "12", "0-100000000"] {
+            assert!(check_cpuset_against(bad, &online).is_err(), "{bad}");
+        }
+        for malformed in ["", "x", "3-1", "1-", ",", "1,,2"] {
+            assert_eq!(
+                check_cpuset_against(malformed, &online),
+                Err(format!("invalid --cpuset-cpus value {malformed:?}")),
+            );
+        }
+        // Adjacent ranges (as a hand-written list may give) make one.
+        assert_eq!(check_cpuset_against("1-5", &[(0, 3), (4, 7)]), Ok(()));
     }
 }

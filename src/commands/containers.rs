@@ -138,9 +138,7 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
     let nano_cpus = match a.cpus {
         None => 0,
         Some(c) => {
-            let n = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1) as f64;
+            let n = cgroup::host_cpu_count() as f64;
             if !(0.01..=n).contains(&c) {
                 bail!("invalid --cpus {c}: range of CPUs is from 0.01 to {n}");
             }

@@ -39,12 +39,7 @@ pub fn info(store: &Store) -> Result<()> {
             .unwrap_or_default()
     );
     println!("Architecture: {}", std::env::consts::ARCH);
-    println!(
-        "CPUs: {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
+    println!("CPUs: {}", strata_runtime::cgroup::host_cpu_count());
     Ok(())
 }
 
