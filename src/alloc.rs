@@ -19,8 +19,13 @@ use mimalloc::MiMalloc;
 
 static MIMALLOC: AtomicBool = AtomicBool::new(false);
 
-/// From now on, new allocations come from mimalloc.
+/// From now on, new allocations come from mimalloc. Call it while the process has one thread.
 pub fn use_mimalloc() {
+    // mimalloc starts lazily (see the module comment), and its start is run once but not
+    // waited for: a second thread allocating meanwhile would find it half made. Start it
+    // here, before any thread can allocate from it.
+    // SAFETY: mimalloc's documented entry for starting the process's allocator; idempotent.
+    unsafe { libmimalloc_sys::mi_process_init() };
     MIMALLOC.store(true, Ordering::Relaxed);
 }
 
