@@ -9,8 +9,8 @@
 //! address (mimalloc knows its own regions), so memory allocated before the switch is freed
 //! correctly after it.
 //!
-//! mimalloc itself starts lazily, on its first allocation, not from a constructor in every
-//! process: `.cargo/config.toml` builds it with `MI_PRIM_HAS_PROCESS_ATTACH`.
+//! mimalloc itself starts at the switch, not from a constructor in every process:
+//! `.cargo/config.toml` builds it with `MI_PRIM_HAS_PROCESS_ATTACH`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
