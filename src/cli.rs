@@ -252,6 +252,9 @@ pub struct ImagesArgs {
     /// Show digests
     #[arg(long)]
     pub digests: bool,
+    /// Filter output (dangling, label, reference, before, since); repeatable
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
     /// Don't truncate output
     #[arg(long)]
     pub no_trunc: bool,
@@ -624,6 +627,15 @@ pub struct PsArgs {
     /// Show all containers (default shows just running)
     #[arg(short, long)]
     pub all: bool,
+    /// Filter output (id, name, label, exited, status, ancestor, before, since); repeatable
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Show the n last created containers (includes all states)
+    #[arg(short = 'n', long, default_value_t = -1, allow_negative_numbers = true)]
+    pub last: i64,
+    /// Show the latest created container (includes all states)
+    #[arg(short, long)]
+    pub latest: bool,
     /// Only display container IDs
     #[arg(short, long)]
     pub quiet: bool,

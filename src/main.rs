@@ -7,6 +7,7 @@ mod alloc;
 mod changes;
 mod cli;
 mod commands;
+mod filters;
 mod output;
 
 use std::process::ExitCode;

@@ -448,6 +448,62 @@ fn cli_errors_are_one_line() {
 
 // ---- prune, df, info ----------------------------------------------------------------------
 
+/// `images --filter` with Docker's keys; values of one key are alternatives, keys combine.
+#[test]
+fn image_filters_select_as_docker_does() {
+    let s = Strata::new();
+    s.busybox();
+    let tar = busybox_tar().to_str().unwrap();
+    s.ok(&["import", "-c", "LABEL owner=me", tar, "mine:v1"]);
+    let dangling = s.ok(&["import", "-c", "ENV X=1", tar]);
+    s.ok(&["tag", "busybox", "other/busybox:1.36"]);
+    let list = |filters: &[&str]| {
+        let mut args = vec!["images", "--format", "{{.Repository}}:{{.Tag}}"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        s.ok(&args)
+    };
+    assert_eq!(
+        list(&[]),
+        "<none>:<none>\nmine:v1\nbusybox:latest\nother/busybox:1.36\n"
+    );
+    assert_eq!(list(&["dangling=true"]), "<none>:<none>\n");
+    assert_eq!(
+        list(&["dangling=false"]),
+        "mine:v1\nbusybox:latest\nother/busybox:1.36\n"
+    );
+    assert_eq!(list(&["label=owner"]), "mine:v1\n");
+    assert_eq!(list(&["label=owner=me", "label=owner=you"]), "");
+    assert_eq!(list(&["reference=busy*"]), "busybox:latest\n");
+    assert_eq!(
+        list(&["reference=*:v1", "reference=other/*"]),
+        "mine:v1\nother/busybox:1.36\n"
+    );
+    assert_eq!(list(&["reference=busybox", "label=owner"]), "");
+    assert_eq!(
+        list(&["before=mine:v1"]),
+        "busybox:latest\nother/busybox:1.36\n"
+    );
+    assert_eq!(list(&["since=busybox"]), "<none>:<none>\nmine:v1\n");
+    assert_eq!(
+        s.ok(&["images", "-q", "--no-trunc", "-f", "dangling=true"]),
+        dangling
+    );
+    for (filter, error) in [
+        ("dangling=maybe", "Error: invalid filter 'dangling=maybe'\n"),
+        ("until=1h", "Error: invalid filter 'until'\n"),
+        (
+            "label",
+            "Error: bad format of filter \"label\" (expected name=value)\n",
+        ),
+        ("before=nosuch", "Error: no such image: nosuch\n"),
+    ] {
+        assert_eq!(s.fails(&["images", "-f", filter]), error, "{filter}");
+    }
+    s.assert_check();
+}
+
 #[test]
 fn prune_removes_dangling_then_unused_images() {
     let s = Strata::new();

@@ -687,6 +687,101 @@ fn memory_and_pids_limits_are_enforced() {
     assert_eq!(o.status.code(), Some(137), "{:?}", out(&o));
 }
 
+/// `ps --filter`, `-n` and `-l` select as Docker's do: stopped containers only with `-a`, a
+/// limit, `before`/`since` or a `status` filter; values of one key are alternatives.
+#[test]
+fn ps_filters_select_as_docker_does() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&["run", "--name", "a1", "-l", "app=web", "busybox", "true"]);
+    assert_eq!(
+        s.run(&["run", "--name", "a2", "busybox", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    s.ok(&["create", "--name", "c1", "busybox", "true"]);
+    let r1 = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r1",
+        "-l",
+        "app=web",
+        "-l",
+        "tier=front",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    s.ok(&["run", "-d", "--name", "r2", "busybox", "sleep", "60"]);
+    s.ok(&["pause", "r2"]);
+    let ps = |args: &[&str]| {
+        let mut all = vec!["ps", "--format", "{{.Names}} {{.State}}"];
+        all.extend(args);
+        s.ok(&all)
+    };
+    for (args, want) in [
+        (&[][..], "r2 paused\nr1 running\n"),
+        (
+            &["-a"][..],
+            "r2 paused\nr1 running\nc1 created\na2 exited\na1 exited\n",
+        ),
+        (&["-f", "name=a"], ""),
+        (&["-a", "-f", "name=^/a1$"], "a1 exited\n"),
+        (
+            &["-a", "-f", "name=r", "-f", "name=c"],
+            "r2 paused\nr1 running\nc1 created\n",
+        ),
+        (&["-a", "-f", "exited=3"], "a2 exited\n"),
+        (&["-a", "-f", "exited=0"], "a1 exited\n"),
+        (&["-f", "status=exited"], "a2 exited\na1 exited\n"),
+        (
+            &["-f", "status=created", "-f", "status=paused"],
+            "r2 paused\nc1 created\n",
+        ),
+        (&["-a", "-f", "label=app=web"], "r1 running\na1 exited\n"),
+        (
+            &["-f", "label=app", "-f", "label=tier=front"],
+            "r1 running\n",
+        ),
+        (
+            &["-a", "-f", "ancestor=busybox", "-f", "status=running"],
+            "r1 running\n",
+        ),
+        (&["-a", "-f", "ancestor=nosuch"], ""),
+        (&["-a", "-f", &format!("id={}", &r1[..10])], "r1 running\n"),
+        (&["-n", "2"], "r2 paused\nr1 running\n"),
+        (&["-l"], "r2 paused\n"),
+        (&["-f", "before=c1"], "a2 exited\na1 exited\n"),
+        (&["-f", "since=a2"], "r2 paused\nr1 running\nc1 created\n"),
+        (&["-f", "since=a1", "-f", "status=exited"], "a2 exited\n"),
+    ] {
+        assert_eq!(ps(args), want, "ps {args:?}");
+    }
+    for (args, error) in [
+        (
+            &["-f", "status=bogus"][..],
+            "Error: invalid filter 'status=bogus'\n",
+        ),
+        (
+            &["-f", "exited=x"],
+            "Error: invalid filter 'exited=x': not an exit code\n",
+        ),
+        (&["-f", "foo=1"], "Error: invalid filter 'foo'\n"),
+        (
+            &["-f", "before=nosuch"],
+            "Error: no such container: nosuch\n",
+        ),
+    ] {
+        let mut all = vec!["ps"];
+        all.extend(args);
+        assert_eq!(s.fails(&all), error, "ps {args:?}");
+    }
+    s.ok(&["rm", "-f", "r1", "r2"]);
+    s.assert_check();
+}
+
 #[test]
 fn hostile_cli_input_is_refused_in_one_line() {
     let s = Strata::new();

@@ -25,6 +25,7 @@ use crate::cli::{
     CommitArgs, CreateArgs, ExecArgs, ExportArgs, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs,
     StartArgs, StopArgs,
 };
+use crate::filters::Filters;
 use crate::output::{human_duration, now_unix, print_formatted, print_table, since, Format};
 
 /// The label marking a build's RUN container.
@@ -526,25 +527,124 @@ fn command_text(rec: &ContainerRecord, trunc: bool) -> String {
     }
 }
 
-pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
+/// The containers `ps` shows, newest first, with Docker's selection: running ones unless
+/// `-a`, a limit (`-n`, `-l`), `before`/`since` or a `status` filter asks for all; then the
+/// filters (see [`crate::filters`]).
+fn ps_rows(store: &Store, a: &PsArgs) -> Result<Vec<(ContainerRecord, State)>> {
     let c = Containers::new(store);
-    let mut rows = Vec::new();
-    let mut recs = c.list()?;
-    recs.sort_by(|x, y| y.created.cmp(&x.created));
-    for rec in recs {
-        // Build containers (RUN steps) are the build's business, as with Docker.
-        if rec.config.labels.contains_key(BUILD_LABEL) {
-            continue;
-        }
-        let st = match c.state(&rec.id) {
-            Ok(s) => s,
-            Err(_) => continue,
-        };
-        if !a.all && !st.is_running() {
-            continue;
-        }
-        rows.push((rec, st));
+    let f = Filters::parse(
+        &a.filter,
+        &[
+            "id", "name", "label", "exited", "status", "ancestor", "before", "since",
+        ],
+    )?;
+    let exited = f
+        .values("exited")
+        .iter()
+        .map(|v| {
+            v.parse::<i32>()
+                .map_err(|_| anyhow!("invalid filter 'exited={v}': not an exit code"))
+        })
+        .collect::<Result<Vec<i32>>>()?;
+    const STATES: [&str; 7] = [
+        "created",
+        "restarting",
+        "running",
+        "removing",
+        "paused",
+        "exited",
+        "dead",
+    ];
+    if let Some(v) = f
+        .values("status")
+        .iter()
+        .find(|v| !STATES.contains(&v.as_str()))
+    {
+        bail!("invalid filter 'status={v}'");
     }
+    let limit = if a.latest { 1 } else { a.last.max(0) as usize };
+    let mut recs: Vec<ContainerRecord> = c
+        .list()?
+        .into_iter()
+        // Build containers (RUN steps) are the build's business, as with Docker.
+        .filter(|r| !r.config.labels.contains_key(BUILD_LABEL))
+        .collect();
+    recs.sort_by(|x, y| y.created.cmp(&x.created));
+    // `before` and `since` name containers: keep only those created before / after them.
+    let position = |key: &str| -> Result<Option<usize>> {
+        let Some(v) = f.values(key).last() else {
+            return Ok(None);
+        };
+        let id = c.resolve(v)?.id;
+        Ok(recs.iter().position(|r| r.id == id))
+    };
+    let (before, since) = (position("before")?, position("since")?);
+    let ancestors = ancestor_images(store, f.values("ancestor"))?;
+    let all = a.all || limit > 0 || before.is_some() || since.is_some() || f.has("status");
+    let mut rows = Vec::new();
+    for (i, rec) in recs.into_iter().enumerate() {
+        if before.is_some_and(|b| i <= b) || since.is_some_and(|s| i >= s) {
+            continue;
+        }
+        let Ok(st) = c.state(&rec.id) else { continue };
+        let shown = (all || st.is_running())
+            && f.matches("name", &format!("/{}", rec.name))
+            && f.matches("id", &rec.id)
+            && f.matches_labels(&rec.config.labels)
+            && f.matches("status", st.status.as_str())
+            && (exited.is_empty()
+                || (st.status == Status::Exited && exited.contains(&st.exit_code)))
+            && ancestors
+                .as_ref()
+                .is_none_or(|set| set.contains(&rec.image));
+        if shown {
+            rows.push((rec, st));
+            if rows.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The images an `ancestor` filter names and every image built on them (through the
+/// images' parent links); `None` without the filter. Names that resolve to no image add
+/// nothing, as with Docker.
+fn ancestor_images(
+    store: &Store,
+    names: &[String],
+) -> Result<Option<std::collections::BTreeSet<strata_image::Digest>>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut set: std::collections::BTreeSet<_> = names
+        .iter()
+        .filter_map(|n| store.resolve_image(n).ok())
+        .collect();
+    let parents: Vec<(strata_image::Digest, strata_image::Digest)> = store
+        .list_images()?
+        .into_iter()
+        .filter_map(|id| {
+            let parent = store.image(&id).ok()?.record.parent?;
+            Some((id, parent))
+        })
+        .collect();
+    // Children join until nothing changes: chains are short and images few.
+    loop {
+        let before = set.len();
+        for (child, parent) in &parents {
+            if set.contains(parent) {
+                set.insert(child.clone());
+            }
+        }
+        if set.len() == before {
+            return Ok(Some(set));
+        }
+    }
+}
+
+pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
+    let rows = ps_rows(store, a)?;
     if a.quiet {
         for (rec, _) in &rows {
             println!("{}", if a.no_trunc { &rec.id } else { rec.short_id() });

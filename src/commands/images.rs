@@ -13,6 +13,7 @@ use strata_image::Digest;
 
 use crate::changes;
 use crate::cli::{HistoryArgs, ImagesArgs, ImportArgs, InspectArgs, LoadArgs, RmiArgs, SaveArgs};
+use crate::filters::Filters;
 use crate::output::{self, human_size, print_formatted, print_table, since, Format};
 
 pub fn import(store: &Store, a: &ImportArgs) -> Result<()> {
@@ -58,6 +59,71 @@ struct Row {
     size: u64,
 }
 
+/// `images --filter`: Docker's keys for images.
+struct ImageFilters {
+    filters: Filters,
+    /// `dangling=true`: untagged images only; `false`: tagged ones only.
+    dangling: Option<bool>,
+    /// `reference` patterns (Go's path matching on `repo:tag` or `repo`).
+    references: Vec<String>,
+    /// Creation times from `before` and `since` (images created strictly before / after).
+    before: Option<time::OffsetDateTime>,
+    since: Option<time::OffsetDateTime>,
+}
+
+impl ImageFilters {
+    fn parse(store: &Store, args: &[String]) -> Result<ImageFilters> {
+        let filters = Filters::parse(args, &["dangling", "label", "reference", "before", "since"])?;
+        let mut dangling = None;
+        for v in filters.values("dangling") {
+            dangling = Some(match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => bail!("invalid filter 'dangling={v}'"),
+            });
+        }
+        let created_of = |key: &str| -> Result<Option<time::OffsetDateTime>> {
+            let Some(name) = filters.values(key).last() else {
+                return Ok(None);
+            };
+            let img = store.image(&store.resolve_image(name)?)?;
+            match img.config.created.as_deref().and_then(parse_time) {
+                Some(t) => Ok(Some(t)),
+                None => bail!("invalid filter '{key}={name}': the image has no creation time"),
+            }
+        };
+        Ok(ImageFilters {
+            dangling,
+            references: filters.values("reference").to_vec(),
+            before: created_of("before")?,
+            since: created_of("since")?,
+            filters,
+        })
+    }
+
+    /// Whether the image passes the filters that look at the image rather than its tags.
+    fn admits(&self, img: &Image) -> bool {
+        let created = img.config.created.as_deref().and_then(parse_time);
+        self.filters.matches_labels(&img.config.container().labels)
+            && self.before.is_none_or(|b| created.is_some_and(|c| c < b))
+            && self.since.is_none_or(|s| created.is_some_and(|c| c > s))
+    }
+
+    /// Whether a tag passes the `reference` patterns.
+    fn admits_reference(&self, r: &Reference) -> bool {
+        let (name, full) = (r.familiar_repository(), r.familiar());
+        self.references.is_empty()
+            || self.references.iter().any(|p| {
+                strata_planner::context::glob_match(p, &full)
+                    || strata_planner::context::glob_match(p, &name)
+            })
+    }
+}
+
+fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
 pub fn images(store: &Store, a: &ImagesArgs) -> Result<()> {
     let refs = store.refs()?;
     let filter = a
@@ -66,6 +132,7 @@ pub fn images(store: &Store, a: &ImagesArgs) -> Result<()> {
         .map(Reference::parse_bare)
         .transpose()
         .map_err(|e| anyhow!("{e}"))?;
+    let wanted = ImageFilters::parse(store, &a.filter)?;
     let ids = store.list_images()?;
     // Intermediate images: untagged parents of other images, shown only with -a.
     let mut parents = BTreeSet::new();
@@ -82,7 +149,7 @@ pub fn images(store: &Store, a: &ImagesArgs) -> Result<()> {
         }
     }
     let mut rows = Vec::new();
-    for img in &loaded {
+    for img in loaded.iter().filter(|img| wanted.admits(img)) {
         let id = img.id();
         let tags = refs.tags_of(id);
         let digests = refs.digests_of(id);
@@ -103,7 +170,7 @@ pub fn images(store: &Store, a: &ImagesArgs) -> Result<()> {
             if !a.all && parents.contains(id) {
                 continue;
             }
-            if filter.is_some() {
+            if filter.is_some() || wanted.dangling == Some(false) || !wanted.references.is_empty() {
                 continue;
             }
             rows.push(Row {
@@ -116,12 +183,18 @@ pub fn images(store: &Store, a: &ImagesArgs) -> Result<()> {
             });
             continue;
         }
+        if wanted.dangling == Some(true) {
+            continue;
+        }
         for t in tags {
             let r = Reference::parse(&t).map_err(|e| anyhow!("{e}"))?;
             if let Some(f) = &filter {
                 if f.repository() != r.repository() || (f.tag().is_some() && f.tag() != r.tag()) {
                     continue;
                 }
+            }
+            if !wanted.admits_reference(&r) {
+                continue;
             }
             rows.push(Row {
                 id: id.clone(),
