@@ -130,6 +130,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Inspect changes to files or directories on a container's filesystem
     Diff { container: String },
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -476,6 +478,8 @@ pub enum ContainerCommand {
     Run(RunArgs),
     /// Remove all stopped containers
     Prune(PruneArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -705,6 +709,23 @@ pub struct CommitArgs {
     pub pause: bool,
     pub container: String,
     pub reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long)]
+    pub follow_link: bool,
+    /// Suppress progress output during copy (strata prints none)
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// CONTAINER:SRC_PATH, or a local SRC_PATH (- reads a tar stream from stdin)
+    pub src: String,
+    /// CONTAINER:DEST_PATH, or a local DEST_PATH (- writes a tar stream to stdout)
+    pub dest: String,
 }
 
 #[derive(Args, Debug)]

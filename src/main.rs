@@ -185,6 +185,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Top { container } => containers::top(&store()?, &container),
         Command::Commit(a) => containers::commit(&store()?, &a),
         Command::Export(a) => containers::export(&store()?, &a),
+        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => {
+            containers::cp(&store()?, &a)
+        }
         Command::Diff { container } => containers::diff(&store()?, &container),
         Command::Container(ContainerCommand::Inspect(a)) => {
             containers::inspect(&store()?, &a.names, a.format.as_deref(), Some("container"))

@@ -6,7 +6,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{sh, strata_bin, Strata};
+use common::{sh, strata_bin, tree_listing, Strata};
 
 fn out(o: &std::process::Output) -> (String, String) {
     (
@@ -779,6 +779,207 @@ fn ps_filters_select_as_docker_does() {
         assert_eq!(s.fails(&all), error, "ps {args:?}");
     }
     s.ok(&["rm", "-f", "r1", "r2"]);
+    s.assert_check();
+}
+
+/// Mount lines of this (the host's) mount namespace that name the store: `cp` of a stopped
+/// container mounts it in a namespace of its own, which must leave nothing here.
+fn store_mounts(s: &Strata) -> usize {
+    let root = s.root().display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&root))
+        .count()
+}
+
+/// `cp` both ways, running and stopped, with Docker's rules for what lands where.
+#[test]
+fn cp_copies_both_ways_with_dockers_rules() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /data/sub && echo hello > /data/a.txt && echo deep > /data/sub/b && \
+         ln -s a.txt /data/link && chown 1000:1000 /data/a.txt && touch /ready && sleep 60",
+    ]);
+    wait_for(
+        || {
+            s.run(&["exec", "box", "test", "-e", "/ready"])
+                .status
+                .success()
+        },
+        "the container's files",
+    );
+    let host = s.path("host");
+    fs::create_dir_all(&host).unwrap();
+    let at = |name: &str| host.join(name).display().to_string();
+    let listing = |name: &str| tree_listing(&host.join(name)).join("\n");
+
+    // Out: a file onto a new name; a directory as a new one; into an existing one; its contents.
+    s.ok(&["cp", "box:/data/a.txt", &at("a.txt")]);
+    assert_eq!(fs::read_to_string(host.join("a.txt")).unwrap(), "hello\n");
+    s.ok(&["cp", "box:/data", &at("new")]);
+    let new = listing("new");
+    assert!(
+        new.contains("./a.txt f 644 0:0 6") && new.contains("./link l 777 0:0 a.txt"),
+        "{new}"
+    );
+    assert!(new.contains("./sub/b f 644 0:0 5"), "{new}");
+    fs::create_dir(host.join("existing")).unwrap();
+    s.ok(&["cp", "box:/data", &at("existing")]);
+    assert_eq!(listing("existing/data"), new);
+    fs::create_dir(host.join("contents")).unwrap();
+    s.ok(&["cp", "box:/data/.", &at("contents")]);
+    assert_eq!(listing("contents"), new);
+    // -a keeps the owner; -L copies what a link points to.
+    s.ok(&["cp", "-a", "-L", "box:/data/link", &at("followed")]);
+    assert_eq!(
+        sh(&format!("stat -c '%u:%g %s' {}", at("followed"))).trim(),
+        "1000:1000 6"
+    );
+    // A tar stream out.
+    let o = s.cmd(&["cp", "box:/data/sub", "-"]).output().unwrap();
+    assert!(o.status.success());
+    let tar_path = s.path("sub.tar");
+    fs::write(&tar_path, &o.stdout).unwrap();
+    assert_eq!(
+        sh(&format!("tar tf {}", tar_path.display())),
+        "sub/\nsub/b\n"
+    );
+
+    // In: a file into a directory; a directory as a new one; a tar stream into a directory.
+    fs::write(host.join("in.txt"), "from the host\n").unwrap();
+    sh(&format!("chown 1234:1234 {}", at("in.txt")));
+    s.ok(&["cp", &at("in.txt"), "box:/data/"]);
+    s.ok(&["cp", "-a", &at("in.txt"), "box:/data/kept.txt"]);
+    s.ok(&["cp", &at("new"), "box:/copy"]);
+    let mut cp_in = s.cmd(&["cp", "-", "box:/tmp"]);
+    let o = cp_in
+        .stdin(fs::File::open(&tar_path).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", out(&o));
+    assert_eq!(
+        s.ok(&[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "stat -c '%n %u:%g' /data/in.txt /data/kept.txt; cat /data/in.txt; \
+             find /copy /tmp/sub | sort"
+        ]),
+        "/data/in.txt 0:0\n/data/kept.txt 1234:1234\nfrom the host\n\
+         /copy\n/copy/a.txt\n/copy/link\n/copy/sub\n/copy/sub/b\n/tmp/sub\n/tmp/sub/b\n"
+    );
+
+    // Stopped: the same through the container's overlay, mounted where only `cp` sees it.
+    s.ok(&["stop", "-t", "0", "box"]);
+    let mounts = store_mounts(&s);
+    s.ok(&["cp", "box:/data/in.txt", &at("from-stopped.txt")]);
+    assert_eq!(
+        fs::read_to_string(host.join("from-stopped.txt")).unwrap(),
+        "from the host\n"
+    );
+    s.ok(&["cp", &at("a.txt"), "box:/data/later.txt"]);
+    assert_eq!(store_mounts(&s), mounts);
+    s.ok(&["commit", "box", "boxed"]);
+    assert_eq!(
+        s.ok(&["run", "--rm", "boxed", "cat", "/data/later.txt"]),
+        "hello\n"
+    );
+
+    for (args, error) in [
+        (
+            vec!["cp", "box:/nonexist", "."],
+            "Error: box:/nonexist: no such file or directory\n",
+        ),
+        (
+            vec!["cp", "box:/data/a.txt/", "x"],
+            "Error: box:/data/a.txt/: not a directory\n",
+        ),
+        (
+            vec!["cp", "a", "b"],
+            "Error: must specify at least one container source\n",
+        ),
+        (
+            vec!["cp", "box:/a", "box:/b"],
+            "Error: copying between containers is not supported\n",
+        ),
+        (
+            vec!["cp", "nosuch:/a", "."],
+            "Error: no such container: nosuch\n",
+        ),
+    ] {
+        assert_eq!(s.fails(&args), error, "{args:?}");
+    }
+    let err = s.fails(&["cp", "box:/data", &at("a.txt")]);
+    assert_eq!(
+        err,
+        format!(
+            "Error: {}: cannot copy a directory to a file\n",
+            at("a.txt")
+        )
+    );
+    let err = s.fails(&["cp", &at("in.txt"), "box:/nodir/"]);
+    assert!(err.contains("box:/nodir/: no such directory"), "{err}");
+    s.ok(&["rm", "box"]);
+    s.assert_check();
+}
+
+/// A container's symlinks resolve inside the container, whichever way `cp` goes and whether
+/// it runs or not: nothing on the host is read or written through them.
+#[test]
+fn cp_stays_inside_the_container_whatever_its_symlinks_say() {
+    let s = Strata::new();
+    s.busybox();
+    let host = s.path("host");
+    fs::create_dir_all(&host).unwrap();
+    fs::write(host.join("secret"), "host secret\n").unwrap();
+    let script = format!(
+        "ln -s / /evil && ln -s {h} /escape && ln -s ../../../../../../../..{h}/secret /rel && \
+         echo inside > /inside && touch /ready && sleep 60",
+        h = host.display()
+    );
+    s.ok(&[
+        "run", "-d", "--name", "hostile", "busybox", "sh", "-c", &script,
+    ]);
+    wait_for(
+        || {
+            s.run(&["exec", "hostile", "test", "-e", "/ready"])
+                .status
+                .success()
+        },
+        "the links",
+    );
+    let at = |name: &str| host.join(name).display().to_string();
+    fs::write(host.join("in.txt"), "x\n").unwrap();
+    for running in [true, false] {
+        s.ok(&["cp", "hostile:/evil/inside", &at("via-evil")]);
+        assert_eq!(
+            fs::read_to_string(host.join("via-evil")).unwrap(),
+            "inside\n"
+        );
+        let err = s.fails(&["cp", "hostile:/escape/secret", &at("stolen")]);
+        assert!(err.contains("no such file or directory"), "{err}");
+        let err = s.fails(&["cp", "-L", "hostile:/rel", &at("stolen")]);
+        assert!(err.contains("no such file or directory"), "{err}");
+        assert!(!host.join("stolen").exists());
+        let err = s.fails(&["cp", &at("in.txt"), "hostile:/escape/planted"]);
+        assert!(err.contains("no such directory"), "{err}");
+        assert!(!host.join("planted").exists(), "running: {running}");
+        s.ok(&["cp", &at("in.txt"), "hostile:/evil/tmp/"]);
+        if running {
+            s.ok(&["stop", "-t", "0", "hostile"]);
+        }
+    }
+    s.ok(&["rm", "hostile"]);
     s.assert_check();
 }
 

@@ -72,16 +72,7 @@ fn setup(
     cgroup_ready: OwnedFd,
     netns: Option<NetNs>,
 ) -> Result<Never, InitError> {
-    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    unshare(flags).ctx(|| "unshare namespaces".into())?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .ctx(|| "make / private".into())?;
+    unshare_private(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)?;
     mount_rootfs(root)?;
     let root_fd: OwnedFd = nix::fcntl::open(
         &root.mountpoint,
@@ -144,6 +135,48 @@ fn setup(
     drop(files);
     old_root.detached()?;
     exec_process(p, err_fd, Some(filters))
+}
+
+/// New namespaces (a mount namespace among them) whose mounts propagate nowhere.
+fn unshare_private(flags: CloneFlags) -> Result<(), InitError> {
+    unshare(flags).ctx(|| "unshare namespaces".into())?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .ctx(|| "make / private".into())
+}
+
+/// The overlay is mounted `volatile` (no syncs on unmount: Docker does not need them either,
+/// and they dominate a short container's run time); the kernel then leaves a marker in the
+/// work dir that must go before the next mount of the same upper directory.
+pub fn clear_volatile_marker(root: &RootSpec) {
+    let _ = fs::remove_dir_all(root.work.join("work/incompat"));
+    let _ = fs::remove_dir_all(root.work.join("incompat"));
+}
+
+/// Mounts a container that is not running where `cp` can reach it: its overlay at its rootfs
+/// directory, with its bind mounts and volumes but not its tmpfs mounts (they hold nothing
+/// while it is stopped: Docker's `cp` writes under them too), in a new mount namespace of the
+/// calling process, which must be single-threaded. The mounts end with the process; the
+/// working directory is kept.
+pub fn mount_for_copy(root: &RootSpec) -> Result<(), InitError> {
+    unshare_private(CloneFlags::CLONE_NEWNS)?;
+    let cwd = File::open(".").ctx(|| "open the working directory".into())?;
+    clear_volatile_marker(root);
+    let mounted = mount_rootfs(root);
+    nix::unistd::fchdir(&cwd).ctx(|| "return to the working directory".into())?;
+    mounted?;
+    let rootfs =
+        Root::open(&root.mountpoint).ctx(|| format!("open {}", root.mountpoint.display()))?;
+    let mut persistent = root.clone();
+    persistent
+        .mounts
+        .retain(|m| !matches!(m, UserMount::Tmpfs { .. }));
+    user_mounts(&rootfs, &persistent)
 }
 
 fn mount_rootfs(root: &RootSpec) -> Result<(), InitError> {

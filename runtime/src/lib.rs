@@ -18,6 +18,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod container;
+pub mod copy;
 pub mod devfilter;
 pub mod exec;
 pub mod fdpass;

@@ -391,11 +391,7 @@ fn run_inner(
     if proc_.tty && opts.foreground {
         proc_.console_size = terminal_size(0);
     }
-    // The overlay is mounted `volatile` (no syncs on unmount: Docker does not need them either,
-    // and they dominate a short container's run time); the kernel then leaves a marker in the
-    // work dir that must go before the next mount.
-    let _ = fs::remove_dir_all(root.work.join("work/incompat"));
-    let _ = fs::remove_dir_all(root.work.join("incompat"));
+    crate::init::clear_volatile_marker(&root);
     let limits = Limits {
         memory: rec.host_config.memory,
         pids: rec.host_config.pids_limit,

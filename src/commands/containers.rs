@@ -22,8 +22,8 @@ use strata_runtime::{cgroup, fdpass, handoff, ops, rootexe};
 
 use crate::changes;
 use crate::cli::{
-    CommitArgs, CreateArgs, ExecArgs, ExportArgs, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs,
-    StartArgs, StopArgs,
+    CommitArgs, CpArgs, CreateArgs, ExecArgs, ExportArgs, KillArgs, LogsArgs, PsArgs, RmArgs,
+    RunArgs, StartArgs, StopArgs,
 };
 use crate::filters::Filters;
 use crate::output::{human_duration, now_unix, print_formatted, print_table, since, Format};
@@ -892,6 +892,64 @@ pub fn diff(store: &Store, key: &str) -> Result<()> {
         println!("{k} {p}");
     }
     Ok(())
+}
+
+/// `cp`: one side is `CONTAINER:PATH`, the other a local path or `-` (a tar stream).
+pub fn cp(store: &Store, a: &CpArgs) -> Result<()> {
+    use strata_runtime::copy::{self, ContainerFs, CopyOptions, HostFs};
+    let opts = CopyOptions {
+        archive: a.archive,
+        follow_link: a.follow_link,
+    };
+    let (from, to) = (split_cp_arg(&a.src), split_cp_arg(&a.dest));
+    let (name, ctr_path, local, into_container) = match (from, to) {
+        ((Some(_), _), (Some(_), _)) => bail!("copying between containers is not supported"),
+        ((None, _), (None, _)) => bail!("must specify at least one container source"),
+        ((Some(c), p), (None, l)) => (c, p, l, false),
+        ((None, l), (Some(c), p)) => (c, p, l, true),
+    };
+    let rec = Containers::new(store).resolve(name)?;
+    // Opening a stopped container mounts it in a mount namespace of this process, which must
+    // still be single-threaded then.
+    let fs = ContainerFs::open(store, &rec)?;
+    let ctr = fs.tree(ctr_path);
+    if local == "-" {
+        return if into_container {
+            Ok(copy::copy_from_stream(io::stdin().lock(), &ctr, &opts)?)
+        } else {
+            if io::stdout().is_terminal() {
+                bail!("cowardly refusing to write a tar stream to a terminal");
+            }
+            copy::copy_to_stream(&ctr, io::BufWriter::new(io::stdout().lock()), &opts)?.flush()?;
+            Ok(())
+        };
+    }
+    let absolute = if Path::new(local).is_absolute() {
+        local.to_string()
+    } else {
+        // Kept as text, not joined: a trailing `/` or `/.` means something to `cp`.
+        format!("{}/{local}", std::env::current_dir()?.display())
+    };
+    let host_fs = HostFs::open()?;
+    let host = host_fs.tree(&absolute, local);
+    if into_container {
+        copy::copy(&host, &ctr, &opts)?;
+    } else {
+        copy::copy(&ctr, &host, &opts)?;
+    }
+    Ok(())
+}
+
+/// Docker's reading of a `cp` argument: `NAME:PATH` names a container unless the argument is
+/// an absolute or explicitly relative local path (`/x:y`, `./x:y`).
+fn split_cp_arg(arg: &str) -> (Option<&str>, &str) {
+    if arg.starts_with('/') || arg.starts_with("./") || arg.starts_with("../") {
+        return (None, arg);
+    }
+    match arg.split_once(':') {
+        Some((name, path)) if !name.is_empty() && !name.contains('/') => (Some(name), path),
+        _ => (None, arg),
+    }
 }
 
 pub fn export(store: &Store, a: &ExportArgs) -> Result<()> {

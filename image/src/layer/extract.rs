@@ -35,6 +35,8 @@ pub struct ExtractOptions {
     pub allow_devices: bool,
     /// Set file owners from the archive (needs root).
     pub preserve_owners: bool,
+    /// Read `.wh.` entries as OCI whiteouts (a layer); off, they are ordinary names (`cp`).
+    pub whiteouts: bool,
 }
 
 impl Default for ExtractOptions {
@@ -43,6 +45,7 @@ impl Default for ExtractOptions {
         ExtractOptions {
             allow_devices: root,
             preserve_owners: root,
+            whiteouts: true,
         }
     }
 }
@@ -140,12 +143,17 @@ impl Extractor<'_> {
         let parent = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let name_bytes = name.as_bytes();
 
-        if name_bytes == OPAQUE_MARKER.as_bytes() {
+        // Outside layers (`cp`), `.wh.` names are just names.
+        let whiteouts = self.opts.whiteouts;
+        if whiteouts && name_bytes == OPAQUE_MARKER.as_bytes() {
             let dir = self.parent(&parent, &shown)?;
             return fset_xattr(&*dir, OVERLAY_OPAQUE_XATTR.as_bytes(), b"y")
                 .map_err(|e| self.io(&parent, e));
         }
-        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+        if let Some(hidden) = name_bytes
+            .strip_prefix(WHITEOUT_PREFIX.as_bytes())
+            .filter(|_| whiteouts)
+        {
             if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
                 return Err(bad("whiteout names an invalid path"));
             }

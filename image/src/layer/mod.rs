@@ -11,7 +11,9 @@ mod writer;
 
 pub use changes::changes;
 pub use extract::{extract_into_root, extract_layer, ExtractOptions, ExtractStats};
-pub use writer::{write_flattened_tar, write_layer_tar, TarOptions};
+pub use writer::{
+    write_contents_tar, write_entry_tar, write_flattened_tar, write_layer_tar, TarOptions,
+};
 
 use std::path::{Path, PathBuf};
 

@@ -45,6 +45,32 @@ pub fn write_flattened_tar<W: Write>(
     write_tree(dirs, out, opts, true)
 }
 
+/// Writes one entry of a plain directory (no whiteouts: a merged view or a host tree), found
+/// as `name` in the open directory `parent`, as the tar entry `as_name`, and for a directory
+/// everything below it (`cp`). Walked like a layer: `openat(O_NOFOLLOW)` from directory fds,
+/// so a running container cannot redirect the walk.
+pub fn write_entry_tar<W: Write>(
+    parent: OwnedFd,
+    name: &std::ffi::OsStr,
+    as_name: &[u8],
+    out: W,
+    shown: &Path,
+) -> Result<W, LayerError> {
+    let mut w = TarOut::plain(out, shown);
+    w.write_name(&[parent], &name.to_os_string(), as_name.to_vec(), b"")?;
+    w.finish()
+}
+
+/// Writes what the open directory `dir` holds (not the directory itself) as a tar stream of
+/// relative names, like [`write_entry_tar`] (`cp DIR/. DEST`).
+pub fn write_contents_tar<W: Write>(dir: OwnedFd, out: W, shown: &Path) -> Result<W, LayerError> {
+    let mut w = TarOut::plain(out, shown);
+    w.walk(&[dir], b"")?;
+    w.finish()
+}
+
+const NO_OPTIONS: TarOptions = TarOptions { clamp_mtime: None };
+
 fn write_tree<W: Write>(
     dirs: &[&Path],
     out: W,
@@ -72,10 +98,7 @@ fn write_tree<W: Write>(
         flatten,
     };
     w.walk(&roots, b"")?;
-    w.out
-        .write_all(&[0u8; 1024])
-        .map_err(|e| LayerError::io(dir, e))?;
-    Ok(w.out)
+    w.finish()
 }
 
 struct TarOut<'a, W> {
@@ -100,7 +123,27 @@ struct Meta<'s> {
     xattrs: Xattrs,
 }
 
-impl<W: Write> TarOut<'_, W> {
+impl<'a, W: Write> TarOut<'a, W> {
+    /// A writer for a plain tree (no layers to merge, no whiteouts to convert).
+    fn plain(out: W, dir: &'a Path) -> Self {
+        TarOut {
+            out,
+            opts: &NO_OPTIONS,
+            hardlinks: HashMap::new(),
+            dir,
+            buf: vec![0; 256 << 10],
+            flatten: true,
+        }
+    }
+
+    /// Ends the archive (two zero blocks) and gives the output back.
+    fn finish(mut self) -> Result<W, LayerError> {
+        self.out
+            .write_all(&[0u8; 1024])
+            .map_err(|e| LayerError::io(self.dir, e))?;
+        Ok(self.out)
+    }
+
     fn err(&self, rel: &[u8], e: impl Into<io::Error>) -> LayerError {
         LayerError::io(
             self.dir.join(Path::new(std::ffi::OsStr::from_bytes(rel))),
@@ -120,53 +163,61 @@ impl<W: Write> TarOut<'_, W> {
         for name in names {
             let mut rel = prefix.to_vec();
             rel.extend_from_slice(name.as_bytes());
-            let mut found = None;
-            for (i, d) in dirs.iter().enumerate() {
-                match fstatat(d, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                    Ok(st) => {
-                        found = Some((i, st));
-                        break;
-                    }
-                    Err(nix::errno::Errno::ENOENT) => continue,
-                    Err(e) => return Err(self.err(&rel, e)),
+            self.write_name(dirs, &name, rel, prefix)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `name` of directory `prefix` as the entry `rel` (and, for a directory,
+    /// everything below it as `rel/...`). The topmost layer holding it decides what it is.
+    fn write_name(
+        &mut self,
+        dirs: &[OwnedFd],
+        name: &OsString,
+        rel: Vec<u8>,
+        prefix: &[u8],
+    ) -> Result<(), LayerError> {
+        let mut found = None;
+        for (i, d) in dirs.iter().enumerate() {
+            match fstatat(d, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    found = Some((i, st));
+                    break;
                 }
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(self.err(&rel, e)),
             }
-            let Some((top, st)) = found else { continue };
-            let dir = &dirs[top];
-            let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
-            let whiteout = fmt == SFlag::S_IFCHR && st.st_rdev == 0;
-            if whiteout && self.flatten {
-                continue;
+        }
+        let Some((top, st)) = found else {
+            return Ok(());
+        };
+        let dir = &dirs[top];
+        let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        let whiteout = fmt == SFlag::S_IFCHR && st.st_rdev == 0;
+        if whiteout && self.flatten {
+            return Ok(());
+        }
+        match fmt {
+            SFlag::S_IFDIR => self.directory(&dirs[top..], name, rel, &st)?,
+            SFlag::S_IFREG => self.regular(dir, name, rel, &st)?,
+            SFlag::S_IFLNK => {
+                let target = readlinkat(dir, name.as_os_str()).map_err(|e| self.err(&rel, e))?;
+                self.entry(
+                    &rel,
+                    Meta::simple(tar::EntryType::Symlink, &st, Some(target.as_bytes())),
+                )?;
             }
-            match fmt {
-                SFlag::S_IFDIR => self.directory(&dirs[top..], &name, rel, &st)?,
-                SFlag::S_IFREG => self.regular(dir, &name, rel, &st)?,
-                SFlag::S_IFLNK => {
-                    let target =
-                        readlinkat(dir, name.as_os_str()).map_err(|e| self.err(&rel, e))?;
-                    self.entry(
-                        &rel,
-                        Meta::simple(tar::EntryType::Symlink, &st, Some(target.as_bytes())),
-                    )?;
-                }
-                SFlag::S_IFCHR if whiteout => {
-                    let mut wh = prefix.to_vec();
-                    wh.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
-                    wh.extend_from_slice(name.as_bytes());
-                    self.marker(&wh, &st)?;
-                }
-                SFlag::S_IFCHR => {
-                    self.entry(&rel, Meta::simple(tar::EntryType::Char, &st, None))?
-                }
-                SFlag::S_IFBLK => {
-                    self.entry(&rel, Meta::simple(tar::EntryType::Block, &st, None))?
-                }
-                SFlag::S_IFIFO => {
-                    self.entry(&rel, Meta::simple(tar::EntryType::Fifo, &st, None))?
-                }
-                // Sockets cannot be carried in a layer; Docker skips them too.
-                _ => {}
+            SFlag::S_IFCHR if whiteout => {
+                let mut wh = prefix.to_vec();
+                wh.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+                wh.extend_from_slice(name.as_bytes());
+                self.marker(&wh, &st)?;
             }
+            SFlag::S_IFCHR => self.entry(&rel, Meta::simple(tar::EntryType::Char, &st, None))?,
+            SFlag::S_IFBLK => self.entry(&rel, Meta::simple(tar::EntryType::Block, &st, None))?,
+            SFlag::S_IFIFO => self.entry(&rel, Meta::simple(tar::EntryType::Fifo, &st, None))?,
+            // Sockets cannot be carried in a layer; Docker skips them too.
+            _ => {}
         }
         Ok(())
     }
