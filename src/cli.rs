@@ -180,6 +180,9 @@ pub enum Command {
     /// Manage the build cache
     #[command(subcommand)]
     Builder(BuilderCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Show the version
     Version,
     /// Show store and system information
@@ -751,6 +754,61 @@ pub struct MonitorArgs {
     /// by the process writing the id.
     #[arg(long)]
     pub netns_fd: Option<i32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a volume (prints its name)
+    Create {
+        /// Set metadata for a volume (KEY=VALUE); repeatable
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Volume driver (only local)
+        #[arg(short, long, default_value = "local")]
+        driver: String,
+        /// A name (default: a random one)
+        name: Option<String>,
+    },
+    /// List volumes
+    #[command(alias = "list")]
+    Ls {
+        /// Only display volume names
+        #[arg(short, long)]
+        quiet: bool,
+        /// Filter output (dangling, name, label); repeatable
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filter: Vec<String>,
+        /// Format output: table, json, or a Go template
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Display detailed information on volumes
+    Inspect {
+        /// Format output with a Go template
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes (never one a container uses)
+    #[command(alias = "remove")]
+    Rm {
+        /// Do not fail for volumes that do not exist
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove unused volumes
+    Prune {
+        /// Remove all unused volumes, not just anonymous ones (strata's anonymous volumes go
+        /// with their containers, so this is what removes named ones)
+        #[arg(short, long)]
+        all: bool,
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -17,7 +17,7 @@ static GLOBAL: alloc::Strata = alloc::Strata;
 
 use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use commands::containers::{self, ExitError};
-use commands::{images, open_store, registry, system};
+use commands::{images, open_store, registry, system, volumes};
 use strata_runtime::monitor::Which;
 
 fn main() -> ExitCode {
@@ -151,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             all, keep_storage, ..
         }) => system::builder_prune(&store()?, all, keep_storage.as_deref()),
         Command::Builder(BuilderCommand::Du) => system::builder_du(&store()?),
+        Command::Volume(c) => volumes::run(&store()?, c),
         Command::Builder(BuilderCommand::Cache(c)) => system::builder_cache(&store()?, &c),
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
             containers::run(&store()?, &root, &a)

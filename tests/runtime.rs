@@ -983,6 +983,137 @@ fn cp_stays_inside_the_container_whatever_its_symlinks_say() {
     s.assert_check();
 }
 
+/// Named volumes (`-v NAME:/path`, `volume create|ls|inspect|rm|prune`) as Docker's: made on
+/// first use, filled from the image on first mount, kept after their containers, never removed
+/// while a container uses them; `-v /path` alone is an anonymous volume.
+#[test]
+fn named_volumes_outlive_their_containers() {
+    let s = Strata::new();
+    s.busybox();
+    assert_eq!(
+        s.ok(&["volume", "create", "--label", "team=a", "made"]),
+        "made\n"
+    );
+    // Made by `run`, filled from the image (busybox's /etc) on its first mount.
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "etc:/etc",
+            "busybox",
+            "sh",
+            "-c",
+            "test -s /etc/passwd && echo kept > /etc/mine"
+        ]),
+        ""
+    );
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "etc:/x:ro",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /x/mine; echo no > /x/other 2>/dev/null || echo read-only"
+        ]),
+        "kept\nread-only\n"
+    );
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "etc\nmade\n");
+    assert_eq!(
+        s.ok(&[
+            "volume",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Labels}}",
+            "-f",
+            "label=team"
+        ]),
+        "made team=a\n"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&s.ok(&["volume", "inspect", "etc"])).unwrap();
+    let data = inspect[0]["Mountpoint"].as_str().unwrap().to_string();
+    assert_eq!(
+        data,
+        s.root().join("volumes/etc/_data").display().to_string()
+    );
+    assert_eq!(
+        fs::read_to_string(format!("{data}/mine")).unwrap(),
+        "kept\n"
+    );
+
+    let user = s.ok(&[
+        "create",
+        "--name",
+        "user",
+        "-v",
+        "etc:/data",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(
+        s.ok(&["volume", "ls", "-q", "-f", "dangling=true"]),
+        "made\n"
+    );
+    assert_eq!(
+        s.fails(&["volume", "rm", "etc"]),
+        format!("Error: remove etc: volume is in use - [{}]\n", &user[..12])
+    );
+    let mounts = s.ok(&["inspect", "--format", "{{json .Mounts}}", "user"]);
+    assert!(
+        mounts.contains(r#""Name":"etc""#) && mounts.contains(r#""Type":"volume""#),
+        "{mounts}"
+    );
+    s.ok(&["rm", "user"]);
+    assert_eq!(
+        s.ok(&["volume", "prune", "-f"]),
+        "Total reclaimed space: 0B\n"
+    );
+    assert!(s
+        .ok(&["volume", "prune", "-a", "-f"])
+        .starts_with("Deleted Volumes:\netc\nmade\n"));
+    assert!(!s.root().join("volumes/etc").exists());
+    assert_eq!(s.ok(&["volume", "rm", "-f", "etc"]), "");
+
+    // An anonymous volume: mounted, empty, gone with its container.
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "/scratch",
+            "busybox",
+            "sh",
+            "-c",
+            "grep -c ' /scratch ' /proc/mounts; ls -A /scratch"
+        ]),
+        "1\n"
+    );
+    for (args, error) in [
+        (
+            vec!["volume", "rm", "nosuch"],
+            "Error: no such volume: nosuch\n",
+        ),
+        (
+            vec!["volume", "create", "../x"],
+            "Error: invalid volume name \"../x\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed\n",
+        ),
+        (
+            vec!["run", "-v", "a/b:/x", "busybox", "true"],
+            "Error: invalid volume specification \"a/b:/x\": \"a/b\" includes invalid characters \
+             for a volume name, only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed; a host directory needs \
+             an absolute path\n",
+        ),
+    ] {
+        assert_eq!(s.fails(&args), error, "{args:?}");
+    }
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "");
+    s.assert_check();
+}
+
 #[test]
 fn hostile_cli_input_is_refused_in_one_line() {
     let s = Strata::new();

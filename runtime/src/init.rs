@@ -436,7 +436,11 @@ fn user_mounts(rootfs: &Root, root: &RootSpec) -> Result<(), InitError> {
                 target,
                 readonly,
             } => bind_into(rootfs, source, target, *readonly)?,
-            UserMount::Volume { dir, target } => {
+            UserMount::Volume {
+                dir,
+                target,
+                readonly,
+            } => {
                 let data = dir.join("_data");
                 fs::create_dir_all(&data).ctx(|| format!("create {}", data.display()))?;
                 let marker = dir.join("populated");
@@ -455,7 +459,7 @@ fn user_mounts(rootfs: &Root, root: &RootSpec) -> Result<(), InitError> {
                         .ctx(|| format!("fill the volume for {target}"))?;
                     fs::write(&marker, "").ctx(|| format!("write {}", marker.display()))?;
                 }
-                bind_into(rootfs, &data, target, false)?;
+                bind_into(rootfs, &data, target, *readonly)?;
             }
             UserMount::Tmpfs { target, options } => {
                 let opts = if options.is_empty() {

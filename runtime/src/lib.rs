@@ -32,6 +32,7 @@ pub mod rootexe;
 pub mod seccomp;
 pub mod spec;
 pub mod user;
+pub mod volume;
 
 use std::path::PathBuf;
 

@@ -117,7 +117,7 @@ pub fn specs(
     let etc = etc_files(&dir.path, &hostname, network_host)?;
     let mut mounts = Vec::new();
     for b in &h.binds {
-        mounts.push(parse_bind(b)?);
+        mounts.push(parse_bind(b, store)?);
     }
     for m in &h.mounts {
         mounts.push(UserMount::Bind {
@@ -130,6 +130,7 @@ pub fn specs(
         mounts.push(UserMount::Volume {
             dir: volume_dir(&dir.path, target),
             target: target.clone(),
+            readonly: false,
         });
     }
     for (target, options) in &h.tmpfs {
@@ -213,27 +214,33 @@ pub fn volume_dir(dir: &std::path::Path, target: &str) -> PathBuf {
     dir.join("volumes").join(&hex[..16])
 }
 
-/// `-v HOST:CTR[:ro|rw]`.
-pub fn parse_bind(b: &str) -> Result<UserMount, RuntimeError> {
+/// A `-v` option split into (source, target, mode); `None` if it has more than three parts.
+/// With one part (`-v /ctr`, an anonymous volume) the source is empty.
+pub fn split_bind(b: &str) -> Option<(&str, &str, &str)> {
     let parts: Vec<&str> = b.split(':').collect();
-    let (src, dst, mode) = match parts.as_slice() {
-        [s, d] => (*s, *d, ""),
-        [s, d, m] => (*s, *d, *m),
+    match parts.as_slice() {
+        [d] => Some(("", d, "")),
+        [s, d] => Some((s, d, "")),
+        [s, d, m] => Some((s, d, m)),
+        _ => None,
+    }
+}
+
+/// `-v HOST:CTR[:ro|rw]` (a bind mount) or `-v NAME:CTR[:ro|rw]` (a named volume, which
+/// must exist: `create` makes it).
+pub fn parse_bind(b: &str, store: &Store) -> Result<UserMount, RuntimeError> {
+    let invalid =
+        |why: String| RuntimeError::Invalid(format!("invalid volume specification {b:?}: {why}"));
+    let (src, dst, mode) = match split_bind(b) {
+        Some((s, d, m)) if !s.is_empty() => (s, d, m),
         _ => {
-            return Err(RuntimeError::Invalid(format!(
-                "invalid volume specification: {b:?}"
-            )))
+            return Err(invalid(
+                "expected HOST-PATH:CONTAINER-PATH or NAME:CONTAINER-PATH".into(),
+            ))
         }
     };
-    if !src.starts_with('/') {
-        return Err(RuntimeError::Invalid(format!(
-            "invalid volume specification {b:?}: named volumes are not supported, use an absolute host path"
-        )));
-    }
     if !dst.starts_with('/') {
-        return Err(RuntimeError::Invalid(format!(
-            "invalid volume specification {b:?}: the container path must be absolute"
-        )));
+        return Err(invalid("the container path must be absolute".into()));
     }
     let readonly = match mode {
         "" | "rw" => false,
@@ -244,10 +251,22 @@ pub fn parse_bind(b: &str) -> Result<UserMount, RuntimeError> {
             )))
         }
     };
+    if !src.starts_with('/') {
+        if !crate::volume::valid_name(src) {
+            return Err(invalid(format!(
+                "{src:?} includes invalid characters for a volume name, only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed; a host directory needs an absolute path"
+            )));
+        }
+        let volumes = crate::volume::Volumes::new(store);
+        volumes.get(src)?;
+        return Ok(UserMount::Volume {
+            dir: volumes.dir(src),
+            target: dst.to_string(),
+            readonly,
+        });
+    }
     if fs::metadata(src).is_err() {
-        return Err(RuntimeError::Invalid(format!(
-            "invalid volume specification {b:?}: {src} does not exist"
-        )));
+        return Err(invalid(format!("{src} does not exist")));
     }
     Ok(UserMount::Bind {
         source: PathBuf::from(src),

@@ -17,11 +17,13 @@ pub enum UserMount {
         target: String,
         options: String,
     },
-    /// An anonymous volume: `dir/_data` is bound at `target`; the first time, it is filled
-    /// with what the image has at `target` (and `dir/populated` marks that done).
+    /// A volume (a container's anonymous one or a named one): `dir/_data` is bound at
+    /// `target`; the first time, it is filled with what the image has at `target` (and
+    /// `dir/populated` marks that done).
     Volume {
         dir: PathBuf,
         target: String,
+        readonly: bool,
     },
 }
 

@@ -18,7 +18,8 @@ use strata_image::spec::{self, ContainerConfig, History, ImageConfig};
 use strata_runtime::container::{
     new_id, ContainerRecord, Containers, HostConfig, RunConfig, State, Status,
 };
-use strata_runtime::{cgroup, fdpass, handoff, ops, rootexe};
+use strata_runtime::spec::UserMount;
+use strata_runtime::{cgroup, fdpass, handoff, ops, rootexe, volume};
 
 use crate::changes;
 use crate::cli::{
@@ -170,13 +171,33 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         "host" => "host",
         other => bail!("network {other:?} not found (strata supports none and host)"),
     };
+    // `-v /ctr` asks for an anonymous volume; `-v NAME:/ctr` for a named one, made now if
+    // it does not exist (as Docker does); `-v /host:/ctr` binds a host path.
     let mut covered = std::collections::BTreeSet::new();
+    let mut anonymous = Vec::new();
+    let mut binds = Vec::new();
     for v in &a.volumes {
-        if let strata_runtime::spec::UserMount::Bind { target, .. } =
-            strata_runtime::monitor::parse_bind(v)?
-        {
-            covered.insert(target.trim_end_matches('/').to_string());
+        match strata_runtime::monitor::split_bind(v) {
+            Some(("", target, _)) => {
+                if !target.starts_with('/') {
+                    bail!(
+                        "invalid volume specification {v:?}: the container path must be absolute"
+                    );
+                }
+                anonymous.push(target.trim_end_matches('/').to_string());
+                continue;
+            }
+            Some((name, _, _)) if !name.starts_with('/') && volume::valid_name(name) => {
+                volume::Volumes::new(store).create(name, BTreeMap::new())?;
+            }
+            _ => {}
         }
+        let target = match strata_runtime::monitor::parse_bind(v, store)? {
+            UserMount::Bind { target, .. } | UserMount::Volume { target, .. } => target,
+            UserMount::Tmpfs { target, .. } => target,
+        };
+        covered.insert(target.trim_end_matches('/').to_string());
+        binds.push(v.clone());
     }
     let mut tmpfs = BTreeMap::new();
     for t in &a.tmpfs {
@@ -199,7 +220,10 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
                 t.to_string()
             }
         })
+        .chain(anonymous.iter().cloned())
         .filter(|v| v.starts_with('/') && v != "/" && !covered.contains(v))
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
         .collect();
     if let Some(s) = a
         .stop_signal
@@ -234,7 +258,7 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
             labels,
         },
         host_config: HostConfig {
-            binds: a.volumes.clone(),
+            binds,
             mounts: Vec::new(),
             volumes,
             tmpfs,
@@ -761,8 +785,19 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
             }
         },
         "Mounts": rec.host_config.binds.iter().map(|b| {
-            let p: Vec<&str> = b.split(':').collect();
-            json!({"Type": "bind", "Source": p.first(), "Destination": p.get(1), "RW": p.get(2) != Some(&"ro")})
+            let (src, dst, mode) = strata_runtime::monitor::split_bind(b).unwrap_or_default();
+            if src.starts_with('/') {
+                json!({"Type": "bind", "Source": src, "Destination": dst, "RW": mode != "ro"})
+            } else {
+                json!({
+                    "Type": "volume",
+                    "Name": src,
+                    "Source": volume::Volumes::new(store).dir(src).join("_data"),
+                    "Destination": dst,
+                    "Driver": "local",
+                    "RW": mode != "ro",
+                })
+            }
         }).chain(rec.host_config.volumes.iter().map(|target| {
             let vdir = strata_runtime::monitor::volume_dir(&dir.path, target);
             json!({

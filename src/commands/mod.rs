@@ -5,6 +5,7 @@ pub mod containers;
 pub mod images;
 pub mod registry;
 pub mod system;
+pub mod volumes;
 
 use std::path::Path;
 

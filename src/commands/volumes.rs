@@ -1,0 +1,182 @@
+//! Volume commands: volume create, ls, inspect, rm, prune.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use strata_cache::{fsutil, Store};
+use strata_runtime::volume::{Volume, Volumes};
+
+use crate::cli::VolumeCommand;
+use crate::filters::Filters;
+use crate::output::{human_size, print_formatted, print_table, Format};
+
+pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
+    let volumes = Volumes::new(store);
+    match command {
+        VolumeCommand::Create {
+            labels,
+            driver,
+            name,
+        } => {
+            if driver != "local" {
+                bail!("volume driver {driver:?} is not supported (only local)");
+            }
+            let labels: BTreeMap<String, String> = labels
+                .iter()
+                .map(|l| {
+                    let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            let name = name.unwrap_or_else(strata_runtime::container::new_id);
+            println!("{}", volumes.create(&name, labels)?.name);
+            Ok(())
+        }
+        VolumeCommand::Ls {
+            quiet,
+            filter,
+            format,
+        } => list(&volumes, &filter, quiet, format.as_deref()),
+        VolumeCommand::Inspect { format, names } => {
+            let mut values = Vec::new();
+            let mut failed = Vec::new();
+            for n in &names {
+                match volumes.get(n) {
+                    Ok(v) => values.push(inspect_value(&v)),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            crate::commands::images::print_inspect(&values, format.as_deref())?;
+            if !failed.is_empty() {
+                bail!("{}", failed.join("; "));
+            }
+            Ok(())
+        }
+        VolumeCommand::Rm { force, names } => {
+            let mut failed = Vec::new();
+            for n in &names {
+                match volumes.remove(n) {
+                    Ok(()) => println!("{n}"),
+                    Err(strata_runtime::RuntimeError::NotFound(_)) if force => {}
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            if !failed.is_empty() {
+                bail!("{}", failed.join("; "));
+            }
+            Ok(())
+        }
+        VolumeCommand::Prune { all, force: _ } => prune(&volumes, all),
+    }
+}
+
+fn list(volumes: &Volumes<'_>, filter: &[String], quiet: bool, format: Option<&str>) -> Result<()> {
+    let f = Filters::parse(filter, &["dangling", "name", "label", "driver"])?;
+    let dangling = match f.values("dangling").last().map(String::as_str) {
+        None => None,
+        Some("true" | "1") => Some(true),
+        Some("false" | "0") => Some(false),
+        Some(v) => bail!("invalid filter 'dangling={v}'"),
+    };
+    let mut shown = Vec::new();
+    for v in volumes.list()? {
+        let used = !volumes.users(&v.name)?.is_empty();
+        if dangling.is_some_and(|d| d == used)
+            || !f.matches("name", &v.name)
+            || !f.matches("driver", "local")
+            || !f.matches_labels(&v.meta.labels)
+        {
+            continue;
+        }
+        shown.push(v);
+    }
+    if quiet {
+        for v in &shown {
+            println!("{}", v.name);
+        }
+        return Ok(());
+    }
+    let format = Format::parse(format);
+    if let Format::Table = format {
+        let rows: Vec<Vec<String>> = shown
+            .iter()
+            .map(|v| vec!["local".to_string(), v.name.clone()])
+            .collect();
+        print_table(&["DRIVER", "VOLUME NAME"], &rows);
+        return Ok(());
+    }
+    let items: Vec<Value> = shown
+        .iter()
+        .map(|v| {
+            json!({
+                "Driver": "local",
+                "Name": v.name,
+                "Mountpoint": v.mountpoint,
+                "Labels": labels_text(&v.meta.labels),
+                "Scope": "local",
+                "CreatedAt": v.meta.created_at,
+            })
+        })
+        .collect();
+    print_formatted(
+        &format,
+        &items,
+        &[
+            ("Driver", "DRIVER"),
+            ("Name", "VOLUME NAME"),
+            ("Mountpoint", "MOUNTPOINT"),
+            ("Labels", "LABELS"),
+        ],
+    )
+}
+
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Docker's `volume inspect` object.
+fn inspect_value(v: &Volume) -> Value {
+    json!({
+        "CreatedAt": v.meta.created_at,
+        "Driver": "local",
+        "Labels": v.meta.labels,
+        "Mountpoint": v.mountpoint,
+        "Name": v.name,
+        "Options": Value::Null,
+        "Scope": "local",
+    })
+}
+
+/// Docker 23's rule: without `-a`, only anonymous volumes go, and strata's anonymous volumes
+/// already go with their containers; with `-a`, every named volume no container uses.
+fn prune(volumes: &Volumes<'_>, all: bool) -> Result<()> {
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0;
+    if all {
+        for v in volumes.list()? {
+            if !volumes.users(&v.name)?.is_empty() {
+                continue;
+            }
+            let size = fsutil::tree_size(&v.mountpoint);
+            // A container made meanwhile may have taken it: then it stays.
+            if volumes.remove(&v.name).is_ok() {
+                reclaimed += size;
+                deleted.push(v.name);
+            }
+        }
+    }
+    if !deleted.is_empty() {
+        println!("Deleted Volumes:");
+        for n in &deleted {
+            println!("{n}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(reclaimed));
+    Ok(())
+}
