@@ -1114,6 +1114,65 @@ fn named_volumes_outlive_their_containers() {
     s.assert_check();
 }
 
+/// `system df` counts what containers and volumes hold: writable layers (reclaimable when
+/// stopped), named volumes (reclaimable when unused) and anonymous ones.
+#[test]
+fn system_df_measures_containers_and_volumes() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&[
+        "run",
+        "--name",
+        "wrote",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 300000 /dev/zero > /z",
+    ]);
+    s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "kept:/d",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 100000 /dev/zero > /d/z",
+    ]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "-v",
+        "/anon",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 20000 /dev/zero > /anon/z; sleep 60",
+    ]);
+    // Rows with their columns' padding folded (the widths follow the image's size).
+    let rows = || -> Vec<String> {
+        s.ok(&["system", "df"])
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    wait_for(
+        || rows()[3].starts_with("Local Volumes 2 1 120kB"),
+        "the anonymous volume's file",
+    );
+    let rows = rows();
+    assert_eq!(rows[0], "TYPE TOTAL ACTIVE SIZE RECLAIMABLE");
+    assert!(rows[1].starts_with("Images 1 1 "), "{rows:?}");
+    assert_eq!(rows[2], "Containers 2 1 300kB 300kB (100%)");
+    assert_eq!(rows[3], "Local Volumes 2 1 120kB 100kB (83%)");
+    assert_eq!(rows[4], "Build Cache 0 0 0B 0B");
+    s.ok(&["rm", "-f", "up", "wrote"]);
+    s.ok(&["volume", "rm", "kept"]);
+    s.assert_check();
+}
+
 #[test]
 fn hostile_cli_input_is_refused_in_one_line() {
     let s = Strata::new();

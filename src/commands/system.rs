@@ -1,7 +1,7 @@
 //! `system df|prune|check|info`, `version`.
 
 use anyhow::{bail, Context as _, Result};
-use strata_cache::{ImagePrune, Store};
+use strata_cache::{fsutil, ImagePrune, Store};
 
 use crate::cli::PruneArgs;
 use crate::output::{human_size, print_table};
@@ -73,9 +73,13 @@ pub fn df(store: &Store) -> Result<()> {
             }
         }
     }
-    let containers = store.container_links()?;
-    let cache = store.cache_records()?;
     let pct = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
+    let with_pct = |part: u64, whole: u64| format!("{} ({}%)", human_size(part), pct(part, whole));
+    let c = ContainerUsage::of(store)?;
+    let (cache_records, cache_size) = {
+        let rows = build_cache(store)?;
+        (rows.len(), rows.iter().map(|r| r.size).sum::<u64>())
+    };
     print_table(
         &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
         &[
@@ -84,25 +88,125 @@ pub fn df(store: &Store) -> Result<()> {
                 images.len().to_string(),
                 active.to_string(),
                 human_size(img_size),
-                format!("{} ({}%)", human_size(reclaim), pct(reclaim, img_size)),
+                with_pct(reclaim, img_size),
             ],
             vec![
                 "Containers".into(),
-                containers.len().to_string(),
-                containers.len().to_string(),
-                "0B".into(),
-                "0B (0%)".into(),
+                c.containers.to_string(),
+                c.running.to_string(),
+                human_size(c.size),
+                with_pct(c.reclaimable, c.size),
+            ],
+            vec![
+                "Local Volumes".into(),
+                c.volumes.to_string(),
+                c.volumes_used.to_string(),
+                human_size(c.volume_size),
+                with_pct(c.volume_reclaimable, c.volume_size),
             ],
             vec![
                 "Build Cache".into(),
-                cache.len().to_string(),
+                cache_records.to_string(),
                 "0".into(),
-                "0B".into(),
-                "0B".into(),
+                human_size(cache_size),
+                human_size(cache_size),
             ],
         ],
     );
     Ok(())
+}
+
+/// What containers and volumes hold, for `system df`.
+#[derive(Default)]
+struct ContainerUsage {
+    containers: usize,
+    running: usize,
+    /// Bytes in the containers' writable layers; those of stopped ones can be pruned.
+    size: u64,
+    reclaimable: u64,
+    /// Named volumes and the anonymous volumes of containers.
+    volumes: usize,
+    volumes_used: usize,
+    volume_size: u64,
+    /// Named volumes no container uses (anonymous ones go with their containers).
+    volume_reclaimable: u64,
+}
+
+impl ContainerUsage {
+    fn of(store: &Store) -> Result<ContainerUsage> {
+        let cs = strata_runtime::container::Containers::new(store);
+        let mut u = ContainerUsage::default();
+        for rec in cs.list()? {
+            let dir = cs.dir(&rec.id);
+            let size = fsutil::tree_size(&dir.upper());
+            u.containers += 1;
+            u.size += size;
+            if cs.state(&rec.id).is_ok_and(|st| st.is_running()) {
+                u.running += 1;
+            } else {
+                u.reclaimable += size;
+            }
+            for target in &rec.host_config.volumes {
+                let data = strata_runtime::monitor::volume_dir(&dir.path, target).join("_data");
+                u.volumes += 1;
+                u.volumes_used += 1;
+                u.volume_size += fsutil::tree_size(&data);
+            }
+        }
+        let volumes = strata_runtime::volume::Volumes::new(store);
+        for v in volumes.list()? {
+            let size = fsutil::tree_size(&v.mountpoint);
+            u.volumes += 1;
+            u.volume_size += size;
+            if volumes.users(&v.name)?.is_empty() {
+                u.volume_reclaimable += size;
+            } else {
+                u.volumes_used += 1;
+            }
+        }
+        Ok(u)
+    }
+}
+
+/// One entry of the build cache, for `builder du` and `system df`.
+struct CacheEntry {
+    id: String,
+    image: String,
+    size: u64,
+    last_used: String,
+}
+
+/// The build cache: each step's record (sized by the layer it made) and each `RUN
+/// --mount=type=cache` directory (as Docker lists its exec.cachemount records).
+fn build_cache(store: &Store) -> Result<Vec<CacheEntry>> {
+    let mut out = Vec::new();
+    for r in store.cache_records()? {
+        let size = store
+            .image_record(&r.image)
+            .ok()
+            .and_then(|i| i.layers.last().cloned())
+            .and_then(|l| store.layer_meta(&l).ok())
+            .map(|m| m.size)
+            .unwrap_or(0);
+        out.push(CacheEntry {
+            id: r.key.short().to_string(),
+            image: r.image.short().to_string(),
+            size,
+            last_used: r.last_used.clone(),
+        });
+    }
+    for (key, id, size, modified) in store.cache_mounts() {
+        out.push(CacheEntry {
+            id: format!(
+                "cache mount {}",
+                id.unwrap_or_else(|| key[..12].to_string())
+            ),
+            image: "-".to_string(),
+            size,
+            last_used: modified,
+        });
+    }
+    Ok(out)
 }
 
 pub fn prune(store: &Store, a: &PruneArgs, images_only: bool) -> Result<()> {
@@ -243,37 +347,12 @@ pub fn builder_cache(store: &Store, c: &crate::cli::BuilderCacheCommand) -> Resu
 }
 
 pub fn builder_du(store: &Store) -> Result<()> {
-    let mut rows = Vec::new();
-    let mut total = 0u64;
-    for r in store.cache_records()? {
-        let size = store
-            .image_record(&r.image)
-            .ok()
-            .and_then(|i| i.layers.last().cloned())
-            .and_then(|l| store.layer_meta(&l).ok())
-            .map(|m| m.size)
-            .unwrap_or(0);
-        total += size;
-        rows.push(vec![
-            r.key.short().to_string(),
-            r.image.short().to_string(),
-            human_size(size),
-            r.last_used.clone(),
-        ]);
-    }
-    // RUN --mount=type=cache directories, as Docker lists its exec.cachemount records.
-    for (key, id, size, modified) in store.cache_mounts() {
-        total += size;
-        rows.push(vec![
-            format!(
-                "cache mount {}",
-                id.unwrap_or_else(|| key[..12].to_string())
-            ),
-            "-".to_string(),
-            human_size(size),
-            modified,
-        ]);
-    }
+    let entries = build_cache(store)?;
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    let rows: Vec<Vec<String>> = entries
+        .into_iter()
+        .map(|e| vec![e.id, e.image, human_size(e.size), e.last_used])
+        .collect();
     print_table(&["ID", "IMAGE", "SIZE", "LAST USED"], &rows);
     println!("Total:\t{}", human_size(total));
     Ok(())
