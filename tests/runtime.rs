@@ -404,6 +404,48 @@ fn volumes_tmpfs_readonly_and_env() {
     assert_eq!(got, "b c 1 /root /tmp/work\n");
 }
 
+/// `logs -f` follows until the container exits, without repeating or losing a line;
+/// `--since`/`--until` take timestamps, Unix seconds or durations before now.
+#[test]
+fn logs_follow_to_the_end_and_select_by_time() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two; echo three >&2; sleep 0.5; echo four",
+    ]);
+    let o = s.run(&["logs", "-f", "talker"]);
+    assert_eq!(out(&o), ("one\ntwo\nfour\n".into(), "three\n".into()));
+    let stamped = s.ok(&["logs", "-t", "talker"]);
+    let two = stamped
+        .lines()
+        .find_map(|l| l.strip_suffix(" two"))
+        .unwrap()
+        .to_string();
+    assert_eq!(s.ok(&["logs", "--since", &two, "talker"]), "two\nfour\n");
+    assert_eq!(s.ok(&["logs", "--until", &two, "talker"]), "one\n");
+    assert_eq!(
+        s.ok(&["logs", "--since", "1h", "talker"]),
+        "one\ntwo\nfour\n"
+    );
+    assert_eq!(
+        s.ok(&["logs", "--since", "0", "--tail", "1", "talker"]),
+        "four\n"
+    );
+    assert_eq!(s.ok(&["logs", "--until", "1h", "talker"]), "");
+    assert_eq!(
+        s.fails(&["logs", "--since", "soon", "talker"]),
+        "Error: invalid --since value \"soon\": a timestamp, Unix seconds or a duration such as 42m\n"
+    );
+    s.ok(&["rm", "talker"]);
+}
+
 #[test]
 fn detached_lifecycle_exec_logs_pause_stop_rm() {
     let s = Strata::new();

@@ -166,6 +166,13 @@ pub fn rfc3339_from_unix(secs: i64) -> String {
 }
 
 /// Parses an RFC 3339 time to Unix seconds.
+/// An RFC 3339 time in nanoseconds since the epoch.
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i128> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos())
+}
+
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()

@@ -2,7 +2,7 @@
 //! stream and the time.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -59,14 +59,41 @@ impl LogWriter {
     }
 }
 
-/// Reads every log line of a container.
-pub fn read(path: &Path) -> Vec<LogLine> {
-    let Ok(f) = File::open(path) else {
-        return Vec::new();
-    };
-    BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect()
+/// Reads a log as it grows (`logs -f`): the first call returns the lines there are, each
+/// later one the lines completed since, reading only what was appended.
+pub struct LogFollower {
+    path: std::path::PathBuf,
+    file: Option<File>,
+    /// Bytes of a line whose end has not been written yet.
+    partial: Vec<u8>,
+}
+
+impl LogFollower {
+    pub fn open(path: &Path) -> LogFollower {
+        LogFollower {
+            path: path.to_path_buf(),
+            file: File::open(path).ok(),
+            partial: Vec::new(),
+        }
+    }
+
+    pub fn next_lines(&mut self) -> Vec<LogLine> {
+        use std::io::Read;
+        if self.file.is_none() {
+            // The log appears with the container's first output.
+            self.file = File::open(&self.path).ok();
+        }
+        let Some(f) = self.file.as_mut() else {
+            return Vec::new();
+        };
+        let _ = f.read_to_end(&mut self.partial);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        complete
+            .split(|&b| b == b'\n')
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect()
+    }
 }

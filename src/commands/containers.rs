@@ -889,25 +889,62 @@ pub fn logs(store: &Store, a: &LogsArgs) -> Result<()> {
         }
         let _ = out.flush();
     };
-    let all = strata_runtime::logs::read(&path);
+    let since = a
+        .since
+        .as_deref()
+        .map(|t| log_time("--since", t))
+        .transpose()?;
+    let until = a
+        .until
+        .as_deref()
+        .map(|t| log_time("--until", t))
+        .transpose()?;
+    let in_window = |l: &strata_runtime::logs::LogLine| {
+        let t = fsutil::parse_rfc3339_nanos(&l.time);
+        since.is_none_or(|s| t.is_some_and(|t| t >= s))
+            && until.is_none_or(|u| t.is_some_and(|t| t < u))
+    };
+    // One reader for what is there and what comes: no line twice, none lost in between.
+    let mut follower = strata_runtime::logs::LogFollower::open(&path);
+    let mut all = follower.next_lines();
+    all.retain(|l| in_window(l));
     let start = tail.map(|t| all.len().saturating_sub(t)).unwrap_or(0);
     print(&all[start..]);
-    if a.follow {
-        let mut seen = all.len();
+    // Docker stops following at --until, as nothing later can be shown.
+    if a.follow && until.is_none() {
         loop {
             let running = c.state(&rec.id).map(|s| s.is_running()).unwrap_or(false);
             std::thread::sleep(Duration::from_millis(100));
-            let now = strata_runtime::logs::read(&path);
-            if now.len() > seen {
-                print(&now[seen..]);
-                seen = now.len();
-            }
+            let mut new = follower.next_lines();
+            new.retain(|l| in_window(l));
+            print(&new);
             if !running {
                 break;
             }
         }
     }
     Ok(())
+}
+
+/// A `logs --since/--until` time, in nanoseconds since the epoch: an RFC 3339 timestamp, Unix
+/// seconds (`1700000000.5`) or a Go duration before now (`10m`, `1h30m`).
+fn log_time(flag: &str, value: &str) -> Result<i128> {
+    if let Some(t) = fsutil::parse_rfc3339_nanos(value) {
+        return Ok(t);
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        return Ok((secs * 1e9) as i128);
+    }
+    let ago = strata_parser::grammar::parse_duration(value).map_err(|_| {
+        anyhow!(
+            "invalid {flag} value {value:?}: a timestamp, Unix seconds or a duration such as 42m"
+        )
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    Ok(now - i128::from(ago))
 }
 
 pub fn top(store: &Store, key: &str) -> Result<()> {
