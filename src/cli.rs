@@ -95,6 +95,8 @@ pub enum Command {
     Start(StartArgs),
     /// Stop one or more running containers
     Stop(StopArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
     /// Kill one or more running containers
     Kill(KillArgs),
     /// Pause all processes within one or more containers
@@ -476,6 +478,8 @@ pub enum ContainerCommand {
     Stop(StopArgs),
     /// Kill containers
     Kill(KillArgs),
+    /// Restart containers
+    Restart(StopArgs),
     /// Run a container
     #[command(disable_help_flag = true)]
     Run(RunArgs),

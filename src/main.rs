@@ -165,6 +165,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
             containers::stop(&store()?, &a)
         }
+        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
+            containers::restart(&store()?, &root, &a)
+        }
         Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
             containers::kill(&store()?, &a)
         }

@@ -446,6 +446,41 @@ fn logs_follow_to_the_end_and_select_by_time() {
     s.ok(&["rm", "talker"]);
 }
 
+/// `restart` stops a running container (or none) and starts it detached; its files stay.
+#[test]
+fn restart_starts_again_with_the_same_files() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "busybox",
+        "sh",
+        "-c",
+        "echo start >> /starts; exec sleep 60",
+    ]);
+    let starts = |n: &str| {
+        s.run(&["exec", "again", "wc", "-l", "/starts"]).stdout
+            == format!("{n} /starts\n").as_bytes()
+    };
+    wait_for(|| starts("1"), "the first start");
+    assert_eq!(s.ok(&["restart", "-t", "0", "again"]), "again\n");
+    wait_for(|| starts("2"), "the second start");
+    s.ok(&["stop", "-t", "0", "again"]);
+    assert_eq!(s.ok(&["container", "restart", "again"]), "again\n");
+    wait_for(|| starts("3"), "the third start");
+    assert!(s
+        .ok(&["ps", "--format", "{{.Status}}", "-f", "name=again"])
+        .starts_with("Up "));
+    assert!(s
+        .fails(&["restart", "nosuch"])
+        .contains("no such container: nosuch"));
+    s.ok(&["rm", "-f", "again"]);
+    s.assert_check();
+}
+
 #[test]
 fn detached_lifecycle_exec_logs_pause_stop_rm() {
     let s = Strata::new();

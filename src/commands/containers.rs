@@ -494,6 +494,19 @@ pub fn stop(store: &Store, a: &StopArgs) -> Result<()> {
     })
 }
 
+/// `restart`: `stop` (when running), then a detached start, as Docker's.
+pub fn restart(store: &Store, root: &Path, a: &StopArgs) -> Result<()> {
+    for_each(store, &a.containers, |c, rec| {
+        let mut rec = rec.clone();
+        if let Some(s) = &a.signal {
+            strata_runtime::parse_signal(s)?;
+            rec.config.stop_signal = s.clone();
+        }
+        ops::stop(c, &rec, a.time)?;
+        start_detached(root, &rec.id)
+    })
+}
+
 pub fn kill(store: &Store, a: &KillArgs) -> Result<()> {
     let sig = strata_runtime::parse_signal(&a.signal)?;
     for_each(store, &a.containers, |c, rec| Ok(ops::kill(c, rec, sig)?))
