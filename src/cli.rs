@@ -572,6 +572,9 @@ pub struct CreateArgs {
     /// Set metadata on a container
     #[arg(short, long = "label")]
     pub labels: Vec<String>,
+    /// Pull the image first: missing (when the store lacks it), always, never
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pub pull: String,
     /// The image
     pub image: String,
     /// Command and arguments

@@ -136,8 +136,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let root = std::path::absolute(&cli.globals.root)
         .map_err(|e| anyhow::anyhow!("--root {}: {e}", cli.globals.root.display()))?;
     let store = || open_store(&root);
+    let insecure = cli.globals.insecure_registries.clone();
     let registries = registry::RegistryConfig {
-        insecure: cli.globals.insecure_registries.clone(),
+        insecure: insecure.clone(),
     };
     match cli.command {
         Command::Build(a) => {
@@ -154,10 +155,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volume(c) => volumes::run(&store()?, c),
         Command::Builder(BuilderCommand::Cache(c)) => system::builder_cache(&store()?, &c),
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
-            containers::run(&store()?, &root, &a)
+            containers::run(&store()?, &root, &insecure, &a)
         }
         Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
-            containers::create(&store()?, &a)
+            containers::create(&store()?, &root, &insecure, &a)
         }
         Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
             containers::start(&store()?, &root, &a)

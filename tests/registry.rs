@@ -568,6 +568,58 @@ fn build_pulls_missing_base_images() {
     );
 }
 
+/// `run` and `create` pull an image the store lacks first, as Docker's do; `--pull never`
+/// refuses, `--pull always` asks the registry again. The pull's progress goes to stderr.
+#[test]
+fn run_pulls_a_missing_image_first() {
+    let reg = Registry::start(None);
+    let a = Strata::new();
+    a.busybox();
+    let remote = format!("{}/base/busybox:1", reg.addr());
+    a.ok(&["push", "busybox", &remote]);
+    let b = Strata::new();
+    let err = b.fails(&["run", "--rm", "--pull", "never", &remote, "true"]);
+    assert!(err.contains("unable to find image"), "{err}");
+    let o = b.run(&["run", "--rm", &remote, "echo", "pulled"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "pulled\n");
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.starts_with(&format!("Unable to find image '{remote}' locally\n")),
+        "{said}"
+    );
+    // Present now: no pull, nothing said.
+    let o = b.run(&["run", "--rm", &remote, "true"]);
+    assert_eq!((o.status.code(), o.stderr.len()), (Some(0), 0));
+    let o = b.run(&["create", "--pull", "always", &remote, "true"]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Image is up to date"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A registry that has no such image: one error line after the pull's own.
+    let o = b.run(&[
+        "run",
+        "--rm",
+        &format!("{}/base/none:1", reg.addr()),
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        said.lines().filter(|l| l.starts_with("Error: ")).count(),
+        1,
+        "{said}"
+    );
+    b.assert_check();
+}
+
 #[test]
 fn interop_with_skopeo_and_podman() {
     if !have("skopeo") {

@@ -49,7 +49,7 @@ fn run_exit_codes_and_stream_separation() {
     );
     let o = s.run(&["run", "--rm", "busybox", "/etc/passwd"]);
     assert_eq!(o.status.code(), Some(126));
-    let o = s.run(&["run", "--rm", "nosuchimage"]);
+    let o = s.run(&["run", "--rm", "--pull", "never", "nosuchimage"]);
     assert_eq!(o.status.code(), Some(125));
     // stdin only with -i
     let mut c = s
@@ -1583,8 +1583,16 @@ fn a_foreground_run_whose_record_fails_reports_once_and_exits_125() {
     s.ok(&["create", "--name", "taken", "busybox", "true"]);
     for args in [
         &["run", "--rm", "--name", "taken", "busybox", "true"][..],
-        &["run", "--rm", "nosuchimage"][..],
-        &["run", "--rm", "--network", "host", "nosuchimage"][..],
+        &["run", "--rm", "--pull", "never", "nosuchimage"][..],
+        &[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "host",
+            "nosuchimage",
+        ][..],
     ] {
         let o = s.run(args);
         assert_eq!(o.status.code(), Some(125), "{args:?}");

@@ -281,7 +281,8 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
     Ok(Containers::new(store).create(rec)?)
 }
 
-pub fn create(store: &Store, a: &CreateArgs) -> Result<()> {
+pub fn create(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {
+    ensure_image(store, root, insecure, a)?;
     let rec = create_record(store, a).map_err(exit125)?;
     println!("{}", rec.id);
     Ok(())
@@ -342,7 +343,52 @@ fn start_detached(root: &Path, id: &str) -> Result<()> {
     result.map_err(|(code, msg)| anyhow!(ExitError(code, msg)))
 }
 
-pub fn run(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
+/// Docker's `--pull` for `run` and `create`: an image the store lacks (any, with `always`)
+/// is pulled first. By a child `strata pull`: the pull runs threads, and the start that follows
+/// needs a single-threaded process; its progress goes to stderr, as Docker's does, since stdout
+/// belongs to the container.
+fn ensure_image(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {
+    let present = store.resolve_image(&a.image).is_ok();
+    match a.pull.as_str() {
+        "never" => return Ok(()),
+        "missing" if present => return Ok(()),
+        "missing" => {
+            let shown = Reference::parse(&a.image)
+                .map(|r| r.familiar())
+                .unwrap_or_else(|_| a.image.clone());
+            eprintln!("Unable to find image '{shown}' locally");
+        }
+        _ => {}
+    }
+    // A malformed name or an ID is the record's to report ("unable to find image").
+    if Reference::parse(&a.image).is_err() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().map_err(exit125)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root").arg(root);
+    for r in insecure {
+        cmd.arg("--insecure-registry").arg(r);
+    }
+    cmd.args(["pull", &a.image]);
+    let stderr = io::stderr().as_fd().try_clone_to_owned().map_err(exit125)?;
+    let o = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stderr))
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| exit125(format!("run strata pull: {e}")))?;
+    let said = String::from_utf8_lossy(&o.stderr);
+    if o.status.success() {
+        eprint!("{said}");
+        return Ok(());
+    }
+    let last = said.lines().last().unwrap_or("pull failed");
+    Err(exit125(last.strip_prefix("Error: ").unwrap_or(last)))
+}
+
+pub fn run(store: &Store, root: &Path, insecure: &[String], a: &RunArgs) -> Result<()> {
+    ensure_image(store, root, insecure, &a.create)?;
     if a.detach {
         let rec = create_record(store, &a.create).map_err(exit125)?;
         start_detached(root, &rec.id)?;
