@@ -1250,6 +1250,73 @@ fn system_df_measures_containers_and_volumes() {
     s.assert_check();
 }
 
+/// `--add-host`, `--dns*`, `--shm-size`, `--ulimit` and `--mount` (bind, volume, tmpfs) as
+/// Docker's, seen from inside the container; bad values are one-line errors.
+#[test]
+fn run_flags_for_hosts_dns_shm_ulimits_and_mounts() {
+    let s = Strata::new();
+    s.busybox();
+    let src = s.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "bound\n").unwrap();
+    let bind = format!("type=bind,source={},target=/b,readonly", src.display());
+    let got = s.ok(&[
+        "run",
+        "--rm",
+        "--add-host",
+        "db:10.0.0.5",
+        "--add-host",
+        "six=::1",
+        "--dns",
+        "192.0.2.53",
+        "--dns-search",
+        "example.org",
+        "--dns-option",
+        "ndots:2",
+        "--shm-size",
+        "32m",
+        "--ulimit",
+        "nofile=512:1024",
+        "--ulimit",
+        "core=-1",
+        "--mount",
+        &bind,
+        "--mount",
+        "type=volume,source=mv,target=/v",
+        "--mount",
+        "type=tmpfs,target=/t,tmpfs-size=1m",
+        "busybox",
+        "sh",
+        "-c",
+        "tail -2 /etc/hosts; grep -E '^(nameserver|search|options)' /etc/resolv.conf; \
+         df -k /dev/shm /t | tail -2 | awk '{print $2, $6}'; ulimit -n; ulimit -Hn; ulimit -c; \
+         cat /b/f; touch /b/x 2>/dev/null || echo read-only; touch /v/ok && echo volume",
+    ]);
+    assert_eq!(
+        got,
+        "10.0.0.5\tdb\n::1\tsix\nnameserver 192.0.2.53\nsearch example.org\noptions ndots:2\n\
+         32768 /dev/shm\n1024 /t\n512\n1024\nunlimited\nbound\nread-only\nvolume\n"
+    );
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "mv\n");
+    for (flag, value, error) in [
+        ("--ulimit", "nofile=2:1", "invalid --ulimit \"nofile=2:1\": the soft limit is above the hard limit"),
+        ("--ulimit", "bogus=1", "invalid --ulimit \"bogus=1\": unknown ulimit \"bogus\""),
+        ("--add-host", "x", "invalid --add-host \"x\": expected HOST:IP"),
+        ("--dns", "foo", "invalid --dns \"foo\": not an IP address"),
+        ("--shm-size", "0", "invalid --shm-size \"0\": a size such as 64m"),
+        ("--mount", "type=bind,target=/x", "invalid mount config \"type=bind,target=/x\": source is required for a bind mount"),
+        ("--mount", "type=nfs,target=/x", "invalid mount config \"type=nfs,target=/x\": mount type \"nfs\" is not supported (bind, volume, tmpfs)"),
+        ("--mount", "type=tmpfs,target=/x,foo=1", "invalid mount config \"type=tmpfs,target=/x,foo=1\": unexpected key \"foo\""),
+    ] {
+        assert_eq!(
+            s.fails(&["run", "--rm", flag, value, "busybox", "true"]),
+            format!("Error: {error}\n")
+        );
+    }
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    s.assert_check();
+}
+
 #[test]
 fn hostile_cli_input_is_refused_in_one_line() {
     let s = Strata::new();

@@ -80,6 +80,82 @@ pub struct HostConfig {
     pub init: bool,
     #[serde(default)]
     pub auto_remove: bool,
+    /// `--add-host HOST:IP` lines for /etc/hosts, as (host, ip).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--dns`, `--dns-search`, `--dns-option`: what replaces the host's in resolv.conf.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// `--shm-size` in bytes (0: Docker's 64 MiB).
+    #[serde(default)]
+    pub shm_size: i64,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+}
+
+/// The resource a `--ulimit` name sets (Docker's names).
+pub fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    Some(match name {
+        "core" => R::RLIMIT_CORE,
+        "cpu" => R::RLIMIT_CPU,
+        "data" => R::RLIMIT_DATA,
+        "fsize" => R::RLIMIT_FSIZE,
+        "locks" => R::RLIMIT_LOCKS,
+        "memlock" => R::RLIMIT_MEMLOCK,
+        "msgqueue" => R::RLIMIT_MSGQUEUE,
+        "nice" => R::RLIMIT_NICE,
+        "nofile" => R::RLIMIT_NOFILE,
+        "nproc" => R::RLIMIT_NPROC,
+        "rss" => R::RLIMIT_RSS,
+        "rtprio" => R::RLIMIT_RTPRIO,
+        "rttime" => R::RLIMIT_RTTIME,
+        "sigpending" => R::RLIMIT_SIGPENDING,
+        "stack" => R::RLIMIT_STACK,
+        "as" => R::RLIMIT_AS,
+        _ => return None,
+    })
+}
+
+/// Parses `--ulimit NAME=SOFT[:HARD]` (HARD defaults to SOFT; -1 is unlimited).
+pub fn parse_ulimit(s: &str) -> Result<Ulimit, RuntimeError> {
+    let bad = |why: &str| RuntimeError::Invalid(format!("invalid --ulimit {s:?}: {why}"));
+    let (name, values) = s
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=SOFT[:HARD]"))?;
+    if rlimit_resource(name).is_none() {
+        return Err(bad(&format!("unknown ulimit {name:?}")));
+    }
+    let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+    let num = |v: &str| {
+        v.parse::<i64>()
+            .ok()
+            .filter(|n| *n >= -1)
+            .ok_or_else(|| bad(&format!("{v:?} is not a number")))
+    };
+    let (soft, hard) = (num(soft)?, num(hard)?);
+    let above = |a: i64, b: i64| b != -1 && (a == -1 || a > b);
+    if above(soft, hard) {
+        return Err(bad("the soft limit is above the hard limit"));
+    }
+    Ok(Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
+}
+
+/// One resource limit (`--ulimit nofile=1024:2048`); -1 is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// One bind mount of a host path into the container.

@@ -70,6 +70,7 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
         tty: o.tty,
         console_size: None,
         init: false,
+        ulimits: base.ulimits.clone(),
     };
     // Join the cgroup, then the namespaces (mount last: it changes our root).
     Cgroup::of(&rec.id).add_self().map_err(e125)?;

@@ -80,7 +80,7 @@ fn setup(
         Mode::empty(),
     )
     .ctx(|| format!("open rootfs {}", root.mountpoint.display()))?;
-    standard_mounts(&root_fd)?;
+    standard_mounts(&root_fd, root.shm_size)?;
     // sysfs shows the network devices of the namespace it is mounted from.
     // The monitor's helper has made it meanwhile (see `netns`).
     match netns {
@@ -273,7 +273,7 @@ fn mount_fixed(
     mount(source, via.as_str(), fstype, flags, data).ctx(|| format!("mount {target}"))
 }
 
-fn standard_mounts(root_fd: &OwnedFd) -> Result<(), InitError> {
+fn standard_mounts(root_fd: &OwnedFd, shm_size: i64) -> Result<(), InitError> {
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     mount_fixed(
         root_fd,
@@ -305,13 +305,18 @@ fn standard_mounts(root_fd: &OwnedFd) -> Result<(), InitError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
+    let shm = if shm_size > 0 {
+        format!("mode=1777,size={shm_size}")
+    } else {
+        "mode=1777,size=65536k".to_string()
+    };
     mount_fixed(
         root_fd,
         "/dev/shm",
         Some("shm"),
         Some("tmpfs"),
         nosuid_noexec_nodev,
-        Some("mode=1777,size=65536k"),
+        Some(shm.as_str()),
     )?;
     mount_fixed(
         root_fd,
@@ -836,6 +841,7 @@ pub fn exec_process(
         .unwrap_or_default();
     let env = final_env(&p.env, &user.home, &hostname, p.tty);
     raise_nofile();
+    set_ulimits(&p.ulimits)?;
     // Only our error pipe survives from here: no fd can carry a host directory into the
     // container (CVE-2024-21626), not even through a working directory like /proc/self/fd/N.
     close_fds_except(err_fd);
@@ -880,6 +886,19 @@ fn raise_nofile() {
         let _ =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
+}
+
+/// `--ulimit`s, after the defaults (so `nofile` given replaces the raised default).
+fn set_ulimits(limits: &[crate::container::Ulimit]) -> Result<(), InitError> {
+    for l in limits {
+        let Some(resource) = crate::container::rlimit_resource(&l.name) else {
+            return fail(125, format!("unknown ulimit {:?}", l.name));
+        };
+        let value = |v: i64| if v < 0 { libc::RLIM_INFINITY } else { v as u64 };
+        nix::sys::resource::setrlimit(resource, value(l.soft), value(l.hard))
+            .ctx(|| format!("set ulimit {}={}:{}", l.name, l.soft, l.hard))?;
+    }
+    Ok(())
 }
 
 fn close_fds_except(keep: RawFd) {

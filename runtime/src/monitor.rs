@@ -18,7 +18,7 @@ use strata_cache::fsutil;
 use strata_cache::Store;
 
 use crate::cgroup::{Cgroup, Limits};
-use crate::container::{process_start_time, ContainerRecord, Containers, Status};
+use crate::container::{process_start_time, ContainerRecord, Containers, HostConfig, Status};
 use crate::init;
 use crate::logs::LogWriter;
 use crate::netns::{self, NetNs};
@@ -114,7 +114,7 @@ pub fn specs(
     } else {
         rec.short_id().to_string()
     };
-    let etc = etc_files(&dir.path, &hostname, network_host)?;
+    let etc = etc_files(&dir.path, &hostname, h)?;
     let mut mounts = Vec::new();
     for b in &h.binds {
         mounts.push(parse_bind(b, store)?);
@@ -161,6 +161,7 @@ pub fn specs(
         readonly: h.readonly_rootfs,
         privileged: h.privileged,
         isolated_network: !network_host,
+        shm_size: h.shm_size,
     };
     let proc_ = ProcessSpec {
         args: rec.argv(),
@@ -173,6 +174,7 @@ pub fn specs(
         tty: rec.config.tty,
         console_size: None,
         init: h.init,
+        ulimits: h.ulimits.clone(),
     };
     Ok((root, proc_))
 }
@@ -278,19 +280,25 @@ pub fn parse_bind(b: &str, store: &Store) -> Result<UserMount, RuntimeError> {
 fn etc_files(
     dir: &std::path::Path,
     hostname: &str,
-    network_host: bool,
+    h: &HostConfig,
 ) -> Result<Vec<(PathBuf, String)>, RuntimeError> {
     let hosts = dir.join("hosts");
-    let content = if network_host {
+    let mut content = if h.host_network() {
         fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
         format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
         )
     };
+    for (host, ip) in &h.extra_hosts {
+        content.push_str(&format!("{ip}\t{host}\n"));
+    }
     let hostname_file = dir.join("hostname");
     let resolv = dir.join("resolv.conf");
-    let resolv_content = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv_content = resolv_conf(
+        &fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        h,
+    );
     for (p, c) in [
         (&hosts, content),
         (&hostname_file, format!("{hostname}\n")),
@@ -303,6 +311,35 @@ fn etc_files(
         (hostname_file, "/etc/hostname".into()),
         (resolv, "/etc/resolv.conf".into()),
     ])
+}
+
+/// The host's resolv.conf with the nameservers, search domains and options the container was
+/// given in place of the host's (each kind only when given, as Docker does).
+fn resolv_conf(host: &str, h: &HostConfig) -> String {
+    let given = [
+        ("nameserver", !h.dns.is_empty()),
+        ("search", !h.dns_search.is_empty()),
+        ("domain", !h.dns_search.is_empty()),
+        ("options", !h.dns_options.is_empty()),
+    ];
+    let mut out: String = host
+        .lines()
+        .filter(|l| {
+            let key = l.split_whitespace().next().unwrap_or("");
+            !given.iter().any(|(k, replaced)| *replaced && key == *k)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for ns in &h.dns {
+        out.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !h.dns_search.is_empty() {
+        out.push_str(&format!("search {}\n", h.dns_search.join(" ")));
+    }
+    if !h.dns_options.is_empty() {
+        out.push_str(&format!("options {}\n", h.dns_options.join(" ")));
+    }
+    out
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {

@@ -44,6 +44,9 @@ pub struct RootSpec {
     pub privileged: bool,
     /// A new network namespace with only loopback.
     pub isolated_network: bool,
+    /// Size of /dev/shm in bytes (0: Docker's 64 MiB).
+    #[serde(default)]
+    pub shm_size: i64,
 }
 
 /// The process to run.
@@ -63,6 +66,9 @@ pub struct ProcessSpec {
     pub console_size: Option<(u16, u16)>,
     /// Run a reaping init (pid 1) that forwards signals to the command.
     pub init: bool,
+    /// Resource limits set before the exec (`--ulimit`).
+    #[serde(default)]
+    pub ulimits: Vec<crate::container::Ulimit>,
 }
 
 /// The default PATH, as Docker and BuildKit set it.

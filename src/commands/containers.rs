@@ -199,7 +199,36 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         covered.insert(target.trim_end_matches('/').to_string());
         binds.push(v.clone());
     }
+    let mut structural_binds = Vec::new();
     let mut tmpfs = BTreeMap::new();
+    for m in &a.mounts {
+        match parse_mount(m)? {
+            MountFlag::Bind(b) => {
+                if std::fs::metadata(&b.source).is_err() {
+                    bail!(
+                        "invalid mount config {m:?}: bind source path does not exist: {}",
+                        b.source.display()
+                    );
+                }
+                covered.insert(b.target.trim_end_matches('/').to_string());
+                structural_binds.push(b);
+            }
+            MountFlag::Volume(spec) => {
+                if let Some((name, _, _)) = strata_runtime::monitor::split_bind(&spec) {
+                    volume::Volumes::new(store).create(name, BTreeMap::new())?;
+                }
+                if let UserMount::Volume { target, .. } =
+                    strata_runtime::monitor::parse_bind(&spec, store)?
+                {
+                    covered.insert(target.trim_end_matches('/').to_string());
+                }
+                binds.push(spec);
+            }
+            MountFlag::Tmpfs(path, opts) => {
+                tmpfs.insert(path, opts);
+            }
+        }
+    }
     for t in &a.tmpfs {
         let (path, opts) = t.split_once(':').unwrap_or((t, ""));
         if !path.starts_with('/') {
@@ -259,7 +288,7 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         },
         host_config: HostConfig {
             binds,
-            mounts: Vec::new(),
+            mounts: structural_binds,
             volumes,
             tmpfs,
             readonly_rootfs: a.read_only,
@@ -274,11 +303,124 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
             security_opt: a.security_opt.clone(),
             init: a.init,
             auto_remove: a.rm,
+            extra_hosts: a
+                .add_hosts
+                .iter()
+                .map(|h| parse_add_host(h))
+                .collect::<Result<_>>()?,
+            dns: a
+                .dns
+                .iter()
+                .map(|d| match d.parse::<std::net::IpAddr>() {
+                    Ok(_) => Ok(d.clone()),
+                    Err(_) => Err(anyhow!("invalid --dns {d:?}: not an IP address")),
+                })
+                .collect::<Result<_>>()?,
+            dns_search: a.dns_search.clone(),
+            dns_options: a.dns_options.clone(),
+            shm_size: match a.shm_size.as_deref() {
+                None => 0,
+                Some(s) => match strata_parser::instructions::parse_size(s) {
+                    Some(n) if n > 0 => n as i64,
+                    _ => bail!("invalid --shm-size {s:?}: a size such as 64m"),
+                },
+            },
+            ulimits: a
+                .ulimits
+                .iter()
+                .map(|u| strata_runtime::container::parse_ulimit(u))
+                .collect::<Result<_, _>>()?,
         },
         layers: img.record.layers.clone(),
         pending_layers: Vec::new(),
     };
     Ok(Containers::new(store).create(rec)?)
+}
+
+/// What one `--mount` asks for.
+enum MountFlag {
+    Bind(strata_runtime::container::BindMount),
+    /// As a `-v NAME:/path[:ro]` option.
+    Volume(String),
+    /// Path and tmpfs options.
+    Tmpfs(String, String),
+}
+
+/// Docker's `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…]
+/// [,tmpfs-mode=…]` (`src`, `dst`, `destination`, `ro` as aliases); unknown keys are errors.
+fn parse_mount(spec: &str) -> Result<MountFlag> {
+    let bad = |why: String| anyhow!("invalid mount config {spec:?}: {why}");
+    let (mut kind, mut source, mut target, mut readonly) =
+        ("volume".to_string(), None, None, false);
+    let mut tmpfs_opts = Vec::new();
+    for field in spec.split(',') {
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (field, None),
+        };
+        match (k, v) {
+            ("type", Some(v)) => kind = v.to_string(),
+            ("source" | "src", Some(v)) => source = Some(v.to_string()),
+            ("target" | "dst" | "destination", Some(v)) => target = Some(v.to_string()),
+            ("readonly" | "ro", None) => readonly = true,
+            ("readonly" | "ro", Some(v)) => {
+                readonly = match v {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(bad(format!("invalid value for {k}: {v:?}"))),
+                }
+            }
+            ("tmpfs-size", Some(v)) => tmpfs_opts.push(format!("size={v}")),
+            ("tmpfs-mode", Some(v)) => tmpfs_opts.push(format!("mode={v}")),
+            ("bind-propagation" | "volume-nocopy", _) => {}
+            _ => return Err(bad(format!("unexpected key {k:?}"))),
+        }
+    }
+    let target = target.ok_or_else(|| bad("target is required".into()))?;
+    if !target.starts_with('/') {
+        return Err(bad(format!("target {target:?} must be an absolute path")));
+    }
+    match kind.as_str() {
+        "bind" => {
+            let source = source.ok_or_else(|| bad("source is required for a bind mount".into()))?;
+            if !source.starts_with('/') {
+                return Err(bad(format!(
+                    "bind source {source:?} must be an absolute path"
+                )));
+            }
+            Ok(MountFlag::Bind(strata_runtime::container::BindMount {
+                source: source.into(),
+                target,
+                readonly,
+            }))
+        }
+        "volume" => {
+            let name = source.unwrap_or_else(new_id);
+            if !volume::valid_name(&name) || target.contains(':') {
+                return Err(bad(format!("invalid volume name {name:?}")));
+            }
+            let mode = if readonly { ":ro" } else { "" };
+            Ok(MountFlag::Volume(format!("{name}:{target}{mode}")))
+        }
+        "tmpfs" if source.is_some() => Err(bad("a tmpfs mount takes no source".into())),
+        "tmpfs" => Ok(MountFlag::Tmpfs(target, tmpfs_opts.join(","))),
+        other => Err(bad(format!(
+            "mount type {other:?} is not supported (bind, volume, tmpfs)"
+        ))),
+    }
+}
+
+/// `--add-host HOST:IP` (or `HOST=IP`) → (host, ip).
+fn parse_add_host(s: &str) -> Result<(String, String)> {
+    let (host, ip) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| anyhow!("invalid --add-host {s:?}: expected HOST:IP"))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+        bail!("invalid --add-host {s:?}: expected HOST:IP with an IP address");
+    }
+    Ok((host.to_string(), ip.to_string()))
 }
 
 pub fn create(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {
