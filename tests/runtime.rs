@@ -1304,6 +1304,7 @@ fn run_flags_for_hosts_dns_shm_ulimits_and_mounts() {
         ("--add-host", "x", "invalid --add-host \"x\": expected HOST:IP"),
         ("--dns", "foo", "invalid --dns \"foo\": not an IP address"),
         ("--shm-size", "0", "invalid --shm-size \"0\": a size such as 64m"),
+        ("-w", "relative", "the working directory 'relative' is invalid, it needs to be an absolute path"),
         ("--mount", "type=bind,target=/x", "invalid mount config \"type=bind,target=/x\": source is required for a bind mount"),
         ("--mount", "type=nfs,target=/x", "invalid mount config \"type=nfs,target=/x\": mount type \"nfs\" is not supported (bind, volume, tmpfs)"),
         ("--mount", "type=tmpfs,target=/x,foo=1", "invalid mount config \"type=tmpfs,target=/x,foo=1\": unexpected key \"foo\""),

@@ -199,6 +199,9 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         covered.insert(target.trim_end_matches('/').to_string());
         binds.push(v.clone());
     }
+    if let Some(w) = a.workdir.as_deref().filter(|w| !w.starts_with('/')) {
+        bail!("the working directory '{w}' is invalid, it needs to be an absolute path");
+    }
     let mut structural_binds = Vec::new();
     let mut tmpfs = BTreeMap::new();
     for m in &a.mounts {
