@@ -548,6 +548,9 @@ pub struct CreateArgs {
     /// Ulimit options (NAME=SOFT[:HARD])
     #[arg(long = "ulimit")]
     pub ulimits: Vec<String>,
+    /// Restart policy when the container exits: no, always, unless-stopped, on-failure[:MAX]
+    #[arg(long, default_value = "no")]
+    pub restart: String,
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     pub read_only: bool,
@@ -788,6 +791,9 @@ pub struct MonitorArgs {
     /// by the process writing the id.
     #[arg(long)]
     pub netns_fd: Option<i32>,
+    /// A start made by the restart policy.
+    #[arg(long)]
+    pub policy_restart: bool,
 }
 
 #[derive(Subcommand, Debug)]

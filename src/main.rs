@@ -70,12 +70,14 @@ fn reexec_fast_path() -> Option<i32> {
             let mut opts = strata_runtime::monitor::Options {
                 foreground: false,
                 ready_fd: None,
+                policy_restart: false,
             };
             let (mut id_fd, mut netns_fd) = (None, None);
             let mut flags = flags.iter();
             while let Some(flag) = flags.next() {
                 match flag.to_str()? {
                     "--foreground" => opts.foreground = true,
+                    "--policy-restart" => opts.policy_restart = true,
                     // Detached, or a build container (see executor): report the start here.
                     "--ready-fd" => opts.ready_fd = Some(flags.next()?.to_str()?.parse().ok()?),
                     "--id-fd" => id_fd = Some(flags.next()?.to_str()?),
@@ -207,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = strata_runtime::monitor::Options {
                 foreground: a.foreground,
                 ready_fd: a.ready_fd,
+                policy_restart: a.policy_restart,
             };
             let which = Which::from_args(&a.id, a.id_fd.as_deref(), a.netns_fd);
             std::process::exit(strata_runtime::monitor::run(&store()?, which, opts));

@@ -481,6 +481,85 @@ fn restart_starts_again_with_the_same_files() {
     s.assert_check();
 }
 
+/// `--restart`: the policy starts an exited container again (Docker's backoff, 100 ms
+/// doubling), `on-failure:N` at most N times and only after failures, and never once it was
+/// stopped by hand; a foreground run still returns the first exit's code.
+#[test]
+fn restart_policies_start_again_until_stopped() {
+    let s = Strata::new();
+    s.busybox();
+    let inspect = |name: &str| {
+        s.ok(&[
+            "inspect",
+            "--format",
+            "{{.RestartCount}} {{.State.Status}}",
+            name,
+        ])
+    };
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "failing",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    wait_for(
+        || inspect("failing") == "2 exited\n",
+        "two restarts, then no more",
+    );
+    assert_eq!(s.ok(&["logs", "failing"]), "run\nrun\nrun\n");
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fine",
+        "--restart",
+        "on-failure",
+        "busybox",
+        "true",
+    ]);
+    wait_for(
+        || inspect("fine") == "0 exited\n",
+        "a success, not restarted",
+    );
+
+    let o = s.run(&[
+        "run",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "echo up; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    wait_for(
+        || s.ok(&["logs", "always"]).lines().count() >= 2,
+        "restarts in the background",
+    );
+    s.ok(&["stop", "always"]);
+    let stopped = inspect("always");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(inspect("always"), stopped, "restarted after stop");
+    assert!(stopped.ends_with(" exited\n"), "{stopped}");
+    assert!(s
+        .ok(&["ps", "-a", "--format", "{{.Status}}", "-f", "name=always"])
+        .starts_with("Exited (3)"));
+    assert_eq!(
+        s.fails(&["run", "--rm", "--restart", "always", "busybox", "true"]),
+        "Error: conflicting options: cannot specify both --restart and --rm\n"
+    );
+    s.ok(&["rm", "-f", "failing", "fine", "always"]);
+    s.assert_check();
+}
+
 #[test]
 fn detached_lifecycle_exec_logs_pause_stop_rm() {
     let s = Strata::new();

@@ -96,6 +96,60 @@ pub struct HostConfig {
     /// `--ulimit NAME=SOFT[:HARD]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ulimits: Vec<Ulimit>,
+    /// `--restart`.
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_none")]
+    pub restart_policy: RestartPolicy,
+}
+
+/// Docker's restart policy: `no`, `always`, `unless-stopped` or `on-failure[:MAX]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    /// Empty for `no`.
+    pub name: String,
+    /// `on-failure:MAX` (0: no limit).
+    #[serde(default)]
+    pub maximum_retry_count: u32,
+}
+
+impl RestartPolicy {
+    pub fn parse(s: &str) -> Result<RestartPolicy, RuntimeError> {
+        let bad = || {
+            RuntimeError::Invalid(format!(
+                "invalid restart policy {s:?}: no, always, unless-stopped or on-failure[:MAX]"
+            ))
+        };
+        let (name, max) = match s.split_once(':') {
+            Some(("on-failure", n)) => ("on-failure", n.parse().map_err(|_| bad())?),
+            Some(_) => return Err(bad()),
+            None => (s, 0),
+        };
+        match name {
+            "no" | "" => Ok(RestartPolicy::default()),
+            "always" | "unless-stopped" | "on-failure" => Ok(RestartPolicy {
+                name: name.to_string(),
+                maximum_retry_count: max,
+            }),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.name.is_empty()
+    }
+
+    /// Whether a container that exited with `code`, restarted `count` times so far and not
+    /// stopped by hand, starts again.
+    pub fn restarts(&self, code: i32, count: u32, manually_stopped: bool) -> bool {
+        !manually_stopped
+            && match self.name.as_str() {
+                "always" | "unless-stopped" => true,
+                "on-failure" => {
+                    code != 0 && (self.maximum_retry_count == 0 || count < self.maximum_retry_count)
+                }
+                _ => false,
+            }
+    }
 }
 
 /// The resource a `--ulimit` name sets (Docker's names).
@@ -270,6 +324,19 @@ pub struct State {
     pub finished_at: String,
     #[serde(default, rename = "OOMKilled")]
     pub oom_killed: bool,
+    /// Starts made by the restart policy.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Exited, and waiting for the restart policy's next start.
+    #[serde(default)]
+    pub restarting: bool,
+    /// The policy's current wait before a start, in milliseconds (Docker's: 100 ms, doubled
+    /// at each quick exit up to a minute, back to 100 ms after 10 s of running).
+    #[serde(default)]
+    pub restart_delay_ms: u64,
+    /// `stop` or `kill` was asked: the restart policy makes no more starts until a manual one.
+    #[serde(default)]
+    pub manually_stopped: bool,
 }
 
 impl State {
@@ -285,10 +352,22 @@ impl State {
             started_at: String::new(),
             finished_at: String::new(),
             oom_killed: false,
+            restart_count: 0,
+            restarting: false,
+            restart_delay_ms: 0,
+            manually_stopped: false,
         }
     }
     pub fn is_running(&self) -> bool {
         matches!(self.status, Status::Running | Status::Paused)
+    }
+    /// Docker's state name: `restarting` while the restart policy waits.
+    pub fn state_name(&self) -> &'static str {
+        if self.restarting && self.status == Status::Exited {
+            "restarting"
+        } else {
+            self.status.as_str()
+        }
     }
 }
 

@@ -31,6 +31,9 @@ pub struct Options {
     pub foreground: bool,
     /// Detached: where to report "started" or the start error to the waiting client.
     pub ready_fd: Option<RawFd>,
+    /// A start made by the restart policy (`--policy-restart`), not by a user: it does not
+    /// happen if the container was stopped by hand or started otherwise meanwhile.
+    pub policy_restart: bool,
 }
 
 /// Which container a monitor starts.
@@ -421,6 +424,16 @@ fn run_inner(
                     rec.name
                 )));
             }
+            if opts.policy_restart && (s.manually_stopped || !s.restarting) {
+                return Err(RuntimeError::Conflict(format!(
+                    "container {}: restart cancelled",
+                    rec.name
+                )));
+            }
+            if !opts.policy_restart {
+                s.manually_stopped = false;
+            }
+            s.restarting = false;
             s.status = Status::Running;
             s.pid = 0;
             s.monitor_pid = me;
@@ -492,18 +505,69 @@ fn run_inner(
     if opts.foreground && rec.host_config.auto_remove && containers.remove_dir(id).is_ok() {
         return Ok(code);
     }
+    let policy = &rec.host_config.restart_policy;
+    let mut again = None;
     let _ = containers.update_state(id, |s| {
         s.status = Status::Exited;
         s.exit_code = code;
         s.oom_killed = oom;
         s.pid = 0;
         s.finished_at = fsutil::now_rfc3339();
+        if policy.restarts(code, s.restart_count, s.manually_stopped) {
+            let ran = fsutil::parse_rfc3339(&s.finished_at).unwrap_or(0)
+                - fsutil::parse_rfc3339(&s.started_at).unwrap_or(0);
+            s.restart_delay_ms = if ran >= 10 || s.restart_delay_ms == 0 {
+                100
+            } else {
+                (s.restart_delay_ms * 2).min(60_000)
+            };
+            s.restart_count += 1;
+            s.restarting = true;
+            again = Some(s.restart_delay_ms);
+        }
         Ok(())
     });
     if rec.host_config.auto_remove {
         let _ = containers.remove_dir(id);
     }
+    if let Some(delay) = again {
+        restart_later(store, id, delay);
+    }
     Ok(code)
+}
+
+/// The restart policy's next start: a detached child that waits `delay_ms` and becomes the
+/// container's monitor again (`--policy-restart`), while this monitor exits (a foreground one
+/// returning the code to its caller, as `docker run` does).
+fn restart_later(store: &Store, id: &str, delay_ms: u64) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = crate::rootexe::protected_exe() else {
+        return;
+    };
+    // This monitor's children are born in the container's pid namespace, which died with its
+    // init (a fork there fails): children go back to the monitor's own namespace first.
+    let Ok(own) = fs::File::open("/proc/self/ns/pid") else {
+        return;
+    };
+    if nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWPID).is_err() {
+        return;
+    }
+    // SAFETY: the monitor is single-threaded; the child only sleeps and execs.
+    if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+        let _ = nix::unistd::setsid();
+        let _ = SigSet::all().thread_unblock();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = std::process::Command::new(exe)
+            .arg0("strata")
+            .arg("--root")
+            .arg(store.root())
+            .args(["__monitor", id, "--policy-restart"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .exec();
+        std::process::exit(125);
+    }
 }
 
 /// The monitor's side of the container's stdio.

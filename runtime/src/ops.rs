@@ -21,6 +21,11 @@ pub fn kill(c: &Containers, rec: &ContainerRecord, sig: Signal) -> Result<(), Ru
             rec.short_id()
         )));
     }
+    // Stopped by hand: the restart policy leaves it stopped (Docker's rule for kill too).
+    c.update_state(&rec.id, |s| {
+        s.manually_stopped = true;
+        Ok(())
+    })?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig)
         .map_err(|e| RuntimeError::Invalid(format!("kill {}: {e}", rec.short_id())))?;
     if st.status == Status::Paused {
@@ -112,7 +117,13 @@ pub fn stop(
     rec: &ContainerRecord,
     timeout: Option<i64>,
 ) -> Result<(), RuntimeError> {
-    if !c.state(&rec.id)?.is_running() {
+    // Also when it is not running: a start the restart policy has pending is called off.
+    let st = c.update_state(&rec.id, |s| {
+        s.manually_stopped = true;
+        s.restarting = false;
+        Ok(())
+    })?;
+    if !st.is_running() {
         return Ok(());
     }
     let sig = if rec.config.stop_signal.is_empty() {

@@ -199,6 +199,10 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         covered.insert(target.trim_end_matches('/').to_string());
         binds.push(v.clone());
     }
+    let restart_policy = strata_runtime::container::RestartPolicy::parse(&a.restart)?;
+    if a.rm && !restart_policy.is_none() {
+        bail!("conflicting options: cannot specify both --restart and --rm");
+    }
     if let Some(w) = a.workdir.as_deref().filter(|w| !w.starts_with('/')) {
         bail!("the working directory '{w}' is invalid, it needs to be an absolute path");
     }
@@ -333,6 +337,7 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
                 .iter()
                 .map(|u| strata_runtime::container::parse_ulimit(u))
                 .collect::<Result<_, _>>()?,
+            restart_policy,
         },
         layers: img.record.layers.clone(),
         pending_layers: Vec::new(),
@@ -741,6 +746,9 @@ fn status_text(st: &State) -> String {
         Status::Created => "Created".into(),
         Status::Running => format!("Up {}", ago(&st.started_at)),
         Status::Paused => format!("Up {} (Paused)", ago(&st.started_at)),
+        Status::Exited if st.restarting => {
+            format!("Restarting ({}) {} ago", st.exit_code, ago(&st.finished_at))
+        }
         Status::Exited => format!("Exited ({}) {} ago", st.exit_code, ago(&st.finished_at)),
         Status::Removing => "Removal In Progress".into(),
     }
@@ -819,7 +827,7 @@ fn ps_rows(store: &Store, a: &PsArgs) -> Result<Vec<(ContainerRecord, State)>> {
             && f.matches("name", &format!("/{}", rec.name))
             && f.matches("id", &rec.id)
             && f.matches_labels(&rec.config.labels)
-            && f.matches("status", st.status.as_str())
+            && f.matches("status", st.state_name())
             && (exited.is_empty()
                 || (st.status == Status::Exited && exited.contains(&st.exit_code)))
             && ancestors
@@ -889,7 +897,7 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
                 "CreatedAt": rec.created,
                 "RunningFor": since(&rec.created),
                 "Status": status_text(st),
-                "State": st.status.as_str(),
+                "State": st.state_name(),
                 "Ports": "",
                 "Names": rec.name,
                 "Labels": rec.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
@@ -957,10 +965,10 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
         "Path": argv.first().cloned().unwrap_or_default(),
         "Args": argv.iter().skip(1).collect::<Vec<_>>(),
         "State": {
-            "Status": st.status.as_str(),
+            "Status": st.state_name(),
             "Running": st.status == Status::Running || st.status == Status::Paused,
             "Paused": st.status == Status::Paused,
-            "Restarting": false,
+            "Restarting": st.restarting,
             "OOMKilled": st.oom_killed,
             "Dead": false,
             "Pid": if st.is_running() { st.pid } else { 0 },
@@ -975,7 +983,7 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
         "HostsPath": dir.path.join("hosts"),
         "LogPath": dir.log(),
         "Name": format!("/{}", rec.name),
-        "RestartCount": 0,
+        "RestartCount": st.restart_count,
         "Driver": "overlay",
         "Platform": "linux",
         "HostConfig": rec.host_config,
