@@ -551,6 +551,12 @@ pub struct CreateArgs {
     /// Restart policy when the container exits: no, always, unless-stopped, on-failure[:MAX]
     #[arg(long, default_value = "no")]
     pub restart: String,
+    /// Add additional groups to join (names or gids)
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
+    /// Write the container ID to the file
+    #[arg(long)]
+    pub cidfile: Option<std::path::PathBuf>,
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     pub read_only: bool,

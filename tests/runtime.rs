@@ -1397,6 +1397,64 @@ fn run_flags_for_hosts_dns_shm_ulimits_and_mounts() {
     s.assert_check();
 }
 
+/// `--cidfile` gets the ID (and an existing file is refused, as Docker refuses it);
+/// `--group-add` adds supplementary groups by name (resolved in the container) or number.
+#[test]
+fn cidfile_and_group_add() {
+    let s = Strata::new();
+    s.busybox();
+    let cid = s.path("cid");
+    let cid_arg = cid.to_str().unwrap();
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--cidfile",
+            cid_arg,
+            "--group-add",
+            "daemon",
+            "--group-add",
+            "4242",
+            "-u",
+            "1000",
+            "busybox",
+            "id",
+            "-G"
+        ]),
+        "0 1 4242\n"
+    );
+    assert_eq!(fs::read_to_string(&cid).unwrap().len(), 64);
+    assert_eq!(
+        s.fails(&["create", "--cidfile", cid_arg, "busybox"]),
+        format!("Error: container ID file found, make sure the other container isn't running or delete {cid_arg}\n")
+    );
+    fs::remove_file(&cid).unwrap();
+    // A failed create leaves no ID file behind.
+    s.fails(&[
+        "create",
+        "--pull",
+        "never",
+        "--cidfile",
+        cid_arg,
+        "nosuchimage",
+    ]);
+    assert!(!cid.exists());
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "--group-add",
+        "nosuchgroup",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        out(&o).1,
+        "Error: unable to find group nosuchgroup: no matching entries in group file\n"
+    );
+    s.assert_check();
+}
+
 #[test]
 fn hostile_cli_input_is_refused_in_one_line() {
     let s = Strata::new();

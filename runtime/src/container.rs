@@ -99,6 +99,9 @@ pub struct HostConfig {
     /// `--restart`.
     #[serde(default, skip_serializing_if = "RestartPolicy::is_none")]
     pub restart_policy: RestartPolicy,
+    /// `--group-add`: more supplementary groups for the container's processes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
 }
 
 /// Docker's restart policy: `no`, `always`, `unless-stopped` or `on-failure[:MAX]`.

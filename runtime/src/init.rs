@@ -832,10 +832,15 @@ pub fn exec_process(
     }
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
-    let user = crate::user::resolve(&p.user, &passwd, &group).map_err(|m| InitError {
+    let mut user = crate::user::resolve(&p.user, &passwd, &group).map_err(|m| InitError {
         code: 125,
         message: m,
     })?;
+    let more = crate::user::group_ids(&p.group_add, &group).map_err(|m| InitError {
+        code: 125,
+        message: m,
+    })?;
+    user.additional_gids.extend(more);
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();

@@ -178,6 +178,7 @@ pub fn specs(
         console_size: None,
         init: h.init,
         ulimits: h.ulimits.clone(),
+        group_add: h.group_add.clone(),
     };
     Ok((root, proc_))
 }

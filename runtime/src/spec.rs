@@ -69,6 +69,9 @@ pub struct ProcessSpec {
     /// Resource limits set before the exec (`--ulimit`).
     #[serde(default)]
     pub ulimits: Vec<crate::container::Ulimit>,
+    /// More supplementary groups (`--group-add`, names resolved in the container).
+    #[serde(default)]
+    pub group_add: Vec<String>,
 }
 
 /// The default PATH, as Docker and BuildKit set it.

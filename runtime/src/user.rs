@@ -10,6 +10,24 @@ pub struct ExecUser {
     pub home: String,
 }
 
+/// The gids of `--group-add` entries (names or numbers) in the group file's contents.
+pub fn group_ids(wanted: &[String], group: &str) -> Result<Vec<u32>, String> {
+    wanted
+        .iter()
+        .map(|g| match g.parse::<u32>() {
+            Ok(n) => Ok(n),
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                }),
+        })
+        .collect()
+}
+
 /// Resolves `user[:group]` (names or numbers) against the passwd and group file contents.
 /// Docker's rules: a numeric user absent from passwd is fine (gid 0, home /); a name must exist.
 pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, String> {

@@ -102,6 +102,35 @@ fn merge_env(base: &[String], extra: &[String]) -> Result<Vec<String>> {
 
 /// Builds and stores a container record from an image and the create flags.
 pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
+    let Some(path) = &a.cidfile else {
+        return new_record(store, a);
+    };
+    // Docker's rule: an existing file may belong to a container still running.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => anyhow!(
+                "container ID file found, make sure the other container isn't running or delete {}",
+                path.display()
+            ),
+            _ => anyhow!("--cidfile {}: {e}", path.display()),
+        })?;
+    match new_record(store, a) {
+        Ok(rec) => {
+            file.write_all(rec.id.as_bytes())
+                .with_context(|| format!("write {}", path.display()))?;
+            Ok(rec)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
+    }
+}
+
+fn new_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
     let _lease = store.lease()?;
     let id = store
         .resolve_image(&a.image)
@@ -338,6 +367,7 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
                 .map(|u| strata_runtime::container::parse_ulimit(u))
                 .collect::<Result<_, _>>()?,
             restart_policy,
+            group_add: a.group_add.clone(),
         },
         layers: img.record.layers.clone(),
         pending_layers: Vec::new(),
