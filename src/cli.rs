@@ -557,6 +557,12 @@ pub struct CreateArgs {
     /// Write the container ID to the file
     #[arg(long)]
     pub cidfile: Option<std::path::PathBuf>,
+    /// UTS namespace to use: host, or a private one (default)
+    #[arg(long)]
+    pub uts: Option<String>,
+    /// IPC namespace to use: host, or a private one (default; private and shareable)
+    #[arg(long)]
+    pub ipc: Option<String>,
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     pub read_only: bool,

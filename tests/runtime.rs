@@ -1455,6 +1455,60 @@ fn cidfile_and_group_add() {
     s.assert_check();
 }
 
+/// `--uts host` and `--ipc host` share the host's namespaces (and never rename the host);
+/// by default each container has its own.
+#[test]
+fn uts_and_ipc_namespaces_can_be_the_hosts() {
+    let s = Strata::new();
+    s.busybox();
+    let host = |ns: &str| {
+        fs::read_link(format!("/proc/self/ns/{ns}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let hostname = sh("hostname");
+    let shared = s.ok(&[
+        "run",
+        "--rm",
+        "--uts",
+        "host",
+        "--ipc",
+        "host",
+        "-h",
+        "ignored",
+        "busybox",
+        "sh",
+        "-c",
+        "readlink /proc/1/ns/uts; readlink /proc/1/ns/ipc; hostname",
+    ]);
+    assert_eq!(
+        shared,
+        format!("{}\n{}\n{hostname}", host("uts"), host("ipc"))
+    );
+    let private = s.ok(&[
+        "run",
+        "--rm",
+        "-h",
+        "inside",
+        "busybox",
+        "sh",
+        "-c",
+        "readlink /proc/1/ns/uts; readlink /proc/1/ns/ipc; hostname",
+    ]);
+    let lines: Vec<&str> = private.lines().collect();
+    assert!(
+        lines[0] != host("uts") && lines[1] != host("ipc"),
+        "{private}"
+    );
+    assert_eq!(lines[2], "inside");
+    assert_eq!(sh("hostname"), hostname, "the host was renamed");
+    assert_eq!(
+        s.fails(&["run", "--rm", "--ipc", "none", "busybox", "true"]),
+        "Error: invalid --ipc \"none\": host or a private namespace (strata shares no other)\n"
+    );
+}
+
 #[test]
 fn hostile_cli_input_is_refused_in_one_line() {
     let s = Strata::new();

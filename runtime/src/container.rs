@@ -102,6 +102,12 @@ pub struct HostConfig {
     /// `--group-add`: more supplementary groups for the container's processes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group_add: Vec<String>,
+    /// `--uts`: "host" shares the host's hostname namespace; empty for a private one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uts_mode: String,
+    /// `--ipc`: "host" shares the host's IPC namespace; empty for a private one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ipc_mode: String,
 }
 
 /// Docker's restart policy: `no`, `always`, `unless-stopped` or `on-failure[:MAX]`.

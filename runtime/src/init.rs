@@ -72,7 +72,14 @@ fn setup(
     cgroup_ready: OwnedFd,
     netns: Option<NetNs>,
 ) -> Result<Never, InitError> {
-    unshare_private(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)?;
+    let mut namespaces = CloneFlags::CLONE_NEWNS;
+    if !root.host_uts {
+        namespaces |= CloneFlags::CLONE_NEWUTS;
+    }
+    if !root.host_ipc {
+        namespaces |= CloneFlags::CLONE_NEWIPC;
+    }
+    unshare_private(namespaces)?;
     mount_rootfs(root)?;
     let root_fd: OwnedFd = nix::fcntl::open(
         &root.mountpoint,
@@ -114,7 +121,8 @@ fn setup(
         )
         .ctx(|| "remount / read-only".into())?;
     }
-    if !root.hostname.is_empty() {
+    // Never in the host's UTS namespace: that would rename the host.
+    if !root.hostname.is_empty() && !root.host_uts {
         sethostname(&root.hostname).ctx(|| "sethostname".into())?;
     }
     if p.tty {

@@ -108,9 +108,10 @@ pub fn specs(
     let dir = Containers::new(store).dir(&rec.id);
     let h = &rec.host_config;
     let network_host = h.host_network();
-    let hostname = if !rec.config.hostname.is_empty() {
+    let host_uts = h.uts_mode == "host";
+    let hostname = if !rec.config.hostname.is_empty() && !host_uts {
         rec.config.hostname.clone()
-    } else if network_host {
+    } else if network_host || host_uts {
         nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default()
@@ -165,6 +166,8 @@ pub fn specs(
         privileged: h.privileged,
         isolated_network: !network_host,
         shm_size: h.shm_size,
+        host_uts,
+        host_ipc: h.ipc_mode == "host",
     };
     let proc_ = ProcessSpec {
         args: rec.argv(),

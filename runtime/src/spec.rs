@@ -47,6 +47,12 @@ pub struct RootSpec {
     /// Size of /dev/shm in bytes (0: Docker's 64 MiB).
     #[serde(default)]
     pub shm_size: i64,
+    /// `--uts host`: the host's hostname namespace (and hostname) instead of a new one.
+    #[serde(default)]
+    pub host_uts: bool,
+    /// `--ipc host`: the host's IPC namespace instead of a new one.
+    #[serde(default)]
+    pub host_ipc: bool,
 }
 
 /// The process to run.

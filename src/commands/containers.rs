@@ -368,6 +368,8 @@ fn new_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
                 .collect::<Result<_, _>>()?,
             restart_policy,
             group_add: a.group_add.clone(),
+            uts_mode: namespace_mode("--uts", a.uts.as_deref(), &[""])?,
+            ipc_mode: namespace_mode("--ipc", a.ipc.as_deref(), &["", "private", "shareable"])?,
         },
         layers: img.record.layers.clone(),
         pending_layers: Vec::new(),
@@ -445,6 +447,16 @@ fn parse_mount(spec: &str) -> Result<MountFlag> {
         other => Err(bad(format!(
             "mount type {other:?} is not supported (bind, volume, tmpfs)"
         ))),
+    }
+}
+
+/// `--uts`/`--ipc`: "host" to share the host's namespace; the `private` spellings (stored as
+/// empty) for a new one, which is the default.
+fn namespace_mode(flag: &str, value: Option<&str>, private: &[&str]) -> Result<String> {
+    match value.unwrap_or("") {
+        "host" => Ok("host".into()),
+        v if private.contains(&v) => Ok(String::new()),
+        v => bail!("invalid {flag} {v:?}: host or a private namespace (strata shares no other)"),
     }
 }
 
