@@ -1193,6 +1193,11 @@ fn named_volumes_outlive_their_containers() {
         serde_json::from_str(&s.ok(&["volume", "inspect", "etc"])).unwrap();
     let data = inspect[0]["Mountpoint"].as_str().unwrap().to_string();
     assert_eq!(
+        s.ok(&["inspect", "--format", "{{.Name}} {{.Driver}}", "etc"]),
+        "etc local\n",
+        "the generic inspect finds volumes too"
+    );
+    assert_eq!(
         data,
         s.root().join("volumes/etc/_data").display().to_string()
     );

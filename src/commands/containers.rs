@@ -1105,6 +1105,11 @@ pub fn inspect(
         }
         match store.resolve_image(n).and_then(|id| store.image(&id)) {
             Ok(img) => values.push(crate::commands::images::inspect_value(store, &img)?),
+            // Docker's generic inspect finds volumes last.
+            Err(_) if kind.is_none() => match volume::Volumes::new(store).get(n) {
+                Ok(v) => values.push(crate::commands::volumes::inspect_value(&v)),
+                Err(_) => failed.push(format!("no such object: {n}")),
+            },
             Err(_) => failed.push(format!("no such object: {n}")),
         }
     }

@@ -140,7 +140,7 @@ fn labels_text(labels: &BTreeMap<String, String>) -> String {
 }
 
 /// Docker's `volume inspect` object.
-fn inspect_value(v: &Volume) -> Value {
+pub fn inspect_value(v: &Volume) -> Value {
     json!({
         "CreatedAt": v.meta.created_at,
         "Driver": "local",
