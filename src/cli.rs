@@ -686,6 +686,9 @@ pub struct PsArgs {
     /// Show the latest created container (includes all states)
     #[arg(short, long)]
     pub latest: bool,
+    /// Display total file sizes
+    #[arg(short, long)]
+    pub size: bool,
     /// Only display container IDs
     #[arg(short, long)]
     pub quiet: bool,

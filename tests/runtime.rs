@@ -1329,6 +1329,20 @@ fn system_df_measures_containers_and_volumes() {
     assert_eq!(rows[2], "Containers 2 1 300kB 300kB (100%)");
     assert_eq!(rows[3], "Local Volumes 2 1 120kB 100kB (83%)");
     assert_eq!(rows[4], "Build Cache 0 0 0B 0B");
+    // `ps -s`: the writable layer, and with the image under it.
+    let size = s.ok(&[
+        "ps",
+        "-a",
+        "-s",
+        "-f",
+        "name=wrote",
+        "--format",
+        "{{.Size}}",
+    ]);
+    assert!(
+        size.starts_with("300kB (virtual ") && size.ends_with("MB)\n"),
+        "{size}"
+    );
     s.ok(&["rm", "-f", "up", "wrote"]);
     s.ok(&["volume", "rm", "kept"]);
     s.assert_check();

@@ -27,7 +27,9 @@ use crate::cli::{
     RunArgs, StartArgs, StopArgs,
 };
 use crate::filters::Filters;
-use crate::output::{human_duration, now_unix, print_formatted, print_table, since, Format};
+use crate::output::{
+    human_duration, human_size, now_unix, print_formatted, print_table, since, Format,
+};
 
 /// The label marking a build's RUN container.
 pub const BUILD_LABEL: &str = "strata.build";
@@ -929,10 +931,21 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let c = Containers::new(store);
+    // Docker's SIZE: the writable layer, and what the image adds to it.
+    let size = |rec: &ContainerRecord| {
+        let rw = fsutil::tree_size(&c.dir(&rec.id).upper());
+        let image = store
+            .image(&rec.image)
+            .map(|img| crate::commands::images::image_size(store, &img))
+            .unwrap_or(0);
+        format!("{} (virtual {})", human_size(rw), human_size(rw + image))
+    };
     let items: Vec<Value> = rows
         .iter()
         .map(|(rec, st)| {
             json!({
+                "Size": if a.size { size(rec) } else { String::new() },
                 "ID": if a.no_trunc { rec.id.clone() } else { rec.short_id().to_string() },
                 "Image": rec.image_name,
                 "Command": command_text(rec, !a.no_trunc),
@@ -948,35 +961,29 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
         .collect();
     let format = Format::parse(a.format.as_deref());
     if let Format::Table = format {
+        let mut columns = vec![
+            ("ID", "CONTAINER ID"),
+            ("Image", "IMAGE"),
+            ("Command", "COMMAND"),
+            ("RunningFor", "CREATED"),
+            ("Status", "STATUS"),
+            ("Ports", "PORTS"),
+            ("Names", "NAMES"),
+        ];
+        if a.size {
+            columns.push(("Size", "SIZE"));
+        }
         let table: Vec<Vec<String>> = items
             .iter()
             .map(|i| {
-                [
-                    "ID",
-                    "Image",
-                    "Command",
-                    "RunningFor",
-                    "Status",
-                    "Ports",
-                    "Names",
-                ]
-                .iter()
-                .map(|k| i[k].as_str().unwrap_or_default().to_string())
-                .collect()
+                columns
+                    .iter()
+                    .map(|(k, _)| i[k].as_str().unwrap_or_default().to_string())
+                    .collect()
             })
             .collect();
-        print_table(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "COMMAND",
-                "CREATED",
-                "STATUS",
-                "PORTS",
-                "NAMES",
-            ],
-            &table,
-        );
+        let header: Vec<&str> = columns.iter().map(|(_, h)| *h).collect();
+        print_table(&header, &table);
         return Ok(());
     }
     print_formatted(
@@ -991,6 +998,7 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
             ("Ports", "PORTS"),
             ("Names", "NAMES"),
             ("State", "STATE"),
+            ("Size", "SIZE"),
         ],
     )
 }
