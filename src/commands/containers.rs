@@ -961,15 +961,8 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
         .collect();
     let format = Format::parse(a.format.as_deref());
     if let Format::Table = format {
-        let mut columns = vec![
-            ("ID", "CONTAINER ID"),
-            ("Image", "IMAGE"),
-            ("Command", "COMMAND"),
-            ("RunningFor", "CREATED"),
-            ("Status", "STATUS"),
-            ("Ports", "PORTS"),
-            ("Names", "NAMES"),
-        ];
+        // Docker's table: the default columns, SIZE only with -s (STATE only in templates).
+        let mut columns = PS_COLUMNS[..7].to_vec();
         if a.size {
             columns.push(("Size", "SIZE"));
         }
@@ -986,22 +979,21 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
         print_table(&header, &table);
         return Ok(());
     }
-    print_formatted(
-        &format,
-        &items,
-        &[
-            ("ID", "CONTAINER ID"),
-            ("Image", "IMAGE"),
-            ("Command", "COMMAND"),
-            ("RunningFor", "CREATED"),
-            ("Status", "STATUS"),
-            ("Ports", "PORTS"),
-            ("Names", "NAMES"),
-            ("State", "STATE"),
-            ("Size", "SIZE"),
-        ],
-    )
+    print_formatted(&format, &items, &PS_COLUMNS)
 }
+
+/// `ps` fields and their column titles: the table's seven first, then the ones templates add.
+const PS_COLUMNS: [(&str, &str); 9] = [
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("Ports", "PORTS"),
+    ("Names", "NAMES"),
+    ("State", "STATE"),
+    ("Size", "SIZE"),
+];
 
 /// Docker's `container inspect` object.
 pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
