@@ -724,27 +724,25 @@ fn for_each(
 }
 
 pub fn stop(store: &Store, a: &StopArgs) -> Result<()> {
-    for_each(store, &a.containers, |c, rec| {
-        let mut rec = rec.clone();
-        if let Some(s) = &a.signal {
-            strata_runtime::parse_signal(s)?;
-            rec.config.stop_signal = s.clone();
-        }
-        Ok(ops::stop(c, &rec, a.time)?)
-    })
+    for_each(store, &a.containers, |c, rec| stop_one(c, rec, a))
 }
 
 /// `restart`: `stop` (when running), then a detached start, as Docker's.
 pub fn restart(store: &Store, root: &Path, a: &StopArgs) -> Result<()> {
     for_each(store, &a.containers, |c, rec| {
-        let mut rec = rec.clone();
-        if let Some(s) = &a.signal {
-            strata_runtime::parse_signal(s)?;
-            rec.config.stop_signal = s.clone();
-        }
-        ops::stop(c, &rec, a.time)?;
+        stop_one(c, rec, a)?;
         start_detached(root, &rec.id)
     })
+}
+
+/// Stops one container with `-s` (over its stop signal) and `-t`.
+fn stop_one(c: &Containers, rec: &ContainerRecord, a: &StopArgs) -> Result<()> {
+    let mut rec = rec.clone();
+    if let Some(s) = &a.signal {
+        strata_runtime::parse_signal(s)?;
+        rec.config.stop_signal = s.clone();
+    }
+    Ok(ops::stop(c, &rec, a.time)?)
 }
 
 pub fn kill(store: &Store, a: &KillArgs) -> Result<()> {
