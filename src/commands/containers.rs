@@ -208,26 +208,14 @@ fn new_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
     let mut anonymous = Vec::new();
     let mut binds = Vec::new();
     for v in &a.volumes {
-        match strata_runtime::monitor::split_bind(v) {
-            Some(("", target, _)) => {
-                if !target.starts_with('/') {
-                    bail!(
-                        "invalid volume specification {v:?}: the container path must be absolute"
-                    );
-                }
-                anonymous.push(target.trim_end_matches('/').to_string());
-                continue;
+        if let Some(("", target, _)) = strata_runtime::monitor::split_bind(v) {
+            if !target.starts_with('/') {
+                bail!("invalid volume specification {v:?}: the container path must be absolute");
             }
-            Some((name, _, _)) if !name.starts_with('/') && volume::valid_name(name) => {
-                volume::Volumes::new(store).create(name, BTreeMap::new())?;
-            }
-            _ => {}
+            anonymous.push(target.trim_end_matches('/').to_string());
+            continue;
         }
-        let target = match strata_runtime::monitor::parse_bind(v, store)? {
-            UserMount::Bind { target, .. } | UserMount::Volume { target, .. } => target,
-            UserMount::Tmpfs { target, .. } => target,
-        };
-        covered.insert(target.trim_end_matches('/').to_string());
+        covered.insert(bind_target(v, store)?);
         binds.push(v.clone());
     }
     let restart_policy = strata_runtime::container::RestartPolicy::parse(&a.restart)?;
@@ -252,14 +240,7 @@ fn new_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
                 structural_binds.push(b);
             }
             MountFlag::Volume(spec) => {
-                if let Some((name, _, _)) = strata_runtime::monitor::split_bind(&spec) {
-                    volume::Volumes::new(store).create(name, BTreeMap::new())?;
-                }
-                if let UserMount::Volume { target, .. } =
-                    strata_runtime::monitor::parse_bind(&spec, store)?
-                {
-                    covered.insert(target.trim_end_matches('/').to_string());
-                }
+                covered.insert(bind_target(&spec, store)?);
                 binds.push(spec);
             }
             MountFlag::Tmpfs(path, opts) => {
@@ -377,6 +358,23 @@ fn new_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
         pending_layers: Vec::new(),
     };
     Ok(Containers::new(store).create(rec)?)
+}
+
+/// The container path a `-v`-style spec (`HOST:CTR`, `NAME:CTR`, with a mode) mounts at, its
+/// trailing `/` dropped; a named volume it names is made now if it does not exist, as Docker
+/// makes it at create.
+fn bind_target(spec: &str, store: &Store) -> Result<String> {
+    if let Some((name, _, _)) = strata_runtime::monitor::split_bind(spec) {
+        if !name.is_empty() && !name.starts_with('/') && volume::valid_name(name) {
+            volume::Volumes::new(store).create(name, BTreeMap::new())?;
+        }
+    }
+    let target = match strata_runtime::monitor::parse_bind(spec, store)? {
+        UserMount::Bind { target, .. }
+        | UserMount::Volume { target, .. }
+        | UserMount::Tmpfs { target, .. } => target,
+    };
+    Ok(target.trim_end_matches('/').to_string())
 }
 
 /// What one `--mount` asks for.
