@@ -6,7 +6,7 @@ use std::io::{self, IsTerminal, Read, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use strata_cache::{Image, Store};
+use strata_cache::{fsutil, Image, Store};
 use strata_image::reference::Reference;
 use strata_image::spec::ContainerConfig;
 use strata_image::Digest;
@@ -66,9 +66,10 @@ struct ImageFilters {
     dangling: Option<bool>,
     /// `reference` patterns (Go's path matching on `repo:tag` or `repo`).
     references: Vec<String>,
-    /// Creation times from `before` and `since` (images created strictly before / after).
-    before: Option<time::OffsetDateTime>,
-    since: Option<time::OffsetDateTime>,
+    /// Creation times (ns since the epoch) from `before` and `since` (images created strictly
+    /// before / after).
+    before: Option<i128>,
+    since: Option<i128>,
 }
 
 impl ImageFilters {
@@ -82,12 +83,12 @@ impl ImageFilters {
                 _ => bail!("invalid filter 'dangling={v}'"),
             });
         }
-        let created_of = |key: &str| -> Result<Option<time::OffsetDateTime>> {
+        let created_of = |key: &str| -> Result<Option<i128>> {
             let Some(name) = filters.values(key).last() else {
                 return Ok(None);
             };
             let img = store.image(&store.resolve_image(name)?)?;
-            match img.config.created.as_deref().and_then(parse_time) {
+            match created_ns(&img) {
                 Some(t) => Ok(Some(t)),
                 None => bail!("invalid filter '{key}={name}': the image has no creation time"),
             }
@@ -103,7 +104,7 @@ impl ImageFilters {
 
     /// Whether the image passes the filters that look at the image rather than its tags.
     fn admits(&self, img: &Image) -> bool {
-        let created = img.config.created.as_deref().and_then(parse_time);
+        let created = created_ns(img);
         self.filters.matches_labels(&img.config.container().labels)
             && self.before.is_none_or(|b| created.is_some_and(|c| c < b))
             && self.since.is_none_or(|s| created.is_some_and(|c| c > s))
@@ -120,8 +121,12 @@ impl ImageFilters {
     }
 }
 
-fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+/// When the image was made, in nanoseconds since the epoch.
+fn created_ns(img: &Image) -> Option<i128> {
+    img.config
+        .created
+        .as_deref()
+        .and_then(fsutil::parse_rfc3339_nanos)
 }
 
 pub fn images(store: &Store, a: &ImagesArgs) -> Result<()> {
