@@ -154,6 +154,16 @@ impl<'a> Volumes<'a> {
             .collect())
     }
 
+    /// The names of the volumes some container (any state) mounts, from one reading of the
+    /// container records.
+    pub fn in_use(&self) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
+        Ok(Containers::new(self.store)
+            .list()?
+            .iter()
+            .flat_map(|c| named_volumes(c).map(|(n, _, _)| n.to_string()))
+            .collect())
+    }
+
     /// Removes volume `name` and its data; refused while a container uses it.
     pub fn remove(&self, name: &str) -> Result<(), RuntimeError> {
         let _lock = self.store.meta_lock("volumes")?;

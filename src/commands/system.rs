@@ -136,7 +136,10 @@ impl ContainerUsage {
     fn of(store: &Store) -> Result<ContainerUsage> {
         let cs = strata_runtime::container::Containers::new(store);
         let mut u = ContainerUsage::default();
+        let mut named_in_use = std::collections::BTreeSet::new();
         for rec in cs.list()? {
+            named_in_use
+                .extend(strata_runtime::volume::named_volumes(&rec).map(|(n, _, _)| n.to_string()));
             let dir = cs.dir(&rec.id);
             let size = fsutil::tree_size(&dir.upper());
             u.containers += 1;
@@ -153,12 +156,11 @@ impl ContainerUsage {
                 u.volume_size += fsutil::tree_size(&data);
             }
         }
-        let volumes = strata_runtime::volume::Volumes::new(store);
-        for v in volumes.list()? {
+        for v in strata_runtime::volume::Volumes::new(store).list()? {
             let size = fsutil::tree_size(&v.mountpoint);
             u.volumes += 1;
             u.volume_size += size;
-            if volumes.users(&v.name)?.is_empty() {
+            if !named_in_use.contains(&v.name) {
                 u.volume_reclaimable += size;
             } else {
                 u.volumes_used += 1;

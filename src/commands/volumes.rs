@@ -79,9 +79,10 @@ fn list(volumes: &Volumes<'_>, filter: &[String], quiet: bool, format: Option<&s
         Some("false" | "0") => Some(false),
         Some(v) => bail!("invalid filter 'dangling={v}'"),
     };
+    let in_use = volumes.in_use()?;
     let mut shown = Vec::new();
     for v in volumes.list()? {
-        let used = !volumes.users(&v.name)?.is_empty();
+        let used = in_use.contains(&v.name);
         if dangling.is_some_and(|d| d == used)
             || !f.matches("name", &v.name)
             || !f.matches("driver", "local")
@@ -158,8 +159,9 @@ fn prune(volumes: &Volumes<'_>, all: bool) -> Result<()> {
     let mut deleted = Vec::new();
     let mut reclaimed = 0;
     if all {
+        let in_use = volumes.in_use()?;
         for v in volumes.list()? {
-            if !volumes.users(&v.name)?.is_empty() {
+            if in_use.contains(&v.name) {
                 continue;
             }
             let size = fsutil::tree_size(&v.mountpoint);
