@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use strata_cache::{fsutil, Store};
 use strata_image::reference::Reference;
 use strata_image::spec::{self, ContainerConfig, History, ImageConfig};
+use strata_image::Digest;
 use strata_runtime::container::{
     new_id, ContainerRecord, Containers, HostConfig, RunConfig, State, Status,
 };
@@ -103,9 +104,13 @@ fn merge_env(base: &[String], extra: &[String]) -> Result<Vec<String>> {
 }
 
 /// Builds and stores a container record from an image and the create flags.
-pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
+pub fn create_record(
+    store: &Store,
+    a: &CreateArgs,
+    image: Option<&Digest>,
+) -> Result<ContainerRecord> {
     let Some(path) = &a.cidfile else {
-        return new_record(store, a);
+        return new_record(store, a, image);
     };
     // Docker's rule: an existing file may belong to a container still running.
     let mut file = std::fs::OpenOptions::new()
@@ -119,7 +124,7 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
             ),
             _ => anyhow!("--cidfile {}: {e}", path.display()),
         })?;
-    match new_record(store, a) {
+    match new_record(store, a, image) {
         Ok(rec) => {
             file.write_all(rec.id.as_bytes())
                 .with_context(|| format!("write {}", path.display()))?;
@@ -132,11 +137,15 @@ pub fn create_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
     }
 }
 
-fn new_record(store: &Store, a: &CreateArgs) -> Result<ContainerRecord> {
+/// The record itself; `image` is the image's ID when the caller has resolved it already.
+fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<ContainerRecord> {
     let _lease = store.lease()?;
-    let id = store
-        .resolve_image(&a.image)
-        .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image))?;
+    let id = match image {
+        Some(id) => id.clone(),
+        None => store
+            .resolve_image(&a.image)
+            .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image))?,
+    };
     let img = store.image(&id)?;
     let cfg = img.config.container();
     let entrypoint = match &a.entrypoint {
@@ -474,8 +483,8 @@ fn parse_add_host(s: &str) -> Result<(String, String)> {
 }
 
 pub fn create(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {
-    ensure_image(store, root, insecure, a)?;
-    let rec = create_record(store, a).map_err(exit125)?;
+    let image = ensure_image(store, root, insecure, a)?;
+    let rec = create_record(store, a, image.as_ref()).map_err(exit125)?;
     println!("{}", rec.id);
     Ok(())
 }
@@ -538,23 +547,31 @@ fn start_detached(root: &Path, id: &str) -> Result<()> {
 /// Docker's `--pull` for `run` and `create`: an image the store lacks (any, with `always`)
 /// is pulled first. By a child `strata pull`: the pull runs threads, and the start that follows
 /// needs a single-threaded process; its progress goes to stderr, as Docker's does, since stdout
-/// belongs to the container.
-fn ensure_image(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {
-    let present = store.resolve_image(&a.image).is_ok();
+/// belongs to the container. Returns the image's ID when the store has it, so the record
+/// does not look it up again (on a foreground run's path).
+fn ensure_image(
+    store: &Store,
+    root: &Path,
+    insecure: &[String],
+    a: &CreateArgs,
+) -> Result<Option<Digest>> {
+    let present = store.resolve_image(&a.image).ok();
+    let reference = Reference::parse(&a.image).ok();
     match a.pull.as_str() {
-        "never" => return Ok(()),
-        "missing" if present => return Ok(()),
+        "never" => return Ok(present),
+        "missing" if present.is_some() => return Ok(present),
         "missing" => {
-            let shown = Reference::parse(&a.image)
-                .map(|r| r.familiar())
-                .unwrap_or_else(|_| a.image.clone());
-            eprintln!("Unable to find image '{shown}' locally");
+            let shown = reference.as_ref().map(|r| r.familiar());
+            eprintln!(
+                "Unable to find image '{}' locally",
+                shown.as_deref().unwrap_or(&a.image)
+            );
         }
         _ => {}
     }
     // A malformed name or an ID is the record's to report ("unable to find image").
-    if Reference::parse(&a.image).is_err() {
-        return Ok(());
+    if reference.is_none() {
+        return Ok(present);
     }
     let exe = std::env::current_exe().map_err(exit125)?;
     let mut cmd = Command::new(exe);
@@ -573,21 +590,21 @@ fn ensure_image(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs)
     let said = String::from_utf8_lossy(&o.stderr);
     if o.status.success() {
         eprint!("{said}");
-        return Ok(());
+        return Ok(store.resolve_image(&a.image).ok());
     }
     let last = said.lines().last().unwrap_or("pull failed");
     Err(exit125(last.strip_prefix("Error: ").unwrap_or(last)))
 }
 
 pub fn run(store: &Store, root: &Path, insecure: &[String], a: &RunArgs) -> Result<()> {
-    ensure_image(store, root, insecure, &a.create)?;
+    let image = ensure_image(store, root, insecure, &a.create)?;
     if a.detach {
-        let rec = create_record(store, &a.create).map_err(exit125)?;
+        let rec = create_record(store, &a.create, image.as_ref()).map_err(exit125)?;
         start_detached(root, &rec.id)?;
         println!("{}", rec.id);
         return Ok(());
     }
-    run_foreground(store, root, a)
+    run_foreground(store, root, a, image.as_ref())
 }
 
 /// A foreground run: this process execs into the monitor (the process the user's shell waits
@@ -595,7 +612,7 @@ pub fn run(store: &Store, root: &Path, insecure: &[String], a: &RunArgs) -> Resu
 /// writes the record, sends the monitor the id (`--id-fd FD:PID`, see
 /// `monitor::Which::Pipe`) and then makes the container's network namespace (`--netns-fd`),
 /// on the other CPU while the monitor starts (docs/architecture.md, "Containers").
-fn run_foreground(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
+fn run_foreground(store: &Store, root: &Path, a: &RunArgs, image: Option<&Digest>) -> Result<()> {
     let exe = rootexe::protected_exe().map_err(exit125)?;
     let (id_r, id_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| exit125(format!("pipe: {e}")))?;
@@ -629,7 +646,7 @@ fn run_foreground(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
             // SAFETY: the child's copies of the monitor's ends, which it does not use.
             unsafe { libc::close(*fd) };
         }
-        let code = write_record_for_monitor(store, a, id_w, cpus);
+        let code = write_record_for_monitor(store, a, image, id_w, cpus);
         match netns_child {
             Some(sock) if code == 0 => match strata_runtime::netns::make_and_send(sock.as_fd()) {
                 Ok(()) => 0,
@@ -649,10 +666,11 @@ fn run_foreground(store: &Store, root: &Path, a: &RunArgs) -> Result<()> {
 fn write_record_for_monitor(
     store: &Store,
     a: &RunArgs,
+    image: Option<&Digest>,
     to_monitor: OwnedFd,
     cpus: handoff::CpuSplit,
 ) -> i32 {
-    let msg = match create_record(store, &a.create) {
+    let msg = match create_record(store, &a.create, image) {
         Ok(rec) => format!("id {}\n", rec.id),
         Err(e) => format!("125 {}", crate::one_line(&e)),
     };
@@ -889,7 +907,7 @@ fn ps_rows(store: &Store, a: &PsArgs) -> Result<Vec<(ContainerRecord, State)>> {
 fn ancestor_images(
     store: &Store,
     names: &[String],
-) -> Result<Option<std::collections::BTreeSet<strata_image::Digest>>> {
+) -> Result<Option<std::collections::BTreeSet<Digest>>> {
     if names.is_empty() {
         return Ok(None);
     }
@@ -897,7 +915,7 @@ fn ancestor_images(
         .iter()
         .filter_map(|n| store.resolve_image(n).ok())
         .collect();
-    let parents: Vec<(strata_image::Digest, strata_image::Digest)> = store
+    let parents: Vec<(Digest, Digest)> = store
         .list_images()?
         .into_iter()
         .filter_map(|id| {
