@@ -10,7 +10,7 @@
 //! both sides, and a running container that swaps a symlink in cannot lead the copy out of it
 //! (CVE-2018-15664). Nothing from the container is ever run (CVE-2019-14271).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -18,7 +18,6 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{readlinkat, AtFlags};
 use nix::sys::stat::{fstatat, SFlag};
-use pathrs::flags::OpenFlags;
 use pathrs::Root;
 use strata_cache::Store;
 use strata_image::layer::{self, ExtractOptions};
@@ -198,7 +197,7 @@ pub fn copy_from_stream<R: Read>(
         .resolve(dest.path)
         .map_err(|_| not_found(&dest.shown, "no such directory"))?;
     let dir = OwnedFd::from(dir);
-    if !is_dir(&dir, OsStr::new(""))? {
+    if !is_dir(&dir)? {
         return Err(RuntimeError::Invalid(format!(
             "{}: destination must be a directory",
             dest.shown
@@ -245,27 +244,22 @@ fn write_source<W: Write>(
             Path::new(shown),
         ),
         None => {
-            let dir = pathrs::Handle::from_fd(
-                nix::fcntl::openat(
-                    &source.parent,
-                    source.name.as_os_str(),
-                    nix::fcntl::OFlag::O_PATH
-                        | nix::fcntl::OFlag::O_DIRECTORY
-                        | nix::fcntl::OFlag::O_NOFOLLOW
-                        | nix::fcntl::OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )
-                .map_err(|e| layer::LayerError::Io {
-                    path: shown.into(),
-                    source: e.into(),
-                })?,
+            // Opened from its resolved parent without following a link, as the writer opens
+            // every directory below it.
+            let dir = nix::fcntl::openat(
+                &source.parent,
+                source.name.as_os_str(),
+                nix::fcntl::OFlag::O_RDONLY
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_NOFOLLOW
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
             )
-            .reopen(OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY)
             .map_err(|e| layer::LayerError::Io {
                 path: shown.into(),
-                source: std::io::Error::other(e.to_string()),
+                source: e.into(),
             })?;
-            layer::write_contents_tar(OwnedFd::from(dir), out, Path::new(shown))
+            layer::write_contents_tar(dir, out, Path::new(shown))
         }
     }
 }
@@ -329,7 +323,7 @@ fn resolve_destination(
     match dest.root.resolve(&path) {
         Ok(h) => {
             let fd = OwnedFd::from(h);
-            if is_dir(&fd, OsStr::new(""))? {
+            if is_dir(&fd)? {
                 let name = (!source.contents_only).then(|| source.base.clone());
                 return Ok((fd, name));
             }
@@ -360,19 +354,15 @@ fn resolve_destination(
         .resolve(&parent_path)
         .map(OwnedFd::from)
         .map_err(|_| not_found(&dest.shown, "no such directory"))?;
-    if !is_dir(&parent, OsStr::new(""))? || name == "." {
+    if !is_dir(&parent)? || name == "." {
         return Err(not_found(&dest.shown, "no such directory"));
     }
     Ok((parent, Some(name)))
 }
 
-fn is_dir(dir: &OwnedFd, name: &OsStr) -> Result<bool, RuntimeError> {
-    let flags = if name.is_empty() {
-        AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW
-    } else {
-        AtFlags::AT_SYMLINK_NOFOLLOW
-    };
-    let st = fstatat(dir, name, flags).map_err(|e| RuntimeError::io(name, e.into()))?;
+/// Whether the open file (an `O_PATH` handle will do) is a directory.
+fn is_dir(fd: &OwnedFd) -> Result<bool, RuntimeError> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| RuntimeError::io("fstat", e.into()))?;
     Ok(st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits())
 }
 
