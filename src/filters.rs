@@ -35,6 +35,19 @@ impl Filters {
         self.0.get(key).map_or(&[], Vec::as_slice)
     }
 
+    /// A yes/no key (`dangling=true|1|false|0`): the last value given, every value checked.
+    pub fn flag(&self, key: &str) -> Result<Option<bool>> {
+        let mut last = None;
+        for v in self.values(key) {
+            last = Some(match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => bail!("invalid filter '{key}={v}'"),
+            });
+        }
+        Ok(last)
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.0.contains_key(key)
     }

@@ -75,14 +75,7 @@ struct ImageFilters {
 impl ImageFilters {
     fn parse(store: &Store, args: &[String]) -> Result<ImageFilters> {
         let filters = Filters::parse(args, &["dangling", "label", "reference", "before", "since"])?;
-        let mut dangling = None;
-        for v in filters.values("dangling") {
-            dangling = Some(match v.as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => bail!("invalid filter 'dangling={v}'"),
-            });
-        }
+        let dangling = filters.flag("dangling")?;
         let created_of = |key: &str| -> Result<Option<i128>> {
             let Some(name) = filters.values(key).last() else {
                 return Ok(None);

@@ -73,12 +73,7 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
 
 fn list(volumes: &Volumes<'_>, filter: &[String], quiet: bool, format: Option<&str>) -> Result<()> {
     let f = Filters::parse(filter, &["dangling", "name", "label", "driver"])?;
-    let dangling = match f.values("dangling").last().map(String::as_str) {
-        None => None,
-        Some("true" | "1") => Some(true),
-        Some("false" | "0") => Some(false),
-        Some(v) => bail!("invalid filter 'dangling={v}'"),
-    };
+    let dangling = f.flag("dangling")?;
     let in_use = volumes.in_use()?;
     let mut shown = Vec::new();
     for v in volumes.list()? {
