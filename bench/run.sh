@@ -1,11 +1,10 @@
 #!/bin/sh
-# strata's benchmarks, next to the floors and peers in ../shared/bench/README.md.
+# strata's benchmarks, next to the floors and peers in bench/workloads/README.md.
 # Usage: bench/run.sh [start|small|fanout|bigctx|import|registry|all]   (default: all)
 # Needs root, hyperfine, runc, busybox-static (scripts/deps.sh installs them). Prints rows of
 # "workload phase: median (and the floor/peer measured in the same run)".
 set -eu
 cd "$(dirname "$0")/.."
-shared=${STRATA_SHARED:-../shared}
 what=${1:-all}
 cargo build --release --locked -q
 bin=$(pwd)/target/x86_64-unknown-linux-gnu/release/strata
@@ -59,17 +58,17 @@ build_phases() { # name ctx dockerfile-dir incr-cmd
 }
 
 if [ "$what" = small ] || [ "$what" = all ]; then
-  cp -r "$shared/bench/small" "$work/small"
+  cp -r "bench/workloads/small" "$work/small"
   build_phases small "$work/small" "date +%s%N >> $work/small/a.txt"
 fi
 if [ "$what" = fanout ] || [ "$what" = all ]; then
-  cp -r "$shared/bench/fanout" "$work/fanout"
+  cp -r "bench/workloads/fanout" "$work/fanout"
   build_phases fanout "$work/fanout"
 fi
 if [ "$what" = bigctx ] || [ "$what" = all ]; then
   ./tests/fixtures/debian-rootfs.sh /var/tmp/strata-debian-bookworm.tar
   $S import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null
-  python3 "$shared/bench/gen-bigctx.py" "$work/bigctx" >/dev/null
+  python3 "bench/workloads/gen-bigctx.py" "$work/bigctx" >/dev/null
   build_phases bigctx "$work/bigctx" "date +%s%N >> $work/bigctx/src/m00/p0/f0.txt"
 fi
 if [ "$what" = import ] || [ "$what" = all ]; then

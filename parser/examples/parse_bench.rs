@@ -1,5 +1,5 @@
 //! Parse throughput: a generated 10,000-line Dockerfile and every BuildKit corpus file.
-//! Usage: cargo run --release -p strata-parser --example parse_bench [SHARED_DIR]
+//! Usage: cargo run --release -p strata-parser --example parse_bench (reads tests/data/)
 
 use std::time::Instant;
 
@@ -49,10 +49,8 @@ fn main() {
     let big = generated(10_000);
     println!("{} lines", big.lines().count());
     measure("generated 10,000 lines", &big, 20);
-    let shared = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "../shared".into());
-    let dir = std::path::Path::new(&shared).join("conformance/buildkit-parser/testfiles");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/buildkit-parser/testfiles");
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .expect("corpus")
         .map(|e| e.unwrap().path())

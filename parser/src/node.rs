@@ -1,6 +1,6 @@
 //! The line-level parser: Dockerfile bytes → a raw tree of instruction nodes (strings only),
 //! with BuildKit's exact rules for directives, escapes, continuations, comments, flags, JSON
-//! arrays and heredocs (see `../shared/conformance/buildkit-parser/FORMAT.md`). No expansion
+//! arrays and heredocs (see `tests/data/buildkit-parser/FORMAT.md`). No expansion
 //! and no validation happen here; [`crate::instructions`] does that on top.
 
 use std::collections::BTreeSet;

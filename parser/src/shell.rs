@@ -3,7 +3,7 @@
 //! `$A`, `${A}`, `${A:-x}`, `${A-x}`, `${A:+x}`, `${A+x}`, `${A:?x}`, `${A?x}`, `${A#p}`,
 //! `${A##p}`, `${A%p}`, `${A%%p}`, `${A/p/r}`, `${A//p/r}`, single and double quotes and the
 //! escape character, exactly as the Dockerfile frontend does it (see
-//! `../shared/conformance/buildkit-shell/FORMAT.md`). It also reports which variables were
+//! `tests/data/buildkit-shell/FORMAT.md`). It also reports which variables were
 //! looked up and set (`matched`) or unset (`unmatched`).
 
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! BuildKit conformance, data-driven from `../shared/conformance/` (read in place): the parser
+//! BuildKit conformance, data-driven from `tests/data/` (copied verbatim, licences beside them): the parser
 //! corpus dumped byte for byte, the variable-expansion tables, the `.dockerignore` vectors.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,17 +9,9 @@ use strata_parser::ignore::{read_ignore_file, Matcher};
 use strata_parser::node::{parse, Node};
 use strata_parser::shell::Lexer;
 
-fn shared() -> PathBuf {
-    if let Ok(p) = std::env::var("STRATA_SHARED") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared");
-    assert!(
-        p.join("conformance").is_dir(),
-        "../shared/conformance not found at {}",
-        p.display()
-    );
-    p
+/// The corpora, copied into the repository with their licences (`tests/data/README.md`).
+fn data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
 /// Go's `strconv.Quote`.
@@ -88,7 +80,7 @@ fn dump(n: &Node) -> String {
 
 #[test]
 fn buildkit_parser_corpus_dumps_byte_for_byte() {
-    let dir = shared().join("conformance/buildkit-parser/testfiles");
+    let dir = data().join("buildkit-parser/testfiles");
     let mut n = 0;
     let mut failures = Vec::new();
     for e in fs::read_dir(&dir).unwrap() {
@@ -120,7 +112,7 @@ fn buildkit_parser_corpus_dumps_byte_for_byte() {
 
 #[test]
 fn buildkit_negative_cases_are_rejected() {
-    let dir = shared().join("conformance/buildkit-parser/testfiles-negative");
+    let dir = data().join("buildkit-parser/testfiles-negative");
     let mut n = 0;
     for e in fs::read_dir(&dir).unwrap() {
         let case = e.unwrap().path();
@@ -133,9 +125,7 @@ fn buildkit_negative_cases_are_rejected() {
 
 #[test]
 fn buildkit_line_numbers() {
-    let src =
-        fs::read_to_string(shared().join("conformance/buildkit-parser/testfile-line/Dockerfile"))
-            .unwrap();
+    let src = fs::read_to_string(data().join("buildkit-parser/testfile-line/Dockerfile")).unwrap();
     let r = parse(&src).unwrap();
     let spans: Vec<(usize, usize)> = r.nodes.iter().map(|n| (n.start.line, n.end_line)).collect();
     assert_eq!(spans, vec![(5, 5), (11, 12), (17, 31)]);
@@ -156,7 +146,7 @@ fn fixed_env() -> Vec<(String, String)> {
 
 #[test]
 fn buildkit_env_var_table() {
-    let text = fs::read_to_string(shared().join("conformance/buildkit-shell/envVarTest")).unwrap();
+    let text = fs::read_to_string(data().join("buildkit-shell/envVarTest")).unwrap();
     let env = fixed_env();
     let lx = Lexer::default();
     let mut checked = 0;
@@ -188,7 +178,7 @@ fn buildkit_env_var_table() {
 
 #[test]
 fn buildkit_words_table() {
-    let text = fs::read_to_string(shared().join("conformance/buildkit-shell/wordsTest")).unwrap();
+    let text = fs::read_to_string(data().join("buildkit-shell/wordsTest")).unwrap();
     let mut env: Vec<(String, String)> = Vec::new();
     let lx = Lexer::default();
     let mut failures = Vec::new();
@@ -235,9 +225,7 @@ struct SubCase {
 
 #[test]
 fn buildkit_substitution_cases() {
-    let text =
-        fs::read_to_string(shared().join("conformance/buildkit-shell/substitution-cases.jsonl"))
-            .unwrap();
+    let text = fs::read_to_string(data().join("buildkit-shell/substitution-cases.jsonl")).unwrap();
     let lx = Lexer::default();
     let mut failures = Vec::new();
     let mut n = 0;
@@ -270,8 +258,7 @@ fn buildkit_substitution_cases() {
 
 #[test]
 fn dockerignore_match_vectors() {
-    let text =
-        fs::read_to_string(shared().join("conformance/dockerignore/match-vectors.tsv")).unwrap();
+    let text = fs::read_to_string(data().join("dockerignore/match-vectors.tsv")).unwrap();
     let mut failures = Vec::new();
     let mut n = 0;
     for line in text.lines() {
@@ -301,8 +288,7 @@ fn dockerignore_match_vectors() {
 
 #[test]
 fn dockerignore_file_reading() {
-    let text =
-        fs::read_to_string(shared().join("conformance/dockerignore/readall-vector.txt")).unwrap();
+    let text = fs::read_to_string(data().join("dockerignore/readall-vector.txt")).unwrap();
     let input_start = text.find("#--- INPUT").unwrap();
     let input_body = &text[text[input_start..].find('\n').unwrap() + input_start + 1..];
     let expected_marker = input_body.find("#--- EXPECTED").unwrap();
