@@ -1835,3 +1835,80 @@ fn copy_links_unchanged_files_from_its_previous_layer_and_checks_them() {
     let report = s.ok(&["system", "check"]);
     assert!(!report.contains("COPY reuse record"), "{report}");
 }
+
+// ---- Docker's semantics where strata differed (issue 17) ----------------------------------
+
+/// The output a build's RUN steps printed, in order (plain progress, `#N 0.123 text`).
+fn run_output(progress: &str) -> Vec<String> {
+    progress
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix('#')?;
+            let (_, rest) = rest.split_once(' ')?;
+            let (time, text) = rest.split_once(' ')?;
+            time.parse::<f64>().ok().map(|_| text.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn workdir_makes_its_directory_for_the_next_step() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = ctx_with(
+        &s,
+        "ctx",
+        &[
+            ("f.txt", "hello\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\nWORKDIR /app\nCOPY f.txt /app\nRUN cat /app/f.txt && pwd\nUSER nobody\nWORKDIR /srv/x/y\nRUN stat -c '%n %u:%g %a' /srv /srv/x /srv/x/y\nWORKDIR /etc\n",
+            ),
+        ],
+    );
+    let (_, err) = build(&s, &ctx, &["-t", "wd"]);
+    assert_eq!(
+        run_output(&err),
+        [
+            "hello",
+            "/app",
+            "/srv 65534:65534 755",
+            "/srv/x 65534:65534 755",
+            "/srv/x/y 65534:65534 755",
+        ],
+        "{err}"
+    );
+    // A WORKDIR that makes a directory adds a layer; one that exists (/etc) adds none.
+    let history = s.ok(&["history", "--format", "{{.CreatedBy}}|{{.Size}}", "wd"]);
+    let rows: Vec<&str> = history.lines().collect();
+    assert_eq!(rows[0], "WORKDIR /etc|0B", "{history}");
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("WORKDIR /srv/x/y|") && !r.ends_with("|0B")),
+        "{history}"
+    );
+    // A path on the way that is a file is an error naming it.
+    let ctx = context(&s, "FROM busybox\nWORKDIR /etc/passwd/sub\n");
+    let err = build_fails(&s, &["build", &ctx]);
+    assert!(err.contains("Dockerfile:2: WORKDIR /etc/passwd/sub: mkdir /etc/passwd/sub: /etc/passwd is not a directory"), "{err}");
+}
+
+#[test]
+fn env_values_of_one_instruction_see_the_environment_before_it() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = context(
+        &s,
+        "FROM busybox\nENV A=0\nENV A=1 B=${A}2 C=x${B}\nRUN echo \"A=$A B=$B C=$C\"\n",
+    );
+    let (_, err) = build(&s, &ctx, &["-t", "env"]);
+    assert_eq!(run_output(&err), ["A=1 B=02 C=x"], "{err}");
+    let env = s.ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        "env",
+    ]);
+    assert!(env.contains(r#""A=1","B=02","C=x""#), "{env}");
+}

@@ -100,6 +100,7 @@ impl Drop for Dockerd {
 const CASES: &[(&str, &str)] = &[
     ("basic", "FROM busybox\nRUN echo one > /one && mkdir -p /a/b && echo x > /a/b/c && chmod 640 /a/b/c\nCOPY files /files/\nCOPY top.txt /top.txt\nRUN rm /bin/vi && ln -s /one /link && ln /one /hard\nENV A=1 B=\"two words\"\nWORKDIR /srv/app\nCOPY top.txt rel.txt\nUSER nobody\nCMD [\"sh\"]\n"),
     ("multistage", "FROM busybox AS builder\nRUN mkdir /out && echo built > /out/artifact && chown -R nobody:users /out\nFROM busybox\nCOPY --from=builder /out /opt/out\nCOPY --from=builder --chown=daemon:daemon /out/artifact /owned\nLABEL a=b\nEXPOSE 80\nENTRYPOINT [\"/bin/cat\"]\n"),
+    ("workdir", "FROM busybox\nWORKDIR /app\nCOPY top.txt /app\nWORKDIR /srv/a/b\nENV A=1\nENV A=2 B=${A}\nRUN echo \"$A $B\" > /where\n"),
     ("dirs", "FROM busybox\nCOPY files/ /dest\nCOPY *.txt /globbed/\nRUN mkdir -p /x/y && touch /x/y/z && rm -r /x && mkdir /x && echo again > /x/new\n"),
 ];
 

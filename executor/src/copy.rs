@@ -597,18 +597,8 @@ fn write_file_at(
 /// Resolves `--chown` against the destination's own passwd and group files.
 fn owner(dest: &Root, chown: Option<&str>) -> Result<Option<(u32, u32)>, String> {
     let Some(spec) = chown else { return Ok(None) };
-    let read = |p: &str| -> String {
-        dest.resolve(p)
-            .ok()
-            .and_then(|h| h.reopen(pathrs::flags::OpenFlags::O_RDONLY).ok())
-            .and_then(|mut f| {
-                let mut s = String::new();
-                io::Read::read_to_string(&mut f, &mut s).ok().map(|_| s)
-            })
-            .unwrap_or_default()
-    };
-    let passwd = read("/etc/passwd");
-    let group = read("/etc/group");
+    let passwd = read_in_root(dest, "/etc/passwd");
+    let group = read_in_root(dest, "/etc/group");
     // A user name alone means its primary group; Docker's --chown default group is the user's.
     let u = strata_runtime::user::resolve(spec, &passwd, &group)
         .map_err(|e| format!("--chown={spec}: {e}"))?;
@@ -620,6 +610,62 @@ fn owner(dest: &Root, chown: Option<&str>) -> Result<Option<(u32, u32)>, String>
         u.gid
     };
     Ok(Some((u.uid, gid)))
+}
+
+/// A text file of the tree under `root` (resolved inside it); empty when it cannot be read.
+fn read_in_root(root: &Root, path: &str) -> String {
+    root.resolve(path)
+        .ok()
+        .and_then(|h| h.reopen(pathrs::flags::OpenFlags::O_RDONLY).ok())
+        .and_then(|mut f| {
+            let mut s = String::new();
+            io::Read::read_to_string(&mut f, &mut s).ok().map(|_| s)
+        })
+        .unwrap_or_default()
+}
+
+/// WORKDIR: makes `dir` over `parent` (its missing components 0755, owned by `user` as the
+/// image's passwd and group files name it, as BuildKit's mkdir does). Returns the new layer,
+/// or None when the directory exists already (the step then adds no layer).
+pub fn make_workdir(
+    store: &Store,
+    parent: &Image,
+    pending: &crate::Lowers,
+    dir: &str,
+    user: &str,
+) -> Result<Option<PathBuf>, String> {
+    let m = mount_layers(store, parent, &crate::lock(pending), true)?;
+    let root = Root::open(&m.mnt).map_err(|e| e.to_string())?;
+    let mut dest = Dest {
+        root,
+        dirs: HashMap::new(),
+        dir_times: Vec::new(),
+    };
+    if dir == "/" || dest.is_dir(dir) {
+        return Ok(None);
+    }
+    let own = if user.is_empty() {
+        (0, 0)
+    } else {
+        let passwd = read_in_root(&dest.root, "/etc/passwd");
+        let group = read_in_root(&dest.root, "/etc/group");
+        let u = strata_runtime::user::resolve(user, &passwd, &group)
+            .map_err(|e| format!("mkdir {dir}: user {user}: {e}"))?;
+        (u.uid, u.gid)
+    };
+    let mut path = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        path.push('/');
+        path.push_str(part);
+        if dest.is_dir(&path) {
+            continue;
+        }
+        if dest.root.resolve_nofollow(&path).is_ok() {
+            return Err(format!("mkdir {dir}: {path} is not a directory"));
+        }
+        dest.ensure_dir(&path, Some(own))?;
+    }
+    Ok(Some(m.into_upper()))
 }
 
 fn is_archive(path: &Path) -> bool {

@@ -572,6 +572,22 @@ impl Executor<'_> {
                 empty: true,
                 reuse: None,
             })),
+            StepOp::Workdir(cfg) => {
+                let made = copy::make_workdir(
+                    self.store,
+                    &state.image,
+                    lowers,
+                    &cfg.working_dir,
+                    &cfg.user,
+                )
+                .map_err(|e| self.step_error(step, e))?;
+                Ok(Some(Outcome {
+                    empty: made.is_none(),
+                    layer: made,
+                    config: Some((**cfg).clone()),
+                    reuse: None,
+                }))
+            }
             StepOp::Run {
                 argv,
                 env,

@@ -229,6 +229,9 @@ pub enum StepOp {
     Copy(Box<CopyOp>),
     /// A metadata instruction: the config after it.
     Config(Box<ContainerConfig>),
+    /// WORKDIR: the config after it, whose working directory is made (with its missing
+    /// parents, owned by the config's user) unless the parent has it already.
+    Workdir(Box<ContainerConfig>),
 }
 
 /// One step of a stage.
@@ -663,8 +666,8 @@ impl Planner<'_> {
             Kind::Env(kvs) => {
                 let mut shown = Vec::new();
                 for kv in kvs {
-                    // Each pair sees the values set before it on the same line.
-                    let vars = b.vars();
+                    // Every pair is expanded with the environment from before the
+                    // instruction, as BuildKit does: `ENV A=1 B=${A}2` sees no A of its own.
                     let k = self.expand(ins, &kv.key, &vars)?;
                     let v = self.expand(ins, &kv.value, &vars)?;
                     b.config.env_set(&k, &v);
@@ -725,7 +728,12 @@ impl Planner<'_> {
                     format!("{}/{w}", base.trim_end_matches('/'))
                 };
                 b.config.working_dir = clean_abs(&abs);
-                self.config_step(b, ins, format!("WORKDIR {}", b.config.working_dir));
+                let created_by = format!("WORKDIR {}", b.config.working_dir);
+                // BuildKit makes the directory (owned by the USER) in a layer of its own when
+                // it is missing, so the next step sees it: `COPY f /app` copies into it.
+                let cfg = b.config.clone();
+                let inputs = json!({"op": "workdir", "config": cfg, "created_by": created_by});
+                self.push(b, ins, StepOp::Workdir(Box::new(cfg)), inputs, created_by);
             }
             Kind::User(u) => {
                 b.config.user = self.expand(ins, u, &vars)?;
