@@ -1912,3 +1912,52 @@ fn env_values_of_one_instruction_see_the_environment_before_it() {
     ]);
     assert!(env.contains(r#""A=1","B=02","C=x""#), "{env}");
 }
+
+#[test]
+fn run_steps_get_buildkits_supplementary_groups_and_run_keeps_dockers() {
+    let s = Strata::new();
+    s.busybox();
+    let mut df = String::from("FROM busybox\nRUN echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd && printf 'app:x:1000:\\nusers:x:100:app\\nother:x:200:\\n' >> /etc/group\n");
+    for u in ["app", "1000", "app:other", "1000:200"] {
+        df.push_str(&format!(
+            "USER {u}\nRUN echo {u} $(grep Groups /proc/self/status)\n"
+        ));
+    }
+    let ctx = context(&s, &df);
+    let (_, err) = build(&s, &ctx, &["-t", "groups"]);
+    // BuildKit: only the groups that list the user; none with an explicit group.
+    assert_eq!(
+        run_output(&err),
+        [
+            "app Groups: 100",
+            "1000 Groups: 100",
+            "app:other Groups:",
+            "1000:200 Groups:"
+        ],
+        "{err}"
+    );
+    // Docker's `run -u`: the primary group as well.
+    let mut docker = Vec::new();
+    for u in ["app", "1000", "app:other", "1000:200"] {
+        let out = s.ok(&[
+            "run",
+            "--rm",
+            "-u",
+            u,
+            "groups",
+            "sh",
+            "-c",
+            "grep Groups /proc/self/status",
+        ]);
+        docker.push(format!("{u}:{}", out.trim_start_matches("Groups:").trim()));
+    }
+    assert_eq!(
+        docker,
+        [
+            "app:100 1000",
+            "1000:100 1000",
+            "app:other:200",
+            "1000:200:200"
+        ]
+    );
+}

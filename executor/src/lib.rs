@@ -769,7 +769,10 @@ impl Executor<'_> {
         env.extend(run.mounts.env.iter().cloned());
         let containers = Containers::new(self.store);
         let mut labels = BTreeMap::new();
-        labels.insert("strata.build".to_string(), "1".to_string());
+        labels.insert(
+            strata_runtime::container::BUILD_LABEL.to_string(),
+            "1".to_string(),
+        );
         // Held until the container's overlay is mounted (see `Lowers`).
         let named = lock(lowers);
         let rec = ContainerRecord {

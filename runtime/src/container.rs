@@ -273,9 +273,16 @@ pub struct ContainerRecord {
     pub pending_layers: Vec<PathBuf>,
 }
 
+/// The label of the containers a build runs its RUN steps in.
+pub const BUILD_LABEL: &str = "strata.build";
+
 impl ContainerRecord {
     pub fn short_id(&self) -> &str {
         &self.id[..12]
+    }
+    /// A build's RUN step container.
+    pub fn is_build(&self) -> bool {
+        self.config.labels.contains_key(BUILD_LABEL)
     }
     /// The command to run: entrypoint + cmd.
     pub fn argv(&self) -> Vec<String> {

@@ -72,6 +72,7 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
         init: false,
         ulimits: base.ulimits.clone(),
         group_add: base.group_add.clone(),
+        buildkit_groups: false,
     };
     // Join the cgroup, then the namespaces (mount last: it changes our root).
     Cgroup::of(&rec.id).add_self().map_err(e125)?;

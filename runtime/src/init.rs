@@ -948,8 +948,7 @@ fn drop_privileges(
     // SAFETY: prctl/setgroups/setres[ug]id with plain arguments.
     unsafe {
         libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
-        let mut groups = vec![user.gid];
-        groups.extend(user.additional_gids.iter().copied());
+        let groups = crate::user::groups_for(user, p.buildkit_groups);
         if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
             return fail(
                 125,

@@ -182,6 +182,7 @@ pub fn specs(
         init: h.init,
         ulimits: h.ulimits.clone(),
         group_add: h.group_add.clone(),
+        buildkit_groups: rec.is_build(),
     };
     Ok((root, proc_))
 }

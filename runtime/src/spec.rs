@@ -78,6 +78,10 @@ pub struct ProcessSpec {
     /// More supplementary groups (`--group-add`, names resolved in the container).
     #[serde(default)]
     pub group_add: Vec<String>,
+    /// A build's RUN step: supplementary groups follow BuildKit's rule, not Docker's
+    /// (`user::groups_for`).
+    #[serde(default)]
+    pub buildkit_groups: bool,
 }
 
 /// The default PATH, as Docker and BuildKit set it.

@@ -90,13 +90,14 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, String
                 })?,
         };
     } else {
-        // Supplementary groups: every group that lists the user by name.
+        // Supplementary groups: every group that lists the user by name (its primary group
+        // too when listed; `groups_for` decides whether the primary group is added).
         let name = found.map(|f| f[0]).unwrap_or("");
         for f in &groups {
             let members = f.get(3).copied().unwrap_or("");
             if !name.is_empty() && members.split(',').any(|m| m == name) {
                 if let Ok(gid) = f[2].parse::<u32>() {
-                    if gid != user.gid && !user.additional_gids.contains(&gid) {
+                    if !user.additional_gids.contains(&gid) {
                         user.additional_gids.push(gid);
                     }
                 }
@@ -104,6 +105,19 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, String
         }
     }
     Ok(user)
+}
+
+/// The supplementary groups a process gets. Docker (`run`, `exec`): the primary group first,
+/// then the groups listing the user and `--group-add`. BuildKit (build RUN steps): only the
+/// groups listing the user.
+pub fn groups_for(user: &ExecUser, buildkit: bool) -> Vec<u32> {
+    let mut groups = if buildkit { Vec::new() } else { vec![user.gid] };
+    for &g in &user.additional_gids {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    groups
 }
 
 #[cfg(test)]

@@ -32,9 +32,6 @@ use crate::output::{
     human_duration, human_size, now_unix, print_formatted, print_table, since, Format,
 };
 
-/// The label marking a build's RUN container.
-pub const BUILD_LABEL: &str = "strata.build";
-
 /// An error that carries the process exit code (125/126/127 as Docker uses them).
 #[derive(Debug)]
 pub struct ExitError(pub i32, pub String);
@@ -861,7 +858,7 @@ fn ps_rows(store: &Store, a: &PsArgs) -> Result<Vec<(ContainerRecord, State)>> {
         .list()?
         .into_iter()
         // Build containers (RUN steps) are the build's business, as with Docker.
-        .filter(|r| !r.config.labels.contains_key(BUILD_LABEL))
+        .filter(|r| !r.is_build())
         .collect();
     recs.sort_by(|x, y| y.created.cmp(&x.created));
     // `before` and `since` name containers: keep only those created before / after them.
