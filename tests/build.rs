@@ -1961,3 +1961,44 @@ fn run_steps_get_buildkits_supplementary_groups_and_run_keeps_dockers() {
         ]
     );
 }
+
+#[test]
+fn unused_stages_images_are_never_looked_up() {
+    let s = Strata::new();
+    s.busybox();
+    // Neither image exists anywhere: resolving either would fail the build (or try a pull).
+    let ctx = context(
+        &s,
+        "FROM example.invalid/nosuch:1 AS unused\nRUN false\nFROM busybox AS used\nRUN echo used > /u\nFROM busybox AS other\nCOPY --from=example.invalid/other:2 /x /y\nRUN --mount=from=example.invalid/third:3,target=/m true\nFROM used\nRUN cat /u\n",
+    );
+    let (_, err) = build(&s, &ctx, &["--pull", "missing", "-t", "final"]);
+    assert_eq!(run_output(&err), ["used"], "{err}");
+    assert!(!err.contains("example.invalid"), "{err}");
+    let dry = s.ok(&["build", "--dry-run", "--target", "used", &ctx]);
+    let skipped: Vec<&str> = dry
+        .lines()
+        .filter(|l| l.ends_with("skipped: the target does not need it"))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "stage 0 [unused] skipped: the target does not need it",
+            "stage 2 [other] skipped: the target does not need it",
+            "stage 3 [stage-3] skipped: the target does not need it"
+        ],
+        "{dry}"
+    );
+    // A base image's ONBUILD trigger may name a stage the text does not: it is planned then.
+    let trig = context(&s, "FROM busybox\nONBUILD COPY --from=helper /h /h\n");
+    s.ok(&["build", "-q", "-t", "trig", &trig]);
+    let ctx = ctx_with(
+        &s,
+        "onbuild",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS helper\nRUN echo helped > /h\nFROM trig\nRUN cat /h\n",
+        )],
+    );
+    let (_, err) = build(&s, &ctx, &[]);
+    assert_eq!(run_output(&err), ["helped"], "{err}");
+}

@@ -2,7 +2,7 @@
 //! are valid and unique, `FROM` names a valid image or an earlier stage, `--from` references
 //! resolve, and stages do not depend on each other in a cycle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use strata_image::Reference;
 use strata_parser::instructions::{Dockerfile, Kind};
@@ -17,6 +17,37 @@ struct StageInfo {
     deps: Vec<(usize, Pos)>,
 }
 
+/// The stages of a Dockerfile and what each needs, as written (before any image is looked up).
+pub struct StageGraph {
+    stages: Vec<StageInfo>,
+}
+
+impl StageGraph {
+    /// The stage `--target` names (by name or index; None: the last stage).
+    pub fn target(&self, target: Option<&str>) -> Option<usize> {
+        match target {
+            None => self.stages.len().checked_sub(1),
+            Some(t) => self
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(&t.to_lowercase()))
+                .or_else(|| t.parse::<usize>().ok().filter(|&i| i < self.stages.len())),
+        }
+    }
+
+    /// `stage` and every stage it needs, directly or not (FROM, `--from`).
+    pub fn needed_by(&self, stage: usize) -> BTreeSet<usize> {
+        let mut needed = BTreeSet::new();
+        let mut stack = vec![stage];
+        while let Some(s) = stack.pop() {
+            if needed.insert(s) {
+                stack.extend(self.stages[s].deps.iter().map(|&(d, _)| d));
+            }
+        }
+        needed
+    }
+}
+
 /// Returns every problem found (empty when the Dockerfile is buildable as far as text goes).
 /// `build_args` are the `--build-arg` values, used to expand global ARGs in FROM.
 pub fn check(
@@ -25,6 +56,16 @@ pub fn check(
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
 ) -> Vec<ParseError> {
+    analyze(file, source, df, build_args).0
+}
+
+/// [`check`], and the stage graph when there is no problem.
+pub fn analyze(
+    file: &str,
+    source: &str,
+    df: &Dockerfile,
+    build_args: &BTreeMap<String, String>,
+) -> (Vec<ParseError>, StageGraph) {
     let mut errors = Vec::new();
     let err = |pos: Pos, m: String| ParseError::new(file, source, pos, m);
     let mut global: Vec<(String, String)> = Vec::new();
@@ -91,7 +132,7 @@ pub fn check(
                         ins.kind.name()
                     ),
                 ));
-                return errors;
+                return (errors, StageGraph { stages });
             }
             _ => {}
         }
@@ -101,7 +142,7 @@ pub fn check(
             Pos { line: 1, col: 1 },
             "no build stage in current context: the Dockerfile has no FROM".into(),
         ));
-        return errors;
+        return (errors, StageGraph { stages });
     }
     // Pass 2: --from references (COPY, RUN --mount).
     let mut current = 0usize;
@@ -182,7 +223,7 @@ pub fn check(
             break;
         }
     }
-    errors
+    (errors, StageGraph { stages })
 }
 
 #[cfg(test)]

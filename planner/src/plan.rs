@@ -313,6 +313,11 @@ pub fn key_of(inputs: &Value) -> Digest {
 }
 
 struct Planner<'a> {
+    /// The stages to plan (the others get a placeholder: see [`plan`]).
+    needed: &'a BTreeSet<usize>,
+    /// A stage outside `needed` that a planned one turned out to need (then planning starts
+    /// again with it).
+    wanted: Option<usize>,
     file: &'a str,
     source: &'a str,
     opts: &'a PlanOptions,
@@ -336,61 +341,45 @@ pub fn plan(
     stat: &mut StatCache,
     images: &dyn ImageSource,
 ) -> Result<BuildGraph, PlanError> {
-    let problems = crate::check::check(file, source, df, &opts.build_args);
+    let (problems, stage_graph) = crate::check::analyze(file, source, df, &opts.build_args);
     if let Some(p) = problems.into_iter().next() {
         return Err(PlanError::Parse(p));
     }
-    let mut p = Planner {
-        file,
-        source,
-        opts,
-        images,
-        context,
-        stat,
-        named_stats: BTreeMap::new(),
-        escape: df.escape,
-        global_args: default_args(),
-        stages: Vec::new(),
-    };
-    let mut current: Option<StageBuilder> = None;
-    for ins in &df.instructions {
-        match &ins.kind {
-            Kind::Arg(decls) if current.is_none() => {
-                for d in decls {
-                    let value = match (opts.build_args.get(&d.name), &d.default) {
-                        (Some(v), _) => Some(v.clone()),
-                        (None, Some(def)) => Some(p.expand(ins, def, &p.global_args.clone())?),
-                        (None, None) => None,
-                    };
-                    if let Some(v) = value {
-                        p.global_args.retain(|(k, _)| k != &d.name);
-                        p.global_args.push((d.name.clone(), v));
-                    }
+    let target = stage_graph.target(opts.target.as_deref()).ok_or_else(|| {
+        PlanError::Invalid(format!(
+            "target stage {:?} could not be found",
+            opts.target.as_deref().unwrap_or_default()
+        ))
+    })?;
+    // Only the stages the target needs are planned: the images of the others are neither
+    // looked up nor pulled, as in BuildKit. An ONBUILD trigger of a base image may name a
+    // stage the Dockerfile's text does not: then that stage is planned too, from the start.
+    let mut needed = stage_graph.needed_by(target);
+    let p = loop {
+        let mut p = Planner {
+            file,
+            source,
+            opts,
+            images,
+            context,
+            stat: &mut *stat,
+            named_stats: BTreeMap::new(),
+            escape: df.escape,
+            global_args: default_args(),
+            stages: Vec::new(),
+            needed: &needed,
+            wanted: None,
+        };
+        match p.stages_of(df) {
+            Ok(()) => break p,
+            Err(e) => match p.wanted {
+                Some(i) => {
+                    let more = stage_graph.needed_by(i);
+                    needed.extend(more);
                 }
-            }
-            Kind::From(f) => {
-                if let Some(b) = current.take() {
-                    p.finish(b);
-                }
-                current = Some(p.start_stage(ins, f)?);
-            }
-            _ => {
-                let b = current.as_mut().expect("check guarantees a FROM first");
-                p.instruction(b, ins)?;
-            }
+                None => return Err(e),
+            },
         }
-    }
-    if let Some(b) = current.take() {
-        p.finish(b);
-    }
-    let target = match &opts.target {
-        None => p.stages.len() - 1,
-        Some(t) => p
-            .stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(&t.to_lowercase()))
-            .or_else(|| t.parse::<usize>().ok().filter(|&i| i < p.stages.len()))
-            .ok_or_else(|| PlanError::Invalid(format!("target stage {t:?} could not be found")))?,
     };
     let mut graph = DiGraph::new();
     let nodes: Vec<_> = (0..p.stages.len()).map(|i| graph.add_node(i)).collect();
@@ -476,6 +465,76 @@ impl StageBuilder {
 }
 
 impl Planner<'_> {
+    /// Plans every stage in `df` (placeholders for those not needed).
+    fn stages_of(&mut self, df: &Dockerfile) -> Result<(), PlanError> {
+        let mut current: Option<StageBuilder> = None;
+        let mut skipping = false;
+        for ins in &df.instructions {
+            match &ins.kind {
+                Kind::Arg(decls) if current.is_none() && !skipping => {
+                    for d in decls {
+                        let value = match (self.opts.build_args.get(&d.name), &d.default) {
+                            (Some(v), _) => Some(v.clone()),
+                            (None, Some(def)) => {
+                                Some(self.expand(ins, def, &self.global_args.clone())?)
+                            }
+                            (None, None) => None,
+                        };
+                        if let Some(v) = value {
+                            self.global_args.retain(|(k, _)| k != &d.name);
+                            self.global_args.push((d.name.clone(), v));
+                        }
+                    }
+                }
+                Kind::From(f) => {
+                    if let Some(b) = current.take() {
+                        self.finish(b);
+                    }
+                    skipping = !self.needed.contains(&self.stages.len());
+                    if skipping {
+                        self.skip_stage(ins, f);
+                    } else {
+                        current = Some(self.start_stage(ins, f)?);
+                    }
+                }
+                _ if skipping => {}
+                _ => {
+                    let b = current.as_mut().expect("check guarantees a FROM first");
+                    self.instruction(b, ins)?;
+                }
+            }
+        }
+        if let Some(b) = current.take() {
+            self.finish(b);
+        }
+        Ok(())
+    }
+
+    /// A stage the target does not need: only its name and place are kept.
+    fn skip_stage(&mut self, ins: &Instruction, f: &strata_parser::instructions::From) {
+        self.stages.push(StagePlan {
+            index: self.stages.len(),
+            name: f.alias.clone(),
+            base: Base::Scratch,
+            base_key: key_of(&json!({"v": KEY_VERSION, "op": "skipped"})),
+            base_config: ImageConfig::default(),
+            steps: Vec::new(),
+            deps: BTreeSet::new(),
+            final_config: ContainerConfig::default(),
+            pos: ins.pos,
+        });
+    }
+
+    /// Stage `i` as an input of a planned stage; an error (and a new planning with it) when
+    /// it was skipped.
+    fn stage_input(&mut self, ins: &Instruction, i: usize) -> Result<(), PlanError> {
+        if self.needed.contains(&i) {
+            return Ok(());
+        }
+        self.wanted = Some(i);
+        Err(self.err(ins, format!("stage {i} was not planned")))
+    }
+
     fn err(&self, ins: &Instruction, m: impl Into<String>) -> PlanError {
         PlanError::Parse(strata_parser::ParseError::new(
             self.file,
@@ -1181,6 +1240,7 @@ impl Planner<'_> {
             .position(|s| s.name.as_deref() == Some(&f.to_lowercase()))
             .or_else(|| f.parse::<usize>().ok().filter(|&i| i < self.stages.len()));
         if let Some(i) = stage {
+            self.stage_input(ins, i)?;
             b.plan.deps.insert(i);
             return Ok((CopyFrom::Stage(i), self.stages[i].final_key().clone()));
         }
