@@ -5,11 +5,11 @@
 #  skopeo umoci runc podman  independent oracles for interop tests
 #  docker-registry     the CNCF distribution server for registry tests
 #  apache2-utils       htpasswd for registry auth tests
-#  zstd hyperfine      compressed fixtures; benchmarks
+#  zstd xz-utils bzip2 hyperfine  compressed fixtures (ADD unpacks every kind); benchmarks
 #  docker.io           dockerd as the oracle of the differential build tests
 #  git python3         ADD of git repositories (and their test daemon); test fixtures
 set -eu
-pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd hyperfine iproute2 docker.io git python3"
+pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 docker.io git python3"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -396,7 +396,7 @@ fn add_unpacks_local_archives() {
         &[
             (
                 "Dockerfile",
-                "FROM busybox\nADD bundle.tar.gz /opt/\nADD plain.txt /plain.txt\n",
+                "FROM busybox\nADD bundle.tar.gz /opt/\nADD plain.txt /plain.txt\nADD bundle.tar.xz /xz/\nADD bundle.tar.bz2 /bz2/\nADD note.gz /note.gz\n",
             ),
             ("plain.txt", "p"),
         ],
@@ -405,13 +405,34 @@ fn add_unpacks_local_archives() {
     fs::create_dir_all(src.join("pkg")).unwrap();
     fs::write(src.join("pkg/file"), "packed\n").unwrap();
     common::sh(&format!(
-        "tar -C {} -czf {ctx}/bundle.tar.gz pkg",
-        src.display()
+        "cd {src} && tar -czf {ctx}/bundle.tar.gz pkg && tar -cJf {ctx}/bundle.tar.xz pkg && tar -cjf {ctx}/bundle.tar.bz2 pkg && echo note | gzip > {ctx}/note.gz",
+        src = src.display()
     ));
     build(&s, &ctx, &["-t", "add"]);
     assert_eq!(
-        s.ok(&["run", "--rm", "add", "cat", "/opt/pkg/file", "/plain.txt"]),
-        "packed\np"
+        s.ok(&[
+            "run",
+            "--rm",
+            "add",
+            "cat",
+            "/opt/pkg/file",
+            "/plain.txt",
+            "/xz/pkg/file",
+            "/bz2/pkg/file"
+        ]),
+        "packed\nppacked\npacked\n"
+    );
+    // A compressed file that is not a tar archive is copied as it is, as Docker does.
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "add",
+            "sh",
+            "-c",
+            "gzip -dc /note.gz; stat -c %F /note.gz"
+        ]),
+        "note\nregular file\n"
     );
 }
 

@@ -669,12 +669,9 @@ pub fn make_workdir(
 }
 
 fn is_archive(path: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let n = File::open(path)
-        .and_then(|mut f| io::Read::read(&mut f, &mut head))
-        .unwrap_or(0);
-    let c = strata_image::compress::Compression::detect(&head[..n]);
-    c != strata_image::compress::Compression::None || (n >= 262 && &head[257..262] == b"ustar")
+    File::open(path)
+        .map(|f| strata_image::compress::is_tar_archive(io::BufReader::new(f)))
+        .unwrap_or(false)
 }
 
 /// What a COPY/ADD wrote.
@@ -1127,7 +1124,7 @@ fn extract_into(dest: &Dest, dir: &str, f: File) -> Result<(), String> {
         .mkdir_all(dir, &Permissions::from_mode(0o755))
         .map_err(|e| format!("{dir}: {e}"))?;
     let root = Root::from_fd(OwnedFd::from(h));
-    let (_, r) = strata_image::compress::decompress(io::BufReader::new(f))
+    let (_, r) = strata_image::compress::decompress_archive(io::BufReader::new(f))
         .map_err(|e| format!("ADD: {e}"))?;
     strata_image::layer::extract_into_root(
         r,

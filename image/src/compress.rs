@@ -44,6 +44,21 @@ impl Compression {
 pub fn decompress<'a, R: Read + Send + 'a>(
     r: R,
 ) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
+    decoder(r, false)
+}
+
+/// [`decompress`] for the archives `ADD` unpacks, which may also be bzip2 or xz, as Docker
+/// accepts them.
+pub fn decompress_archive<'a, R: Read + Send + 'a>(
+    r: R,
+) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
+    decoder(r, true)
+}
+
+fn decoder<'a, R: Read + Send + 'a>(
+    r: R,
+    archives: bool,
+) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
     let mut br = BufReader::with_capacity(256 << 10, r);
     let head = br.fill_buf()?;
     let c = Compression::detect(head);
@@ -51,6 +66,8 @@ pub fn decompress<'a, R: Read + Send + 'a>(
         Compression::None => Box::new(br),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(br)?),
+        Compression::Bzip2 if archives => Box::new(bzip2::bufread::MultiBzDecoder::new(br)),
+        Compression::Xz if archives => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(br)),
         other => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -59,6 +76,35 @@ pub fn decompress<'a, R: Read + Send + 'a>(
         }
     };
     Ok((c, out))
+}
+
+/// Whether `r` is a tar archive, plain or compressed (what `ADD` unpacks, as Docker decides:
+/// the stream, decompressed, starts with a tar header whose checksum holds).
+pub fn is_tar_archive<R: Read + Send>(r: R) -> bool {
+    let Ok((_, mut r)) = decompress_archive(r) else {
+        return false;
+    };
+    let mut head = [0u8; 512];
+    if r.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let stored = std::str::from_utf8(&head[148..156])
+        .ok()
+        .map(|f| f.trim_matches(|c: char| c == '\0' || c == ' '))
+        .and_then(|f| u32::from_str_radix(f, 8).ok());
+    // The checksum counts its own field as eight spaces.
+    let sum: u32 = head
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
+    head[0] != 0 && stored == Some(sum)
 }
 
 /// A compressing writer; `finish` flushes the trailer and returns the inner writer.
