@@ -1,6 +1,6 @@
 #!/bin/sh
 # strata's benchmarks, next to the floors and peers in bench/workloads/README.md.
-# Usage: bench/run.sh [start|small|fanout|bigctx|import|registry|all]   (default: all)
+# Usage: bench/run.sh [start|small|fanout|bigctx|dfscale|ctxscale|import|registry|all]   (default: all)
 # Needs root, hyperfine, runc, busybox-static (scripts/deps.sh installs them). Prints rows of
 # "workload phase: median (and the floor/peer measured in the same run)".
 set -eu
@@ -70,6 +70,20 @@ if [ "$what" = bigctx ] || [ "$what" = all ]; then
   $S import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null
   python3 "bench/workloads/gen-bigctx.py" "$work/bigctx" >/dev/null
   build_phases bigctx "$work/bigctx" "date +%s%N >> $work/bigctx/src/m00/p0/f0.txt"
+fi
+if [ "$what" = dfscale ] || [ "$what" = all ]; then
+  # Dockerfile scale: n ENV lines then a RUN; planning (--dry-run) and a cold build, each with
+  # its peak RSS. Linear is the target: 2k lines < 3 s, 5k lines < 8 s.
+  line="dfscale"
+  for n in 1000 2000 5000; do
+    mkdir -p "$work/env$n"
+    python3 -c "import sys; n=int(sys.argv[1]); print('FROM busybox'); [print(f'ENV V{i}=value{i}') for i in range(n)]; print('RUN true')" "$n" > "$work/env$n/Dockerfile"
+    plan=$(median 1 5 "$S build --dry-run $work/env$n")
+    cold=$(median 1 5 "$S build -q --no-cache $work/env$n")
+    rss=$( { /usr/bin/time -f %M $S build -q --no-cache "$work/env$n" >/dev/null; } 2>&1 | tail -1)
+    line="$line ${n}: plan ${plan}s cold ${cold}s (peak RSS ${rss} KB)"
+  done
+  echo "$line"
 fi
 if [ "$what" = import ] || [ "$what" = all ]; then
   ./tests/fixtures/debian-rootfs.sh /var/tmp/strata-debian-bookworm.tar

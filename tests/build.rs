@@ -2023,3 +2023,73 @@ fn unused_stages_images_are_never_looked_up() {
     let (_, err) = build(&s, &ctx, &[]);
     assert_eq!(run_output(&err), ["helped"], "{err}");
 }
+
+#[test]
+fn thousands_of_metadata_lines_plan_and_record_in_linear_space() {
+    let s = Strata::new();
+    s.busybox();
+    let mut df = String::from("FROM busybox\n");
+    for i in 0..5000 {
+        df.push_str(&format!("ENV V{i}=value{i}\n"));
+    }
+    df.push_str("RUN test \"$V4999\" = value4999\nLABEL done=yes\n");
+    let ctx = context(&s, &df);
+    let (_, err) = build(&s, &ctx, &["-t", "many"]);
+    assert_eq!(err.matches(" CACHED").count(), 0, "{err}");
+    // Metadata steps are folded into the next recorded step: the build recorded two images
+    // (the RUN and the last LABEL), not one per line, and the history still has every line.
+    let records = fs::read_dir(s.root().join("images")).unwrap().count();
+    assert_eq!(records, 3, "busybox and two build images");
+    let history = s.ok(&["history", "-q", "many"]);
+    let ids: Vec<&str> = history.lines().collect();
+    assert_eq!(ids.len(), 5003, "5000 ENV, RUN, LABEL and the import");
+    assert_ne!(ids[0], "<missing>");
+    assert_ne!(ids[1], "<missing>", "the RUN's image");
+    assert!(ids[2..5002].iter().all(|i| *i == "<missing>"));
+    let env = s.ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{len .Config.Env}}",
+        "many",
+    ]);
+    assert_eq!(env.trim(), "5001");
+    // A warm build hits every step, the folded ones included, and ends at the same image.
+    let (_, err) = build(&s, &ctx, &["-t", "again"]);
+    assert_eq!(cached_steps(&err), 5002, "{}", &err[..500]);
+    assert_eq!(
+        s.ok(&["image", "inspect", "--format", "{{.Id}}", "many"]),
+        s.ok(&["image", "inspect", "--format", "{{.Id}}", "again"])
+    );
+}
+
+#[test]
+fn variable_expansion_is_capped_with_an_error_naming_the_line() {
+    let s = Strata::new();
+    s.busybox();
+    let mut df = String::from("ARG A0=0123456789abcdef\n");
+    for i in 1..40 {
+        df.push_str(&format!("ARG A{i}=${{A{}}}${{A{}}}\n", i - 1, i - 1));
+    }
+    df.push_str("FROM busybox\n");
+    let ctx = context(&s, &df);
+    let err = s.fails(&["build", "--dry-run", &ctx]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "Error: {ctx}/Dockerfile:18:1: ARG A17: variable expansion exceeds 1 MiB (at $A16)"
+        )
+    );
+    let ctx = context(
+        &s,
+        &format!(
+            "FROM busybox\nENV A=0123456789abcdef\n{}",
+            "ENV A=$A$A\n".repeat(20)
+        ),
+    );
+    let err = s.fails(&["build", &ctx]);
+    assert_eq!(
+        err.trim(),
+        format!("Error: {ctx}/Dockerfile:19:1: ENV $A$A: variable expansion exceeds 1 MiB (at $A)")
+    );
+}

@@ -33,7 +33,9 @@ use strata_image::layer::TarOptions;
 use strata_image::spec::{self, History, ImageConfig, RootFs};
 use strata_image::Digest;
 use strata_planner::context::Context;
-use strata_planner::plan::{Base, BuildGraph, CopyFrom, StagePlan, Step, StepOp};
+use strata_planner::plan::{
+    Base, BuildConfig, BuildGraph, ConfigChange, CopyFrom, StagePlan, Step, StepOp,
+};
 use strata_runtime::container::{new_id, ContainerRecord, Containers, HostConfig, RunConfig};
 
 use progress::Progress;
@@ -110,6 +112,11 @@ struct RunSpec<'a> {
 /// moments of its step, even if the build is killed later.
 struct State {
     image: Image,
+    /// The config after the steps so far (each step's [`ConfigChange`] applied).
+    config: BuildConfig,
+    /// The history entries (`created_by`) of metadata steps not recorded yet: the next
+    /// recorded step's image carries them (see [`StagePlan::records`]).
+    folded: Vec<String>,
     /// The last pending step's result, when steps are pending.
     tail: Option<Receiver<Result<Image, String>>>,
     /// The pending steps' layer directories as made (in `tmp/`), for `settle` to remove what
@@ -127,7 +134,9 @@ pub(crate) type Lowers = Mutex<Vec<PathBuf>>;
 struct Outcome {
     /// Its layer directory (overlay form), if it writes a layer.
     layer: Option<PathBuf>,
-    config: Option<spec::ContainerConfig>,
+    config: spec::ContainerConfig,
+    /// History entries of the metadata steps folded into this one, before its own.
+    folded: Vec<String>,
     empty: bool,
     /// A context COPY's reuse record (site, files), saved once its layer has a chain ID.
     reuse: Option<(String, BTreeMap<String, Digest>)>,
@@ -276,20 +285,49 @@ impl Executor<'_> {
             .start(&format!("{} FROM {base_name}", label(1)));
         let mut state = State {
             image: self.base_image(stage, results)?,
+            config: BuildConfig::new(stage.start_config.clone()),
+            folded: Vec::new(),
             tail: None,
             pending: Vec::new(),
         };
         v.done();
+        // Whether the recorded step a run of metadata steps is folded into has a result.
+        let mut folded_into: Option<(usize, bool)> = None;
+        let recorded_with = stage.recorded_with();
         for (i, step) in stage.steps.iter().enumerate() {
             let v = self
                 .progress
                 .start(&format!("{} {}", label(i + 2), step.original.trim()));
+            if let StepOp::Config(change) = &step.op {
+                state.config.apply(change);
+            }
+            if !stage.records(i) {
+                state.folded.push(step.created_by.clone());
+                let j = recorded_with[i];
+                let hit = match folded_into {
+                    Some((k, hit)) if k == j => hit,
+                    _ => {
+                        let hit = !self.skips_cache(stage)
+                            && self.store.cache_get(&stage.steps[j].key)?.is_some();
+                        folded_into = Some((j, hit));
+                        hit
+                    }
+                };
+                if hit {
+                    v.cached();
+                } else {
+                    remember_inputs(self.store, step);
+                    v.done();
+                }
+                continue;
+            }
             if !self.skips_cache(stage) {
                 if let Some(rec) = self.store.cache_get(&step.key)? {
                     if let Ok(img) = self.store.image(&rec.image) {
                         self.settle(&mut state, lowers)?;
                         let _ = self.store.cache_touch(&rec);
                         state.image = img;
+                        state.folded.clear();
                         v.cached();
                         continue;
                     }
@@ -300,10 +338,11 @@ impl Executor<'_> {
                 }
                 if let Some(img) = self.remote_hit(step, &state)? {
                     state.image = img;
+                    state.folded.clear();
                     v.cached();
                     continue;
                 }
-                if let Some(img) = self.link_hit(step, &state)? {
+                if let Some(img) = self.link_hit(step, &mut state)? {
                     state.image = img;
                     v.cached();
                     continue;
@@ -366,10 +405,11 @@ impl Executor<'_> {
         lowers: &'env Lowers,
         scope: &'scope Scope<'scope, 'env>,
     ) -> Result<(), BuildError> {
-        if let (Some(dir), Some(_)) = (&o.layer, self.opts.source_date_epoch) {
+        if let (Some(dir), Some(_)) = (o.layer.clone(), self.opts.source_date_epoch) {
             self.settle(state, lowers)?;
-            let img = self.commit(&state.image, step, Some(dir), o.config, o.empty)?;
-            self.record(step, &img, o.reuse)?;
+            let reuse = o.reuse.clone();
+            let img = self.commit(&state.image, step, &dir, o)?;
+            self.record(step, &img, reuse)?;
             state.image = img;
             return Ok(());
         }
@@ -420,8 +460,9 @@ impl Executor<'_> {
             }
             _ => None,
         };
-        let img = self.commit_diff(&parent, step, diff_id, o.config, o.empty)?;
-        self.record(step, &img, o.reuse)?;
+        let reuse = o.reuse.clone();
+        let img = self.commit_diff(&parent, step, diff_id, o)?;
+        self.record(step, &img, reuse)?;
         Ok(img)
     }
 
@@ -452,7 +493,7 @@ impl Executor<'_> {
 
     /// `COPY --link` whose layer is known (only earlier steps changed): the layer is put on
     /// the new parent without running the copy again.
-    fn link_hit(&self, step: &Step, state: &State) -> Result<Option<Image>, BuildError> {
+    fn link_hit(&self, step: &Step, state: &mut State) -> Result<Option<Image>, BuildError> {
         let Some(link_key) = &step.link_key else {
             return Ok(None);
         };
@@ -469,8 +510,14 @@ impl Executor<'_> {
         Ok(Some(img))
     }
 
-    /// Puts the single layer of `layer_image` (a `--link` result) on top of the state's image.
-    fn rebase(&self, state: &State, step: &Step, layer_image: &Image) -> Result<Image, BuildError> {
+    /// Puts the single layer of `layer_image` (a `--link` result) on top of the state's image
+    /// (with the metadata steps folded into this one).
+    fn rebase(
+        &self,
+        state: &mut State,
+        step: &Step,
+        layer_image: &Image,
+    ) -> Result<Image, BuildError> {
         let chain = layer_image
             .top_layer()
             .ok_or_else(|| BuildError::Other("a --link result without its layer".into()))?;
@@ -481,18 +528,24 @@ impl Executor<'_> {
             false,
             &TarOptions::default(),
         )?;
-        self.commit_diff(
-            &state.image,
-            step,
-            Some(layer.diff_id),
-            Some(step.config_before.clone()),
-            false,
-        )
+        let o = Outcome {
+            layer: None,
+            config: state.config.get().clone(),
+            folded: std::mem::take(&mut state.folded),
+            empty: false,
+            reuse: None,
+        };
+        self.commit_diff(&state.image, step, Some(layer.diff_id), o)
     }
 
     /// Commits a `--link` copy's directory as a layer of its own (recorded under the step's
     /// link key as a one-layer image), then rebases it onto the parent.
-    fn commit_link(&self, state: &State, step: &Step, upper: &Path) -> Result<Image, BuildError> {
+    fn commit_link(
+        &self,
+        state: &mut State,
+        step: &Step,
+        upper: &Path,
+    ) -> Result<Image, BuildError> {
         let opts = TarOptions {
             clamp_mtime: self.opts.source_date_epoch,
         };
@@ -565,29 +618,26 @@ impl Executor<'_> {
         lowers: &Lowers,
         v: &progress::Vertex<'_>,
     ) -> Result<Option<Outcome>, BuildError> {
+        let outcome = |state: &mut State, layer: Option<PathBuf>| Outcome {
+            empty: layer.is_none(),
+            layer,
+            config: state.config.get().clone(),
+            folded: std::mem::take(&mut state.folded),
+            reuse: None,
+        };
         match &step.op {
-            StepOp::Config(cfg) => Ok(Some(Outcome {
-                layer: None,
-                config: Some((**cfg).clone()),
-                empty: true,
-                reuse: None,
-            })),
-            StepOp::Workdir(cfg) => {
+            StepOp::Config(ConfigChange::Workdir(dir)) => {
                 let made = copy::make_workdir(
                     self.store,
                     &state.image,
                     lowers,
-                    &cfg.working_dir,
-                    &cfg.user,
+                    dir,
+                    &state.config.get().user,
                 )
                 .map_err(|e| self.step_error(step, e))?;
-                Ok(Some(Outcome {
-                    empty: made.is_none(),
-                    layer: made,
-                    config: Some((**cfg).clone()),
-                    reuse: None,
-                }))
+                Ok(Some(outcome(state, made)))
             }
+            StepOp::Config(_) => Ok(Some(outcome(state, None))),
             StepOp::Run {
                 argv,
                 env,
@@ -633,12 +683,7 @@ impl Executor<'_> {
                 let upper = self.run_container(state, step, &run, lowers, v)?;
                 mounts::remove_mount_stubs(self.store, &state.image, &upper, &prepared.targets);
                 drop(prepared);
-                Ok(Some(Outcome {
-                    layer: Some(upper),
-                    config: Some(step.config_before.clone()),
-                    empty: false,
-                    reuse: None,
-                }))
+                Ok(Some(outcome(state, Some(upper))))
             }
             StepOp::Copy(op) => {
                 if op.link {
@@ -675,70 +720,63 @@ impl Executor<'_> {
                     return Ok(None);
                 }
                 Ok(Some(Outcome {
-                    layer: Some(copied.upper),
-                    config: Some(step.config_before.clone()),
-                    empty: false,
                     reuse: site.zip(copied.files),
+                    ..outcome(state, Some(copied.upper))
                 }))
             }
         }
     }
 
-    /// A new image: the parent plus (optionally) a layer from `upper` and (optionally) a new
-    /// runtime config, with a history entry.
+    /// A new image: the parent plus a layer from `upper` (copied through the tar codec, so
+    /// clamped times apply), with the outcome's config and history entries.
     fn commit(
         &self,
         parent: &Image,
         step: &Step,
-        upper: Option<&Path>,
-        config: Option<spec::ContainerConfig>,
-        empty: bool,
+        upper: &Path,
+        o: Outcome,
     ) -> Result<Image, BuildError> {
-        let diff_id = match upper {
-            Some(dir) => {
-                let opts = TarOptions {
-                    clamp_mtime: self.opts.source_date_epoch,
-                };
-                let layer = self
-                    .store
-                    .add_layer_from_dir(parent.top_layer(), dir, true, &opts);
-                let _ = fsutil::remove_any(dir);
-                Some(layer?.diff_id)
-            }
-            None => None,
+        let opts = TarOptions {
+            clamp_mtime: self.opts.source_date_epoch,
         };
-        self.commit_diff(parent, step, diff_id, config, empty)
+        let layer = self
+            .store
+            .add_layer_from_dir(parent.top_layer(), upper, true, &opts);
+        let _ = fsutil::remove_any(upper);
+        self.commit_diff(parent, step, Some(layer?.diff_id), o)
     }
 
-    /// The image of `state` plus the layer `diff_id` (already in the store on top of it), with
-    /// `config` and a history entry for `step`.
+    /// The image of `parent` plus the layer `diff_id` (already in the store on top of it), with
+    /// the outcome's config, the history entries of the metadata steps folded into this step,
+    /// and its own.
     fn commit_diff(
         &self,
         parent: &Image,
         step: &Step,
         diff_id: Option<Digest>,
-        config: Option<spec::ContainerConfig>,
-        empty: bool,
+        o: Outcome,
     ) -> Result<Image, BuildError> {
         let mut cfg = parent.config.clone();
         let mut diff_ids = cfg.rootfs.diff_ids.clone();
         diff_ids.extend(diff_id);
-        if let Some(c) = config {
-            cfg.config = Some(c);
-        }
+        cfg.config = Some(o.config);
         let now = self.now();
         cfg.rootfs = RootFs {
             kind: "layers".into(),
             diff_ids,
         };
         cfg.created = Some(now.clone());
-        cfg.history.push(History {
-            created: Some(now),
-            created_by: Some(step.created_by.clone()),
+        let entry = |created_by: String, empty_layer: bool| History {
+            created: Some(now.clone()),
+            created_by: Some(created_by),
             comment: Some("buildkit.dockerfile.v0".into()),
-            empty_layer: empty,
+            empty_layer,
             ..Default::default()
-        });
+        };
+        for created_by in o.folded {
+            cfg.history.push(entry(created_by, true));
+        }
+        cfg.history.push(entry(step.created_by.clone(), o.empty));
         Ok(self.store.put_image(
             &spec::to_canonical_json(&cfg),
             Some(parent.id()),
@@ -894,10 +932,19 @@ pub fn last_inputs(store: &Store, step: &Step) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Remembers a step's inputs for `--dry-run` explanations. They are a hint, not part of the
+/// store's state: replaced by rename (a reader sees the old or the new record) but not
+/// fsynced, so a Dockerfile of thousands of metadata steps does not wait for the disk.
 fn remember_inputs(store: &Store, step: &Step) {
     let p = position_path(store, step);
     let _ = std::fs::create_dir_all(p.parent().expect("has a parent"));
-    let _ = store.atomic_write(&p, &serde_json::to_vec(&step.inputs).unwrap_or_default());
+    let tmp = store.temp_path("inputs");
+    if std::fs::write(&tmp, serde_json::to_vec(&step.inputs).unwrap_or_default()).is_ok()
+        && std::fs::rename(&tmp, &p).is_ok()
+    {
+        return;
+    }
+    let _ = std::fs::remove_file(&tmp);
 }
 
 /// What a recording thread sent: the step's image, or why it could not be recorded.

@@ -144,7 +144,13 @@ struct Word<'a> {
     raw_escapes: bool,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
+    /// Bytes of variable values substituted so far.
+    substituted: usize,
 }
+
+/// The most variable values one word may substitute (1 MiB: far above what any environment
+/// variable can carry into a process, 128 KiB each on Linux).
+pub const MAX_EXPANSION: usize = 1 << 20;
 
 fn err<T>(m: impl Into<String>) -> Result<T, ShellError> {
     Err(ShellError(m.into()))
@@ -160,6 +166,7 @@ impl<'a> Word<'a> {
             raw_escapes: false,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
+            substituted: 0,
         }
     }
 
@@ -177,14 +184,26 @@ impl<'a> Word<'a> {
         c
     }
 
-    fn get_env(&mut self, name: &str) -> Option<String> {
+    fn get_env(&mut self, name: &str) -> Result<Option<String>, ShellError> {
         let v = self.env.lookup(name);
-        if v.is_some() {
-            self.matched.insert(name.to_string());
-        } else {
-            self.unmatched.insert(name.to_string());
+        match &v {
+            Some(value) => {
+                self.matched.insert(name.to_string());
+                // Values substituted are what can grow a word without bound (ARGs that each
+                // double the one before); what the text adds is bounded by the text.
+                self.substituted += value.len();
+                if self.substituted > MAX_EXPANSION {
+                    return err(format!(
+                        "variable expansion exceeds {} MiB (at ${name})",
+                        MAX_EXPANSION >> 20
+                    ));
+                }
+            }
+            None => {
+                self.unmatched.insert(name.to_string());
+            }
         }
-        v
+        Ok(v)
     }
 
     /// Processes until one of `stops` (consumed) or the end; `raw_escapes` keeps escape
@@ -363,7 +382,7 @@ impl<'a> Word<'a> {
             if name.is_empty() {
                 return Ok("$".into());
             }
-            return Ok(match self.get_env(&name) {
+            return Ok(match self.get_env(&name)? {
                 Some(v) => v,
                 None if self.lx.skip_unset => format!("${name}"),
                 None => String::new(),
@@ -381,7 +400,7 @@ impl<'a> Word<'a> {
         };
         let mut ops = op.to_string();
         match op {
-            '}' => Ok(match self.get_env(&name) {
+            '}' => Ok(match self.get_env(&name)? {
                 Some(v) => v,
                 None if self.lx.skip_unset => format!("${{{name}}}"),
                 None => String::new(),
@@ -413,7 +432,7 @@ impl<'a> Word<'a> {
                         return Err(e);
                     }
                 };
-                let value = self.get_env(&name);
+                let value = self.get_env(&name)?;
                 if self.lx.skip_unset && value.is_none() {
                     return Ok(format!("${{{name}{ops}{word}}}"));
                 }
@@ -485,7 +504,7 @@ impl<'a> Word<'a> {
                         return Err(e);
                     }
                 };
-                let value = self.get_env(&name);
+                let value = self.get_env(&name)?;
                 if self.lx.skip_unset && value.is_none() {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
                 }

@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod context;
+pub mod metadata;
 pub mod plan;
 
 /// Planning errors.

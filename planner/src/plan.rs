@@ -20,6 +20,7 @@ use strata_parser::shell::Lexer;
 use strata_parser::Pos;
 
 use crate::context::{Context, Selected, StatCache};
+pub use crate::metadata::{BuildConfig, ConfigChange};
 use crate::PlanError;
 
 /// The version of the cache-key encoding. Bump it whenever what goes into a key changes.
@@ -227,11 +228,9 @@ pub enum StepOp {
         insecure: bool,
     },
     Copy(Box<CopyOp>),
-    /// A metadata instruction: the config after it.
-    Config(Box<ContainerConfig>),
-    /// WORKDIR: the config after it, whose working directory is made (with its missing
-    /// parents, owned by the config's user) unless the parent has it already.
-    Workdir(Box<ContainerConfig>),
+    /// A metadata instruction's change to the config. A WORKDIR's directory is also made
+    /// (with its missing parents, owned by the config's user) unless the parent has it.
+    Config(ConfigChange),
 }
 
 /// One step of a stage.
@@ -247,8 +246,6 @@ pub struct Step {
     /// Where the instruction is written.
     pub pos: Pos,
     pub original: String,
-    /// The config the step starts from (RUN and COPY keep it; Config replaces it).
-    pub config_before: ContainerConfig,
     /// `COPY --link`: the key of the step's layer alone, which leaves the parent out, so the
     /// layer is reused (rebased) when only earlier steps changed.
     pub link_key: Option<Digest>,
@@ -264,6 +261,9 @@ pub struct StagePlan {
     /// The base's config (for a stage base: that stage's final config).
     pub base_config: ImageConfig,
     pub steps: Vec<Step>,
+    /// The config the first step starts from: the base's, with BuildKit's default PATH and
+    /// without its ONBUILD triggers. Each step's [`ConfigChange`] applies to it in turn.
+    pub start_config: ContainerConfig,
     /// Stages this one needs first (its base and every `--from`).
     pub deps: BTreeSet<usize>,
     /// The final config of the stage.
@@ -272,6 +272,32 @@ pub struct StagePlan {
 }
 
 impl StagePlan {
+    /// Whether step `i`'s result is recorded (an image and a cache record): a step that may
+    /// write a layer (RUN, COPY/ADD, WORKDIR) and the stage's last step. The other metadata
+    /// steps are folded into the next recorded one: an image per step would make a
+    /// Dockerfile of n ENV lines write n configs of growing size.
+    pub fn records(&self, i: usize) -> bool {
+        i + 1 == self.steps.len()
+            || !matches!(
+                self.steps[i].op,
+                StepOp::Config(ref c) if !matches!(c, ConfigChange::Workdir(_))
+            )
+    }
+
+    /// For each step, the first recorded step at or after it (the one whose result covers
+    /// it).
+    pub fn recorded_with(&self) -> Vec<usize> {
+        let mut out = vec![0; self.steps.len()];
+        let mut next = self.steps.len();
+        for i in (0..self.steps.len()).rev() {
+            if self.records(i) {
+                next = i;
+            }
+            out[i] = next;
+        }
+        out
+    }
+
     /// The key of the stage's result.
     pub fn final_key(&self) -> &Digest {
         self.steps.last().map(|s| &s.key).unwrap_or(&self.base_key)
@@ -414,6 +440,15 @@ pub fn plan(
     })
 }
 
+/// `k=v` pairs as history shows them.
+fn shown_pairs(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// BuildKit's automatic platform arguments.
 fn default_args() -> Vec<(String, String)> {
     let arch = match std::env::consts::ARCH {
@@ -443,7 +478,7 @@ type SelectedSources = (Vec<(usize, Selected)>, Vec<Value>);
 
 struct StageBuilder {
     plan: StagePlan,
-    config: ContainerConfig,
+    config: BuildConfig,
     /// ARGs in scope in this stage, with values.
     args: Vec<(String, String)>,
     shell: Vec<String>,
@@ -456,7 +491,7 @@ impl StageBuilder {
     /// Variables for expansion: ARGs, then ENV (ENV wins on conflict).
     fn vars(&self) -> Vec<(String, String)> {
         let mut v = self.args.clone();
-        for kv in &self.config.env {
+        for kv in &self.config.get().env {
             let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
             v.push((k.to_string(), val.to_string()));
         }
@@ -519,6 +554,7 @@ impl Planner<'_> {
             base_key: key_of(&json!({"v": KEY_VERSION, "op": "skipped"})),
             base_config: ImageConfig::default(),
             steps: Vec::new(),
+            start_config: ContainerConfig::default(),
             deps: BTreeSet::new(),
             final_config: ContainerConfig::default(),
             pos: ins.pos,
@@ -627,6 +663,7 @@ impl Planner<'_> {
                 base_key,
                 base_config,
                 steps: Vec::new(),
+                start_config: config.clone(),
                 deps,
                 final_config: ContainerConfig::default(),
                 pos: ins.pos,
@@ -635,7 +672,7 @@ impl Planner<'_> {
                 .shell
                 .clone()
                 .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]),
-            config,
+            config: BuildConfig::new(config),
             args: Vec::new(),
         };
         // ONBUILD triggers of the base image run first, as if written after FROM.
@@ -651,7 +688,7 @@ impl Planner<'_> {
     }
 
     fn finish(&mut self, mut b: StageBuilder) {
-        b.plan.final_config = b.config.clone();
+        b.plan.final_config = b.config.get().clone();
         self.stages.push(b.plan);
     }
 
@@ -677,16 +714,27 @@ impl Planner<'_> {
             created_by,
             pos: ins.pos,
             original: ins.original.clone(),
-            config_before: b.config.clone(),
             link_key: None,
         });
     }
 
-    /// A metadata step: the config after the change enters the key.
-    fn config_step(&mut self, b: &mut StageBuilder, ins: &Instruction, created_by: String) {
-        let cfg = b.config.clone();
-        let inputs = json!({"op": "config", "config": cfg, "created_by": created_by});
-        self.push(b, ins, StepOp::Config(Box::new(cfg)), inputs, created_by);
+    /// A metadata step: the change enters the key (the config before it is fixed by the
+    /// parent key) and the stage's config.
+    fn config_step(
+        &mut self,
+        b: &mut StageBuilder,
+        ins: &Instruction,
+        change: ConfigChange,
+        created_by: String,
+    ) {
+        b.config.apply(&change);
+        let op = if matches!(change, ConfigChange::Workdir(_)) {
+            "workdir"
+        } else {
+            "config"
+        };
+        let inputs = json!({"op": op, "change": change, "created_by": created_by});
+        self.push(b, ins, StepOp::Config(change), inputs, created_by);
     }
 
     fn command(&self, b: &StageBuilder, c: &CommandLine) -> Vec<String> {
@@ -701,7 +749,15 @@ impl Planner<'_> {
     }
 
     fn instruction(&mut self, b: &mut StageBuilder, ins: &Instruction) -> Result<(), PlanError> {
-        let vars = b.vars();
+        // Only an instruction that can refer to a variable needs them: copying every variable
+        // for every line would make a Dockerfile of n ENV lines plan in O(n²).
+        let refers = ins.original.contains('$')
+            || match &ins.kind {
+                Kind::Run(r) => !r.heredocs.is_empty(),
+                Kind::Copy(c) | Kind::Add(c) => !c.heredocs.is_empty(),
+                _ => false,
+            };
+        let vars = if refers { b.vars() } else { Vec::new() };
         match &ins.kind {
             Kind::From(_) => unreachable!("handled by the caller"),
             Kind::Arg(decls) => {
@@ -723,80 +779,70 @@ impl Planner<'_> {
                 }
             }
             Kind::Env(kvs) => {
-                let mut shown = Vec::new();
+                let mut pairs = Vec::new();
                 for kv in kvs {
                     // Every pair is expanded with the environment from before the
                     // instruction, as BuildKit does: `ENV A=1 B=${A}2` sees no A of its own.
                     let k = self.expand(ins, &kv.key, &vars)?;
                     let v = self.expand(ins, &kv.value, &vars)?;
-                    b.config.env_set(&k, &v);
-                    shown.push(format!("{k}={v}"));
+                    pairs.push((k, v));
                 }
-                self.config_step(b, ins, format!("ENV {}", shown.join(" ")));
+                let shown = format!("ENV {}", shown_pairs(&pairs));
+                self.config_step(b, ins, ConfigChange::Env(pairs), shown);
             }
             Kind::Label(kvs) => {
-                let mut shown = Vec::new();
+                let mut pairs = Vec::new();
                 for kv in kvs {
                     let k = self.expand(ins, &kv.key, &vars)?;
                     let v = self.expand(ins, &kv.value, &vars)?;
-                    shown.push(format!("{k}={v}"));
-                    b.config.labels.insert(k, v);
+                    pairs.push((k, v));
                 }
-                self.config_step(b, ins, format!("LABEL {}", shown.join(" ")));
+                let shown = format!("LABEL {}", shown_pairs(&pairs));
+                self.config_step(b, ins, ConfigChange::Label(pairs), shown);
             }
             Kind::Cmd(c) => {
-                b.config.cmd = Some(self.command(b, c));
-                let shown =
-                    serde_json::to_string(b.config.cmd.as_ref().expect("set")).expect("json");
-                self.config_step(b, ins, format!("CMD {shown}"));
+                let argv = self.command(b, c);
+                let shown = format!("CMD {}", serde_json::to_string(&argv).expect("json"));
+                self.config_step(b, ins, ConfigChange::Cmd(argv), shown);
             }
             Kind::Entrypoint(c) => {
-                b.config.entrypoint = Some(self.command(b, c));
+                let argv = self.command(b, c);
                 // Docker: a new ENTRYPOINT resets a CMD inherited from the base image.
-                if !b
+                let reset_cmd = !b
                     .plan
                     .steps
                     .iter()
-                    .any(|s| s.original.trim_start().to_uppercase().starts_with("CMD"))
-                {
-                    b.config.cmd = None;
-                }
-                let shown = serde_json::to_string(b.config.entrypoint.as_ref().expect("set"))
-                    .expect("json");
-                self.config_step(b, ins, format!("ENTRYPOINT {shown}"));
+                    .any(|s| matches!(s.op, StepOp::Config(ConfigChange::Cmd(_))));
+                let shown = format!("ENTRYPOINT {}", serde_json::to_string(&argv).expect("json"));
+                self.config_step(b, ins, ConfigChange::Entrypoint { argv, reset_cmd }, shown);
             }
             Kind::Shell(s) => {
                 b.shell = s.clone();
-                b.config.shell = Some(s.clone());
-                self.config_step(
-                    b,
-                    ins,
-                    format!("SHELL {}", serde_json::to_string(s).expect("json")),
-                );
+                let shown = format!("SHELL {}", serde_json::to_string(s).expect("json"));
+                self.config_step(b, ins, ConfigChange::Shell(s.clone()), shown);
             }
             Kind::Workdir(w) => {
                 let w = self.expand(ins, w, &vars)?;
                 let abs = if w.starts_with('/') {
                     w
                 } else {
-                    let base = if b.config.working_dir.is_empty() {
+                    let base = if b.config.get().working_dir.is_empty() {
                         "/".to_string()
                     } else {
-                        b.config.working_dir.clone()
+                        b.config.get().working_dir.clone()
                     };
                     format!("{}/{w}", base.trim_end_matches('/'))
                 };
-                b.config.working_dir = clean_abs(&abs);
-                let created_by = format!("WORKDIR {}", b.config.working_dir);
+                let dir = clean_abs(&abs);
+                let shown = format!("WORKDIR {dir}");
                 // BuildKit makes the directory (owned by the USER) in a layer of its own when
                 // it is missing, so the next step sees it: `COPY f /app` copies into it.
-                let cfg = b.config.clone();
-                let inputs = json!({"op": "workdir", "config": cfg, "created_by": created_by});
-                self.push(b, ins, StepOp::Workdir(Box::new(cfg)), inputs, created_by);
+                self.config_step(b, ins, ConfigChange::Workdir(dir), shown);
             }
             Kind::User(u) => {
-                b.config.user = self.expand(ins, u, &vars)?;
-                self.config_step(b, ins, format!("USER {}", b.config.user));
+                let user = self.expand(ins, u, &vars)?;
+                let shown = format!("USER {user}");
+                self.config_step(b, ins, ConfigChange::User(user), shown);
             }
             Kind::Expose(ports) => {
                 let mut shown = Vec::new();
@@ -804,41 +850,37 @@ impl Planner<'_> {
                     for w in self.expand_words(ins, p, &vars)? {
                         let port =
                             strata_parser::grammar::parse_port(&w).map_err(|e| self.err(ins, e))?;
-                        b.config.exposed_ports.insert(port.clone(), json!({}));
                         shown.push(port);
                     }
                 }
-                self.config_step(
-                    b,
-                    ins,
-                    format!(
-                        "EXPOSE map[{}]",
-                        shown
-                            .iter()
-                            .map(|p| format!("{p}:{{}}"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    ),
+                let text = format!(
+                    "EXPOSE map[{}]",
+                    shown
+                        .iter()
+                        .map(|p| format!("{p}:{{}}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 );
+                self.config_step(b, ins, ConfigChange::Expose(shown), text);
             }
             Kind::Volume(vols) => {
                 let mut shown = Vec::new();
                 for v in vols {
-                    let v = self.expand(ins, v, &vars)?;
-                    b.config.volumes.insert(v.clone(), json!({}));
-                    shown.push(v);
+                    shown.push(self.expand(ins, v, &vars)?);
                 }
-                self.config_step(b, ins, format!("VOLUME [{}]", shown.join(" ")));
+                let text = format!("VOLUME [{}]", shown.join(" "));
+                self.config_step(b, ins, ConfigChange::Volume(shown), text);
             }
             Kind::StopSignal(s) => {
-                b.config.stop_signal = self.expand(ins, s, &vars)?;
-                self.config_step(b, ins, format!("STOPSIGNAL {}", b.config.stop_signal));
+                let signal = self.expand(ins, s, &vars)?;
+                let shown = format!("STOPSIGNAL {signal}");
+                self.config_step(b, ins, ConfigChange::StopSignal(signal), shown);
             }
             Kind::Maintainer(m) => {
-                self.config_step(b, ins, format!("MAINTAINER {m}"));
+                self.config_step(b, ins, ConfigChange::Maintainer, format!("MAINTAINER {m}"));
             }
             Kind::Healthcheck(h) => {
-                b.config.healthcheck = Some(match h {
+                let health = match h {
                     Health::None => HealthConfig {
                         test: vec!["NONE".into()],
                         ..Default::default()
@@ -866,19 +908,16 @@ impl Planner<'_> {
                         retries: *retries,
                         extra: Default::default(),
                     },
-                });
-                self.config_step(
-                    b,
-                    ins,
-                    format!("HEALTHCHECK {}", ins.original.trim_start()[11..].trim()),
-                );
+                };
+                let shown = format!("HEALTHCHECK {}", ins.original.trim_start()[11..].trim());
+                self.config_step(b, ins, ConfigChange::Healthcheck(health), shown);
             }
             Kind::Onbuild(inner) => {
                 let text = ins.original.trim_start();
                 let trigger = text[7..].trim_start().to_string();
                 let _ = inner;
-                b.config.on_build.push(trigger.clone());
-                self.config_step(b, ins, format!("ONBUILD {trigger}"));
+                let shown = format!("ONBUILD {trigger}");
+                self.config_step(b, ins, ConfigChange::OnBuild(trigger), shown);
             }
             Kind::Run(r) => {
                 let argv = if r.heredocs.is_empty() {
@@ -886,11 +925,11 @@ impl Planner<'_> {
                 } else {
                     self.heredoc_command(b, ins, r)?
                 };
-                let mut env = b.config.env.clone();
+                let mut env = b.config.get().env.clone();
                 // Build arguments in scope are environment for RUN (ENV wins), not kept in the image.
                 let mut arg_env = Vec::new();
                 for (k, v) in &b.args {
-                    if b.config.env_get(k).is_none() {
+                    if b.config.get().env_get(k).is_none() {
                         arg_env.push(format!("{k}={v}"));
                     }
                 }
@@ -915,11 +954,11 @@ impl Planner<'_> {
                         "RUN --security=insecure needs the build to allow it (--allow security.insecure)",
                     ));
                 }
-                let user = b.config.user.clone();
-                let workdir = if b.config.working_dir.is_empty() {
+                let user = b.config.get().user.clone();
+                let workdir = if b.config.get().working_dir.is_empty() {
                     "/".to_string()
                 } else {
-                    b.config.working_dir.clone()
+                    b.config.get().working_dir.clone()
                 };
                 let mut mounts = Vec::new();
                 let mut mount_inputs = Vec::new();
@@ -1325,10 +1364,10 @@ impl Planner<'_> {
         )?;
         let remote_count = urls.len() + git_sources.len();
         let dest_raw = self.expand(ins, &c.dest, vars)?;
-        let workdir = if b.config.working_dir.is_empty() {
+        let workdir = if b.config.get().working_dir.is_empty() {
             "/".to_string()
         } else {
-            b.config.working_dir.clone()
+            b.config.get().working_dir.clone()
         };
         let dest = if dest_raw.starts_with('/') {
             dest_raw.clone()

@@ -932,8 +932,10 @@ fn dry_run(store: &Store, graph: &BuildGraph) -> Result<()> {
         };
         println!("stage {} [{}] FROM {base}", st.index, st.display_name());
         let mut parent_missed = false;
+        let recorded_with = st.recorded_with();
         for (i, step) in st.steps.iter().enumerate() {
-            let hit = store.cache_get(&step.key)?.is_some();
+            // A metadata step is recorded with the next step that records (its result).
+            let hit = store.cache_get(&st.steps[recorded_with[i]].key)?.is_some();
             // COPY --link: its layer alone may be known, and is then only rebased.
             let link_hit = !hit
                 && match &step.link_key {
@@ -980,8 +982,19 @@ fn explain_miss(store: &Store, step: &strata_planner::plan::Step) -> String {
     };
     let cur = &step.inputs;
     let fields = [
-        "op", "argv", "env", "user", "workdir", "network", "sources", "dest", "chown", "chmod",
-        "from", "config",
+        "op",
+        "argv",
+        "env",
+        "user",
+        "workdir",
+        "network",
+        "sources",
+        "dest",
+        "chown",
+        "chmod",
+        "from",
+        "change",
+        "created_by",
     ];
     for f in fields {
         if cur.get(f) != prev.get(f) {

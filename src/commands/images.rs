@@ -1,6 +1,6 @@
 //! Image commands: import, images, inspect, history, tag, rmi, save, load.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 
@@ -430,26 +430,24 @@ pub fn history(store: &Store, a: &HistoryArgs) -> Result<()> {
             li += 1;
         }
     }
-    // Intermediate images we still have, newest first, name their history entries.
-    let mut chain = vec![Some(id.clone())];
+    // Intermediate images we still have name the history entry they end at (a build folds
+    // metadata steps into the next recorded one, so not every entry has an image).
+    let n = img.config.history.len();
+    let mut named: BTreeMap<usize, Digest> = BTreeMap::from([(n.saturating_sub(1), id.clone())]);
     let mut cur = img.record.parent.clone();
     while let Some(p) = cur {
-        cur = store.image_record(&p).ok().and_then(|r| r.parent);
-        chain.push(Some(p));
+        let Ok(parent) = store.image(&p) else { break };
+        cur = parent.record.parent.clone();
+        if let Some(last) = parent.config.history.len().checked_sub(1) {
+            named.entry(last).or_insert(p);
+        }
     }
-    let n = img.config.history.len();
     let mut rows = Vec::new();
     for (i, h) in img.config.history.iter().enumerate().rev() {
-        let from_top = n - 1 - i;
-        let shown_id = match chain.get(from_top).cloned().flatten() {
-            Some(d) if from_top == 0 || store.has_image(&d) => {
-                if a.no_trunc {
-                    d.to_string()
-                } else {
-                    d.short().to_string()
-                }
-            }
-            _ => "<missing>".to_string(),
+        let shown_id = match named.get(&i) {
+            Some(d) if a.no_trunc => d.to_string(),
+            Some(d) => d.short().to_string(),
+            None => "<missing>".to_string(),
         };
         let created_by = h.created_by.clone().unwrap_or_default();
         let created_by = if a.no_trunc || created_by.chars().count() <= 45 {
