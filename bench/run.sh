@@ -85,6 +85,21 @@ if [ "$what" = dfscale ] || [ "$what" = all ]; then
   done
   echo "$line"
 fi
+if [ "$what" = ctxscale ] || [ "$what" = all ]; then
+  # Context scale: warm and incremental (one file changed) rebuilds of a COPY of 10k, 40k and
+  # 160k small files, each with the warm rebuild's peak RSS. Time linear in files, <= 100 MB
+  # RSS at 160k.
+  line="ctxscale"
+  for n in 10000 40000 160000; do
+    python3 bench/workloads/gen-scale.py "$work/scale$n" "$n"
+    $S build -q "$work/scale$n" >/dev/null
+    warm=$(median 1 5 "$S build -q $work/scale$n")
+    rss=$( { /usr/bin/time -f %M $S build -q "$work/scale$n" >/dev/null; } 2>&1 | tail -1)
+    incr=$(median_prep 1 5 sync "sh -c 'date +%s%N >> $work/scale$n/src/d0/e0/f0.txt; $S build -q $work/scale$n >/dev/null'")
+    line="$line ${n}: warm ${warm}s (peak RSS ${rss} KB) incr ${incr}s"
+  done
+  echo "$line"
+fi
 if [ "$what" = import ] || [ "$what" = all ]; then
   ./tests/fixtures/debian-rootfs.sh /var/tmp/strata-debian-bookworm.tar
   mkdir -p "$work/deb" && tar -xf /var/tmp/strata-debian-bookworm.tar -C "$work/deb"

@@ -8,8 +8,9 @@
 #  zstd xz-utils bzip2 hyperfine  compressed fixtures (ADD unpacks every kind); benchmarks
 #  docker.io           dockerd as the oracle of the differential build tests
 #  git python3         ADD of git repositories (and their test daemon); test fixtures
+#  time                GNU time: peak memory of a build in the tests and benchmarks
 set -eu
-pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 docker.io git python3"
+pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 docker.io git python3 time"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -133,7 +133,7 @@ pub(crate) fn materialize_context(
     };
     let ctx_root = ctx.root_handle().map_err(|e| e.to_string())?;
     for (_, sel) in selected {
-        let e = &sel.entry;
+        let e = ctx.entry(sel);
         let meta = Meta {
             kind: e.kind,
             mode: e.mode,
@@ -142,13 +142,13 @@ pub(crate) fn materialize_context(
             mtime: e.mtime,
             link: e.link.clone(),
         };
-        let target = format!("/{}", sel.rel);
+        let target = format!("/{}", ctx.rel(sel));
         if e.kind == Kind::File {
             let mut f = ctx
-                .open_in(&ctx_root, &sel.src)
+                .open_in(&ctx_root, ctx.src(sel))
                 .map_err(|er| er.to_string())?;
             dest.write(&target, &meta, Some(Data::File(&mut f)))?;
-        } else if !sel.rel.is_empty() {
+        } else if !ctx.rel(sel).is_empty() {
             dest.write(&target, &meta, None)?;
         }
     }
@@ -794,18 +794,18 @@ pub fn copy_step(
                 && op.selected.iter().all(|x| Some(x.0) == first);
             let mut files: Vec<FileJob> = Vec::new();
             for (_, sel) in &op.selected {
-                let e = &sel.entry;
+                let e = ctx.entry(sel);
                 let (uid, gid) = own.unwrap_or((0, 0));
-                let target = target_of(&sel.rel);
+                let target = target_of(ctx.rel(sel));
                 if op.add
                     && op.unpack != Some(false)
                     && e.kind == Kind::File
-                    && is_archive(&ctx.root.join(&sel.src))
+                    && is_archive(&ctx.root.join(ctx.src(sel)))
                 {
                     // An archive unpacks into the destination, which is a directory then.
                     let dir = op.dest.clone();
                     let f = ctx
-                        .open_in(&ctx_root, &sel.src)
+                        .open_in(&ctx_root, ctx.src(sel))
                         .map_err(|er| er.to_string())?;
                     extract_into(&dest, &dir, f)?;
                     continue;
@@ -822,13 +822,13 @@ pub fn copy_step(
                     files.push(FileJob {
                         target,
                         meta,
-                        src: &sel.src,
+                        src: ctx.src(sel),
                         digest: sel.digest.as_ref(),
                         size: e.size,
                     });
                 } else if e.kind == Kind::File {
                     let mut f = ctx
-                        .open_in(&ctx_root, &sel.src)
+                        .open_in(&ctx_root, ctx.src(sel))
                         .map_err(|er| er.to_string())?;
                     dest.write(&target, &meta, Some(Data::File(&mut f)))?;
                 } else {

@@ -21,8 +21,8 @@ pub mod mounts;
 pub mod progress;
 mod reuse;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc::{channel, Receiver};
@@ -316,7 +316,7 @@ impl Executor<'_> {
                 if hit {
                     v.cached();
                 } else {
-                    remember_inputs(self.store, step);
+                    self.remember_inputs(step);
                     v.done();
                 }
                 continue;
@@ -478,7 +478,7 @@ impl Executor<'_> {
             reuse::save(self.store, &site, layer, files);
         }
         self.store.cache_put(&step.key, img.id())?;
-        remember_inputs(self.store, step);
+        self.remember_inputs(step);
         Ok(())
     }
 
@@ -506,7 +506,7 @@ impl Executor<'_> {
         let _ = self.store.cache_touch(&rec);
         let img = self.rebase(state, step, &layer_image)?;
         self.store.cache_put(&step.key, img.id())?;
-        remember_inputs(self.store, step);
+        self.remember_inputs(step);
         Ok(Some(img))
     }
 
@@ -932,19 +932,67 @@ pub fn last_inputs(store: &Store, step: &Step) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Remembers a step's inputs for `--dry-run` explanations. They are a hint, not part of the
-/// store's state: replaced by rename (a reader sees the old or the new record) but not
-/// fsynced, so a Dockerfile of thousands of metadata steps does not wait for the disk.
-fn remember_inputs(store: &Store, step: &Step) {
-    let p = position_path(store, step);
-    let _ = std::fs::create_dir_all(p.parent().expect("has a parent"));
-    let tmp = store.temp_path("inputs");
-    if std::fs::write(&tmp, serde_json::to_vec(&step.inputs).unwrap_or_default()).is_ok()
-        && std::fs::rename(&tmp, &p).is_ok()
-    {
-        return;
+impl Executor<'_> {
+    /// Remembers a step's inputs for `--dry-run` explanations, and for a context COPY the
+    /// rows of its sources (one JSON array per line, `.rows` beside). They are a hint, not
+    /// part of the store's state: replaced by rename (a reader sees the old or the new
+    /// record) but not fsynced, so a Dockerfile of thousands of metadata steps does not wait
+    /// for the disk.
+    fn remember_inputs(&self, step: &Step) {
+        let p = position_path(self.store, step);
+        let _ = std::fs::create_dir_all(p.parent().expect("has a parent"));
+        if let StepOp::Copy(op) = &step.op {
+            if matches!(op.from, CopyFrom::Context | CopyFrom::Named(_)) {
+                let ctx = self.graph.context_for(self.context, &op.from);
+                replace_unsynced(self.store, &rows_path(&p), |w| {
+                    for row in strata_planner::plan::source_rows(ctx, &op.selected) {
+                        serde_json::to_writer(&mut *w, &row)?;
+                        w.write_all(b"\n")?;
+                    }
+                    Ok(())
+                });
+            }
+        }
+        replace_unsynced(self.store, &p, |w| {
+            serde_json::to_writer(w, &step.inputs).map_err(std::io::Error::from)
+        });
     }
-    let _ = std::fs::remove_file(&tmp);
+}
+
+/// Replaces `path` with what `write` writes, by rename, without fsync (see `remember_inputs`).
+fn replace_unsynced(
+    store: &Store,
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) {
+    let tmp = store.temp_path("inputs");
+    let written = std::fs::File::create(&tmp).and_then(|f| {
+        let mut w = std::io::BufWriter::new(f);
+        write(&mut w)?;
+        std::io::Write::flush(&mut w)
+    });
+    if written.is_err() || std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+fn rows_path(inputs: &Path) -> PathBuf {
+    inputs.with_extension("rows")
+}
+
+/// One row of [`strata_planner::plan::source_rows`], as read back.
+pub type SourceRow = (usize, String, String, u32, Option<String>);
+
+/// The source rows recorded for the last build of a context COPY at this place, by the path
+/// each lands at.
+pub fn last_rows(store: &Store, step: &Step) -> Option<HashMap<String, SourceRow>> {
+    let f = std::fs::File::open(rows_path(&position_path(store, step))).ok()?;
+    let mut out = HashMap::new();
+    for line in BufReader::new(f).lines() {
+        let row: SourceRow = serde_json::from_str(&line.ok()?).ok()?;
+        out.insert(row.1.clone(), row);
+    }
+    Some(out)
 }
 
 /// What a recording thread sent: the step's image, or why it could not be recorded.

@@ -180,7 +180,7 @@ pub(crate) fn prepare(
                             .and_then(|c| ctx.resolve(&c).map(|(_, e)| e.kind != Kind::Dir))
                             .unwrap_or(false);
                         match selected.as_slice() {
-                            [(_, one)] if names_file => dir.join(&one.rel),
+                            [(_, one)] if names_file => dir.join(ctx.rel(one)),
                             _ => dir,
                         }
                     }

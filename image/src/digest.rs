@@ -7,9 +7,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
-/// A validated `sha256:<64 lower-case hex>` digest.
+/// A validated `sha256:<64 lower-case hex>` digest, its text kept inline: a build plan holds
+/// one per context file, and a heap string each cost twice the memory (and an allocation per
+/// clone).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(String);
+pub struct Digest([u8; DIGEST_LEN]);
+
+/// The length of `sha256:` and 64 hex digits.
+const DIGEST_LEN: usize = 71;
 
 /// Why a digest string was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,7 +30,7 @@ impl Digest {
         if !is_sha256_hex(hex) {
             return Err(InvalidDigest(s.to_string()));
         }
-        Ok(Digest(s.to_string()))
+        Ok(Digest::from_text(s))
     }
 
     /// Builds a digest from a bare hex string (as used in file names).
@@ -33,7 +38,7 @@ impl Digest {
         if !is_sha256_hex(hex) {
             return Err(InvalidDigest(hex.to_string()));
         }
-        Ok(Digest(format!("sha256:{hex}")))
+        Ok(Digest::from_text(&format!("sha256:{hex}")))
     }
 
     /// The sha256 of `bytes`.
@@ -42,22 +47,46 @@ impl Digest {
     }
 
     fn from_hasher(h: Sha256) -> Self {
-        Digest(format!("sha256:{}", hex::encode(h.finalize())))
+        Digest::from_bytes(&h.finalize().into())
+    }
+
+    /// The 32 bytes of the hash.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(self.hex(), &mut out).expect("a digest is 64 hex digits");
+        out
+    }
+
+    /// The digest of the hash `bytes`.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        let mut text = [0u8; DIGEST_LEN];
+        text[..7].copy_from_slice(b"sha256:");
+        hex::encode_to_slice(bytes, &mut text[7..]).expect("64 hex digits fit");
+        Digest(text)
+    }
+
+    /// From text already validated.
+    fn from_text(s: &str) -> Self {
+        Digest(
+            s.as_bytes()
+                .try_into()
+                .expect("a validated digest is 71 bytes"),
+        )
     }
 
     /// `sha256:...`
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("a digest is ASCII")
     }
 
     /// The 64 hex digits without the algorithm.
     pub fn hex(&self) -> &str {
-        &self.0[7..]
+        &self.as_str()[7..]
     }
 
     /// The first 12 hex digits, as Docker shows IDs.
     pub fn short(&self) -> &str {
-        &self.0[7..19]
+        &self.as_str()[7..19]
     }
 }
 
@@ -70,13 +99,13 @@ pub fn is_sha256_hex(s: &str) -> bool {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -89,7 +118,7 @@ impl FromStr for Digest {
 
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -6,7 +6,7 @@
 //! the context (an absolute target resolves against the context root, so a link to a host path
 //! is simply "not found"); links inside a copied directory are copied as links.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::os::fd::OwnedFd;
 
@@ -49,20 +49,32 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Context {
     pub root: PathBuf,
-    /// Relative path ("a/b") → entry, for everything not ignored (and the directories that
-    /// lead to re-included files).
-    pub entries: BTreeMap<String, Entry>,
+    /// Relative path ("a/b") and entry, sorted by path, for everything not ignored (and the
+    /// directories that lead to re-included files). Selections name entries by their place
+    /// here: a plan of a 160,000-file context holds each path once.
+    entries: Vec<(Box<str>, Entry)>,
 }
 
-/// A selected source: the path in the context and the path it lands at, relative to the
-/// destination directory ("" when the source itself is the destination).
+/// A selected source: an entry of the [`Context`] it was selected from ([`Context::src`],
+/// [`Context::entry`]) and the path it lands at, relative to the destination directory
+/// ([`Context::rel`]), which is always a suffix of its path in the context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selected {
-    pub src: String,
-    pub rel: String,
-    pub entry: Entry,
+    at: u32,
+    rel_at: u32,
     /// A regular file's content digest, once the planner has computed it (for the cache key).
     pub digest: Option<Digest>,
+}
+
+impl Selected {
+    fn new(at: usize, path: &str, rel: &str) -> Selected {
+        debug_assert!(path.ends_with(rel));
+        Selected {
+            at: at as u32,
+            rel_at: (path.len() - rel.len()) as u32,
+            digest: None,
+        }
+    }
 }
 
 impl Context {
@@ -70,8 +82,45 @@ impl Context {
     pub fn empty() -> Context {
         Context {
             root: PathBuf::new(),
-            entries: BTreeMap::new(),
+            entries: Vec::new(),
         }
+    }
+
+    /// The place of `path` in the entries.
+    fn find(&self, path: &str) -> Option<usize> {
+        self.entries.binary_search_by(|(p, _)| (**p).cmp(path)).ok()
+    }
+
+    fn get(&self, path: &str) -> Option<&Entry> {
+        self.find(path).map(|i| &self.entries[i].1)
+    }
+
+    /// Whether the context holds `path` (not ignored).
+    pub fn contains(&self, path: &str) -> bool {
+        self.find(path).is_some()
+    }
+
+    /// A selection's path in the context.
+    pub fn src<'a>(&'a self, s: &Selected) -> &'a str {
+        &self.entries[s.at as usize].0
+    }
+
+    /// Where a selection lands, relative to the destination directory.
+    pub fn rel<'a>(&'a self, s: &Selected) -> &'a str {
+        &self.src(s)[s.rel_at as usize..]
+    }
+
+    /// Lands a selection at `rel` instead (`--parents`); `rel` must be a suffix of its path.
+    pub fn set_rel(&self, s: &mut Selected, rel: &str) {
+        *s = Selected {
+            digest: s.digest.take(),
+            ..Selected::new(s.at as usize, self.src(s), rel)
+        };
+    }
+
+    /// A selection's entry.
+    pub fn entry<'a>(&'a self, s: &Selected) -> &'a Entry {
+        &self.entries[s.at as usize].1
     }
 
     /// Walks `root` with the ignore patterns applied.
@@ -84,7 +133,7 @@ impl Context {
                 root.display()
             )));
         }
-        let mut entries = BTreeMap::new();
+        let mut entries = Vec::new();
         let dir = nix::fcntl::open(
             root,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -92,6 +141,13 @@ impl Context {
         )
         .map_err(|e| PlanError::Context(format!("{}: {e}", root.display())))?;
         walk(root, &dir, "", ignore, &mut entries)?;
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if entries.len() > u32::MAX as usize {
+            return Err(PlanError::Context(format!(
+                "{}: too many files in the build context",
+                root.display()
+            )));
+        }
         Ok(Context {
             root: root.to_path_buf(),
             entries,
@@ -100,6 +156,12 @@ impl Context {
 
     /// Resolves `rel` through symlinks, all inside the context. None if it does not exist.
     pub fn resolve(&self, rel: &str) -> Option<(String, &Entry)> {
+        self.resolve_at(rel)
+            .map(|i| (self.entries[i].0.to_string(), &self.entries[i].1))
+    }
+
+    /// [`Context::resolve`], as a place in the entries.
+    fn resolve_at(&self, rel: &str) -> Option<usize> {
         let mut parts: Vec<String> = rel
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
@@ -115,7 +177,7 @@ impl Context {
             }
             done.push(part);
             let here = done.join("/");
-            let e = self.entries.get(&here)?;
+            let e = self.get(&here)?;
             if e.kind == Kind::Symlink {
                 hops += 1;
                 if hops > 40 {
@@ -139,7 +201,7 @@ impl Context {
         if path.is_empty() {
             return None;
         }
-        self.entries.get(&path).map(|e| (path, e))
+        self.find(&path)
     }
 
     /// Everything a COPY source selects (BuildKit semantics): a glob is matched against the
@@ -147,34 +209,28 @@ impl Context {
     /// selects its contents.
     pub fn select(&self, source: &str) -> Result<Vec<Selected>, PlanError> {
         let cleaned = clean_source(source)?;
-        let mut roots: Vec<(String, Entry)> = Vec::new();
         if cleaned.is_empty() {
             // "." : the whole context.
-            let mut out = Vec::new();
-            for (p, e) in &self.entries {
-                out.push(Selected {
-                    src: p.clone(),
-                    rel: p.clone(),
-                    entry: e.clone(),
-                    digest: None,
-                });
-            }
-            return Ok(out);
+            return Ok(self
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, (p, _))| Selected::new(i, p, p))
+                .collect());
         }
+        let mut roots: Vec<usize> = Vec::new();
         if has_glob(&cleaned) {
-            for (p, e) in &self.entries {
-                if glob_match(&cleaned, p) {
-                    roots.push((p.clone(), e.clone()));
-                }
-            }
+            roots.extend(
+                (0..self.entries.len()).filter(|&i| glob_match(&cleaned, &self.entries[i].0)),
+            );
             if roots.is_empty() {
                 return Err(PlanError::Context(format!(
                     "no source files were specified (no match for {source:?})"
                 )));
             }
         } else {
-            match self.resolve(&cleaned) {
-                Some((p, e)) => roots.push((p, e.clone())),
+            match self.resolve_at(&cleaned) {
+                Some(i) => roots.push(i),
                 None => {
                     return Err(PlanError::Context(format!(
                         "failed to compute cache key: \"/{cleaned}\" not found"
@@ -183,28 +239,21 @@ impl Context {
             }
         }
         let mut out = Vec::new();
-        for (p, e) in roots {
+        for r in roots {
+            let (p, e) = &self.entries[r];
             if e.kind == Kind::Dir {
+                // A directory selects its contents: the entries after it that start with it.
                 let prefix = format!("{p}/");
-                for (q, qe) in self.entries.range(prefix.clone()..) {
+                let first = self.entries.partition_point(|(q, _)| **q < *prefix);
+                for (i, (q, _)) in self.entries.iter().enumerate().skip(first) {
                     if !q.starts_with(&prefix) {
                         break;
                     }
-                    out.push(Selected {
-                        src: q.clone(),
-                        rel: q[prefix.len()..].to_string(),
-                        entry: qe.clone(),
-                        digest: None,
-                    });
+                    out.push(Selected::new(i, q, &q[prefix.len()..]));
                 }
             } else {
-                let name = p.rsplit('/').next().unwrap_or(&p).to_string();
-                out.push(Selected {
-                    src: p,
-                    rel: name,
-                    entry: e,
-                    digest: None,
-                });
+                let name = p.rsplit('/').next().unwrap_or(p);
+                out.push(Selected::new(r, p, name));
             }
         }
         Ok(out)
@@ -327,26 +376,26 @@ fn walk(
     dir: &OwnedFd,
     prefix: &str,
     ignore: &Matcher,
-    out: &mut BTreeMap<String, Entry>,
+    out: &mut Vec<(Box<str>, Entry)>,
 ) -> Result<bool, PlanError> {
     let mut any = false;
     for (rel, entry, excluded, fd) in read_level(root, dir, prefix, ignore)? {
         match fd {
             Some(child) if excluded => {
-                let mut sub = BTreeMap::new();
+                let mut sub = Vec::new();
                 if walk(root, &child, &rel, ignore, &mut sub)? {
-                    out.insert(rel, entry);
+                    out.push((rel.into(), entry));
                     out.append(&mut sub);
                     any = true;
                 }
             }
             Some(child) => {
-                out.insert(rel.clone(), entry);
+                out.push((rel.as_str().into(), entry));
                 walk(root, &child, &rel, ignore, out)?;
                 any = true;
             }
             None if !excluded && entry.kind != Kind::Dir => {
-                out.insert(rel, entry);
+                out.push((rel.into(), entry));
                 any = true;
             }
             None => {}
@@ -432,49 +481,97 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     m(&p, &n)
 }
 
-/// (size, mtime, mtime ns, inode, ctime, ctime ns) and the content digest.
-pub type Stamped = (u64, i64, i64, u64, i64, i64, Digest);
+/// What a file's digest was computed for: (size, mtime, mtime ns, inode, ctime, ctime ns).
+pub type Stamp = (u64, i64, i64, u64, i64, i64);
 
 /// File content digests remembered by (path, size, mtime, inode, ctime), so an unchanged file
 /// is never read twice. Versioned; a cache that cannot be read is simply rebuilt.
-#[derive(Debug, Default, Serialize, Deserialize)]
+///
+/// On disk: a first line naming the schema, then one JSON array per file (`[path, size, ...,
+/// digest]`) sorted by path, read and written a line at a time. In memory the entries read
+/// stay a sorted list (searched by path, sized exactly: a hash map's table cost 2.5 times as
+/// much for a 160,000-file context) and the digests are kept as bytes; files hashed by this
+/// build go to a small map until the cache is saved.
+#[derive(Debug, Default)]
 pub struct StatCache {
-    pub schema: String,
-    pub entries: HashMap<String, Stamped>,
-    #[serde(skip)]
+    loaded: Vec<(Box<str>, Stamp, [u8; 32])>,
+    added: HashMap<Box<str>, (Stamp, [u8; 32])>,
     pub dirty: bool,
 }
 
-const STAT_CACHE_SCHEMA: &str = "strata.statcache.v2";
+const STAT_CACHE_SCHEMA: &str = "strata.statcache.v3";
 
 impl StatCache {
     /// Where the stat cache of context directory `root` lives, under `dir`.
     pub fn path_for(dir: &Path, root: &Path) -> PathBuf {
         let abs = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         dir.join(format!(
-            "statcache-{}.json",
+            "statcache-{}.jsonl",
             &Digest::of(abs.as_os_str().as_encoded_bytes()).hex()[..16]
         ))
     }
 
+    /// The cache at `path`; empty when it is missing, of another schema, or damaged.
     pub fn load(path: &Path) -> StatCache {
-        fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<StatCache>(&b).ok())
-            .filter(|c| c.schema == STAT_CACHE_SCHEMA)
-            .unwrap_or_else(|| StatCache {
-                schema: STAT_CACHE_SCHEMA.into(),
-                ..Default::default()
-            })
+        Self::read(path).unwrap_or_default()
+    }
+
+    fn read(path: &Path) -> Option<StatCache> {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(fs::File::open(path).ok()?).lines();
+        let head: serde_json::Value = serde_json::from_str(&lines.next()?.ok()?).ok()?;
+        if head.get("schema")?.as_str()? != STAT_CACHE_SCHEMA {
+            return None;
+        }
+        let mut loaded = Vec::new();
+        for line in lines {
+            let (p, size, mt, mtn, ino, ct, ctn, d): (
+                String,
+                u64,
+                i64,
+                i64,
+                u64,
+                i64,
+                i64,
+                Digest,
+            ) = serde_json::from_str(&line.ok()?).ok()?;
+            loaded.push((
+                p.into_boxed_str(),
+                (size, mt, mtn, ino, ct, ctn),
+                d.to_bytes(),
+            ));
+        }
+        // Written sorted; sorted again in case an older writer or a hand did otherwise.
+        if !loaded.is_sorted_by(|a, b| a.0 <= b.0) {
+            loaded.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        loaded.shrink_to_fit();
+        Some(StatCache {
+            loaded,
+            added: HashMap::new(),
+            dirty: false,
+        })
+    }
+
+    fn get(&self, rel: &str) -> Option<(&Stamp, &[u8; 32])> {
+        if let Some((s, d)) = self.added.get(rel) {
+            return Some((s, d));
+        }
+        let i = self
+            .loaded
+            .binary_search_by(|(p, _, _)| (**p).cmp(rel))
+            .ok()?;
+        let (_, s, d) = &self.loaded[i];
+        Some((s, d))
     }
 
     /// The content digest of a context file.
     pub fn digest(&mut self, ctx: &Context, rel: &str, e: &Entry) -> Result<Digest, PlanError> {
         // One cache per context directory (see `path_for`), so the relative path is the key.
         let stamp = (e.size, e.mtime, e.mtime_nsec, e.ino, e.ctime, e.ctime_nsec);
-        if let Some(c) = self.entries.get(rel) {
-            if (c.0, c.1, c.2, c.3, c.4, c.5) == stamp {
-                return Ok(c.6.clone());
+        if let Some((s, d)) = self.get(rel) {
+            if *s == stamp {
+                return Ok(Digest::from_bytes(d));
             }
         }
         let f = ctx.open(rel)?;
@@ -482,30 +579,42 @@ impl StatCache {
         h.update_from(&mut std::io::BufReader::with_capacity(256 << 10, f))
             .map_err(|er| PlanError::Context(format!("{}: {er}", ctx.root.join(rel).display())))?;
         let d = h.finish();
-        self.entries.insert(
-            rel.to_string(),
-            (
-                stamp.0,
-                stamp.1,
-                stamp.2,
-                stamp.3,
-                stamp.4,
-                stamp.5,
-                d.clone(),
-            ),
-        );
+        self.added.insert(rel.into(), (stamp, d.to_bytes()));
         self.dirty = true;
         Ok(d)
     }
 
-    /// Writes the cache back (atomically) if it changed.
+    /// Writes the cache back (atomically, sorted by path) if it changed.
     pub fn save(&self, path: &Path) {
+        use std::io::Write;
         if !self.dirty {
             return;
         }
+        let mut added: Vec<_> = self.added.iter().collect();
+        added.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let kept = self
+            .loaded
+            .iter()
+            .filter(|(p, _, _)| !self.added.contains_key(p))
+            .map(|(p, s, d)| (p, s, d));
+        let mut rows: Vec<(&Box<str>, &Stamp, &[u8; 32])> = kept
+            .chain(added.into_iter().map(|(p, (s, d))| (p, s, d)))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default()).is_ok() {
-            let _ = fs::rename(&tmp, path);
+        let written = fs::File::create(&tmp).and_then(|f| {
+            let mut w = std::io::BufWriter::new(f);
+            serde_json::to_writer(&mut w, &serde_json::json!({ "schema": STAT_CACHE_SCHEMA }))?;
+            w.write_all(b"\n")?;
+            for (p, (size, mt, mtn, ino, ct, ctn), d) in rows {
+                let d = Digest::from_bytes(d);
+                serde_json::to_writer(&mut w, &(p, size, mt, mtn, ino, ct, ctn, d))?;
+                w.write_all(b"\n")?;
+            }
+            w.flush()
+        });
+        if written.is_err() || fs::rename(&tmp, path).is_err() {
+            let _ = fs::remove_file(&tmp);
         }
     }
 }
@@ -534,20 +643,20 @@ mod tests {
         std::os::unix::fs::symlink("/etc", r.join("hostlink")).unwrap();
         let ctx = Context::load(r, &Matcher::default()).unwrap();
         let s = ctx.select("link/sub/f").unwrap();
-        assert_eq!(s[0].src, "dir/sub/f");
+        assert_eq!(ctx.src(&s[0]), "dir/sub/f");
         assert!(ctx.select("hostlink/passwd").is_err());
         let s = ctx.select("dir").unwrap();
         assert_eq!(
-            s.iter().map(|x| x.rel.as_str()).collect::<Vec<_>>(),
+            s.iter().map(|x| ctx.rel(x)).collect::<Vec<_>>(),
             vec!["sub", "sub/f"]
         );
-        assert_eq!(ctx.select("*.txt").unwrap()[0].rel, "a.txt");
+        assert_eq!(ctx.rel(&ctx.select("*.txt").unwrap()[0]), "a.txt");
         assert!(ctx.select("../x").is_err());
         let m = Matcher::new(&["dir", "!dir/sub/f"]).unwrap();
         let ctx = Context::load(r, &m).unwrap();
-        assert!(ctx.entries.contains_key("dir/sub/f"));
+        assert!(ctx.contains("dir/sub/f"));
         let m = Matcher::new(&["*.txt"]).unwrap();
         let ctx = Context::load(r, &m).unwrap();
-        assert!(!ctx.entries.contains_key("a.txt"));
+        assert!(!ctx.contains("a.txt"));
     }
 }

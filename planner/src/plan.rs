@@ -468,14 +468,10 @@ fn default_args() -> Vec<(String, String)> {
     ]
 }
 
-/// A stage being planned.
 /// What an ADD fetched: files, a checkout, and what of them the key covers.
 type Fetched = (Vec<FetchedFile>, Option<FetchedTree>, Vec<Value>);
 
-/// Selected context sources (with their index among the sources) and what of them the cache
-/// key covers.
-type SelectedSources = (Vec<(usize, Selected)>, Vec<Value>);
-
+/// A stage being planned.
 struct StageBuilder {
     plan: StagePlan,
     config: BuildConfig,
@@ -1038,7 +1034,7 @@ impl Planner<'_> {
                     _ if from.is_none() || named.is_some() => {
                         let rel = crate::context::clean_source(&source)
                             .map_err(|e| self.err(ins, format!("--mount source {source}: {e}")))?;
-                        let (sel, content) = self.select_context(
+                        let sel = self.select_context(
                             ins,
                             &[if rel.is_empty() { ".".to_string() } else { rel }],
                             &SelectShape {
@@ -1046,13 +1042,14 @@ impl Planner<'_> {
                                 ..SelectShape::default()
                             },
                         )?;
+                        let content = content_key(self.context_of(named.as_ref()), &sel);
                         let from = named.map_or(CopyFrom::Context, CopyFrom::Named);
                         (from, None, sel, content)
                     }
                     None => unreachable!("handled above"),
                     Some(f) => {
                         let (from, key) = self.resolve_from(b, ins, f)?;
-                        (from, Some(key), Vec::new(), Vec::new())
+                        (from, Some(key), Vec::new(), json!([]))
                     }
                 };
                 let input = json!({"type": "bind", "target": target, "from": key, "source": source, "content": content, "ro": m.readonly});
@@ -1146,9 +1143,8 @@ impl Planner<'_> {
         ins: &Instruction,
         sources: &[String],
         shape: &SelectShape,
-    ) -> Result<SelectedSources, PlanError> {
+    ) -> Result<Vec<(usize, Selected)>, PlanError> {
         let mut selected = Vec::new();
-        let mut source_inputs = Vec::new();
         let opts = self.opts;
         let (ctx, stat) = match &shape.named {
             None => (self.context, &mut *self.stat),
@@ -1171,36 +1167,30 @@ impl Planner<'_> {
             };
             let pivot = shape.parents.then(|| parents_pivot(s));
             for mut x in sel {
-                if shape.exclude.as_ref().is_some_and(|m| m.excluded(&x.rel)) {
+                if shape
+                    .exclude
+                    .as_ref()
+                    .is_some_and(|m| m.excluded(ctx.rel(&x)))
+                {
                     continue;
                 }
                 if let Some(pivot) = &pivot {
-                    x.rel = x
-                        .src
-                        .strip_prefix(pivot.as_str())
-                        .unwrap_or(&x.src)
-                        .to_string();
+                    let src = ctx.src(&x);
+                    ctx.set_rel(&mut x, src.strip_prefix(pivot.as_str()).unwrap_or(src));
                 }
-                let content = match x.entry.kind {
-                    crate::context::Kind::File => {
-                        let d = stat.digest(ctx, &x.src, &x.entry)?;
-                        x.digest = Some(d.clone());
-                        json!(d)
-                    }
-                    crate::context::Kind::Symlink => json!(x.entry.link),
-                    _ => json!(null),
-                };
-                source_inputs.push(json!([
-                    i,
-                    x.rel,
-                    format!("{:?}", x.entry.kind),
-                    x.entry.mode,
-                    content
-                ]));
+                let e = ctx.entry(&x);
+                if e.kind == crate::context::Kind::File {
+                    x.digest = Some(stat.digest(ctx, ctx.src(&x), e)?);
+                }
                 selected.push((i, x));
             }
         }
-        Ok((selected, source_inputs))
+        Ok(selected)
+    }
+
+    /// The context a selection of `named` (None: the build context) was made in.
+    fn context_of(&self, named: Option<&String>) -> &Context {
+        named.map_or(self.context, |n| &self.opts.named_contexts[n])
     }
 
     /// Fetches the URLs and git repositories of an ADD, checking `--checksum`; returns the
@@ -1389,23 +1379,26 @@ impl Planner<'_> {
             .as_deref()
             .map(|x| strata_parser::grammar::parse_chmod(x).map_err(|e| self.err(ins, e)))
             .transpose()?;
-        let (from, from_key, mut selected, source_inputs) = match &c.from {
-            None if sources.is_empty() => (CopyFrom::Context, None, Vec::new(), Vec::new()),
+        let (from, from_key, mut selected) = match &c.from {
+            None if sources.is_empty() => (CopyFrom::Context, None, Vec::new()),
             None => {
-                let (selected, source_inputs) = self.select_context(ins, &sources, &shape)?;
-                (CopyFrom::Context, None, selected, source_inputs)
+                let selected = self.select_context(ins, &sources, &shape)?;
+                (CopyFrom::Context, None, selected)
             }
             Some(_) if named.is_some() => {
-                let (selected, source_inputs) = self.select_context(ins, &sources, &shape)?;
+                let selected = self.select_context(ins, &sources, &shape)?;
                 let n = named.clone().expect("checked");
-                (CopyFrom::Named(n), None, selected, source_inputs)
+                (CopyFrom::Named(n), None, selected)
             }
             Some(f) => {
                 let (from, key) = self.resolve_from(b, ins, f)?;
-                (from, Some(key), Vec::new(), Vec::new())
+                (from, Some(key), Vec::new())
             }
         };
-        selected.sort_by(|a, b| a.1.src.cmp(&b.1.src).then(a.0.cmp(&b.0)));
+        let ctx = self.context_of(named.as_ref());
+        // Selections name entries by their place in the sorted context: that is path order.
+        selected.sort_by(|a, b| ctx.src(&a.1).cmp(ctx.src(&b.1)).then(a.0.cmp(&b.0)));
+        let source_inputs = content_key(ctx, &selected);
         let many = sources.len() + inline.len() + remote_count > 1
             || git.is_some()
             || sources.iter().any(|s| s.contains(['*', '?', '[']))
@@ -1518,6 +1511,45 @@ impl Planner<'_> {
         }
         Ok(())
     }
+}
+
+/// One selected context entry as the cache key covers it: (source index, path it lands at,
+/// kind, mode, content digest or link target).
+type SourceRow<'a> = (usize, &'a str, &'a str, u32, Option<&'a str>);
+
+/// The rows of a selection, in order ([`content_key`] hashes them; `--dry-run` explains a
+/// miss by comparing them with the last build's).
+pub fn source_rows<'a>(
+    ctx: &'a Context,
+    selected: &'a [(usize, Selected)],
+) -> impl Iterator<Item = SourceRow<'a>> + 'a {
+    selected.iter().map(move |(i, x)| {
+        let e = ctx.entry(x);
+        let kind = match e.kind {
+            crate::context::Kind::File => "File",
+            crate::context::Kind::Dir => "Dir",
+            crate::context::Kind::Symlink => "Symlink",
+            crate::context::Kind::Special => "Special",
+        };
+        let content = match e.kind {
+            crate::context::Kind::File => x.digest.as_ref().map(Digest::as_str),
+            crate::context::Kind::Symlink => e.link.as_deref(),
+            _ => None,
+        };
+        (*i, ctx.rel(x), kind, e.mode, content)
+    })
+}
+
+/// What a cache key holds of selected context sources: the sha256 of their rows, one JSON
+/// array per line (a list of 160,000 rows in the key's JSON cost 350 bytes of memory each).
+fn content_key(ctx: &Context, selected: &[(usize, Selected)]) -> Value {
+    let mut h = strata_image::digest::Hasher::new();
+    for row in source_rows(ctx, selected) {
+        let line = serde_json::to_vec(&row).expect("rows serialize");
+        h.update(&line);
+        h.update(b"\n");
+    }
+    json!(h.finish())
 }
 
 /// How sources are selected: from which context, `--exclude` patterns and `--parents`.

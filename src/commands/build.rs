@@ -19,7 +19,7 @@ use strata_parser::ignore::Matcher;
 use strata_parser::parse_dockerfile;
 use strata_planner::context::{Context, StatCache};
 use strata_planner::plan::{
-    plan, Base, BuildGraph, FetchedFile, FetchedTree, ImageSource, PlanOptions,
+    plan, source_rows, Base, BuildGraph, FetchedFile, FetchedTree, ImageSource, PlanOptions, StepOp,
 };
 
 use crate::cli::BuildArgs;
@@ -844,7 +844,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     )?;
     stat.save(&stat_path);
     if a.dry_run {
-        return dry_run(store, &graph);
+        return dry_run(store, &graph, &context);
     }
     let quiet = a.quiet || a.progress == "quiet";
     let mode = match a.progress.as_str() {
@@ -922,7 +922,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
 }
 
 /// `--dry-run`: stages, steps, keys, and whether each would be CACHED.
-fn dry_run(store: &Store, graph: &BuildGraph) -> Result<()> {
+fn dry_run(store: &Store, graph: &BuildGraph, context: &Context) -> Result<()> {
     for &s in &graph.order {
         let st = &graph.stages[s];
         let base = match &st.base {
@@ -950,7 +950,7 @@ fn dry_run(store: &Store, graph: &BuildGraph) -> Result<()> {
             } else if parent_missed {
                 "  (an earlier step runs)".to_string()
             } else {
-                format!("  ({})", explain_miss(store, step))
+                format!("  ({})", explain_miss(store, graph, context, step))
             };
             println!(
                 "  {:>2} {} {:<6} {}{reason}",
@@ -976,7 +976,12 @@ fn dry_run(store: &Store, graph: &BuildGraph) -> Result<()> {
 
 /// Why a step has no cache result: compares its inputs with those of the last build that ran
 /// a step at the same place.
-fn explain_miss(store: &Store, step: &strata_planner::plan::Step) -> String {
+fn explain_miss(
+    store: &Store,
+    graph: &BuildGraph,
+    context: &Context,
+    step: &strata_planner::plan::Step,
+) -> String {
     let Some(prev) = strata_executor::last_inputs(store, step) else {
         return "no earlier build of this step".into();
     };
@@ -1012,23 +1017,30 @@ fn explain_miss(store: &Store, step: &strata_planner::plan::Step) -> String {
         }
     }
     if cur.get("content") != prev.get("content") {
-        let a = cur["content"].as_array().cloned().unwrap_or_default();
-        let b = prev["content"].as_array().cloned().unwrap_or_default();
-        let changed: Vec<String> = a
-            .iter()
-            .filter(|x| !b.contains(x))
-            .filter_map(|x| x.get(1).and_then(|p| p.as_str()).map(str::to_string))
-            .chain(
-                b.iter()
-                    .filter(|x| !a.iter().any(|y| y.get(1) == x.get(1)))
-                    .filter_map(|x| {
-                        x.get(1)
-                            .and_then(|p| p.as_str())
-                            .map(|p| format!("{p} (removed)"))
-                    }),
-            )
-            .collect();
-        return format!("source files changed: {}", changed.join(", "));
+        return match (&step.op, strata_executor::last_rows(store, step)) {
+            (StepOp::Copy(op), Some(before)) => {
+                let ctx = graph.context_for(context, &op.from);
+                let mut now = std::collections::HashSet::new();
+                let mut changed = Vec::new();
+                for (i, rel, kind, mode, content) in source_rows(ctx, &op.selected) {
+                    now.insert(rel);
+                    let same = before.get(rel).is_some_and(|b| {
+                        (b.0, b.2.as_str(), b.3, b.4.as_deref()) == (i, kind, mode, content)
+                    });
+                    if !same {
+                        changed.push(rel.to_string());
+                    }
+                }
+                let mut removed: Vec<&String> = before
+                    .keys()
+                    .filter(|k| !now.contains(k.as_str()))
+                    .collect();
+                removed.sort();
+                changed.extend(removed.into_iter().map(|p| format!("{p} (removed)")));
+                format!("source files changed: {}", changed.join(", "))
+            }
+            _ => "source files changed".into(),
+        };
     }
     if cur.get("parent") != prev.get("parent") {
         return "the base image or an earlier step changed".into();
