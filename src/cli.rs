@@ -611,11 +611,36 @@ pub struct CreateArgs {
     /// Pull the image first: missing (when the store lacks it), always, never
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pub pull: String,
-    /// The image
-    pub image: String,
-    /// Command and arguments
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// The image, then the command and its arguments. One list, so that flag parsing stops at
+    /// the image as Docker's does: `run IMAGE -u x` runs `-u x`, whatever strata's flags are.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "IMAGE [COMMAND] [ARG...]"
+    )]
+    pub image_and_command: Vec<String>,
+}
+
+impl CreateArgs {
+    /// The image (an unknown flag before it is taken for it: see [`check_flag_words`]).
+    pub fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
+
+    /// The command and its arguments, when given.
+    pub fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
+}
+
+/// The first word where the image or container goes: one starting with `-` is an unknown
+/// flag (it reached the word list only because the list takes hyphenated values).
+pub fn check_flag_words(first: &str) -> Result<(), String> {
+    if first.starts_with('-') && first.len() > 1 {
+        return Err(format!("unknown flag: {first}"));
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -723,9 +748,25 @@ pub struct ExecArgs {
     /// Give extended privileges to the command
     #[arg(long)]
     pub privileged: bool,
-    pub container: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-    pub command: Vec<String>,
+    /// The container, then the command and its arguments (one list: see
+    /// [`CreateArgs::image_and_command`])
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CONTAINER COMMAND [ARG...]"
+    )]
+    pub container_and_command: Vec<String>,
+}
+
+impl ExecArgs {
+    pub fn container(&self) -> &str {
+        &self.container_and_command[0]
+    }
+
+    pub fn command(&self) -> &[String] {
+        &self.container_and_command[1..]
+    }
 }
 
 #[derive(Args, Debug)]

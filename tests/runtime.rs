@@ -1964,3 +1964,97 @@ fn exit_codes_survive_a_queued_sigchld() {
     }
     s.ok(&["rm", "-f", id]);
 }
+
+// ---- Docker's CLI semantics where strata differed (issue 17) ------------------------------
+
+#[test]
+fn everything_after_the_image_is_the_command() {
+    let s = Strata::new();
+    s.busybox();
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "date",
+            "busybox",
+            "-u",
+            "+%Z"
+        ]),
+        "UTC\n"
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "busybox", "echo", "-n", "--rm", "-d"]),
+        "--rm -d"
+    );
+    let id = s.ok(&["create", "busybox", "ls", "-d", "/etc"]);
+    let o = s.run(&["start", "-a", id.trim()]);
+    assert_eq!(out(&o).0, "/etc\n");
+    let id = s.ok(&["run", "-d", "busybox", "sleep", "60"]);
+    let id = id.trim();
+    assert_eq!(s.ok(&["exec", id, "ls", "-d", "-1", "/etc"]), "/etc\n");
+    assert_eq!(s.ok(&["exec", "-u", "nobody", id, "id", "-u"]), "65534\n");
+    s.ok(&["rm", "-f", id]);
+    // A flag strata does not know is still an error, not an image name.
+    let o = s.run(&["run", "--rm", "--nosuch", "busybox"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(out(&o).1, "Error: unknown flag: --nosuch\n");
+}
+
+#[test]
+fn a_directory_as_the_command_is_permission_denied() {
+    let s = Strata::new();
+    s.busybox();
+    let o = s.run(&["run", "--rm", "busybox", "/etc"]);
+    assert_eq!(o.status.code(), Some(126));
+    assert_eq!(out(&o).1, "Error: exec: \"/etc\": permission denied\n");
+}
+
+#[test]
+fn env_files_follow_dockers_format() {
+    let s = Strata::new();
+    s.busybox();
+    let f = s.path("env");
+    fs::write(
+        &f,
+        "\u{feff}# comment\n  A=1\nB= two words \nC\nD=x=y\n\nFROM_HOST\nUNSET_HERE\n",
+    )
+    .unwrap();
+    let o = s
+        .cmd(&[
+            "run",
+            "--rm",
+            "--env-file",
+            f.to_str().unwrap(),
+            "busybox",
+            "sh",
+            "-c",
+            "echo \"$A|$B|${C-unset}|$D|$FROM_HOST|${UNSET_HERE-unset}\"",
+        ])
+        .env("FROM_HOST", "host")
+        .env_remove("UNSET_HERE")
+        .env_remove("C")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out(&o),
+        ("1| two words |unset|x=y|host|unset\n".into(), String::new())
+    );
+    fs::write(&f, "A=1\nexport D=4\n").unwrap();
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "--env-file",
+        f.to_str().unwrap(),
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        out(&o).1,
+        format!(
+            "Error: poorly formatted environment: {}:2: variable 'export D' contains whitespaces\n",
+            f.display()
+        )
+    );
+}

@@ -798,8 +798,8 @@ pub fn find_executable(cmd: &str, env: &[String]) -> Result<String, InitError> {
                 ),
             ),
             Err(e) => fail(126, format!("exec: {cmd:?}: {e}")),
-            Ok(m) if m.is_dir() => fail(126, format!("exec: {cmd:?}: is a directory")),
-            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            // A directory cannot be executed either: execve says EACCES, and so does Docker.
+            Ok(m) if m.is_dir() || m.permissions().mode() & 0o111 == 0 => {
                 fail(126, format!("exec: {cmd:?}: permission denied"))
             }
             Ok(_) => Ok(()),

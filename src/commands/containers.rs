@@ -64,17 +64,51 @@ fn parse_env_files(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("open env file {}", f.display()))?;
         for (n, line) in text.lines().enumerate() {
-            let line = line.trim_start();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
+            let line = if n == 0 {
+                line.trim_start_matches('\u{feff}')
+            } else {
+                line
+            };
+            if let Some(entry) = env_file_line(line).map_err(|e| {
+                exit125(format!(
+                    "poorly formatted environment: {}:{}: {e}",
+                    f.display(),
+                    n + 1
+                ))
+            })? {
+                out.push(entry);
             }
-            if line.contains('\0') {
-                bail!("{}:{}: contains a NUL byte", f.display(), n + 1);
-            }
-            out.push(line.to_string());
         }
     }
     Ok(out)
+}
+
+/// One line of an `--env-file`, by Docker's rules: `NAME=VALUE` (the value as written),
+/// `NAME` (passed through from our environment), blank lines and `#` comments. A name holding
+/// whitespace (`export D=4`) or nothing is an error.
+fn env_file_line(line: &str) -> Result<Option<String>, String> {
+    let line = line.trim_start();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    if line.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    let (name, value) = match line.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (line, None),
+    };
+    let name = name.trim_start_matches([' ', '\t']);
+    if name.contains([' ', '\t']) {
+        return Err(format!("variable '{name}' contains whitespaces"));
+    }
+    if name.is_empty() {
+        return Err(format!("no variable name on line '{line}'"));
+    }
+    Ok(match value {
+        Some(v) => Some(format!("{name}={v}")),
+        None => std::env::var(name).ok().map(|v| format!("{name}={v}")),
+    })
 }
 
 /// `-e K=V` (or `-e K` from our environment) merged over `base`.
@@ -140,8 +174,8 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
     let id = match image {
         Some(id) => id.clone(),
         None => store
-            .resolve_image(&a.image)
-            .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image))?,
+            .resolve_image(a.image())
+            .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image()))?,
     };
     let img = store.image(&id)?;
     let cfg = img.config.container();
@@ -150,8 +184,8 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
         Some(e) => vec![e.clone()],
         None => cfg.entrypoint.clone().unwrap_or_default(),
     };
-    let cmd = if !a.command.is_empty() {
-        a.command.clone()
+    let cmd = if !a.command().is_empty() {
+        a.command().to_vec()
     } else if a.entrypoint.is_some() {
         Vec::new()
     } else {
@@ -296,7 +330,7 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
         id: new_id(),
         name: a.name.clone().unwrap_or_default(),
         image: id.clone(),
-        image_name: a.image.clone(),
+        image_name: a.image().to_string(),
         created: fsutil::now_rfc3339(),
         config: RunConfig {
             entrypoint,
@@ -480,6 +514,7 @@ fn parse_add_host(s: &str) -> Result<(String, String)> {
 }
 
 pub fn create(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {
+    crate::cli::check_flag_words(a.image()).map_err(exit125)?;
     let image = ensure_image(store, root, insecure, a)?;
     let rec = create_record(store, a, image.as_ref()).map_err(exit125)?;
     println!("{}", rec.id);
@@ -552,8 +587,8 @@ fn ensure_image(
     insecure: &[String],
     a: &CreateArgs,
 ) -> Result<Option<Digest>> {
-    let present = store.resolve_image(&a.image).ok();
-    let reference = Reference::parse(&a.image).ok();
+    let present = store.resolve_image(a.image()).ok();
+    let reference = Reference::parse(a.image()).ok();
     match a.pull.as_str() {
         "never" => return Ok(present),
         "missing" if present.is_some() => return Ok(present),
@@ -561,7 +596,7 @@ fn ensure_image(
             let shown = reference.as_ref().map(|r| r.familiar());
             eprintln!(
                 "Unable to find image '{}' locally",
-                shown.as_deref().unwrap_or(&a.image)
+                shown.as_deref().unwrap_or(a.image())
             );
         }
         _ => {}
@@ -576,7 +611,7 @@ fn ensure_image(
     for r in insecure {
         cmd.arg("--insecure-registry").arg(r);
     }
-    cmd.args(["pull", &a.image]);
+    cmd.args(["pull", a.image()]);
     let stderr = io::stderr().as_fd().try_clone_to_owned().map_err(exit125)?;
     let o = cmd
         .stdin(Stdio::null())
@@ -587,13 +622,14 @@ fn ensure_image(
     let said = String::from_utf8_lossy(&o.stderr);
     if o.status.success() {
         eprint!("{said}");
-        return Ok(store.resolve_image(&a.image).ok());
+        return Ok(store.resolve_image(a.image()).ok());
     }
     let last = said.lines().last().unwrap_or("pull failed");
     Err(exit125(last.strip_prefix("Error: ").unwrap_or(last)))
 }
 
 pub fn run(store: &Store, root: &Path, insecure: &[String], a: &RunArgs) -> Result<()> {
+    crate::cli::check_flag_words(a.create.image()).map_err(exit125)?;
     let image = ensure_image(store, root, insecure, &a.create)?;
     if a.detach {
         let rec = create_record(store, &a.create, image.as_ref()).map_err(exit125)?;
@@ -1394,9 +1430,13 @@ pub fn commit(store: &Store, a: &CommitArgs) -> Result<()> {
 
 /// `exec`: hands the request to a single-threaded re-exec of strata through a pipe.
 pub fn exec(root: &Path, a: &ExecArgs) -> Result<()> {
+    crate::cli::check_flag_words(a.container()).map_err(exit125)?;
+    if a.command().is_empty() {
+        bail!("\"strata exec\" requires at least 2 arguments: CONTAINER COMMAND [ARG...]");
+    }
     let opts = strata_runtime::exec::ExecOptions {
-        container: a.container.clone(),
-        args: a.command.clone(),
+        container: a.container().to_string(),
+        args: a.command().to_vec(),
         env: merge_env(&[], &a.env)?,
         user: a.user.clone(),
         workdir: a.workdir.clone(),
