@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Daemonless, Docker-compatible image builder and container runtime",
     propagate_version = true,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -49,7 +50,11 @@ pub struct Globals {
 /// Building every command's arguments costs ~0.5 ms, a tenth of a start; a command line this
 /// does not accept is parsed again in full (`Cli`), which gives the usual help and errors.
 #[derive(Parser, Debug)]
-#[command(name = "strata", disable_help_subcommand = true)]
+#[command(
+    name = "strata",
+    disable_help_subcommand = true,
+    args_override_self = true
+)]
 pub struct RunOnly {
     #[command(flatten)]
     pub globals: Globals,
@@ -423,6 +428,9 @@ pub struct BuildArgs {
     /// Network mode for RUN instructions: host (default) or none
     #[arg(long, value_parser = ["host", "none", "default"])]
     pub network: Option<String>,
+    /// Ulimit options for RUN instructions (NAME=SOFT[:HARD])
+    #[arg(long = "ulimit")]
+    pub ulimits: Vec<String>,
     /// Suppress the build output and print the image ID on success
     #[arg(short, long)]
     pub quiet: bool,
@@ -570,7 +578,7 @@ pub struct CreateArgs {
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
     /// Network mode: none (loopback only, the default) or host
-    #[arg(long, default_value = "none")]
+    #[arg(long, alias = "net", default_value = "none")]
     pub network: String,
     /// Memory limit (e.g. 512m, 1g)
     #[arg(short, long)]
@@ -593,9 +601,12 @@ pub struct CreateArgs {
     /// Give extended privileges to this container
     #[arg(long)]
     pub privileged: bool,
-    /// Security options (no-new-privileges, seccomp=unconfined)
+    /// Security options (no-new-privileges[=true|false], seccomp=unconfined, label=...)
     #[arg(long)]
     pub security_opt: Vec<String>,
+    /// Add a rule to the cgroup allowed devices list ('c|b|a MAJOR:MINOR rwm', * for any)
+    #[arg(long = "device-cgroup-rule", value_name = "RULE")]
+    pub device_cgroup_rules: Vec<String>,
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     pub init: bool,

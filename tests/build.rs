@@ -2138,3 +2138,17 @@ fn a_warm_rebuild_of_a_large_context_stays_small() {
         "40001"
     );
 }
+
+#[test]
+fn build_ulimits_reach_run_steps_and_their_keys() {
+    let s = Strata::new();
+    s.busybox();
+    let ctx = context(&s, "FROM busybox\nRUN ulimit -n\n");
+    let (_, err) = build(&s, &ctx, &["--ulimit", "nofile=1234:1234"]);
+    assert_eq!(run_output(&err), ["1234"], "{err}");
+    // Another limit is another key: the step runs again.
+    let (_, err) = build(&s, &ctx, &["--ulimit", "nofile=2345:2345"]);
+    assert_eq!(run_output(&err), ["2345"], "{err}");
+    let err = build_fails(&s, &["build", "--ulimit", "nosuch=1", &ctx]);
+    assert!(err.contains("invalid --ulimit \"nosuch=1\""), "{err}");
+}

@@ -2058,3 +2058,96 @@ fn env_files_follow_dockers_format() {
         )
     );
 }
+
+#[test]
+fn flags_take_their_last_value_and_dockers_spellings() {
+    let s = Strata::new();
+    s.busybox();
+    // A single-value flag given twice takes the last value; --net is --network.
+    assert_eq!(
+        s.ok(&["run", "--rm", "-w", "/tmp", "-w", "/etc", "--net", "host", "busybox", "pwd"]),
+        "/etc\n"
+    );
+    // no-new-privileges=false|true, the last one wins.
+    let nnp = |opts: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        for o in opts {
+            args.extend(["--security-opt", o]);
+        }
+        args.extend(["busybox", "grep", "NoNewPrivs", "/proc/self/status"]);
+        s.ok(&args).split_whitespace().last().unwrap().to_string()
+    };
+    assert_eq!(nnp(&["no-new-privileges=true"]), "1");
+    assert_eq!(
+        nnp(&["no-new-privileges=true", "no-new-privileges=false"]),
+        "0"
+    );
+    assert_eq!(nnp(&["no-new-privileges:true", "label=disable"]), "1");
+    // --memory=0 is no limit.
+    s.ok(&["run", "--rm", "--memory=0", "busybox", "true"]);
+    // -v modes: z/Z accepted (no SELinux here), ro among several.
+    let host = s.path("shared");
+    fs::create_dir_all(&host).unwrap();
+    let ro = format!("{}:/ro:ro,Z", host.display());
+    let o = s.run(&["run", "--rm", "-v", &ro, "busybox", "touch", "/ro/x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(out(&o).1, "touch: /ro/x: Read-only file system\n");
+    let rw = format!("{}:/rw:z", host.display());
+    s.ok(&["run", "--rm", "-v", &rw, "busybox", "touch", "/rw/x"]);
+    assert!(host.join("x").exists());
+    // --device-cgroup-rule opens a device the default list does not.
+    let probe = "mknod /tmp/loop b 7 0 && head -c 1 /tmp/loop >/dev/null && echo opened";
+    let o = s.run(&["run", "--rm", "busybox", "sh", "-c", probe]);
+    assert_eq!(out(&o).1, "head: /tmp/loop: Operation not permitted\n");
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--device-cgroup-rule",
+            "b 7:* rwm",
+            "busybox",
+            "sh",
+            "-c",
+            probe
+        ]),
+        "opened\n"
+    );
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "--device-cgroup-rule",
+        "x 1:2",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+}
+
+#[test]
+fn bind_sources_are_made_and_mount_points_are_unique() {
+    let s = Strata::new();
+    s.busybox();
+    let missing = s.path("not/there/yet");
+    let v = format!("{}:/data", missing.display());
+    s.ok(&["run", "--rm", "-v", &v, "busybox", "touch", "/data/made"]);
+    assert!(missing.join("made").is_file());
+    let v2 = format!("{}:/data", s.path("other").display());
+    for dup in [
+        vec!["-v", v.as_str(), "-v", v2.as_str()],
+        vec!["-v", v.as_str(), "--tmpfs", "/data"],
+        vec!["-v", "/data", "--mount", "type=tmpfs,target=/data/"],
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(dup);
+        args.extend(["busybox", "true"]);
+        let o = s.run(&args);
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        assert_eq!(out(&o).1, "Error: Duplicate mount point: /data\n");
+    }
+    assert_eq!(s.ok(&["ps", "-aq"]), "", "nothing was created");
+    // /etc/mtab is the mount table, as Docker's init layer makes it.
+    assert_eq!(
+        s.ok(&["run", "--rm", "busybox", "readlink", "/etc/mtab"]),
+        "/proc/mounts\n"
+    );
+}

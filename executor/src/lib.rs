@@ -69,6 +69,8 @@ pub struct ExecOptions {
     pub source_date_epoch: Option<i64>,
     /// `--secret` and `--ssh`, for `RUN --mount=type=secret|ssh`.
     pub secrets: mounts::BuildSecrets,
+    /// `--ulimit`, for RUN steps.
+    pub ulimits: Vec<strata_runtime::container::Ulimit>,
 }
 
 /// A cache beyond the store (a registry, `--cache-from`), asked when a key misses locally.
@@ -834,6 +836,7 @@ impl Executor<'_> {
                 mounts: run.mounts.binds.clone(),
                 tmpfs: run.mounts.tmpfs.clone(),
                 privileged: run.privileged,
+                ulimits: self.opts.ulimits.clone(),
                 ..Default::default()
             },
             layers: state.image.record.layers.clone(),

@@ -96,6 +96,8 @@ pub struct PlanOptions {
     /// `--allow network.host`: `RUN --network=host` may be asked for explicitly (the default
     /// network of RUN steps is the host's anyway: strata has no bridge network).
     pub allow_network_host: bool,
+    /// `--ulimit` for RUN steps, as given (part of their keys when set, as in BuildKit).
+    pub ulimits: Vec<String>,
     /// `--build-context NAME=DIR`: local directories `COPY --from=NAME` (and bind mounts)
     /// read, by lower-cased name.
     pub named_contexts: BTreeMap<String, Context>,
@@ -972,6 +974,9 @@ impl Planner<'_> {
                 }
                 if insecure {
                     inputs["security"] = json!("insecure");
+                }
+                if !self.opts.ulimits.is_empty() {
+                    inputs["ulimits"] = json!(self.opts.ulimits);
                 }
                 let shown = match &r.command {
                     CommandLine::Shell(s) => format!("RUN {} {s} # buildkit", b.shell.join(" ")),

@@ -22,6 +22,8 @@ pub struct Limits {
     pub cpuset_cpus: String,
     /// Restrict devices to Docker's allow-list (off for --privileged).
     pub restrict_devices: bool,
+    /// More allow rules (`--device-cgroup-rule`, v1 syntax, checked by `devfilter::Rule`).
+    pub device_rules: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +222,11 @@ impl Cgroup {
                             .write(true)
                             .open(&allow)
                             .map_err(|e| RuntimeError::io(&allow, e))?;
-                        for rule in DEVICE_ALLOW {
+                        for rule in DEVICE_ALLOW
+                            .iter()
+                            .copied()
+                            .chain(l.device_rules.iter().map(|r| r.as_str()))
+                        {
                             std::io::Write::write_all(&mut f, rule.as_bytes())
                                 .map_err(|e| RuntimeError::io(&allow, e))?;
                         }
@@ -246,10 +252,15 @@ impl Cgroup {
                     write(&d.join("cpuset.cpus"), &l.cpuset_cpus)?;
                 }
                 if l.restrict_devices {
-                    let rules: Vec<_> = DEVICE_ALLOW
+                    let mut rules: Vec<_> = DEVICE_ALLOW
                         .iter()
                         .map(|r| crate::devfilter::Rule::parse(r).expect("valid built-in rule"))
                         .collect();
+                    for r in &l.device_rules {
+                        rules.push(crate::devfilter::Rule::parse(r).ok_or_else(|| {
+                            RuntimeError::Invalid(format!("invalid device cgroup rule {r:?}"))
+                        })?);
+                    }
                     crate::devfilter::attach(d, &rules)?;
                 }
             }

@@ -76,6 +76,9 @@ pub struct HostConfig {
     pub privileged: bool,
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// `--device-cgroup-rule`: more device allow rules (v1 syntax).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_cgroup_rules: Vec<String>,
     #[serde(default)]
     pub init: bool,
     #[serde(default)]
@@ -235,12 +238,13 @@ impl HostConfig {
         self.network_mode == "host"
     }
 
+    /// `--security-opt no-new-privileges[=|:true|false]`: the last one given wins.
     pub fn no_new_privileges(&self) -> bool {
-        self.security_opt.iter().any(|o| {
-            o == "no-new-privileges"
-                || o == "no-new-privileges:true"
-                || o == "no-new-privileges=true"
-        })
+        self.security_opt
+            .iter()
+            .rev()
+            .find_map(|o| no_new_privileges_opt(o))
+            .unwrap_or(false)
     }
     pub fn seccomp_unconfined(&self) -> bool {
         self.privileged
@@ -248,6 +252,15 @@ impl HostConfig {
                 .security_opt
                 .iter()
                 .any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined")
+    }
+}
+
+/// The value of a `no-new-privileges` security option (None: another option).
+pub fn no_new_privileges_opt(o: &str) -> Option<bool> {
+    match o {
+        "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => Some(true),
+        "no-new-privileges:false" | "no-new-privileges=false" => Some(false),
+        _ => None,
     }
 }
 

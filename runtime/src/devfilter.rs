@@ -13,8 +13,8 @@ use crate::RuntimeError;
 /// One allow rule: `c 1:3 rwm` (type, major, minor; `None` is `*`), access bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
-    /// `BPF_DEVCG_DEV_BLOCK` (1) or `BPF_DEVCG_DEV_CHAR` (2).
-    pub kind: u32,
+    /// `BPF_DEVCG_DEV_BLOCK` (1) or `BPF_DEVCG_DEV_CHAR` (2); None for `a` (either).
+    pub kind: Option<u32>,
     pub major: Option<u32>,
     pub minor: Option<u32>,
     /// `BPF_DEVCG_ACC_MKNOD` (1) | `READ` (2) | `WRITE` (4).
@@ -26,8 +26,9 @@ impl Rule {
     pub fn parse(s: &str) -> Option<Rule> {
         let mut f = s.split_whitespace();
         let kind = match f.next()? {
-            "b" => 1,
-            "c" => 2,
+            "b" => Some(1),
+            "c" => Some(2),
+            "a" => None,
             _ => return None,
         };
         let (major, minor) = f.next()?.split_once(':')?;
@@ -99,8 +100,11 @@ pub fn program(rules: &[Rule]) -> Vec<Insn> {
     for r in rules {
         // Each test jumps past the end of this rule's block when it fails; offsets are
         // patched once the block's length is known.
-        let mut jumps = vec![p.len()];
-        p.push(insn(JNE_IMM, 2, 0, 0, r.kind as i32));
+        let mut jumps = Vec::new();
+        if let Some(k) = r.kind {
+            jumps.push(p.len());
+            p.push(insn(JNE_IMM, 2, 0, 0, k as i32));
+        }
         if let Some(m) = r.major {
             jumps.push(p.len());
             p.push(insn(JNE_IMM, 4, 0, 0, m as i32));
@@ -228,7 +232,7 @@ mod tests {
         assert_eq!(
             Rule::parse("c 136:* rwm"),
             Some(Rule {
-                kind: 2,
+                kind: Some(2),
                 major: Some(136),
                 minor: None,
                 access: 7

@@ -192,7 +192,8 @@ pub fn specs(
 /// and export stay clean), and no image can turn them into symlinks. Shared by all containers
 /// of a store; built in tmp/ and renamed, so it is complete whenever it exists.
 fn init_layer(store_root: &std::path::Path) -> Result<PathBuf, RuntimeError> {
-    let init = store_root.join("init");
+    // Versioned by name: containers running on an older one keep it as their lower layer.
+    let init = store_root.join("init-v2");
     if init.is_dir() {
         return Ok(init);
     }
@@ -207,6 +208,9 @@ fn init_layer(store_root: &std::path::Path) -> Result<PathBuf, RuntimeError> {
         let p = staging.join(f);
         fs::write(&p, b"").map_err(|e| RuntimeError::io(&p, e))?;
     }
+    // As in Docker's init layer: tools that read the mount table find the container's.
+    let mtab = staging.join("etc/mtab");
+    std::os::unix::fs::symlink("/proc/mounts", &mtab).map_err(|e| RuntimeError::io(&mtab, e))?;
     if let Err(e) = fs::rename(&staging, &init) {
         let _ = fs::remove_dir_all(&staging);
         if !init.is_dir() {
@@ -236,6 +240,23 @@ pub fn split_bind(b: &str) -> Option<(&str, &str, &str)> {
     }
 }
 
+/// A `-v` option's modes (comma-separated, as Docker takes them): whether it is read-only;
+/// None for a mode strata does not know. `z`/`Z` relabel for SELinux, which this host does
+/// not have (Docker ignores them then too); `consistent`, `cached` and `delegated` mean
+/// nothing on Linux.
+pub fn bind_readonly(modes: &str) -> Option<bool> {
+    let mut readonly = false;
+    for m in modes.split(',').filter(|m| !m.is_empty()) {
+        match m {
+            "ro" => readonly = true,
+            "rw" => readonly = false,
+            "z" | "Z" | "consistent" | "cached" | "delegated" | "rprivate" => {}
+            _ => return None,
+        }
+    }
+    Some(readonly)
+}
+
 /// `-v HOST:CTR[:ro|rw]` (a bind mount) or `-v NAME:CTR[:ro|rw]` (a named volume, which
 /// must exist: `create` makes it).
 pub fn parse_bind(b: &str, store: &Store) -> Result<UserMount, RuntimeError> {
@@ -252,15 +273,8 @@ pub fn parse_bind(b: &str, store: &Store) -> Result<UserMount, RuntimeError> {
     if !dst.starts_with('/') {
         return Err(invalid("the container path must be absolute".into()));
     }
-    let readonly = match mode {
-        "" | "rw" => false,
-        "ro" => true,
-        other => {
-            return Err(RuntimeError::Invalid(format!(
-                "invalid volume mode {other:?} in {b:?}"
-            )))
-        }
-    };
+    let readonly = bind_readonly(mode)
+        .ok_or_else(|| RuntimeError::Invalid(format!("invalid volume mode {mode:?} in {b:?}")))?;
     if !src.starts_with('/') {
         if !crate::volume::valid_name(src) {
             return Err(invalid(format!(
@@ -275,8 +289,9 @@ pub fn parse_bind(b: &str, store: &Store) -> Result<UserMount, RuntimeError> {
             readonly,
         });
     }
-    if fs::metadata(src).is_err() {
-        return Err(invalid(format!("{src} does not exist")));
+    // A missing host path is made, a directory, as Docker makes it.
+    if fs::symlink_metadata(src).is_err() {
+        fs::create_dir_all(src).map_err(|e| invalid(format!("{src}: {e}")))?;
     }
     Ok(UserMount::Bind {
         source: PathBuf::from(src),
@@ -472,6 +487,7 @@ fn run_inner(
         nano_cpus: rec.host_config.nano_cpus,
         cpuset_cpus: rec.host_config.cpuset_cpus.clone(),
         restrict_devices: !rec.host_config.privileged,
+        device_rules: rec.host_config.device_cgroup_rules.clone(),
     };
     let started = start(&rec, &root, &proc_, &limits, opts, netns);
     if let Some(writer) = record_writer {

@@ -190,7 +190,11 @@ pub fn named_volumes(rec: &ContainerRecord) -> impl Iterator<Item = (&str, &str,
         .binds
         .iter()
         .filter_map(|b| match crate::monitor::split_bind(b) {
-            Some((src, dst, mode)) if !src.starts_with('/') => Some((src, dst, mode == "ro")),
+            Some((src, dst, mode)) if !src.starts_with('/') => Some((
+                src,
+                dst,
+                crate::monitor::bind_readonly(mode).unwrap_or(false),
+            )),
             _ => None,
         })
 }

@@ -815,6 +815,11 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         ),
         None => None,
     };
+    let ulimits = a
+        .ulimits
+        .iter()
+        .map(|u| strata_runtime::container::parse_ulimit(u).map_err(|e| anyhow!("{e}")))
+        .collect::<Result<Vec<_>>>()?;
     let named = NamedContexts::parse(&a.build_contexts)?;
     let entitled = entitlements(a)?;
     let dir_roots = named
@@ -833,6 +838,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         labels: labels.clone(),
         allow_insecure: entitled.0,
         allow_network_host: entitled.1,
+        ulimits: a.ulimits.clone(),
         named_contexts: named.dirs,
     };
     let mut sources =
@@ -874,6 +880,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             file: src.name.clone(),
             source_date_epoch: epoch,
             secrets: build_secrets(a)?,
+            ulimits,
         },
         progress: &progress,
         exe: std::sync::OnceLock::new(),

@@ -48,11 +48,11 @@ fn exit125(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!(ExitError(125, e.to_string()))
 }
 
-/// `-m 512m` → bytes; Docker's minimum is 6 MB.
+/// `-m 512m` → bytes; Docker's minimum is 6 MB, and 0 means no limit.
 pub fn parse_memory(s: &str) -> Result<i64> {
     let bytes = strata_parser::instructions::parse_size(s)
         .ok_or_else(|| anyhow!("invalid memory value {s:?} (use e.g. 512m or 1g)"))?;
-    if bytes < 6 << 20 {
+    if bytes != 0 && bytes < 6 << 20 {
         bail!("invalid --memory {s:?}: minimum memory limit allowed is 6MB");
     }
     Ok(bytes as i64)
@@ -223,17 +223,21 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
     }
     strata_runtime::caps::container_set(a.privileged, &a.cap_add, &a.cap_drop)
         .map_err(|e| anyhow!(e))?;
+    for r in &a.device_cgroup_rules {
+        if strata_runtime::devfilter::Rule::parse(r).is_none() {
+            bail!("invalid --device-cgroup-rule {r:?}: want TYPE MAJOR:MINOR ACCESS, e.g. 'c 1:3 rwm'");
+        }
+    }
     for o in &a.security_opt {
-        let known = [
-            "no-new-privileges",
-            "no-new-privileges:true",
-            "no-new-privileges=true",
-            "seccomp=unconfined",
-            "seccomp:unconfined",
-        ];
-        if !known.contains(&o.as_str()) {
+        // SELinux labels: this host has no SELinux, where Docker ignores them too.
+        let label = o.starts_with("label=") || o.starts_with("label:");
+        let known = ["seccomp=unconfined", "seccomp:unconfined"];
+        if !label
+            && !known.contains(&o.as_str())
+            && strata_runtime::container::no_new_privileges_opt(o).is_none()
+        {
             bail!(
-                "invalid --security-opt {o:?} (supported: no-new-privileges, seccomp=unconfined)"
+                "invalid --security-opt {o:?} (supported: no-new-privileges[=true|false], seccomp=unconfined, label=...)"
             );
         }
     }
@@ -252,10 +256,11 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
             if !target.starts_with('/') {
                 bail!("invalid volume specification {v:?}: the container path must be absolute");
             }
+            claim_target(&mut covered, target)?;
             anonymous.push(target.trim_end_matches('/').to_string());
             continue;
         }
-        covered.insert(bind_target(v, store)?);
+        claim_target(&mut covered, &bind_target(v, store)?)?;
         binds.push(v.clone());
     }
     let restart_policy = strata_runtime::container::RestartPolicy::parse(&a.restart)?;
@@ -276,14 +281,15 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
                         b.source.display()
                     );
                 }
-                covered.insert(b.target.trim_end_matches('/').to_string());
+                claim_target(&mut covered, &b.target)?;
                 structural_binds.push(b);
             }
             MountFlag::Volume(spec) => {
-                covered.insert(bind_target(&spec, store)?);
+                claim_target(&mut covered, &bind_target(&spec, store)?)?;
                 binds.push(spec);
             }
             MountFlag::Tmpfs(path, opts) => {
+                claim_target(&mut covered, &path)?;
                 tmpfs.insert(path, opts);
             }
         }
@@ -293,9 +299,9 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
         if !path.starts_with('/') {
             bail!("invalid --tmpfs {t:?}: the path must be absolute");
         }
+        claim_target(&mut covered, path)?;
         tmpfs.insert(path.to_string(), opts.to_string());
     }
-    covered.extend(tmpfs.keys().map(|t| t.trim_end_matches('/').to_string()));
     // The image's VOLUMEs nobody mounted something else on get anonymous volumes, as in Docker.
     let volumes: Vec<String> = cfg
         .volumes
@@ -360,6 +366,7 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
             cap_drop: a.cap_drop.clone(),
             privileged: a.privileged,
             security_opt: a.security_opt.clone(),
+            device_cgroup_rules: a.device_cgroup_rules.clone(),
             init: a.init,
             auto_remove: a.rm,
             extra_hosts: a
@@ -403,6 +410,18 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
 /// The container path a `-v`-style spec (`HOST:CTR`, `NAME:CTR`, with a mode) mounts at, its
 /// trailing `/` dropped; a named volume it names is made now if it does not exist, as Docker
 /// makes it at create.
+/// Records a mount's target; a second mount on the same target is Docker's error (125).
+fn claim_target(covered: &mut std::collections::BTreeSet<String>, target: &str) -> Result<()> {
+    let t = match target.trim_end_matches('/') {
+        "" => "/",
+        t => t,
+    };
+    if !covered.insert(t.to_string()) {
+        return Err(exit125(format!("Duplicate mount point: {t}")));
+    }
+    Ok(())
+}
+
 fn bind_target(spec: &str, store: &Store) -> Result<String> {
     if let Some((name, _, _)) = strata_runtime::monitor::split_bind(spec) {
         if !name.is_empty() && !name.starts_with('/') && volume::valid_name(name) {
@@ -1087,8 +1106,9 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
         },
         "Mounts": rec.host_config.binds.iter().map(|b| {
             let (src, dst, mode) = strata_runtime::monitor::split_bind(b).unwrap_or_default();
+            let rw = !strata_runtime::monitor::bind_readonly(mode).unwrap_or(false);
             if src.starts_with('/') {
-                json!({"Type": "bind", "Source": src, "Destination": dst, "RW": mode != "ro"})
+                json!({"Type": "bind", "Source": src, "Destination": dst, "RW": rw})
             } else {
                 json!({
                     "Type": "volume",
@@ -1096,7 +1116,7 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
                     "Source": volume::Volumes::new(store).dir(src).join("_data"),
                     "Destination": dst,
                     "Driver": "local",
-                    "RW": mode != "ro",
+                    "RW": rw,
                 })
             }
         }).chain(rec.host_config.volumes.iter().map(|target| {
