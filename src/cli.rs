@@ -508,6 +508,15 @@ pub struct CreateArgs {
     /// Allocate a pseudo-TTY
     #[arg(short, long)]
     pub tty: bool,
+    /// Attach to STDIN, STDOUT or STDERR (repeatable; default: STDOUT and STDERR)
+    #[arg(short = 'a', long = "attach", value_name = "STREAM")]
+    pub attach: Vec<String>,
+    /// Logging driver for the container: json-file (default) or none
+    #[arg(long = "log-driver")]
+    pub log_driver: Option<String>,
+    /// Log driver options (max-size=10m, max-file=3)
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opts: Vec<String>,
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,

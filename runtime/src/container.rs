@@ -39,6 +39,21 @@ pub struct RunConfig {
     pub stop_timeout: Option<i64>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `-a`: the streams a foreground run attaches (`stdin`, `stdout`, `stderr`); empty for
+    /// Docker's default (stdout and stderr, and stdin with `-i`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attach: Vec<String>,
+}
+
+impl RunConfig {
+    /// Whether a foreground run attaches `stream` to the terminal. stdin is `-i`'s whatever
+    /// `-a` says, as in Docker (`-i` attaches it; `-a stdin` alone leaves it closed).
+    pub fn attaches(&self, stream: &str) -> bool {
+        match stream {
+            "stdin" => self.open_stdin,
+            _ => self.attach.is_empty() || self.attach.iter().any(|a| a == stream),
+        }
+    }
 }
 
 /// Host-side settings (Docker's `HostConfig`).
@@ -76,6 +91,9 @@ pub struct HostConfig {
     pub privileged: bool,
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// `--log-driver`, `--log-opt`.
+    #[serde(default)]
+    pub log_config: crate::logs::LogConfig,
     /// `--device-cgroup-rule`: more device allow rules (v1 syntax).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub device_cgroup_rules: Vec<String>,

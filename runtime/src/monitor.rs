@@ -512,12 +512,17 @@ fn run_inner(
         // SAFETY: the client has its answer; close our end.
         unsafe { libc::close(fd) };
     }
-    let log = if opts.foreground {
-        None
+    let log = if keeps_logs(&rec, opts) {
+        let rotation = rec.host_config.log_config.rotation().unwrap_or_default();
+        LogWriter::open(&containers.dir(id).log(), rotation).ok()
     } else {
-        LogWriter::open(&containers.dir(id).log()).ok()
+        None
     };
-    let code = supervise(child, io, log, opts.foreground);
+    let attached = [
+        opts.foreground && rec.config.attaches("stdout"),
+        opts.foreground && rec.config.attaches("stderr"),
+    ];
+    let code = supervise(child, io, log, opts.foreground, attached);
     let oom = cg.oom_killed();
     cg.destroy();
     let code = if oom && code == 137 { 137 } else { code };
@@ -592,9 +597,16 @@ fn restart_later(store: &Store, id: &str, delay_ms: u64) {
 }
 
 /// The monitor's side of the container's stdio.
+/// Whether the monitor writes the container's output to its log: always but with
+/// `--log-driver none`, except for a foreground `--rm` run, whose log nobody could read (its
+/// output then goes straight to the terminal, no copy on the way).
+fn keeps_logs(rec: &ContainerRecord, opts: &Options) -> bool {
+    rec.host_config.log_config.keeps_logs() && !(opts.foreground && rec.host_config.auto_remove)
+}
+
 struct Io {
     signals: SignalFd,
-    /// Detached: stdout and stderr pipes to log.
+    /// stdout and stderr pipes, when the output is logged (or, detached, discarded).
     out: Option<OwnedFd>,
     err: Option<OwnedFd>,
     /// tty: the console master.
@@ -619,11 +631,18 @@ fn start(
     let (sync_w, sync_r) =
         crate::fdpass::socket_pair().map_err(|e| (125, format!("sync socket: {e}")))?;
     let (err_r, err_w) = pipe().map_err(err)?;
-    let (out_pipe, err_pipe) = if opts.foreground || p.tty {
+    // Pipes unless a foreground container's output goes straight to the terminal.
+    let (out_pipe, err_pipe) = if p.tty || (opts.foreground && !keeps_logs(rec, opts)) {
         (None, None)
     } else {
         (Some(pipe().map_err(err)?), Some(pipe().map_err(err)?))
     };
+    // Straight to the terminal, a stream `-a` leaves out goes nowhere.
+    let unattached: Vec<i32> = [(1, "stdout"), (2, "stderr")]
+        .into_iter()
+        .filter(|(_, s)| opts.foreground && !p.tty && !rec.config.attaches(s))
+        .map(|(fd, _)| fd)
+        .collect();
     let console = if p.tty {
         Some(crate::fdpass::socket_pair().map_err(|e| (125, format!("console socket: {e}")))?)
     } else {
@@ -641,7 +660,7 @@ fn start(
         .map_err(|e| (125, format!("signalfd: {e}")))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
         .map_err(|e| (125, format!("unshare pid namespace: {e}")))?;
-    let stdin_null = !rec.config.open_stdin || !opts.foreground;
+    let stdin_null = !rec.config.attaches("stdin") || !opts.foreground;
     // SAFETY: the monitor is single-threaded (a fresh exec), so the child may allocate.
     match unsafe { fork() } {
         Err(e) => Err((125, format!("fork: {e}"))),
@@ -661,6 +680,13 @@ fn start(
                 }
                 if let Some((_, w)) = &err_pipe {
                     libc::dup2(w.as_raw_fd(), 2);
+                }
+                if out_pipe.is_none() {
+                    for fd in &unattached {
+                        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                        libc::dup2(null, *fd);
+                        libc::close(null);
+                    }
                 }
             }
             drop(out_pipe);
@@ -758,7 +784,15 @@ fn start(
 }
 
 /// Waits for the container, relaying signals, the terminal and logs. Returns the exit code.
-fn supervise(child: Pid, io: Io, mut log: Option<LogWriter>, foreground: bool) -> i32 {
+/// Waits for `child`, forwarding signals, relaying the console's input, and copying its
+/// output to the log and to the terminal for the `attached` streams (stdout, stderr).
+fn supervise(
+    child: Pid,
+    io: Io,
+    mut log: Option<LogWriter>,
+    foreground: bool,
+    attached: [bool; 2],
+) -> i32 {
     let stdin_tty = foreground
         && io.console.is_some()
         && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
@@ -858,14 +892,19 @@ fn supervise(child: Pid, io: Io, mut log: Option<LogWriter>, foreground: bool) -
                         continue;
                     }
                     let data = &buf[..n as usize];
-                    match (&mut log, key) {
-                        (Some(l), 1) | (Some(l), 3) => l.write(0, data),
-                        (Some(l), 2) => l.write(1, data),
-                        (None, _) => {
+                    // The console carries both streams: the terminal and the log get it as
+                    // stdout, as Docker's do.
+                    let stream = usize::from(key == 2);
+                    if let Some(l) = &mut log {
+                        l.write(stream, data);
+                    }
+                    if attached[stream] {
+                        if stream == 0 {
                             let _ = std::io::stdout().write_all(data);
                             let _ = std::io::stdout().flush();
+                        } else {
+                            let _ = std::io::stderr().write_all(data);
                         }
-                        _ => {}
                     }
                 }
                 4 => {
@@ -910,6 +949,7 @@ pub fn relay(child: Pid, signals: SignalFd, console: Option<OwnedFd>) -> i32 {
         },
         None,
         true,
+        [true, true],
     )
 }
 

@@ -223,6 +223,17 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
     }
     strata_runtime::caps::container_set(a.privileged, &a.cap_add, &a.cap_drop)
         .map_err(|e| anyhow!(e))?;
+    let log_config = strata_runtime::logs::LogConfig::parse(a.log_driver.as_deref(), &a.log_opts)?;
+    let mut attach = Vec::new();
+    for s in &a.attach {
+        let s = s.to_lowercase();
+        if !["stdin", "stdout", "stderr"].contains(&s.as_str()) {
+            bail!("invalid argument {s:?} for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR");
+        }
+        if !attach.contains(&s) {
+            attach.push(s);
+        }
+    }
     for r in &a.device_cgroup_rules {
         if strata_runtime::devfilter::Rule::parse(r).is_none() {
             bail!("invalid --device-cgroup-rule {r:?}: want TYPE MAJOR:MINOR ACCESS, e.g. 'c 1:3 rwm'");
@@ -255,6 +266,9 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
         if let Some(("", target, _)) = strata_runtime::monitor::split_bind(v) {
             if !target.starts_with('/') {
                 bail!("invalid volume specification {v:?}: the container path must be absolute");
+            }
+            if target.trim_end_matches('/').is_empty() {
+                bail!("invalid volume specification {v:?}: destination can't be '/'");
             }
             claim_target(&mut covered, target)?;
             anonymous.push(target.trim_end_matches('/').to_string());
@@ -314,8 +328,8 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
                 t.to_string()
             }
         })
-        .chain(anonymous.iter().cloned())
         .filter(|v| v.starts_with('/') && v != "/" && !covered.contains(v))
+        .chain(anonymous.iter().cloned())
         .collect::<std::collections::BTreeSet<String>>()
         .into_iter()
         .collect();
@@ -350,6 +364,7 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
             stop_signal: a.stop_signal.clone().unwrap_or(cfg.stop_signal.clone()),
             stop_timeout: a.stop_timeout,
             labels,
+            attach,
         },
         host_config: HostConfig {
             binds,
@@ -367,6 +382,7 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
             privileged: a.privileged,
             security_opt: a.security_opt.clone(),
             device_cgroup_rules: a.device_cgroup_rules.clone(),
+            log_config,
             init: a.init,
             auto_remove: a.rm,
             extra_hosts: a
@@ -649,6 +665,9 @@ fn ensure_image(
 
 pub fn run(store: &Store, root: &Path, insecure: &[String], a: &RunArgs) -> Result<()> {
     crate::cli::check_flag_words(a.create.image()).map_err(exit125)?;
+    if a.detach && !a.create.attach.is_empty() {
+        return Err(exit125("Conflicting options: -a and -d"));
+    }
     let image = ensure_image(store, root, insecure, &a.create)?;
     if a.detach {
         let rec = create_record(store, &a.create, image.as_ref()).map_err(exit125)?;
@@ -1190,6 +1209,12 @@ pub fn inspect(
 pub fn logs(store: &Store, a: &LogsArgs) -> Result<()> {
     let c = Containers::new(store);
     let rec = c.resolve(&a.container)?;
+    if !rec.host_config.log_config.keeps_logs() {
+        bail!(
+            "configured logging driver does not support reading ({})",
+            rec.host_config.log_config.kind
+        );
+    }
     let path = c.dir(&rec.id).log();
     let tail: Option<usize> = match a.tail.as_deref() {
         None | Some("all") => None,
