@@ -655,3 +655,51 @@ fn check_detects_a_layer_changed_behind_the_store() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("no longer hashes to its diffID"), "{out}");
 }
+
+#[test]
+fn import_and_save_keep_device_node_modes() {
+    let s = Strata::new();
+    let root = s.path("rootfs");
+    fs::create_dir_all(root.join("dev")).unwrap();
+    // Made with a umask that would take bits away from mknod's mode.
+    sh(&format!(
+        "cd {r} && mknod dev/null c 1 3 && chmod 666 dev/null && mknod dev/tty0 c 4 0 && chmod 620 dev/tty0 && mkfifo -m 0666 pipe && tar -cf ../rootfs.tar .",
+        r = root.display()
+    ));
+    s.ok(&["import", s.path("rootfs.tar").to_str().unwrap(), "devices"]);
+    let modes = |listing: &str| -> Vec<String> {
+        let mut v: Vec<String> = listing
+            .lines()
+            .filter(|l| l.contains("null") || l.contains("tty0") || l.contains("pipe"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let expected = ["crw--w----", "crw-rw-rw-", "prw-rw-rw-"];
+    // In the stored layer...
+    let layers = s.root().join("layers");
+    let diff = fs::read_dir(&layers)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("diff");
+    let stored = sh(&format!(
+        "cd {} && ls -l dev/null dev/tty0 pipe",
+        diff.display()
+    ));
+    assert_eq!(modes(&stored), expected, "{stored}");
+    // ...and in what save writes.
+    let saved = s.path("saved.tar");
+    s.ok(&["save", "-o", saved.to_str().unwrap(), "devices"]);
+    let out = s.path("saved");
+    fs::create_dir(&out).unwrap();
+    let listing = sh(&format!(
+        "tar -xf {} -C {o} && for b in {o}/blobs/sha256/*; do tar -tvf $b 2>/dev/null; done; true",
+        saved.display(),
+        o = out.display()
+    ));
+    assert_eq!(modes(&listing), expected, "{listing}");
+}

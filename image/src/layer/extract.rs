@@ -310,6 +310,15 @@ impl Extractor<'_> {
                         libc::makedev(major, minor),
                     )
                 })?;
+                // mknod applies the umask: the node gets the archive's mode exactly (a
+                // 0666 /dev/null stays 0666). No symlink is followed (glibc refuses one).
+                nix::sys::stat::fchmodat(
+                    &*dir,
+                    name.as_os_str(),
+                    Mode::from_bits_truncate(mode),
+                    nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| bad(&format!("chmod: {e}")))?;
                 self.stamp_at(&dir, &name, &path, owner, mtime)?;
             }
             other => return Err(bad(&format!("unsupported entry type {other:?}"))),
