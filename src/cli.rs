@@ -829,14 +829,14 @@ pub struct CommitArgs {
 
 #[derive(Args, Debug)]
 pub struct CpArgs {
-    /// Archive mode (copy all uid/gid information)
-    #[arg(short, long)]
+    /// Archive mode (copy all uid/gid information); -a=false too
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub archive: bool,
-    /// Always follow symbol link in SRC_PATH
-    #[arg(short = 'L', long)]
+    /// Always follow symbol link in SRC_PATH; -L=false too
+    #[arg(short = 'L', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub follow_link: bool,
-    /// Suppress progress output during copy (strata prints none)
-    #[arg(short, long)]
+    /// Suppress progress output during copy (strata prints none); -q=false too
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub quiet: bool,
     /// CONTAINER:SRC_PATH, or a local SRC_PATH (- reads a tar stream from stdin)
     pub src: String,

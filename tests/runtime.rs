@@ -2257,3 +2257,70 @@ fn logs_show_foreground_runs_and_rotate_as_docker_does() {
         assert_eq!(out(&o).1, msg);
     }
 }
+
+#[test]
+fn cp_takes_compressed_streams_and_never_replaces_a_directory() {
+    let s = Strata::new();
+    s.busybox();
+    let id = "target";
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        id,
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /d/sub && sleep 60",
+    ]);
+    let src = s.path("src");
+    fs::create_dir_all(src.join("tree")).unwrap();
+    fs::write(src.join("tree/a"), "a\n").unwrap();
+    fs::write(src.join("sub"), "a file named like the directory\n").unwrap();
+    sh(&format!(
+        "cd {s} && tar -czf ../tree.tgz tree && tar -cJf ../tree.txz tree && tar -czf ../sub.tgz sub",
+        s = src.display()
+    ));
+    let cp_stdin = |archive: &str, dest: &str| {
+        s.cmd(&["cp", "-", &format!("{id}:{dest}")])
+            .stdin(fs::File::open(s.path(archive)).unwrap())
+            .output()
+            .unwrap()
+    };
+    for (archive, dest) in [("tree.tgz", "/d"), ("tree.txz", "/d/sub")] {
+        let o = cp_stdin(archive, dest);
+        assert!(o.status.success(), "{archive}: {:?}", out(&o));
+    }
+    assert_eq!(
+        s.ok(&["exec", id, "cat", "/d/tree/a", "/d/sub/tree/a"]),
+        "a\na\n"
+    );
+    // A file never replaces a directory (nor the reverse), as in Docker.
+    let o = cp_stdin("sub.tgz", "/d");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        out(&o).1,
+        format!("Error: cp {id}:/d: tar entry \"sub\": cannot overwrite directory \"sub\" with non-directory\n")
+    );
+    assert_eq!(s.ok(&["exec", id, "ls", "/d/sub"]), "tree\n");
+    // Docker's boolean spellings.
+    let f = src.join("sub");
+    s.ok(&[
+        "cp",
+        "-a=false",
+        f.to_str().unwrap(),
+        &format!("{id}:/d/sub/"),
+    ]);
+    s.ok(&[
+        "cp",
+        "-L=true",
+        "-a",
+        f.to_str().unwrap(),
+        &format!("{id}:/copied"),
+    ]);
+    assert_eq!(
+        s.ok(&["exec", id, "cat", "/d/sub/sub", "/copied"]),
+        "a file named like the directory\n".repeat(2)
+    );
+    s.ok(&["rm", "-f", id]);
+}

@@ -185,8 +185,9 @@ pub fn copy_to_stream<W: Write>(
     write_source(source, Some(name), out, &src.shown).map_err(|e| layer_error(&src.shown, e))
 }
 
-/// `cp - DEST`: extracts a tar stream into the existing directory `dest`.
-pub fn copy_from_stream<R: Read>(
+/// `cp - DEST`: extracts a tar stream (plain or compressed: gzip, bzip2, xz, zstd, as Docker
+/// takes it) into the existing directory `dest`.
+pub fn copy_from_stream<R: Read + Send>(
     input: R,
     dest: &Tree<'_>,
     opts: &CopyOptions,
@@ -204,6 +205,8 @@ pub fn copy_from_stream<R: Read>(
         )));
     }
     let shown = PathBuf::from(&dest.shown);
+    let (_, input) = strata_image::compress::decompress_archive(input)
+        .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", dest.shown)))?;
     layer::extract_into_root(input, Root::from_fd(dir), &shown, &extract_options(opts))
         .map(drop)
         .map_err(|e| layer_error(&dest.shown, e))
@@ -223,6 +226,7 @@ fn extract_options(opts: &CopyOptions) -> ExtractOptions {
     ExtractOptions {
         preserve_owners: opts.archive,
         whiteouts: false,
+        no_overwrite_dir_non_dir: true,
         ..ExtractOptions::default()
     }
 }

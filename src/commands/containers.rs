@@ -1338,7 +1338,7 @@ pub fn cp(store: &Store, a: &CpArgs) -> Result<()> {
     let ctr = fs.tree(ctr_path);
     if local == "-" {
         return if into_container {
-            Ok(copy::copy_from_stream(io::stdin().lock(), &ctr, &opts)?)
+            Ok(copy::copy_from_stream(io::stdin(), &ctr, &opts)?)
         } else {
             if io::stdout().is_terminal() {
                 bail!("cowardly refusing to write a tar stream to a terminal");

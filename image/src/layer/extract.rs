@@ -37,6 +37,9 @@ pub struct ExtractOptions {
     pub preserve_owners: bool,
     /// Read `.wh.` entries as OCI whiteouts (a layer); off, they are ordinary names (`cp`).
     pub whiteouts: bool,
+    /// Refuse to replace a directory with a non-directory or the reverse (`cp`, as Docker's
+    /// `NoOverwriteDirNonDir`); a layer replaces whatever is there.
+    pub no_overwrite_dir_non_dir: bool,
 }
 
 impl Default for ExtractOptions {
@@ -46,6 +49,7 @@ impl Default for ExtractOptions {
             allow_devices: root,
             preserve_owners: root,
             whiteouts: true,
+            no_overwrite_dir_non_dir: false,
         }
     }
 }
@@ -390,6 +394,17 @@ impl Extractor<'_> {
         let is_dir = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
         if is_dir && keep_dir {
             return Ok(());
+        }
+        if self.opts.no_overwrite_dir_non_dir && is_dir != keep_dir {
+            let what = if is_dir {
+                "cannot overwrite directory {} with non-directory"
+            } else {
+                "cannot overwrite non-directory {} with directory"
+            };
+            return Err(LayerError::entry(
+                parent.join(name).to_string_lossy().into_owned(),
+                what.replace("{}", &format!("{:?}", parent.join(name))),
+            ));
         }
         if is_dir {
             // Removing a directory invalidates every cached fd below it, and its mode and
