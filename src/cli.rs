@@ -882,6 +882,9 @@ pub enum VolumeCommand {
         /// Volume driver (only local)
         #[arg(short, long, default_value = "local")]
         driver: String,
+        /// Driver options: type=tmpfs (device, o=size=…), or type=none,o=bind,device=DIR
+        #[arg(short, long = "opt", value_name = "KEY=VALUE")]
+        opts: Vec<String>,
         /// A name (default: a random one)
         name: Option<String>,
     },
@@ -915,12 +918,14 @@ pub enum VolumeCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Remove unused volumes
+    /// Remove unused anonymous volumes (all unused volumes with -a)
     Prune {
-        /// Remove all unused volumes, not just anonymous ones (strata's anonymous volumes go
-        /// with their containers, so this is what removes named ones)
+        /// Remove all unused volumes, not just anonymous ones
         #[arg(short, long)]
         all: bool,
+        /// Provide filter values (label=KEY[=VALUE], label!=KEY[=VALUE], all=true)
+        #[arg(long = "filter", value_name = "KEY=VALUE")]
+        filter: Vec<String>,
         /// Do not prompt for confirmation
         #[arg(short, long)]
         force: bool,

@@ -1,4 +1,4 @@
-//! Docker's `--filter key=value` lists (`ps`, `images`).
+//! Docker's `--filter key=value` lists (`ps`, `images`, `volume ls`, `volume prune`).
 //!
 //! [`Filters`] holds what the user gave, checked once against the keys a command accepts.
 //! Docker's rules: values of one key are alternatives (any may match), different keys must
@@ -66,12 +66,21 @@ impl Filters {
     /// Docker's label filter: every `label=KEY` needs the label, every `label=KEY=VALUE` needs
     /// it with that value.
     pub fn matches_labels(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.values("label")
-            .iter()
-            .all(|want| match want.split_once('=') {
-                Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
-                None => labels.contains_key(want.as_str()),
-            })
+        self.values("label").iter().all(|w| label_holds(w, labels))
+    }
+
+    /// Docker's `label!=KEY[=VALUE]` (prune): true when a label given holds, which leaves
+    /// the item out.
+    pub fn excludes_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.values("label!").iter().any(|w| label_holds(w, labels))
+    }
+}
+
+/// `KEY` (the label is there) or `KEY=VALUE` (with that value).
+fn label_holds(want: &str, labels: &BTreeMap<String, String>) -> bool {
+    match want.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+        None => labels.contains_key(want),
     }
 }
 

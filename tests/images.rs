@@ -703,3 +703,37 @@ fn import_and_save_keep_device_node_modes() {
     ));
     assert_eq!(modes(&listing), expected, "{listing}");
 }
+
+#[test]
+fn save_by_id_writes_no_tag_and_rmi_of_a_parents_last_tag_untags_it() {
+    let s = Strata::new();
+    let id = s.busybox();
+    let saved = s.path("by-id.tar");
+    s.ok(&["save", "-o", saved.to_str().unwrap(), &id[7..19]]);
+    let manifest = sh(&format!("tar -xOf {} manifest.json", saved.display()));
+    let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(m[0]["RepoTags"], serde_json::Value::Null, "{manifest}");
+    let other = Strata::new();
+    other.ok(&["load", "-i", saved.to_str().unwrap()]);
+    assert_eq!(
+        other.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]),
+        format!("<none>:<none> {}\n", &id[7..19])
+    );
+    // The tag named is the one written.
+    s.ok(&["tag", "busybox", "other:1"]);
+    let saved = s.path("by-tag.tar");
+    s.ok(&["save", "-o", saved.to_str().unwrap(), "other:1"]);
+    let manifest = sh(&format!("tar -xOf {} manifest.json", saved.display()));
+    assert!(manifest.contains(r#""RepoTags":["other:1"]"#), "{manifest}");
+    // A child image: removing the parent's last tag untags it, by ID is refused.
+    let ctx = s.path("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN touch /x\n").unwrap();
+    s.ok(&["build", "-q", "-t", "child", ctx.to_str().unwrap()]);
+    s.ok(&["rmi", "other:1"]);
+    assert_eq!(s.ok(&["rmi", "busybox"]), "Untagged: busybox:latest\n");
+    assert!(s.ok(&["images", "-a", "-q", "--no-trunc"]).contains(&id));
+    let err = s.fails(&["rmi", &id[7..19]]);
+    assert!(err.contains("image has dependent child images"), "{err}");
+    s.assert_check();
+}

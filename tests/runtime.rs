@@ -2324,3 +2324,140 @@ fn cp_takes_compressed_streams_and_never_replaces_a_directory() {
     );
     s.ok(&["rm", "-f", id]);
 }
+
+#[test]
+fn anonymous_volumes_are_listed_and_pruned_as_dockers() {
+    let s = Strata::new();
+    s.busybox();
+    let names = |s: &Strata| -> Vec<String> {
+        s.ok(&["volume", "ls", "-q"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // --rm takes its anonymous volume with it.
+    s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "/scratch",
+        "busybox",
+        "touch",
+        "/scratch/f",
+    ]);
+    assert!(names(&s).is_empty());
+    // Otherwise it is a volume like any other, labelled anonymous, until rm -v or a prune.
+    s.ok(&[
+        "run", "--name", "ca", "-v", "/data", "busybox", "touch", "/data/f",
+    ]);
+    let anon = names(&s);
+    assert_eq!(anon.len(), 1);
+    assert_eq!(anon[0].len(), 64);
+    assert_eq!(
+        s.ok(&[
+            "volume",
+            "inspect",
+            "--format",
+            "{{json .Labels}}",
+            &anon[0]
+        ]),
+        "{\"com.docker.volume.anonymous\":\"\"}\n"
+    );
+    s.ok(&["run", "--name", "cb", "-v", "/data", "busybox", "true"]);
+    s.ok(&["rm", "-v", "cb"]);
+    assert_eq!(names(&s), anon, "rm -v took cb's own volume only");
+    s.ok(&["volume", "create", "named"]);
+    s.ok(&["volume", "create", "--label", "keep=1", "kept"]);
+    // In use: nothing goes.
+    assert_eq!(
+        s.ok(&["volume", "prune", "-f"]),
+        "Total reclaimed space: 0B\n"
+    );
+    s.ok(&["rm", "ca"]);
+    assert_eq!(names(&s).len(), 3, "rm without -v keeps the volume");
+    // Without -a only anonymous volumes go.
+    assert_eq!(
+        s.ok(&["volume", "prune", "-f"]),
+        format!(
+            "Deleted Volumes:\n{}\n\nTotal reclaimed space: 0B\n",
+            anon[0]
+        )
+    );
+    assert_eq!(names(&s), ["kept", "named"]);
+    assert_eq!(
+        s.ok(&[
+            "volume",
+            "prune",
+            "-f",
+            "--filter",
+            "all=true",
+            "--filter",
+            "label!=keep"
+        ]),
+        "Deleted Volumes:\nnamed\n\nTotal reclaimed space: 0B\n"
+    );
+    assert_eq!(names(&s), ["kept"]);
+}
+
+#[test]
+fn volume_options_make_tmpfs_and_bind_volumes() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "-o",
+        "o=size=1m",
+        "t",
+    ]);
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "t:/t",
+            "busybox",
+            "sh",
+            "-c",
+            "grep ' /t ' /proc/mounts | cut -d' ' -f1,3,4"
+        ]),
+        "tmpfs tmpfs rw,nosuid,nodev,relatime,size=1024k\n"
+    );
+    assert_eq!(
+        s.ok(&["volume", "inspect", "--format", "{{json .Options}}", "t"]),
+        "{\"device\":\"tmpfs\",\"o\":\"size=1m\",\"type\":\"tmpfs\"}\n"
+    );
+    let host = s.path("host");
+    fs::create_dir_all(&host).unwrap();
+    let dev = format!("device={}", host.display());
+    s.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        &dev,
+        "b",
+    ]);
+    s.ok(&["run", "--rm", "-v", "b:/b", "busybox", "touch", "/b/made"]);
+    assert!(host.join("made").is_file());
+    let err = s.fails(&[
+        "volume",
+        "create",
+        "-o",
+        "type=ext4",
+        "-o",
+        "device=/dev/sda",
+        "x",
+    ]);
+    assert!(
+        err.contains("volume option type \"ext4\" is not supported"),
+        "{err}"
+    );
+}

@@ -436,12 +436,26 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+fn empty_as_null<S: serde::Serializer, T: Serialize>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    if v.is_empty() {
+        s.serialize_none()
+    } else {
+        v.serialize(s)
+    }
+}
+
 /// One entry of a `docker save` archive's `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DockerArchiveEntry {
     #[serde(rename = "Config")]
     pub config: String,
-    #[serde(rename = "RepoTags", default, deserialize_with = "null_as_default")]
+    /// `null` when empty, as Docker writes it.
+    #[serde(
+        rename = "RepoTags",
+        default,
+        deserialize_with = "null_as_default",
+        serialize_with = "empty_as_null"
+    )]
     pub repo_tags: Vec<String>,
     #[serde(rename = "Layers")]
     pub layers: Vec<String>,

@@ -281,13 +281,9 @@ pub fn parse_bind(b: &str, store: &Store) -> Result<UserMount, RuntimeError> {
                 "{src:?} includes invalid characters for a volume name, only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed; a host directory needs an absolute path"
             )));
         }
-        let volumes = crate::volume::Volumes::new(store);
-        volumes.get(src)?;
-        return Ok(UserMount::Volume {
-            dir: volumes.dir(src),
-            target: dst.to_string(),
-            readonly,
-        });
+        return Ok(crate::volume::Volumes::new(store)
+            .get(src)?
+            .mount(dst, readonly));
     }
     // A missing host path is made, a directory, as Docker makes it.
     if fs::symlink_metadata(src).is_err() {
@@ -472,7 +468,7 @@ fn run_inner(
             Ok(())
         });
         if rec.host_config.auto_remove {
-            let _ = containers.remove_dir(id);
+            auto_remove(store, &containers, &rec);
         }
         (code, msg)
     };
@@ -528,7 +524,7 @@ fn run_inner(
     let code = if oom && code == 137 { 137 } else { code };
     // A foreground `--rm` returns its code to the caller itself: the record goes, and its
     // final state is only written if it cannot (a detached one keeps the write for `wait`).
-    if opts.foreground && rec.host_config.auto_remove && containers.remove_dir(id).is_ok() {
+    if opts.foreground && rec.host_config.auto_remove && auto_remove(store, &containers, &rec) {
         return Ok(code);
     }
     let policy = &rec.host_config.restart_policy;
@@ -554,7 +550,7 @@ fn run_inner(
         Ok(())
     });
     if rec.host_config.auto_remove {
-        let _ = containers.remove_dir(id);
+        auto_remove(store, &containers, &rec);
     }
     if let Some(delay) = again {
         restart_later(store, id, delay);
@@ -597,6 +593,16 @@ fn restart_later(store: &Store, id: &str, delay_ms: u64) {
 }
 
 /// The monitor's side of the container's stdio.
+/// `--rm`: the container goes, and its anonymous volumes with it (as Docker's do). Whether
+/// the container's directory went.
+fn auto_remove(store: &Store, containers: &Containers, rec: &ContainerRecord) -> bool {
+    let gone = containers.remove_dir(&rec.id).is_ok();
+    if gone {
+        crate::volume::Volumes::new(store).remove_anonymous_of(rec);
+    }
+    gone
+}
+
 /// Whether the monitor writes the container's output to its log: always but with
 /// `--log-driver none`, except for a foreground `--rm` run, whose log nobody could read (its
 /// output then goes straight to the terminal, no copy on the way).

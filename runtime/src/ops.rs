@@ -181,8 +181,14 @@ pub fn unpause(c: &Containers, rec: &ContainerRecord) -> Result<(), RuntimeError
     Ok(())
 }
 
-/// `rm`: refuses a running container unless `force`, which kills it first.
-pub fn remove(c: &Containers, rec: &ContainerRecord, force: bool) -> Result<(), RuntimeError> {
+/// `rm`: refuses a running container unless `force`, which kills it first; with `volumes`
+/// (`-v`) its anonymous volumes go too.
+pub fn remove(
+    c: &Containers,
+    rec: &ContainerRecord,
+    force: bool,
+    volumes: Option<&crate::volume::Volumes<'_>>,
+) -> Result<(), RuntimeError> {
     let st = c.state(&rec.id)?;
     if st.is_running() {
         if !force {
@@ -199,7 +205,11 @@ pub fn remove(c: &Containers, rec: &ContainerRecord, force: bool) -> Result<(), 
         Ok(())
     })?;
     Cgroup::of(&rec.id).destroy();
-    c.remove_dir(&rec.id)
+    c.remove_dir(&rec.id)?;
+    if let Some(v) = volumes {
+        v.remove_anonymous_of(rec);
+    }
+    Ok(())
 }
 
 /// `wait`: blocks until the container stops; returns its exit code.

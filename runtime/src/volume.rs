@@ -26,10 +26,18 @@ pub struct VolumeMeta {
     pub created_at: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The local driver's options (`volume create -o`): `type`, `device`, `o`. With none, the
+    /// volume is its `_data` directory.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 /// The version of `meta.json`.
 pub const VOLUME_FORMAT: &str = "strata.volume.v1";
+
+/// The label of anonymous volumes (`-v /path`, an image's `VOLUME`), Docker's (23+): they go
+/// with a `--rm` container or `rm -v`, and `volume prune` takes only them without `-a`.
+pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
 
 /// A named volume.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +46,78 @@ pub struct Volume {
     pub meta: VolumeMeta,
     /// The directory containers mount.
     pub mountpoint: PathBuf,
+}
+
+impl Volume {
+    pub fn is_anonymous(&self) -> bool {
+        self.meta.labels.contains_key(ANONYMOUS_LABEL)
+    }
+
+    /// What mounting the volume at `target` means: its `_data` directory, or what its options
+    /// ask for (a tmpfs, or a bind of a host directory), mounted in the container's own
+    /// mount namespace.
+    pub fn mount(&self, target: &str, readonly: bool) -> crate::spec::UserMount {
+        use crate::spec::UserMount;
+        let o = self.meta.options.get("o").map(String::as_str).unwrap_or("");
+        match self.meta.options.get("type").map(String::as_str) {
+            Some("tmpfs") => UserMount::Tmpfs {
+                target: target.to_string(),
+                options: [o, if readonly { "ro" } else { "" }]
+                    .into_iter()
+                    .filter(|x| !x.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            },
+            Some(_) => UserMount::Bind {
+                source: PathBuf::from(self.meta.options.get("device").cloned().unwrap_or_default()),
+                target: target.to_string(),
+                readonly: readonly || o.split(',').any(|x| x == "ro"),
+            },
+            None => UserMount::Volume {
+                dir: self
+                    .mountpoint
+                    .parent()
+                    .expect("_data has a parent")
+                    .to_path_buf(),
+                target: target.to_string(),
+                readonly,
+            },
+        }
+    }
+}
+
+/// Checks the local driver's options as Docker's local driver takes them: `type=tmpfs`
+/// (`device` anything, `o` the tmpfs options) or `type=none` with `o=bind` and a host
+/// directory as `device`; other filesystems are not supported.
+pub fn check_options(options: &BTreeMap<String, String>) -> Result<(), RuntimeError> {
+    let bad = |m: String| Err(RuntimeError::Invalid(m));
+    if options.is_empty() {
+        return Ok(());
+    }
+    for k in options.keys() {
+        if !["type", "device", "o"].contains(&k.as_str()) {
+            return bad(format!("invalid option key: {k:?}"));
+        }
+    }
+    let o = options.get("o").map(String::as_str).unwrap_or("");
+    match (
+        options.get("type").map(String::as_str),
+        options.get("device"),
+    ) {
+        (Some("tmpfs"), _) => Ok(()),
+        (Some("none"), Some(dev)) if o.split(',').any(|x| x == "bind" || x == "rbind") => {
+            if !dev.starts_with('/') || !std::path::Path::new(dev).is_dir() {
+                return bad(format!(
+                    "bind device {dev:?} must be an existing absolute directory"
+                ));
+            }
+            Ok(())
+        }
+        (None, _) => bad("missing required option: \"type\"".into()),
+        (Some(t), _) => bad(format!(
+            "volume option type {t:?} is not supported (tmpfs, or none with o=bind and a device)"
+        )),
+    }
 }
 
 pub struct Volumes<'a> {
@@ -71,6 +151,17 @@ impl<'a> Volumes<'a> {
         name: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Volume, RuntimeError> {
+        self.create_with(name, labels, BTreeMap::new())
+    }
+
+    /// [`Volumes::create`] with the local driver's options (see [`check_options`]).
+    pub fn create_with(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        options: BTreeMap<String, String>,
+    ) -> Result<Volume, RuntimeError> {
+        check_options(&options)?;
         if !valid_name(name) {
             return Err(RuntimeError::Invalid(format!(
                 "invalid volume name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
@@ -87,6 +178,7 @@ impl<'a> Volumes<'a> {
             format: VOLUME_FORMAT.to_string(),
             created_at: strata_cache::fsutil::now_rfc3339(),
             labels,
+            options,
         };
         let bytes = serde_json::to_vec_pretty(&meta)
             .map_err(|e| RuntimeError::Invalid(format!("volume {name}: {e}")))?;
@@ -94,6 +186,22 @@ impl<'a> Volumes<'a> {
         // which the next create of the same name completes.
         self.store.atomic_write(&dir.join("meta.json"), &bytes)?;
         self.get(name)
+    }
+
+    /// A new anonymous volume (a random 64-hex name, as Docker's).
+    pub fn create_anonymous(&self) -> Result<Volume, RuntimeError> {
+        let labels = BTreeMap::from([(ANONYMOUS_LABEL.to_string(), String::new())]);
+        self.create(&crate::container::new_id(), labels)
+    }
+
+    /// Removes the anonymous volumes `rec` mounted (the container is gone: `--rm`, `rm -v`);
+    /// one another container also mounts stays.
+    pub fn remove_anonymous_of(&self, rec: &ContainerRecord) {
+        for (name, _, _) in named_volumes(rec) {
+            if self.get(name).is_ok_and(|v| v.is_anonymous()) {
+                let _ = self.remove(name);
+            }
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<Volume, RuntimeError> {

@@ -369,7 +369,8 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
         host_config: HostConfig {
             binds,
             mounts: structural_binds,
-            volumes,
+            // Older records list anonymous volumes here; they are store volumes now.
+            volumes: Vec::new(),
             tmpfs,
             readonly_rootfs: a.read_only,
             network_mode: network.into(),
@@ -420,7 +421,39 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
         layers: img.record.layers.clone(),
         pending_layers: Vec::new(),
     };
-    Ok(Containers::new(store).create(rec)?)
+    create_with_anonymous_volumes(store, rec, &volumes)
+}
+
+/// Records the container, with an anonymous volume (a volume of the store, labelled as
+/// Docker labels them) mounted at each of `targets`; volumes made for a record that cannot
+/// be written go again.
+fn create_with_anonymous_volumes(
+    store: &Store,
+    mut rec: ContainerRecord,
+    targets: &[String],
+) -> Result<ContainerRecord> {
+    let volumes = volume::Volumes::new(store);
+    let mut made = Vec::new();
+    let mut result = Ok(());
+    for t in targets {
+        match volumes.create_anonymous() {
+            Ok(v) => {
+                rec.host_config.binds.push(format!("{}:{t}", v.name));
+                made.push(v.name);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let created = result.and_then(|()| Containers::new(store).create(rec));
+    if created.is_err() {
+        for name in &made {
+            let _ = volumes.remove(name);
+        }
+    }
+    Ok(created?)
 }
 
 /// The container path a `-v`-style spec (`HOST:CTR`, `NAME:CTR`, with a mode) mounts at, its
@@ -847,7 +880,8 @@ pub fn unpause(store: &Store, keys: &[String]) -> Result<()> {
 
 pub fn rm(store: &Store, a: &RmArgs) -> Result<()> {
     for_each(store, &a.containers, |c, rec| {
-        Ok(ops::remove(c, rec, a.force)?)
+        let volumes = a.volumes.then(|| volume::Volumes::new(store));
+        Ok(ops::remove(c, rec, a.force, volumes.as_ref())?)
     })
 }
 
@@ -1533,7 +1567,7 @@ pub fn prune_stopped(store: &Store) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for rec in c.list()? {
         if !c.state(&rec.id)?.is_running() {
-            ops::remove(&c, &rec, false)?;
+            ops::remove(&c, &rec, false, None)?;
             removed.push(rec.id);
         }
     }

@@ -577,15 +577,28 @@ fn remove_image(store: &Store, name: &str, force: bool) -> Result<()> {
         .filter(|c| store.image_record(c).ok().and_then(|r| r.parent).as_ref() == Some(&id))
         .collect();
     if !children.is_empty() && !force {
+        if by_name.is_some() {
+            // Docker's rule: removing an image's last name while child images build on it
+            // only untags it; it stays, as their parent.
+            return untag_all(store, &id);
+        }
         bail!(
             "conflict: unable to delete {} (cannot be forced) - image has dependent child images",
             id.short()
         );
     }
+    untag_all(store, &id)?;
+    store.remove_image_record(&id)?;
+    println!("Deleted: {id}");
+    Ok(())
+}
+
+/// Removes every tag and digest reference of `id`, saying which.
+fn untag_all(store: &Store, id: &Digest) -> Result<()> {
     let untagged = store.update_refs(|rf| {
         let mut gone = Vec::new();
         rf.tags.retain(|k, v| {
-            if v == &id {
+            if v == id {
                 gone.push(k.clone());
                 false
             } else {
@@ -593,7 +606,7 @@ fn remove_image(store: &Store, name: &str, force: bool) -> Result<()> {
             }
         });
         rf.digests.retain(|k, v| {
-            if v == &id {
+            if v == id {
                 gone.push(k.clone());
                 false
             } else {
@@ -608,8 +621,6 @@ fn remove_image(store: &Store, name: &str, force: bool) -> Result<()> {
             Reference::parse(&t).map(|x| x.familiar()).unwrap_or(t)
         );
     }
-    store.remove_image_record(&id)?;
-    println!("Deleted: {id}");
     Ok(())
 }
 
@@ -619,13 +630,11 @@ pub fn save(store: &Store, a: &SaveArgs) -> Result<()> {
         let id = store.resolve_image(n)?;
         let img = store.image(&id)?;
         let refs = store.refs()?;
+        // Docker's rule: the tag named is written; an image named by its ID gets none (and
+        // loads as <none>).
         let tags: Vec<Reference> = match Reference::parse(n) {
             Ok(r) if refs.tags.get(&r.to_string()) == Some(&id) => vec![r],
-            _ => refs
-                .tags_of(&id)
-                .iter()
-                .filter_map(|t| Reference::parse(t).ok())
-                .collect(),
+            _ => Vec::new(),
         };
         list.push((img, tags));
     }

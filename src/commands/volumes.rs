@@ -17,6 +17,7 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
         VolumeCommand::Create {
             labels,
             driver,
+            opts,
             name,
         } => {
             if driver != "local" {
@@ -29,8 +30,15 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
                     (k.to_string(), v.to_string())
                 })
                 .collect();
+            let options = opts
+                .iter()
+                .map(|o| match o.split_once('=') {
+                    Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                    None => bail!("invalid --opt {o:?}: expected KEY=VALUE"),
+                })
+                .collect::<Result<BTreeMap<_, _>>>()?;
             let name = name.unwrap_or_else(strata_runtime::container::new_id);
-            println!("{}", volumes.create(&name, labels)?.name);
+            println!("{}", volumes.create_with(&name, labels, options)?.name);
             Ok(())
         }
         VolumeCommand::Ls {
@@ -67,7 +75,11 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
             }
             Ok(())
         }
-        VolumeCommand::Prune { all, force: _ } => prune(&volumes, all),
+        VolumeCommand::Prune {
+            all,
+            filter,
+            force: _,
+        } => prune(&volumes, all, &filter),
     }
 }
 
@@ -143,28 +155,33 @@ pub fn inspect_value(v: &Volume) -> Value {
         "Labels": v.meta.labels,
         "Mountpoint": v.mountpoint,
         "Name": v.name,
-        "Options": Value::Null,
+        "Options": if v.meta.options.is_empty() { Value::Null } else { json!(v.meta.options) },
         "Scope": "local",
     })
 }
 
-/// Docker 23's rule: without `-a`, only anonymous volumes go, and strata's anonymous volumes
-/// already go with their containers; with `-a`, every named volume no container uses.
-fn prune(volumes: &Volumes<'_>, all: bool) -> Result<()> {
+/// Docker 23's rule: without `-a` (or the filter `all=true`), only anonymous volumes no
+/// container uses go; with it, every volume no container uses. `label=`/`label!=` filters
+/// select among them.
+fn prune(volumes: &Volumes<'_>, all: bool, filter: &[String]) -> Result<()> {
+    let f = Filters::parse(filter, &["label", "label!", "all"])?;
+    let all = all || f.flag("all")?.unwrap_or(false);
     let mut deleted = Vec::new();
     let mut reclaimed = 0;
-    if all {
-        let in_use = volumes.in_use()?;
-        for v in volumes.list()? {
-            if in_use.contains(&v.name) {
-                continue;
-            }
-            let size = fsutil::tree_size(&v.mountpoint);
-            // A container made meanwhile may have taken it: then it stays.
-            if volumes.remove(&v.name).is_ok() {
-                reclaimed += size;
-                deleted.push(v.name);
-            }
+    let in_use = volumes.in_use()?;
+    for v in volumes.list()? {
+        if in_use.contains(&v.name)
+            || !(all || v.is_anonymous())
+            || !f.matches_labels(&v.meta.labels)
+            || f.excludes_labels(&v.meta.labels)
+        {
+            continue;
+        }
+        let size = fsutil::tree_size(&v.mountpoint);
+        // A container made meanwhile may have taken it: then it stays.
+        if volumes.remove(&v.name).is_ok() {
+            reclaimed += size;
+            deleted.push(v.name);
         }
     }
     if !deleted.is_empty() {
