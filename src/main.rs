@@ -8,6 +8,7 @@ mod changes;
 mod cli;
 mod commands;
 mod filters;
+mod gotemplate;
 mod output;
 
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! Output formatting shared by commands: Docker's human sizes and durations, aligned tables,
-//! and a subset of Go templates for `--format`.
+//! and `--format` (Go templates, [`crate::gotemplate`]).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::Value;
 
 /// Docker's `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits.
@@ -168,127 +168,9 @@ fn unescape(s: &str) -> String {
     s.replace("\\t", "\t").replace("\\n", "\n")
 }
 
-/// Renders a Go-template subset: `{{.A.B}}`, `{{json .A}}`, `{{index .A "k"}}`,
-/// `{{join .A ","}}`, `{{len .A}}`, `{{upper .A}}`, `{{lower .A}}`, `{{.}}`.
+/// Renders a Go template (`--format`) over one object (see [`crate::gotemplate`]).
 pub fn render(template: &str, data: &Value) -> Result<String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            bail!("template: unclosed action in {template:?}");
-        };
-        let action = after[..end]
-            .trim()
-            .trim_start_matches('-')
-            .trim_end_matches('-')
-            .trim();
-        out.push_str(&eval_action(action, data)?);
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn eval_action(action: &str, data: &Value) -> Result<String> {
-    let words = split_words(action);
-    let Some(first) = words.first() else {
-        bail!("template: empty action");
-    };
-    let arg = |i: usize| -> Result<Value> {
-        let w = words
-            .get(i)
-            .ok_or_else(|| anyhow::anyhow!("template: {first} needs an argument"))?;
-        lookup(w, data)
-    };
-    Ok(match first.as_str() {
-        "json" => serde_json::to_string(&arg(1)?)?,
-        "index" => {
-            let v = arg(1)?;
-            let key = words.get(2).map(|k| k.trim_matches('"')).unwrap_or("");
-            plain(v.get(key).unwrap_or(&Value::Null))
-        }
-        "join" => {
-            let v = arg(1)?;
-            let sep = words.get(2).map(|k| k.trim_matches('"')).unwrap_or(" ");
-            match v {
-                Value::Array(a) => a.iter().map(plain).collect::<Vec<_>>().join(sep),
-                other => plain(&other),
-            }
-        }
-        "len" => match arg(1)? {
-            Value::Array(a) => a.len().to_string(),
-            Value::Object(o) => o.len().to_string(),
-            Value::String(s) => s.len().to_string(),
-            _ => "0".into(),
-        },
-        "upper" => plain(&arg(1)?).to_uppercase(),
-        "lower" => plain(&arg(1)?).to_lowercase(),
-        "println" => format!("{}\n", plain(&arg(1).unwrap_or(Value::Null))),
-        w if w.starts_with('.') => plain(&lookup(w, data)?),
-        other => bail!("template: function {other:?} not defined"),
-    })
-}
-
-fn split_words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in s.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
-            ' ' | '\t' if !quoted => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            _ => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-fn lookup(path: &str, data: &Value) -> Result<Value> {
-    if path == "." {
-        return Ok(data.clone());
-    }
-    let mut v = data;
-    for part in path.trim_start_matches('.').split('.') {
-        match v.get(part) {
-            Some(x) => v = x,
-            None => {
-                if v.is_object() {
-                    bail!("template: can't evaluate field {part}");
-                }
-                return Ok(Value::Null);
-            }
-        }
-    }
-    Ok(v.clone())
-}
-
-/// Go's default printing of a value.
-fn plain(v: &Value) -> String {
-    match v {
-        Value::Null => "<no value>".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => format!("[{}]", a.iter().map(plain).collect::<Vec<_>>().join(" ")),
-        Value::Object(o) => format!(
-            "map[{}]",
-            o.iter()
-                .map(|(k, v)| format!("{k}:{}", plain(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        other => other.to_string(),
-    }
+    crate::gotemplate::render(template, data)
 }
 
 #[cfg(test)]
@@ -314,24 +196,5 @@ mod tests {
         assert_eq!(human_duration(3 * 3600), "3 hours");
         assert_eq!(human_duration(15 * 86400), "2 weeks");
         assert_eq!(human_duration(800 * 86400), "2 years");
-    }
-
-    #[test]
-    fn templates() {
-        let v = serde_json::json!({"Repository":"busybox","Tag":"latest","Config":{"Env":["A=1","B=2"],"Labels":{"k":"v"}}});
-        assert_eq!(
-            render("{{.Repository}}:{{.Tag}}", &v).unwrap(),
-            "busybox:latest"
-        );
-        assert_eq!(
-            render("{{json .Config.Env}}", &v).unwrap(),
-            r#"["A=1","B=2"]"#
-        );
-        assert_eq!(render(r#"{{index .Config.Labels "k"}}"#, &v).unwrap(), "v");
-        assert_eq!(
-            render(r#"{{join .Config.Env ","}}"#, &v).unwrap(),
-            "A=1,B=2"
-        );
-        assert!(render("{{.Nope}}", &v).is_err());
     }
 }

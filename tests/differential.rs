@@ -213,5 +213,32 @@ fn builds_match_docker() {
             };
             assert_eq!(norm(&dc), norm(&sc), "{name}: config {f} differs");
         }
+        // `--format` is Go's text/template with Docker's functions: the same output.
+        for t in TEMPLATES {
+            let (di, si) = (format!("d-{name}"), format!("s-{name}"));
+            let d_out = d.ok(&["image", "inspect", "--format", t, &di]);
+            let s_out = s.ok(&["image", "inspect", "--format", t, &si]);
+            assert_eq!(s_out, d_out, "{name}: --format {t:?}");
+        }
+        // The same for a created container's fields templates read most.
+        let t = "{{.State.Status}}|{{.NetworkSettings.IPAddress}}|{{.HostConfig.RestartPolicy}}|{{.Config.Healthcheck}}|{{.Config.Cmd}}|{{.Config.User}}|{{.State.ExitCode}}|{{.RestartCount}}";
+        let d_out = d.ok(&["container", "inspect", "--format", t, &cid]);
+        let s_out = s.ok(&["container", "inspect", "--format", t, &sid]);
+        assert_eq!(s_out, d_out, "{name}: container --format {t:?}");
     }
 }
+
+/// Templates whose output depends only on the image's config, not on who built it.
+const TEMPLATES: &[&str] = &[
+    "{{- range .Config.Env -}}{{- println . -}}{{- end -}}",
+    "{{.Config.Env}}|{{.Config.Cmd}}|{{.Config.Entrypoint}}|{{.Config.WorkingDir}}|{{.Config.User}}",
+    "{{json .Config.Env}} {{json .Config.Cmd}} {{json .Config.Labels}}",
+    "{{.Config.ExposedPorts}}|{{.Config.Volumes}}|{{.Config.Labels}}|{{.Config.Healthcheck}}",
+    "{{json .Config.ExposedPorts}} {{json .Config.Healthcheck}}",
+    "{{index .Config.Labels \"a\"}}|{{index .Config.Labels \"nope\"}}|{{len .Config.Env}}",
+    "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{else}}none{{end}}",
+    "{{if .Config.Entrypoint}}ep {{join .Config.Entrypoint \",\"}}{{else}}no entrypoint{{end}}",
+    "{{with .Config.WorkingDir}}[{{.}}]{{else}}none{{end}} {{.Os}}/{{.Architecture}} {{len .RootFS.Layers}}",
+    "{{upper .Os}} {{title .Os}} {{printf \"%q %5.5s|%-6s|\" .Config.User .Os .Architecture}} {{split .Architecture \"d\"}}",
+    "{{range .Config.Env}}{{if eq . \"A=1\"}}{{continue}}{{end}}{{pad . 1 1}}{{truncate . 3}}{{end}}",
+];

@@ -2461,3 +2461,21 @@ fn volume_options_make_tmpfs_and_bind_volumes() {
         "{err}"
     );
 }
+
+#[test]
+fn ps_templates_know_mounts_networks_and_local_volumes() {
+    let s = Strata::new();
+    s.busybox();
+    let host = s.path("hostdir");
+    fs::create_dir_all(&host).unwrap();
+    let bind = format!("{}:/h", host.display());
+    s.ok(&[
+        "run", "--name", "vols", "-v", "data:/d", "-v", &bind, "busybox", "true",
+    ]);
+    let t = "{{.Names}}|{{.Mounts}}|{{.Networks}}|{{.LocalVolumes}}|{{if eq .State \"exited\"}}done{{end}}";
+    let shown = s.ok(&["ps", "-a", "--format", t]);
+    let trunc: String = host.display().to_string().chars().take(15).collect();
+    assert_eq!(shown, format!("vols|data,{trunc}|none|1|done\n"));
+    let shown = s.ok(&["ps", "-a", "--no-trunc", "--format", "{{.Mounts}}"]);
+    assert_eq!(shown, format!("data,{}\n", host.display()));
+}

@@ -1075,6 +1075,9 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
                 "Ports": "",
                 "Names": rec.name,
                 "Labels": rec.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                "Mounts": ps_mounts(rec, !a.no_trunc),
+                "Networks": rec.host_config.network_mode,
+                "LocalVolumes": strata_runtime::volume::named_volumes(rec).count().to_string(),
             })
         })
         .collect();
@@ -1101,8 +1104,31 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
     print_formatted(&format, &items, &PS_COLUMNS)
 }
 
+/// Docker's `.Mounts` of `ps`: each mount's volume name or host path (15 characters unless
+/// `--no-trunc`), comma-separated.
+fn ps_mounts(rec: &ContainerRecord, trunc: bool) -> String {
+    let mut names: Vec<String> = rec
+        .host_config
+        .binds
+        .iter()
+        .filter_map(|b| strata_runtime::monitor::split_bind(b).map(|(s, _, _)| s.to_string()))
+        .chain(
+            rec.host_config
+                .mounts
+                .iter()
+                .map(|m| m.source.display().to_string()),
+        )
+        .collect();
+    if trunc {
+        for n in &mut names {
+            *n = n.chars().take(15).collect();
+        }
+    }
+    names.join(",")
+}
+
 /// `ps` fields and their column titles: the table's seven first, then the ones templates add.
-const PS_COLUMNS: [(&str, &str); 9] = [
+const PS_COLUMNS: [(&str, &str); 14] = [
     ("ID", "CONTAINER ID"),
     ("Image", "IMAGE"),
     ("Command", "COMMAND"),
@@ -1112,7 +1138,23 @@ const PS_COLUMNS: [(&str, &str); 9] = [
     ("Names", "NAMES"),
     ("State", "STATE"),
     ("Size", "SIZE"),
+    ("CreatedAt", "CREATED AT"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
+    ("LocalVolumes", "LOCAL VOLUMES"),
 ];
+
+/// The record's host config as Docker shows it (the restart policy always present).
+fn host_config_value(rec: &ContainerRecord) -> Value {
+    let mut v = json!(rec.host_config);
+    let p = &rec.host_config.restart_policy;
+    v["RestartPolicy"] = json!({
+        "Name": if p.name.is_empty() { "no" } else { p.name.as_str() },
+        "MaximumRetryCount": p.maximum_retry_count,
+    });
+    v
+}
 
 /// Docker's `container inspect` object.
 pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
@@ -1147,7 +1189,7 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
         "RestartCount": st.restart_count,
         "Driver": "overlay",
         "Platform": "linux",
-        "HostConfig": rec.host_config,
+        "HostConfig": host_config_value(rec),
         "GraphDriver": {
             "Name": "overlay",
             "Data": {
@@ -1195,8 +1237,26 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
             "Entrypoint": if rec.config.entrypoint.is_empty() { Value::Null } else { json!(rec.config.entrypoint) },
             "Labels": rec.config.labels,
             "StopSignal": rec.config.stop_signal,
+            "AttachStdin": rec.config.attaches("stdin"),
+            "AttachStdout": rec.config.attaches("stdout"),
+            "AttachStderr": rec.config.attaches("stderr"),
+            "StdinOnce": false,
+            "Domainname": "",
+            "ExposedPorts": Value::Null,
+            "Volumes": Value::Null,
+            "OnBuild": Value::Null,
         },
-        "NetworkSettings": { "Networks": { rec.host_config.network_mode.clone(): {} } },
+        // Docker's fields, as they are for a container without a bridge network.
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": "",
+            "Ports": {},
+            "Gateway": "",
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "MacAddress": "",
+            "Networks": { rec.host_config.network_mode.clone(): {} },
+        },
     }))
 }
 
