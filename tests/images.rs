@@ -737,3 +737,153 @@ fn save_by_id_writes_no_tag_and_rmi_of_a_parents_last_tag_untags_it() {
     assert!(err.contains("image has dependent child images"), "{err}");
     s.assert_check();
 }
+
+/// An image of 16 layers of 150 small files each, saved (made once per test binary):
+/// deleting its layers takes long enough for a kill to land in the middle.
+fn deep_image_archive() -> &'static std::path::Path {
+    static DEEP: std::sync::OnceLock<(Strata, std::path::PathBuf)> = std::sync::OnceLock::new();
+    let (_, archive) = DEEP.get_or_init(|| {
+        let s = Strata::new();
+        s.busybox();
+        let ctx = s.path("deep");
+        fs::create_dir_all(&ctx).unwrap();
+        let mut df = String::from("FROM busybox\n");
+        for i in 0..16 {
+            df.push_str(&format!(
+                "RUN mkdir /l{i} && cd /l{i} && for f in $(seq 1 150); do echo $f > f$f; done\n"
+            ));
+        }
+        fs::write(ctx.join("Dockerfile"), df).unwrap();
+        s.ok(&["build", "-q", "-t", "deep", ctx.to_str().unwrap()]);
+        let archive = s.path("deep.tar");
+        s.ok(&["save", "-o", archive.to_str().unwrap(), "deep"]);
+        (s, archive)
+    });
+    archive
+}
+
+#[test]
+fn a_killed_prune_never_leaves_a_layer_without_its_parent() {
+    let archive = deep_image_archive();
+    let s = Strata::new();
+    s.ok(&["load", "-i", archive.to_str().unwrap()]);
+    s.ok(&["rmi", "deep"]);
+    let t0 = std::time::Instant::now();
+    s.ok(&["image", "prune", "-a", "-f"]);
+    let full = t0.elapsed().as_millis().max(20) as u64;
+    let mut seed: u64 = 0x2545f4914f6cdd1d;
+    let mut interrupted = 0;
+    for round in 0..10 {
+        s.ok(&["load", "-i", archive.to_str().unwrap()]);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = seed % (full + 2);
+        let verb: &[&str] = match round % 3 {
+            0 => &["rmi", "deep"],
+            1 => &["system", "prune", "-a", "-f"],
+            _ => &["image", "prune", "-a", "-f"],
+        };
+        if verb[0] != "rmi" {
+            s.ok(&["rmi", "deep"]);
+        }
+        let mut child = s
+            .cmd(verb)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        if !child.wait().unwrap().success() {
+            interrupted += 1;
+        }
+        let check = s.run(&["system", "check"]);
+        let report = String::from_utf8_lossy(&check.stdout);
+        // Children go before their parents: not even an unused layer loses its parent.
+        assert!(
+            check.status.success() && !report.contains("is missing"),
+            "round {round} ({verb:?} killed after {delay} ms): {report}"
+        );
+        if round % 4 == 3 {
+            s.ok(&["system", "check", "--repair"]);
+        }
+    }
+    assert!(interrupted > 0, "no kill landed");
+    s.ok(&["system", "prune", "-a", "-f"]);
+    s.assert_check();
+}
+
+#[test]
+fn check_repair_removes_layers_an_older_prune_orphaned() {
+    let archive = deep_image_archive();
+    let s = Strata::new();
+    s.ok(&["load", "-i", archive.to_str().unwrap()]);
+    // A lease held meanwhile keeps rmi from collecting the layers at once.
+    let mut lease = std::process::Command::new("flock")
+        .args(["-o", "-s"])
+        .arg(s.root().join("locks/gc.lock"))
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.ok(&["rmi", "deep"]);
+    let _ = lease.kill();
+    let _ = lease.wait();
+    // What an older prune killed midway left: a parent gone, its children there.
+    let layers = s.root().join("layers");
+    let parent = fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path().join("meta.json")).unwrap())
+        .filter_map(|m| {
+            let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+            v["parent"]
+                .as_str()
+                .map(|p| p.trim_start_matches("sha256:").to_string())
+        })
+        .next()
+        .expect("a layer with a parent");
+    fs::rename(layers.join(&parent), s.path("gone")).unwrap();
+    let out = s.ok(&["system", "check"]);
+    assert!(out.contains(" 0 errors"), "{out}");
+    assert!(out.contains("is missing, and no image uses it"), "{out}");
+    let out = s.ok(&["system", "check", "--repair"]);
+    assert!(out.contains("whose parent was missing"), "{out}");
+    let out = s.ok(&["system", "check"]);
+    assert!(!out.contains("is missing"), "{out}");
+    s.assert_check();
+}
+
+#[test]
+fn tags_and_removals_racing_a_prune_never_lose_their_files() {
+    let s = Strata::new();
+    s.busybox();
+    let root = s.root();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pruner = {
+        let stop = stop.clone();
+        let root = root.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let o = std::process::Command::new(common::strata_bin())
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["image", "prune", "-f"])
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                n += 1;
+            }
+            n
+        })
+    };
+    for i in 0..60 {
+        let tag = format!("t{i}:latest");
+        s.ok(&["tag", "busybox", &tag]);
+        s.ok(&["rmi", &tag]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(pruner.join().unwrap() > 0);
+    s.assert_check();
+}

@@ -89,9 +89,13 @@ impl Store {
             }
         }
 
-        // Layers: complete, consistent chain IDs, parents present.
+        // Layers: complete, consistent chain IDs, parents present. A layer no image uses whose
+        // parent is gone (an older strata's prune, killed, deleted parents first) is garbage,
+        // which `--repair` removes.
+        let (keep_layers, keep_blobs) = self.reachable()?;
         let layers = self.list_layers()?;
         let layer_set: BTreeSet<Digest> = layers.iter().cloned().collect();
+        let mut orphans = Vec::new();
         for l in &layers {
             r.layers += 1;
             match self.layer_meta(l) {
@@ -103,9 +107,15 @@ impl Store {
                         ));
                     }
                     if let Some(p) = &m.parent {
-                        if !layer_set.contains(p) {
+                        if !layer_set.contains(p) && keep_layers.contains(l) {
                             r.errors
                                 .push(format!("layer {l}: parent layer {p} is missing"));
+                        } else if !layer_set.contains(p) {
+                            r.garbage.push(format!(
+                                "layer {l}: parent layer {p} is missing, and no image uses it"
+                            ));
+                            orphans.push(l.clone());
+                            continue;
                         }
                     }
                     if !self.layer_diff(l).is_dir() {
@@ -228,9 +238,38 @@ impl Store {
             }
         }
 
+        if repair && !orphans.is_empty() {
+            // Their unused children first, so none is left without its parent.
+            let mut doomed: BTreeSet<Digest> = orphans.iter().cloned().collect();
+            loop {
+                let more: Vec<Digest> = layers
+                    .iter()
+                    .filter(|l| !doomed.contains(*l) && !keep_layers.contains(*l))
+                    .filter(|l| {
+                        self.layer_meta(l)
+                            .ok()
+                            .and_then(|m| m.parent)
+                            .is_some_and(|p| doomed.contains(&p))
+                    })
+                    .cloned()
+                    .collect();
+                if more.is_empty() {
+                    break;
+                }
+                doomed.extend(more);
+            }
+            for l in self.children_first(doomed.into_iter().collect()) {
+                self.remove_layer_locked(&l)?;
+                r.repaired
+                    .push(format!("removed layer {l}, whose parent was missing"));
+            }
+        }
+
         // Unreferenced content is garbage.
-        let (keep_layers, keep_blobs) = self.reachable()?;
-        for l in layers.iter().filter(|l| !keep_layers.contains(l)) {
+        for l in layers
+            .iter()
+            .filter(|l| !keep_layers.contains(l) && !orphans.contains(l))
+        {
             r.garbage
                 .push(format!("layer {l} is not used by any image"));
         }
@@ -243,11 +282,7 @@ impl Store {
         }
 
         // tmp/ leftovers.
-        let tmp = self.tmp_dir();
-        let leftovers: Vec<PathBuf> = fs::read_dir(&tmp)
-            .at(&tmp)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
+        let leftovers: Vec<PathBuf> = self.tmp_leftovers()?;
         if exclusive.is_some() {
             for p in &leftovers {
                 r.garbage.push(format!(

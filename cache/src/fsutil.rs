@@ -7,6 +7,29 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 
+/// The name of a new entry of the store's `tmp/`: `PREFIX-PID-RANDOM`. The pid says whose it
+/// is, so a sweep never takes what a live command is writing ([`tmp_owner_alive`]), even a
+/// command that holds no lease (a tag's `refs.json`, a cache record).
+pub fn tmp_name(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), random_hex(8))
+}
+
+/// Whether the process that made the `tmp/` entry `name` ([`tmp_name`]) still runs. Names
+/// of another form (an older strata's) have no live owner.
+pub fn tmp_owner_alive(name: &str) -> bool {
+    let mut parts = name.rsplit('-');
+    let _random = parts.next();
+    let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only asks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// A random hex name for temporary files and IDs.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -44,7 +67,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `bytes` to `path` atomically and durably: temp file in `tmp_dir` (same
 /// filesystem) → fsync → rename → fsync(parent).
 pub fn atomic_write(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_dir.join(format!("w-{}", random_hex(8)));
+    let tmp = tmp_dir.join(tmp_name("w"));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)

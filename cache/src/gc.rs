@@ -170,16 +170,14 @@ impl Store {
 
     fn collect_locked(&self, report: &mut GcReport) -> Result<()> {
         let (keep_layers, keep_blobs) = self.reachable()?;
-        for l in self.list_layers()? {
-            if keep_layers.contains(&l) {
-                continue;
-            }
+        let doomed: Vec<Digest> = self
+            .list_layers()?
+            .into_iter()
+            .filter(|l| !keep_layers.contains(l))
+            .collect();
+        for l in self.children_first(doomed) {
             report.bytes += self.layer_meta(&l).map(|m| m.size).unwrap_or(0);
-            // Rename out of sight first, so a half-deleted layer is never visible.
-            let src = self.layer_path(&l);
-            let dead = self.temp_path("dead-layer");
-            fs::rename(&src, &dead).at(&src)?;
-            fsutil::remove_any(&dead)?;
+            self.remove_layer_locked(&l)?;
             report.layers += 1;
         }
         for b in self.list_blobs()? {
@@ -193,17 +191,62 @@ impl Store {
         Ok(())
     }
 
-    /// Removes leftovers in `tmp/`. Only call with the exclusive lock held: then nothing in
-    /// there belongs to a live operation.
+    /// `layers` ordered so that a layer comes before its parent: deleted in this order, a
+    /// kill at any moment leaves no layer whose parent is gone, only unused layers.
+    pub(crate) fn children_first(&self, layers: Vec<Digest>) -> Vec<Digest> {
+        let mut depth: std::collections::BTreeMap<Digest, usize> = Default::default();
+        for l in &layers {
+            let mut chain = Vec::new();
+            let mut cur = Some(l.clone());
+            let mut base = 0;
+            while let Some(c) = cur {
+                if let Some(&d) = depth.get(&c) {
+                    base = d;
+                    break;
+                }
+                cur = self.layer_meta(&c).ok().and_then(|m| m.parent);
+                chain.push(c);
+            }
+            for (i, c) in chain.into_iter().rev().enumerate() {
+                depth.insert(c, base + i + 1);
+            }
+        }
+        let mut out = layers;
+        out.sort_by_key(|l| std::cmp::Reverse(depth.get(l).copied().unwrap_or(0)));
+        out
+    }
+
+    /// Removes a layer, out of sight first (one rename), so a half-deleted layer is never
+    /// visible. Only with the exclusive lock held.
+    pub(crate) fn remove_layer_locked(&self, l: &Digest) -> Result<()> {
+        let src = self.layer_path(l);
+        let dead = self.temp_path("dead-layer");
+        fs::rename(&src, &dead).at(&src)?;
+        fsutil::remove_any(&dead)
+    }
+
+    /// Removes leftovers in `tmp/`. Only call with the exclusive lock held: then no leased
+    /// operation runs, and what a lease-less one writes carries its live pid.
     fn sweep_tmp_locked(&self) -> Result<usize> {
-        let dir = self.tmp_dir();
         let mut n = 0;
-        for e in fs::read_dir(&dir).at(&dir)? {
-            let e = e.at(&dir)?;
-            fsutil::remove_any(&e.path())?;
+        for p in self.tmp_leftovers()? {
+            fsutil::remove_any(&p)?;
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The entries of `tmp/` no live command owns (see [`fsutil::tmp_name`]).
+    pub(crate) fn tmp_leftovers(&self) -> Result<Vec<std::path::PathBuf>> {
+        let dir = self.tmp_dir();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).at(&dir)? {
+            let e = e.at(&dir)?;
+            if !fsutil::tmp_owner_alive(&e.file_name().to_string_lossy()) {
+                out.push(e.path());
+            }
+        }
+        Ok(out)
     }
 
     /// Sweeps `tmp/` if no operation is running; returns how many entries went.

@@ -121,17 +121,14 @@ impl Store {
 
     /// A fresh, empty directory under `tmp/`.
     pub fn temp_dir(&self, prefix: &str) -> Result<PathBuf> {
-        let p = self
-            .tmp_dir()
-            .join(format!("{prefix}-{}", fsutil::random_hex(8)));
+        let p = self.tmp_dir().join(fsutil::tmp_name(prefix));
         fs::create_dir(&p).at(&p)?;
         Ok(p)
     }
 
     /// A path under `tmp/` that does not exist yet.
     pub fn temp_path(&self, prefix: &str) -> PathBuf {
-        self.tmp_dir()
-            .join(format!("{prefix}-{}", fsutil::random_hex(8)))
+        self.tmp_dir().join(fsutil::tmp_name(prefix))
     }
 
     /// Writes `bytes` atomically to `path` inside the store.

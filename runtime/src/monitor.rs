@@ -197,9 +197,7 @@ fn init_layer(store_root: &std::path::Path) -> Result<PathBuf, RuntimeError> {
     if init.is_dir() {
         return Ok(init);
     }
-    let staging = store_root
-        .join("tmp")
-        .join(format!("init-{}", fsutil::random_hex(6)));
+    let staging = store_root.join("tmp").join(fsutil::tmp_name("init"));
     for d in ["dev", "proc", "sys", "etc"] {
         let p = staging.join(d);
         fs::create_dir_all(&p).map_err(|e| RuntimeError::io(&p, e))?;

@@ -285,7 +285,7 @@ impl<'a> Volumes<'a> {
             )));
         }
         // Out of sight first (one rename), then deleted: never a half-removed volume in `ls`.
-        let doomed = self.store.temp_dir("dead-volume-")?;
+        let doomed = self.store.temp_dir("dead-volume")?;
         let dir = self.dir(name);
         fs::rename(&dir, &doomed).map_err(|e| RuntimeError::io(&dir, e))?;
         fs::remove_dir_all(&doomed).map_err(|e| RuntimeError::io(&doomed, e))
