@@ -428,6 +428,54 @@ fn load_refuses_archives_that_lie() {
     let err = t.fails(&["load", "-i", evil3.to_str().unwrap()]);
     assert!(err.contains("9.9.9"), "{err}");
 
+    // an OCI layout whose descriptors lie about sizes (the manifest's, then a layer's)
+    for (n, lie) in ["manifest", "layer"].iter().enumerate() {
+        let dir = s.path(&format!("evil-size-{n}"));
+        fs::create_dir(&dir).unwrap();
+        sh(&format!("tar -xf {} -C {}", good.display(), dir.display()));
+        fs::remove_file(dir.join("manifest.json")).unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let mdigest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let expected = if *lie == "manifest" {
+            let mut index = index.clone();
+            index["manifests"][0]["size"] = serde_json::json!(3);
+            fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+            format!("manifest {mdigest}: the blob has")
+        } else {
+            // A new manifest with a wrong layer size, and the index pointing at it.
+            let mpath = dir.join("blobs/sha256").join(&mdigest[7..]);
+            let mut m: serde_json::Value =
+                serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
+            let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+            m["layers"][0]["size"] = serde_json::json!(12);
+            let bytes = serde_json::to_vec(&m).unwrap();
+            let hex = sh(&format!(
+                "printf '%s' '{}' | sha256sum",
+                String::from_utf8_lossy(&bytes)
+            ));
+            let hex = hex.split_whitespace().next().unwrap().to_string();
+            fs::write(dir.join("blobs/sha256").join(&hex), &bytes).unwrap();
+            let mut index = index.clone();
+            index["manifests"][0]["digest"] = serde_json::json!(format!("sha256:{hex}"));
+            index["manifests"][0]["size"] = serde_json::json!(bytes.len());
+            fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+            format!("layer {layer}: the blob has")
+        };
+        let evil = s.path(&format!("evil-size-{n}.tar"));
+        sh(&format!(
+            "tar -C {} -cf {} .",
+            dir.display(),
+            evil.display()
+        ));
+        let err = t.fails(&["load", "-i", evil.to_str().unwrap()]);
+        assert!(err.contains(&expected), "{lie}: {err}");
+        assert!(err.contains("its descriptor says"), "{err}");
+    }
+
     assert_eq!(t.ok(&["images", "-q"]).trim(), "");
     t.assert_check();
 }

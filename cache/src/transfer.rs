@@ -426,6 +426,10 @@ impl ArchiveFiles {
             };
             let mbytes = store.read_blob(&mdesc.digest, spec::MAX_JSON_BYTES)?;
             let m = Manifest::parse(&format!("{what}: manifest {}", mdesc.digest), &mbytes)?;
+            check_size(store, &m.config, what, "config")?;
+            for l in &m.layers {
+                check_size(store, l, what, "layer")?;
+            }
             let tag = d
                 .annotations
                 .get(archive::ANNOTATION_IMAGE_NAME)
@@ -447,6 +451,19 @@ impl ArchiveFiles {
     }
 }
 
+/// A blob must have the size its descriptor says, as a pull checks (a digest alone does
+/// not bound what a reader is fed first).
+fn check_size(store: &Store, d: &Descriptor, what: &str, kind: &str) -> Result<()> {
+    let actual = store.blob_size(&d.digest)?;
+    if actual != d.size {
+        return Err(StoreError::Invalid(format!(
+            "{what}: {kind} {}: the blob has {actual} bytes, its descriptor says {}",
+            d.digest, d.size
+        )));
+    }
+    Ok(())
+}
+
 /// Follows an index entry to the image manifest for this platform.
 fn pick_manifest(
     store: &Store,
@@ -454,6 +471,14 @@ fn pick_manifest(
     what: &str,
     depth: u32,
 ) -> Result<Option<Descriptor>> {
+    let kind = if media::is_index(&d.media_type) {
+        "index"
+    } else {
+        "manifest"
+    };
+    if media::is_manifest(&d.media_type) || media::is_index(&d.media_type) {
+        check_size(store, d, what, kind)?;
+    }
     if media::is_manifest(&d.media_type) {
         return Ok(Some(d.clone()));
     }
