@@ -22,6 +22,12 @@ use commands::{images, open_store, registry, system, volumes};
 use strata_runtime::monitor::Which;
 
 fn main() -> ExitCode {
+    if strata_runtime::rootexe::reentered_from_a_container() {
+        eprintln!(
+            "strata: this is the container runtime's binary; it does not run inside a container"
+        );
+        return ExitCode::from(126);
+    }
     if let Some(code) = reexec_fast_path() {
         std::process::exit(code);
     }

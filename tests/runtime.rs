@@ -2479,3 +2479,36 @@ fn ps_templates_know_mounts_networks_and_local_volumes() {
     let shown = s.ok(&["ps", "-a", "--no-trunc", "--format", "{{.Mounts}}"]);
     assert_eq!(shown, format!("data,{}\n", host.display()));
 }
+
+#[test]
+fn a_container_cannot_run_the_runtimes_binary() {
+    let s = Strata::new();
+    s.busybox();
+    // At a script's exec, /proc/self/exe is still the runtime's binary (init's): the kernel
+    // runs it as the interpreter, inside the container.
+    let ctx = s.path("reenter");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("again"), "#!/proc/self/exe\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY --chmod=755 again /again\n",
+    )
+    .unwrap();
+    s.ok(&["build", "-q", "-t", "reenter", ctx.to_str().unwrap()]);
+    for args in [
+        vec!["--entrypoint", "/again", "reenter"],
+        vec!["reenter", "/again", "--root", "/tmp/x", "images"],
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(args);
+        let o = s.run(&a);
+        assert_eq!(o.status.code(), Some(126), "{a:?}");
+        assert_eq!(
+            out(&o),
+            (
+                String::new(),
+                "strata: this is the container runtime's binary; it does not run inside a container\n".into()
+            )
+        );
+    }
+}

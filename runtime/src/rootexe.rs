@@ -25,6 +25,24 @@ const DIR: &str = "/run/strata/exe";
 const EXE: &str = "strata";
 const SOURCE: &str = "source";
 
+/// Whether this process runs the protected copy from a place that cannot see it: inside a
+/// container (the copy's tmpfs is mounted in the host's mount namespace only), reached through
+/// `/proc/self/exe` (`#!/proc/self/exe` as a container's entrypoint executes its runtime's
+/// binary) or a strata process's `/proc/<pid>/exe`. The copy must not act as the runtime
+/// there: callers refuse to run.
+pub fn reentered_from_a_container() -> bool {
+    let Ok(path) = fs::read_link("/proc/self/exe") else {
+        return false;
+    };
+    if !path.starts_with(DIR) {
+        return false;
+    }
+    match (fs::metadata(&path), fs::metadata("/proc/self/exe")) {
+        (Ok(seen), Ok(running)) => (seen.dev(), seen.ino()) != (running.dev(), running.ino()),
+        _ => true,
+    }
+}
+
 /// The path to re-exec: a read-only copy of the running binary, made once per binary.
 pub fn protected_exe() -> Result<PathBuf, RuntimeError> {
     let me = fs::metadata("/proc/self/exe").map_err(|e| RuntimeError::io("/proc/self/exe", e))?;
