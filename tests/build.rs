@@ -2152,3 +2152,36 @@ fn build_ulimits_reach_run_steps_and_their_keys() {
     let err = build_fails(&s, &["build", "--ulimit", "nosuch=1", &ctx]);
     assert!(err.contains("invalid --ulimit \"nosuch=1\""), "{err}");
 }
+
+#[test]
+fn image_prune_all_removes_built_images_and_the_cache_keeps_their_layers() {
+    let s = Strata::new();
+    s.busybox();
+    // The base stays: a container uses it.
+    s.ok(&["create", "--name", "pin", "busybox", "sh"]);
+    let ctx = context(
+        &s,
+        "FROM busybox\nRUN head -c 100000 /dev/urandom > /big\nENV X=1\nRUN echo hi > /x\n",
+    );
+    let id = s.ok(&["build", "-q", "-t", "app", &ctx]);
+    let out = s.ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.starts_with("Deleted Images:\n"), "{out}");
+    assert!(out.contains(&format!("deleted: {}", id.trim())), "{out}");
+    assert_eq!(
+        s.ok(&["images", "-a", "--format", "{{.Repository}}"]),
+        "busybox\n",
+        "every image no container uses went, the build's too"
+    );
+    s.assert_check();
+    // The build cache kept the content: the rebuild hits every step, same image.
+    let (_, err) = build(&s, &ctx, &["-t", "app"]);
+    assert_eq!(cached_steps(&err), 3, "{err}");
+    assert_eq!(s.ok(&["images", "-q", "--no-trunc", "app"]), id);
+    // builder prune is what takes it.
+    s.ok(&["rmi", "app"]);
+    s.ok(&["rm", "pin"]);
+    s.ok(&["builder", "prune", "-a", "-f"]);
+    s.ok(&["image", "prune", "-a", "-f"]);
+    assert_eq!(fs::read_dir(s.root().join("layers")).unwrap().count(), 0);
+    s.assert_check();
+}

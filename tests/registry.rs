@@ -697,15 +697,16 @@ fn hostile_registry(layer: Vec<u8>, diff_id: String) -> Server {
         }))
         .unwrap();
         let config_digest = format!("sha256:{}", sha256_hex(&config));
-        let manifest = |layer_size: u64| {
+        let manifest_with = |config_size: usize, layer_size: u64| {
             serde_json::to_vec(&serde_json::json!({
                 "schemaVersion": 2,
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
                 "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}]
             }))
             .unwrap()
         };
+        let manifest = |layer_size: u64| manifest_with(config.len(), layer_size);
         let oci = "application/vnd.oci.image.manifest.v1+json";
         match path.as_str() {
             "/v2/" => Reply::json(200, "application/json", b"{}"),
@@ -737,6 +738,10 @@ fn hostile_registry(layer: Vec<u8>, diff_id: String) -> Server {
                 Vec::new(),
             ),
             "/v2/stall/manifests/latest" => Reply::Stall,
+            // The config's descriptor says fewer bytes than the registry sends.
+            "/v2/bigconfig/manifests/latest" => {
+                Reply::json(200, oci, &manifest_with(100, layer.len() as u64))
+            }
             "/v2/truncated/manifests/latest" | "/v2/badlayer/manifests/latest" => {
                 Reply::json(200, oci, &manifest(layer.len() as u64))
             }
@@ -792,7 +797,8 @@ fn hostile_registry_errors_are_one_line_and_leave_the_store_clean() {
     let s = Strata::new();
     let cases = [
         ("wrongdigest", "Docker-Content-Digest sha256:000"),
-        ("giant", "larger than the 4096 KiB limit"),
+        ("giant", "larger than the 4 MiB limit"),
+        ("bigconfig", "larger than the 100 bytes limit"),
         ("badtype", "unsupported media type \"text/html\""),
         ("loop", "more than 5 redirects"),
         ("stall", "timed out"),

@@ -1,5 +1,11 @@
 //! The build-cache index: `buildcache/<key hex>.json` maps a step's cache key to the image
 //! its step produced. Records are written only after the result is fully in the store.
+//!
+//! A record holds its image's content, not the image: its config blob and the layers the
+//! config names are kept for it by the garbage collector ([`Store::cache_layers`]), while the
+//! image record itself goes with `image prune -a` as Docker's images do. A hit whose image
+//! record is gone brings it back from that content ([`Store::cache_image`]); `builder prune`
+//! drops records and so their content.
 
 use std::fs;
 use std::path::PathBuf;
@@ -38,7 +44,9 @@ impl Store {
             Err(e) => return Err(crate::error::StoreError::io(&p, e)),
         };
         match serde_json::from_slice::<CacheRecord>(&bytes) {
-            Ok(r) if r.schema == CACHE_SCHEMA && &r.key == key && self.has_image(&r.image) => {
+            Ok(r)
+                if r.schema == CACHE_SCHEMA && &r.key == key && self.cache_content_present(&r) =>
+            {
                 Ok(Some(r))
             }
             Ok(_) => Ok(None),
@@ -117,6 +125,43 @@ impl Store {
                 Ok(None)
             }
         }
+    }
+
+    /// The layers (chain IDs) a record's image is made of: from its image record, or, when
+    /// that is gone, from its config. Empty when neither can be read.
+    pub fn cache_layers(&self, rec: &CacheRecord) -> Vec<Digest> {
+        if let Ok(r) = self.image_record(&rec.image) {
+            return r.layers;
+        }
+        self.read_blob(&rec.image, strata_image::spec::MAX_JSON_BYTES)
+            .ok()
+            .and_then(|b| strata_image::spec::ImageConfig::parse("config", &b).ok())
+            .map(|c| strata_image::digest::chain_ids(&c.rootfs.diff_ids))
+            .unwrap_or_default()
+    }
+
+    /// Whether a record's result can be had: its image, or its config and every layer.
+    fn cache_content_present(&self, rec: &CacheRecord) -> bool {
+        self.has_image(&rec.image)
+            || (self.has_blob(&rec.image)
+                && self.cache_layers(rec).iter().all(|l| self.has_layer(l)))
+    }
+
+    /// A hit's image, its record brought back from the config and layers the cache kept
+    /// when `image prune` removed it (`parent`: the build's image before the step).
+    pub fn cache_image(
+        &self,
+        rec: &CacheRecord,
+        parent: Option<&Digest>,
+    ) -> Result<Option<crate::images::Image>> {
+        if let Ok(img) = self.image(&rec.image) {
+            return Ok(Some(img));
+        }
+        if !self.cache_content_present(rec) {
+            return Ok(None);
+        }
+        let bytes = self.read_blob(&rec.image, strata_image::spec::MAX_JSON_BYTES)?;
+        Ok(Some(self.put_image(&bytes, parent, Vec::new())?))
     }
 
     pub fn cache_remove(&self, key: &Digest) -> Result<()> {

@@ -218,9 +218,9 @@ impl Store {
 
         // Build cache records point at images.
         for rec in self.cache_records()? {
-            if !image_set.contains(&rec.image) {
+            if self.cache_get(&rec.key)?.is_none() {
                 r.garbage.push(format!(
-                    "build-cache record {} points at a removed image",
+                    "build-cache record {} points at an image whose content is gone",
                     rec.key
                 ));
                 if repair {

@@ -65,23 +65,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Image IDs pinned by build-cache records.
-    pub fn buildcache_images(&self) -> Result<BTreeSet<Digest>> {
-        Ok(self.cache_records()?.into_iter().map(|r| r.image).collect())
-    }
-
     /// Removes images per `prune`, then everything unreachable, and sweeps `tmp/`.
     pub fn prune(&self, prune: ImagePrune) -> Result<GcReport> {
         let _x = self.exclusive()?;
         let mut report = GcReport::default();
         if prune != ImagePrune::None {
             let refs = self.refs()?;
+            // The build cache pins no image: it keeps its images' content itself (see
+            // `reachable`), as BuildKit's cache is not images either.
             let mut roots: BTreeSet<Digest> = self
                 .container_links()?
                 .into_iter()
                 .map(|c| c.image)
                 .collect();
-            roots.extend(self.buildcache_images()?);
             if prune == ImagePrune::Dangling {
                 roots.extend(refs.tags.values().cloned());
                 roots.extend(refs.digests.values().cloned());
@@ -130,10 +126,15 @@ impl Store {
         Ok(kept)
     }
 
-    /// Everything reachable from the recorded images: (layers, blobs).
+    /// Everything reachable from the recorded images and the build cache's records:
+    /// (layers, blobs).
     pub fn reachable(&self) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)> {
         let mut layers = BTreeSet::new();
         let mut blobs = BTreeSet::new();
+        for rec in self.cache_records()? {
+            blobs.insert(rec.image.clone());
+            layers.extend(self.cache_layers(&rec));
+        }
         for id in self.list_images()? {
             let rec = match self.image_record(&id) {
                 Ok(r) => r,

@@ -325,8 +325,8 @@ impl Executor<'_> {
             }
             if !self.skips_cache(stage) {
                 if let Some(rec) = self.store.cache_get(&step.key)? {
-                    if let Ok(img) = self.store.image(&rec.image) {
-                        self.settle(&mut state, lowers)?;
+                    self.settle(&mut state, lowers)?;
+                    if let Some(img) = self.store.cache_image(&rec, Some(state.image.id()))? {
                         let _ = self.store.cache_touch(&rec);
                         state.image = img;
                         state.folded.clear();
@@ -502,7 +502,7 @@ impl Executor<'_> {
         let Some(rec) = self.store.cache_get(link_key)? else {
             return Ok(None);
         };
-        let Ok(layer_image) = self.store.image(&rec.image) else {
+        let Some(layer_image) = self.store.cache_image(&rec, None)? else {
             return Ok(None);
         };
         let _ = self.store.cache_touch(&rec);

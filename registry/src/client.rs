@@ -591,11 +591,22 @@ pub fn read_capped(r: impl Read, cap: u64, what: &str) -> Result<Vec<u8>, Regist
         .map_err(|e| RegistryError::Transport(format!("{what}: {e}")))?;
     if buf.len() as u64 > cap {
         return Err(RegistryError::Protocol(format!(
-            "{what}: larger than the {} KiB limit",
-            cap >> 10
+            "{what}: larger than the {} limit",
+            size_text(cap)
         )));
     }
     Ok(buf)
+}
+
+/// A limit in the largest unit that divides it (`4 MiB`, `512 bytes`).
+fn size_text(n: u64) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 fn status_error(resp: ureq::Response, code: u16, url: &str) -> RegistryError {

@@ -699,7 +699,10 @@ fn cache_entries(store: &Store, graph: &BuildGraph, max: bool) -> Result<Vec<(Di
     for i in stages {
         for step in &graph.stages[i].steps {
             if let Some(rec) = store.cache_get(&step.key)? {
-                out.push((step.key.clone(), rec.image));
+                // An image prune may have taken the record: the cache kept its content.
+                if store.cache_image(&rec, None)?.is_some() {
+                    out.push((step.key.clone(), rec.image));
+                }
             }
         }
     }

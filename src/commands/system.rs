@@ -184,10 +184,9 @@ fn build_cache(store: &Store) -> Result<Vec<CacheEntry>> {
     let mut out = Vec::new();
     for r in store.cache_records()? {
         let size = store
-            .image_record(&r.image)
-            .ok()
-            .and_then(|i| i.layers.last().cloned())
-            .and_then(|l| store.layer_meta(&l).ok())
+            .cache_layers(&r)
+            .last()
+            .and_then(|l| store.layer_meta(l).ok())
             .map(|m| m.size)
             .unwrap_or(0);
         out.push(CacheEntry {
@@ -287,10 +286,9 @@ pub fn builder_prune(store: &Store, all: bool, keep: Option<&str>) -> Result<()>
     };
     let size_of = |r: &strata_cache::CacheRecord| -> u64 {
         store
-            .image_record(&r.image)
-            .ok()
-            .and_then(|i| i.layers.last().cloned())
-            .and_then(|l| store.layer_meta(&l).ok())
+            .cache_layers(r)
+            .last()
+            .and_then(|l| store.layer_meta(l).ok())
             .map(|m| m.size)
             .unwrap_or(0)
     };
