@@ -600,9 +600,9 @@ pub fn read_capped(r: impl Read, cap: u64, what: &str) -> Result<Vec<u8>, Regist
 
 /// A limit in the largest unit that divides it (`4 MiB`, `512 bytes`).
 fn size_text(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} bytes")
