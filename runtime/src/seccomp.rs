@@ -1,5 +1,6 @@
-//! The default seccomp profile: Docker's allowlist (`moby/profiles/seccomp/default.json`),
-//! compiled to classic BPF here. Syscalls outside the list fail with EPERM; `clone3` fails with
+//! The default seccomp profile: Docker's allowlist (`moby/profiles/seccomp/default.json`,
+//! kept in `tests/data/` and compared with the compiled program for every x86_64 syscall and
+//! several capability sets), compiled to classic BPF here. Syscalls outside the list fail with EPERM; `clone3` fails with
 //! ENOSYS so libcs fall back to `clone`, whose namespace flags are filtered. Calls Docker allows
 //! only with a capability are allowed when the container has that capability.
 //!
@@ -17,11 +18,42 @@ pub type BpfProgram = Vec<libc::sock_filter>;
 /// io_pgetevents (x86_64 number; libc does not name it on every target).
 const SYS_IO_PGETEVENTS: i64 = 333;
 
+/// x86_64 syscalls newer than the C library's headers name (Linux 6.5-6.13), which Docker's
+/// profile allows where the kernel has them.
+const NEWER_ALLOWED: &[i64] = &[
+    335, // uretprobe
+    451, // cachestat
+    452, // fchmodat2
+    453, // map_shadow_stack
+    454, // futex_wake
+    455, // futex_wait
+    456, // futex_requeue
+    457, // statmount
+    458, // listmount
+    462, // mseal
+    463, // setxattrat
+    464, // getxattrat
+    465, // listxattrat
+    466, // removexattrat
+];
+
+/// The LSM attribute calls (Linux 6.8), allowed with CAP_SYS_ADMIN.
+const LSM_GET_SELF_ATTR: i64 = 459;
+const LSM_SET_SELF_ATTR: i64 = 460;
+const LSM_LIST_MODULES: i64 = 461;
+
 /// Unconditionally allowed (x86_64 names only; 32-bit-only calls do not exist here).
 const ALLOWED: &[i64] = &[
     libc::SYS_accept,
     libc::SYS_accept4,
     libc::SYS_access,
+    libc::SYS_add_key,
+    // With ptrace: Docker allows the three on kernels from 4.8 on (all it supports).
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_keyctl,
+    libc::SYS_request_key,
+    libc::SYS_modify_ldt,
     libc::SYS_adjtimex,
     libc::SYS_alarm,
     libc::SYS_arch_prctl,
@@ -32,7 +64,6 @@ const ALLOWED: &[i64] = &[
     libc::SYS_chdir,
     libc::SYS_chmod,
     libc::SYS_chown,
-    libc::SYS_chroot,
     libc::SYS_clock_adjtime,
     libc::SYS_clock_getres,
     libc::SYS_clock_gettime,
@@ -177,7 +208,6 @@ const ALLOWED: &[i64] = &[
     libc::SYS_openat,
     libc::SYS_openat2,
     libc::SYS_pause,
-    libc::SYS_pidfd_getfd,
     libc::SYS_pidfd_open,
     libc::SYS_pidfd_send_signal,
     libc::SYS_pipe,
@@ -323,6 +353,9 @@ fn by_capability(cap: &str) -> &'static [i64] {
             libc::SYS_fsopen,
             libc::SYS_fspick,
             libc::SYS_lookup_dcookie,
+            LSM_GET_SELF_ATTR,
+            LSM_SET_SELF_ATTR,
+            LSM_LIST_MODULES,
             libc::SYS_mount,
             libc::SYS_mount_setattr,
             libc::SYS_move_mount,
@@ -337,6 +370,7 @@ fn by_capability(cap: &str) -> &'static [i64] {
             libc::SYS_umount2,
             libc::SYS_unshare,
         ],
+        "DAC_READ_SEARCH" => &[libc::SYS_open_by_handle_at],
         "SYS_BOOT" => &[libc::SYS_reboot],
         "SYS_CHROOT" => &[libc::SYS_chroot],
         "SYS_MODULE" => &[
@@ -360,6 +394,7 @@ fn by_capability(cap: &str) -> &'static [i64] {
             libc::SYS_get_mempolicy,
             libc::SYS_mbind,
             libc::SYS_set_mempolicy,
+            libc::SYS_set_mempolicy_home_node,
         ],
         "SYSLOG" => &[libc::SYS_syslog],
         "BPF" => &[libc::SYS_bpf],
@@ -414,7 +449,7 @@ const DENY: Verdict = Verdict::Errno(libc::EPERM as u32);
 /// Docker's policy for a container holding `caps` (capability names, upper-case).
 fn policy(caps: &BTreeSet<String>) -> Policy {
     let mut p = Policy::default();
-    for &s in ALLOWED {
+    for &s in ALLOWED.iter().chain(NEWER_ALLOWED) {
         p.set(s, Verdict::Allow);
     }
     for c in caps {
@@ -841,6 +876,176 @@ mod tests {
         }
     }
 
+    /// x86_64 syscall numbers by name, from the kernel's headers, and the ones newer than
+    /// Debian 12's headers (the kernel's `syscall_64.tbl`).
+    fn syscall_numbers() -> BTreeMap<String, u32> {
+        let path = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (apt-get install linux-libc-dev)"));
+        let mut out: BTreeMap<String, u32> = text
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.strip_prefix("#define __NR_")?.split_whitespace();
+                Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+            })
+            .collect();
+        let newer = [
+            ("uretprobe", 335),
+            ("cachestat", 451),
+            ("fchmodat2", 452),
+            ("map_shadow_stack", 453),
+            ("futex_wake", 454),
+            ("futex_wait", 455),
+            ("futex_requeue", 456),
+            ("statmount", 457),
+            ("listmount", 458),
+            ("lsm_get_self_attr", 459),
+            ("lsm_set_self_attr", 460),
+            ("lsm_list_modules", 461),
+            ("mseal", 462),
+            ("setxattrat", 463),
+            ("getxattrat", 464),
+            ("listxattrat", 465),
+            ("removexattrat", 466),
+        ];
+        for (name, nr) in newer {
+            out.entry(name.to_string()).or_insert(nr);
+        }
+        out
+    }
+
+    /// One rule of Docker's profile, as it applies on amd64 to a holder of `caps`.
+    struct Rule {
+        names: Vec<String>,
+        errno: Option<u32>,
+        /// (arg index, op, value); empty: unconditional.
+        args: Vec<(usize, String, u64)>,
+    }
+
+    /// The rules of Docker's published profile (kept as data in `tests/data/`, see its
+    /// NOTICE) that apply on amd64 to a holder of `caps` (`CAP_` names).
+    fn docker_rules(caps: &BTreeSet<String>) -> Vec<Rule> {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/data/docker-seccomp-default.json"))
+                .unwrap();
+        let strs = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for r in doc["syscalls"].as_array().unwrap() {
+            let inc = &r["includes"];
+            let exc = &r["excludes"];
+            let arches_in = strs(&inc["arches"]);
+            if !arches_in.is_empty() && !arches_in.iter().any(|a| a == "amd64") {
+                continue;
+            }
+            if strs(&exc["arches"]).iter().any(|a| a == "amd64") {
+                continue;
+            }
+            if !strs(&inc["caps"]).iter().all(|c| caps.contains(c)) {
+                continue;
+            }
+            if strs(&exc["caps"]).iter().any(|c| caps.contains(c)) {
+                continue;
+            }
+            let errno = match r["action"].as_str().unwrap() {
+                "SCMP_ACT_ALLOW" => None,
+                "SCMP_ACT_ERRNO" => Some(r["errnoRet"].as_u64().unwrap() as u32),
+                other => panic!("action {other}"),
+            };
+            let args = r["args"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| {
+                            (
+                                x["index"].as_u64().unwrap() as usize,
+                                x["op"].as_str().unwrap().to_string(),
+                                x["value"].as_u64().unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Rule {
+                names: strs(&r["names"]),
+                errno,
+                args,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn the_profile_is_dockers_published_default_profile() {
+        let numbers = syscall_numbers();
+        let docker = crate::caps::DOCKER_DEFAULT.to_vec();
+        let with = |extra: &'static str| {
+            let mut v = docker.clone();
+            v.push(extra);
+            v
+        };
+        for set in [
+            docker.clone(),
+            with("SYS_ADMIN"),
+            with("DAC_READ_SEARCH"),
+            with("SYS_PTRACE"),
+            with("SYS_NICE"),
+            crate::caps::NAMES.to_vec(),
+        ] {
+            let ours = compile(&policy(&caps(&set)));
+            let theirs = docker_rules(&set.iter().map(|c| format!("CAP_{c}")).collect());
+            for (name, &nr) in &numbers {
+                let rules: Vec<&Rule> = theirs.iter().filter(|r| r.names.contains(name)).collect();
+                // Argument values that pass and fail each rule's conditions.
+                let mut probes = vec![[0u64; 6], [0x7E02_0000, 0x7E02_0000, 0, 0, 0, 0]];
+                for r in &rules {
+                    for (i, op, v) in &r.args {
+                        let mut pass = [0u64; 6];
+                        let mut fail = [0u64; 6];
+                        match op.as_str() {
+                            "SCMP_CMP_EQ" => {
+                                pass[*i] = *v;
+                                fail[*i] = 0x0040_0000;
+                            }
+                            "SCMP_CMP_NE" => {
+                                pass[*i] = v + 1;
+                                fail[*i] = *v;
+                            }
+                            "SCMP_CMP_MASKED_EQ" => fail[*i] = *v,
+                            other => panic!("op {other}"),
+                        }
+                        probes.push(pass);
+                        probes.push(fail);
+                    }
+                }
+                for args in probes {
+                    let holds = |r: &&&Rule| {
+                        r.args.iter().all(|(i, op, v)| match op.as_str() {
+                            "SCMP_CMP_EQ" => args[*i] == *v,
+                            "SCMP_CMP_NE" => args[*i] != *v,
+                            _ => args[*i] & v == 0,
+                        })
+                    };
+                    let want = if rules.iter().filter(holds).any(|r| r.errno.is_none()) {
+                        RET_ALLOW
+                    } else if let Some(e) = rules.iter().filter(holds).find_map(|r| r.errno) {
+                        RET_ERRNO | e
+                    } else {
+                        RET_ERRNO | libc::EPERM as u32
+                    };
+                    assert_eq!(
+                        run(&ours, AUDIT_ARCH, nr, args),
+                        want,
+                        "{name} ({nr}) args {args:x?} with {set:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn docker_defaults_on_the_calls_that_matter() {
         let p = policy(&caps(&crate::caps::DOCKER_DEFAULT));
@@ -858,6 +1063,7 @@ mod tests {
         assert_eq!(call(libc::SYS_personality, 0xffff_ffff), RET_ALLOW);
         assert_eq!(call(libc::SYS_personality, 0x0040_0000), eperm);
         assert_eq!(call(libc::SYS_chroot, 0), RET_ALLOW);
+        assert_eq!(call(libc::SYS_open_by_handle_at, 0), eperm);
         assert_eq!(call(libc::SYS_reboot, 0), eperm);
         assert_eq!(call(libc::SYS_kexec_load, 0), eperm);
     }
