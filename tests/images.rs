@@ -935,3 +935,72 @@ fn tags_and_removals_racing_a_prune_never_lose_their_files() {
     assert!(pruner.join().unwrap() > 0);
     s.assert_check();
 }
+
+#[test]
+fn metadata_is_written_to_a_temp_file_synced_renamed_and_its_directory_synced() {
+    let s = Strata::new();
+    s.busybox();
+    let trace = s.path("trace");
+    let st = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-e",
+            "trace=openat,write,fsync,fdatasync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(common::strata_bin())
+        .arg("--root")
+        .arg(s.root())
+        .args(["tag", "busybox", "other:1"])
+        .status()
+        .expect("strace is required (apt-get install strace)");
+    assert!(st.success());
+    let text = fs::read_to_string(&trace).unwrap();
+    let root = s.root().display().to_string();
+    // The calls on refs.json's way, in order, with their fds.
+    let mut steps = Vec::new();
+    let mut temp_fd = None;
+    let mut dir_fd = None;
+    for l in text.lines() {
+        let call = l.split_once(' ').map_or(l, |(_, c)| c);
+        let fd = call.rsplit(" = ").next().unwrap_or("");
+        if call.starts_with("openat(") && call.contains(&format!("\"{root}/tmp/w-")) {
+            temp_fd = Some(fd.to_string());
+            steps.push("open temp");
+        } else if call.starts_with("openat(") && call.contains(&format!("\"{root}\", O_RDONLY")) {
+            dir_fd = Some(fd.to_string());
+            steps.push("open store dir");
+        } else if let Some(rest) = call.strip_prefix("fsync(") {
+            let fd = rest.split(')').next().unwrap();
+            if Some(fd) == temp_fd.as_deref() {
+                steps.push("fsync temp");
+            } else if Some(fd) == dir_fd.as_deref() {
+                steps.push("fsync store dir");
+            }
+        } else if call.starts_with("write(")
+            && temp_fd
+                .as_deref()
+                .is_some_and(|t| call.starts_with(&format!("write({t},")))
+        {
+            steps.push("write temp");
+        } else if call.starts_with("rename") && call.contains(&format!("\"{root}/refs.json\"")) {
+            steps.push("rename onto refs.json");
+        } else if call.contains("refs.json") && call.contains("O_WRONLY") {
+            steps.push("refs.json written in place");
+        }
+    }
+    steps.dedup();
+    assert_eq!(
+        steps,
+        [
+            "open temp",
+            "write temp",
+            "fsync temp",
+            "rename onto refs.json",
+            "open store dir",
+            "fsync store dir"
+        ],
+        "{text}"
+    );
+}

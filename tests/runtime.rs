@@ -371,20 +371,29 @@ fn volumes_tmpfs_readonly_and_env() {
         "touch",
         "/data/x",
     ]);
-    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(out(&o).1, "touch: /data/x: Read-only file system\n");
     assert!(!vol.join("x").exists());
+    // --tmpfs: a tmpfs is mounted there (with its options), writable in a read-only root.
     let o = s.run(&[
         "run",
         "--rm",
         "--read-only",
         "--tmpfs",
-        "/scratch",
+        "/scratch:size=2m,mode=1770",
         "busybox",
         "sh",
         "-c",
-        "touch /scratch/ok && touch /nope",
+        "grep ' /scratch ' /proc/mounts | cut -d' ' -f1-4; stat -c %a /scratch; touch /scratch/ok && echo wrote; touch /nope",
     ]);
     assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        out(&o),
+        (
+            "tmpfs /scratch tmpfs rw,nosuid,nodev,noexec,relatime,size=2048k,mode=1770\n1770\nwrote\n".into(),
+            "touch: /nope: Read-only file system\n".into()
+        )
+    );
     let envf = s.path("env");
     fs::write(&envf, "FROM_FILE=1\n# comment\n").unwrap();
     let got = s.ok(&[
@@ -2510,5 +2519,66 @@ fn a_container_cannot_run_the_runtimes_binary() {
                 "strata: this is the container runtime's binary; it does not run inside a container\n".into()
             )
         );
+    }
+}
+
+/// The isolation fields of a process's `/proc/self/status`.
+fn isolation(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .filter(|l| {
+            ["Cap", "Seccomp", "NoNewPrivs"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn exec_runs_with_the_containers_isolation() {
+    let s = Strata::new();
+    s.busybox();
+    for (name, flags) in [
+        ("plain", vec![]),
+        ("nnp", vec!["--security-opt", "no-new-privileges"]),
+        (
+            "dropped",
+            vec!["--cap-drop", "CHOWN", "--cap-add", "NET_ADMIN"],
+        ),
+    ] {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend(flags.iter().copied());
+        args.extend([
+            "busybox",
+            "sh",
+            "-c",
+            "cat /proc/self/status > /run.status; sleep 60",
+        ]);
+        s.ok(&args);
+        wait_for(
+            || {
+                s.run(&["exec", name, "test", "-s", "/run.status"])
+                    .status
+                    .success()
+            },
+            "the status file",
+        );
+        let run = isolation(&s.ok(&["exec", name, "cat", "/run.status"]));
+        let exec = isolation(&s.ok(&["exec", name, "cat", "/proc/self/status"]));
+        assert_eq!(exec, run, "{name}");
+        // And what that is: a seccomp filter, no_new_privs as asked, Docker's capabilities.
+        assert!(run.contains(&"Seccomp:\t2".to_string()), "{name}: {run:?}");
+        let nnp = if name == "nnp" { "1" } else { "0" };
+        assert!(
+            run.contains(&format!("NoNewPrivs:\t{nnp}")),
+            "{name}: {run:?}"
+        );
+        let eff = match name {
+            "dropped" => "CapEff:\t00000000a80435fa",
+            _ => "CapEff:\t00000000a80425fb",
+        };
+        assert!(run.contains(&eff.to_string()), "{name}: {run:?}");
+        s.ok(&["rm", "-f", name]);
     }
 }

@@ -220,6 +220,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn atomic_writes_replace_the_file_whole_and_leave_nothing_behind() {
+        let t = tempfile::tempdir().unwrap();
+        let tmp = t.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        let path = t.path().join("refs.json");
+        atomic_write(&tmp, &path, b"old").unwrap();
+        // A reader holding the old file keeps reading the old file: a new inode took the name.
+        let mut held = File::open(&path).unwrap();
+        let old_inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap());
+        atomic_write(&tmp, &path, b"new contents").unwrap();
+        let mut seen = String::new();
+        std::io::Read::read_to_string(&mut held, &mut seen).unwrap();
+        assert_eq!(seen, "old");
+        assert_ne!(
+            std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap()),
+            old_inode
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"new contents");
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "nothing left in tmp/"
+        );
+        // Readers polling while it is rewritten never see a partial file.
+        let big = |c: u8| vec![c; 1 << 20];
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                for i in 0..40 {
+                    atomic_write(&tmp, &path, &big(b'a' + (i % 2) as u8)).unwrap();
+                }
+            });
+            let mut reads = 0;
+            while !writer.is_finished() || reads == 0 {
+                let got = fs::read(&path).unwrap();
+                if got.len() == 12 {
+                    continue; // still the small first version
+                }
+                assert_eq!(got.len(), 1 << 20, "a partial file was visible");
+                assert!(got.iter().all(|&b| b == got[0]), "a mixed file was visible");
+                reads += 1;
+            }
+        });
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "nothing left in tmp/"
+        );
+    }
+
+    #[test]
     fn rfc3339_forms() {
         assert_eq!(rfc3339_from_unix(0), "1970-01-01T00:00:00Z");
         assert_eq!(parse_rfc3339("2024-01-02T03:04:05.5Z"), Some(1704164645));

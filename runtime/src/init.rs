@@ -207,6 +207,41 @@ fn mount_rootfs(root: &RootSpec) -> Result<(), InitError> {
     .ctx(|| format!("mount overlay on {}", root.mountpoint.display()))
 }
 
+/// A tmpfs mount's options as Docker splits them: flag words (`ro`, `exec`, `nosuid`...)
+/// become mount flags over Docker's defaults (`nosuid,nodev,noexec`), the rest (`size=`,
+/// `mode=`, ...) the filesystem's data, `mode=1777` unless a mode is given.
+fn tmpfs_options(options: &str) -> (MsFlags, String) {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mut data: Vec<&str> = Vec::new();
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        let (set, clear) = match o {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            other => {
+                data.push(other);
+                continue;
+            }
+        };
+        flags = (flags | set) & !clear;
+    }
+    if !data.iter().any(|d| d.starts_with("mode=")) {
+        data.push("mode=1777");
+    }
+    (flags, data.join(","))
+}
+
 /// Resolves (creating as directories) `target` inside the rootfs and mounts onto it through
 /// its fd, so no symlink planted in the image can redirect the mount (CVE-2021-30465).
 fn mount_in(
@@ -475,18 +510,14 @@ fn user_mounts(rootfs: &Root, root: &RootSpec) -> Result<(), InitError> {
                 bind_into(rootfs, &data, target, *readonly)?;
             }
             UserMount::Tmpfs { target, options } => {
-                let opts = if options.is_empty() {
-                    "mode=1777".to_string()
-                } else {
-                    options.clone()
-                };
+                let (flags, data) = tmpfs_options(options);
                 mount_in(
                     rootfs,
                     target,
                     Some("tmpfs"),
                     Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some(opts.as_str()),
+                    flags,
+                    Some(data.as_str()),
                 )?;
             }
         }

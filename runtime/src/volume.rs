@@ -60,9 +60,10 @@ impl Volume {
         use crate::spec::UserMount;
         let o = self.meta.options.get("o").map(String::as_str).unwrap_or("");
         match self.meta.options.get("type").map(String::as_str) {
+            // The local driver mounts what `o` says, executable (a `--tmpfs` is noexec).
             Some("tmpfs") => UserMount::Tmpfs {
                 target: target.to_string(),
-                options: [o, if readonly { "ro" } else { "" }]
+                options: ["exec", o, if readonly { "ro" } else { "" }]
                     .into_iter()
                     .filter(|x| !x.is_empty())
                     .collect::<Vec<_>>()
