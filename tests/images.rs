@@ -94,7 +94,7 @@ fn import_applies_changes_and_reads_compressed_tarballs() {
         gz.display()
     ));
     sh(&format!(
-        "zstd -q -c {} > {} || python3 -c 'import sys; sys.exit(0)'",
+        "zstd -q -c {} > {}",
         busybox_tar().display(),
         zst.display()
     ));
@@ -133,12 +133,12 @@ fn import_applies_changes_and_reads_compressed_tarballs() {
     // Same rootfs, same layer, whatever the compression.
     let layers = |r: &str| s.ok(&["inspect", "--format", "{{json .RootFS.Layers}}", r]);
     assert_eq!(layers(&plain), layers("gz:1"));
-    if fs::metadata(&zst).map(|m| m.len() > 0).unwrap_or(false) {
-        let z = s.ok(&["import", zst.to_str().unwrap()]).trim().to_string();
-        assert_eq!(layers(&plain), layers(&z));
-    }
-    let err = s.fails(&["import", "-c", "FROM x", busybox_tar().to_str().unwrap()]);
-    assert!(err.contains("FROM is not a valid change"), "{err}");
+    let z = s.ok(&["import", zst.to_str().unwrap()]).trim().to_string();
+    assert_eq!(layers(&plain), layers(&z));
+    assert_eq!(
+        s.fails(&["import", "-c", "FROM x", busybox_tar().to_str().unwrap()]),
+        "Error: --change \"FROM x\": FROM is not a valid change (use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME or WORKDIR)\n"
+    );
     s.assert_check();
 }
 
@@ -576,8 +576,14 @@ fn prune_removes_dangling_then_unused_images() {
     assert!(out.contains(other.trim()), "{out}");
     assert_eq!(s.ok(&["images", "-q"]).trim(), "");
     assert_eq!(fs::read_dir(s.root().join("layers")).unwrap().count(), 0);
-    let df = s.ok(&["system", "df"]);
-    assert!(df.starts_with("TYPE"), "{df}");
+    assert_eq!(
+        s.ok(&["system", "df"]),
+        "TYPE            TOTAL   ACTIVE   SIZE   RECLAIMABLE\n\
+         Images          0       0        0B     0B (0%)\n\
+         Containers      0       0        0B     0B (0%)\n\
+         Local Volumes   0       0        0B     0B (0%)\n\
+         Build Cache     0       0        0B     0B\n"
+    );
     let info = s.ok(&["info"]);
     assert!(
         info.contains("Storage Driver: overlay") && info.contains("Cgroup Version:"),

@@ -111,6 +111,26 @@ pub fn busybox_tar() -> &'static Path {
     })
 }
 
+/// Waits until no process has the store `root` on its command line (its monitors, pending
+/// restarts and helpers are gone): the event a test of "nothing happens later" waits for.
+pub fn wait_for_no_process_of(root: &Path) {
+    let root = root.display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&root))
+        })
+    };
+    while running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a process of {root} is still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Runs a shell command, asserting success; returns stdout.
 pub fn sh(cmd: &str) -> String {
     let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
