@@ -345,12 +345,16 @@ fn dockerignore_and_per_dockerfile_ignore() {
         &[
             ("Dockerfile", "FROM busybox\nCOPY . /ctx/\n"),
             ("other.Dockerfile", "FROM busybox\nCOPY . /ctx/\n"),
-            (".dockerignore", "secret*\nlogs\n!logs/keep.log\n"),
+            (".dockerignore", "secret*\nlogs\n!logs/keep.log\n**/cache\n"),
             ("other.Dockerfile.dockerignore", "keep.txt\n"),
             ("secret.key", "k"),
             ("keep.txt", "kept"),
             ("logs/a.log", "a"),
             ("logs/keep.log", "k"),
+            // `**/cache` takes a cache at any depth, but no name that merely ends so.
+            ("cache", "top"),
+            ("deep/er/cache", "deep"),
+            ("deep/nocache", "kept"),
         ],
     );
     build(&s, &ctx, &["-t", "ign"]);
@@ -362,6 +366,7 @@ fn dockerignore_and_per_dockerfile_ignore() {
         vec![
             "/ctx/.dockerignore",
             "/ctx/Dockerfile",
+            "/ctx/deep/nocache",
             "/ctx/keep.txt",
             "/ctx/logs/keep.log",
             "/ctx/other.Dockerfile",
