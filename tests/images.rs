@@ -969,7 +969,8 @@ fn metadata_is_written_to_a_temp_file_synced_renamed_and_its_directory_synced() 
     let mut temp_fd = None;
     let mut dir_fd = None;
     for l in text.lines() {
-        let call = l.split_once(' ').map_or(l, |(_, c)| c);
+        // "PID  call(...)": strace pads the pid to five columns.
+        let call = l.split_once(' ').map_or(l, |(_, c)| c.trim_start());
         let fd = call.rsplit(" = ").next().unwrap_or("");
         if call.starts_with("openat(") && call.contains(&format!("\"{root}/tmp/w-")) {
             temp_fd = Some(fd.to_string());

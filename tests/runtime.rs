@@ -710,7 +710,7 @@ fn restart_keeps_files_and_signals_are_forwarded() {
         .spawn()
         .unwrap();
     wait_for(
-        || s.ok(&["top", "sleeper"]).contains("sleep 30"),
+        || String::from_utf8_lossy(&s.run(&["top", "sleeper"]).stdout).contains("sleep 30"),
         "the container's command to run",
     );
     nix::sys::signal::kill(
