@@ -220,14 +220,7 @@ fn skopeo_and_umoci_accept_saved_archives() {
         layout.display(),
         bundle.display()
     ));
-    let ours = s.root().join("layers");
-    let chain = fs::read_dir(&ours)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("diff");
+    let chain = s.first_layer_diff();
     assert_eq!(tree_listing(&bundle.join("rootfs")), tree_listing(&chain));
 }
 
@@ -732,14 +725,7 @@ fn import_and_save_keep_device_node_modes() {
     };
     let expected = ["crw--w----", "crw-rw-rw-", "prw-rw-rw-"];
     // In the stored layer...
-    let layers = s.root().join("layers");
-    let diff = fs::read_dir(&layers)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("diff");
+    let diff = s.first_layer_diff();
     let stored = sh(&format!(
         "cd {} && ls -l dev/null dev/tty0 pipe",
         diff.display()

@@ -57,6 +57,21 @@ fn names(tar: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Each entry's name and mtime, in order.
+fn names_and_times(tar: &[u8]) -> Vec<(String, u64)> {
+    let mut a = tar::Archive::new(Cursor::new(tar));
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                e.header().mtime().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn write_extract_write_is_byte_identical() {
     let t = tempfile::tempdir().unwrap();
@@ -122,18 +137,7 @@ fn clamp_mtime_rewrites_only_newer_times() {
         clamp_mtime: Some(1000),
     };
     let tar = write_layer_tar(t.path(), Vec::new(), &opts).unwrap();
-    let mut a = tar::Archive::new(Cursor::new(tar));
-    let times: Vec<(String, u64)> = a
-        .entries()
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
-                e.header().mtime().unwrap(),
-            )
-        })
-        .collect();
+    let times = names_and_times(&tar);
     // A newer time is clamped to the epoch, an older one is kept.
     assert_eq!(times, [("new".to_string(), 1000), ("old".to_string(), 500)]);
 }
@@ -293,18 +297,7 @@ fn whiteout_times_survive_a_round_trip_at_any_clock() {
     .unwrap();
     let first = write(&src);
     // The tar holds the whiteout, as an OCI whiteout with its time (not dropped).
-    let mut a = tar::Archive::new(Cursor::new(&first));
-    let entries: Vec<(String, u64)> = a
-        .entries()
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
-                e.header().mtime().unwrap(),
-            )
-        })
-        .collect();
+    let entries = names_and_times(&first);
     assert_eq!(entries, [(".wh.gone".to_string(), 1_000_000)]);
     let dst = t.path().join("dst");
     fs::create_dir(&dst).unwrap();

@@ -89,6 +89,17 @@ impl Strata {
         out.trim().to_string()
     }
 
+    /// The diff directory of the store's first layer (a store of one layer: its only one).
+    pub fn first_layer_diff(&self) -> PathBuf {
+        std::fs::read_dir(self.root().join("layers"))
+            .unwrap()
+            .next()
+            .expect("a layer")
+            .unwrap()
+            .path()
+            .join("diff")
+    }
+
     /// `system check` passes.
     pub fn assert_check(&self) {
         let out = self.ok(&["system", "check"]);
