@@ -854,22 +854,9 @@ pub struct ExportArgs {
 
 #[derive(Args, Debug)]
 pub struct MonitorArgs {
-    pub id: String,
-    #[arg(long)]
-    pub foreground: bool,
-    #[arg(long)]
-    pub ready_fd: Option<i32>,
-    /// FD:PID: an inherited pipe the container's id arrives on (ID is then `-`), and the
-    /// process writing it.
-    #[arg(long)]
-    pub id_fd: Option<String>,
-    /// With --id-fd: an inherited socket the container's network namespace arrives on, made
-    /// by the process writing the id.
-    #[arg(long)]
-    pub netns_fd: Option<i32>,
-    /// A start made by the restart policy.
-    #[arg(long)]
-    pub policy_restart: bool,
+    /// The rest of the monitor's command line (`strata_runtime::launch::MonitorLaunch`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub words: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

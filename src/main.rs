@@ -19,7 +19,7 @@ static GLOBAL: alloc::Strata = alloc::Strata;
 use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use commands::containers::{self, ExitError};
 use commands::{images, open_store, registry, system, volumes};
-use strata_runtime::monitor::Which;
+use strata_runtime::launch::{self, MonitorLaunch};
 
 fn main() -> ExitCode {
     if strata_runtime::rootexe::reentered_from_a_container() {
@@ -58,8 +58,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The re-execs strata makes of itself (`strata --root ROOT __monitor ID|- [--foreground]
-/// [--ready-fd N] [--id-fd FD:PID [--netns-fd FD]]`, `strata --root ROOT __exec --spec-fd N`):
+/// The re-execs strata makes of itself (`strata --root ROOT __monitor ...`, see
+/// [`MonitorLaunch`], and `strata --root ROOT __exec --spec-fd N`):
 /// they are on every container start's and exec's path, so they skip building the whole
 /// command line parser and the log setup (~0.4 ms). Any other shape, or a store that does not
 /// open, goes the usual way.
@@ -73,29 +73,15 @@ fn reexec_fast_path() -> Option<i32> {
     }
     let open = || open_store(&std::path::absolute(root).ok()?).ok();
     match (cmd.to_str()?, rest) {
-        ("__monitor", [id, flags @ ..]) => {
-            let mut opts = strata_runtime::monitor::Options {
-                foreground: false,
-                ready_fd: None,
-                policy_restart: false,
-            };
-            let (mut id_fd, mut netns_fd) = (None, None);
-            let mut flags = flags.iter();
-            while let Some(flag) = flags.next() {
-                match flag.to_str()? {
-                    "--foreground" => opts.foreground = true,
-                    "--policy-restart" => opts.policy_restart = true,
-                    // Detached, or a build container (see executor): report the start here.
-                    "--ready-fd" => opts.ready_fd = Some(flags.next()?.to_str()?.parse().ok()?),
-                    "--id-fd" => id_fd = Some(flags.next()?.to_str()?),
-                    "--netns-fd" => netns_fd = Some(flags.next()?.to_str()?.parse().ok()?),
-                    _ => return None,
-                }
-            }
-            let which = Which::from_args(id.to_str()?, id_fd, netns_fd);
-            Some(strata_runtime::monitor::run(&open()?, which, opts))
+        (launch::MONITOR, _) => {
+            let words: Vec<&str> = args[3..]
+                .iter()
+                .map(|a| a.to_str())
+                .collect::<Option<_>>()?;
+            let launch = MonitorLaunch::parse(&words)?;
+            Some(strata_runtime::monitor::run(&open()?, &launch))
         }
-        ("__exec", [f, n]) if f == "--spec-fd" => {
+        (launch::EXEC, [f, n]) if f == "--spec-fd" => {
             Some(containers::exec_helper(&open()?, n.to_str()?.parse().ok()?))
         }
         _ => None,
@@ -213,13 +199,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Monitor(a) => {
-            let opts = strata_runtime::monitor::Options {
-                foreground: a.foreground,
-                ready_fd: a.ready_fd,
-                policy_restart: a.policy_restart,
+            let words: Vec<&str> = std::iter::once(launch::MONITOR)
+                .chain(a.words.iter().map(String::as_str))
+                .collect();
+            let Some(launch) = MonitorLaunch::parse(&words) else {
+                anyhow::bail!("bad monitor command line: {}", a.words.join(" "));
             };
-            let which = Which::from_args(&a.id, a.id_fd.as_deref(), a.netns_fd);
-            std::process::exit(strata_runtime::monitor::run(&store()?, which, opts));
+            std::process::exit(strata_runtime::monitor::run(&store()?, &launch));
         }
         Command::ExecHelper { spec_fd } => {
             std::process::exit(containers::exec_helper(&store()?, spec_fd))

@@ -881,13 +881,21 @@ impl Executor<'_> {
         let mut child = Command::new(exe)
             .arg("--root")
             .arg(self.store.root())
-            .args(["__monitor", &rec.id, "--foreground", "--ready-fd", "0"])
+            .args(
+                strata_runtime::launch::MonitorLaunch {
+                    foreground: true,
+                    ready_fd: Some(0),
+                    ..strata_runtime::launch::MonitorLaunch::of(&rec.id)
+                }
+                .words(),
+            )
             .stdin(ready_w)
             .stdout(w)
             .stderr(w2)
             .spawn()
             .map_err(|e| self.step_error(step, format!("start the build container: {e}")))?;
-        // "ok", an error (shown by the monitor on stderr too), or EOF: mounted or never will be.
+        // Started, an error (shown by the monitor on stderr too), or EOF: mounted or never
+        // will be.
         let _ = std::io::read_to_string(ready_r);
         drop(named);
         let mut tail: Vec<String> = Vec::new();

@@ -57,8 +57,15 @@ fn context(dir: &Path) -> Context {
     Context::load(dir, &Matcher::new(&["docs"]).unwrap()).unwrap()
 }
 
-/// The corpus: (name, Dockerfile, build arguments, target).
-const CORPUS: &[(&str, &str, &[(&str, &str)], Option<&str>)] = &[
+/// One build of the corpus: (name, Dockerfile, build arguments, target).
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+);
+
+const CORPUS: &[Case] = &[
     (
         "metadata",
         "FROM base\nENV A=1 B=\"two words\"\nLABEL l=v other=\"x y\"\nWORKDIR /srv\nWORKDIR app\nUSER nobody:nogroup\nEXPOSE 80 53/udp\nVOLUME /data\nSTOPSIGNAL SIGINT\nHEALTHCHECK --interval=5s --retries=2 CMD true\nONBUILD RUN echo x\nSHELL [\"/bin/sh\", \"-xc\"]\nENTRYPOINT [\"/bin/echo\"]\nCMD [\"hi\"]\nMAINTAINER me\n",
@@ -107,8 +114,16 @@ fn cache_keys_are_pinned() {
             ..Default::default()
         };
         let mut stat = StatCache::default();
-        let graph = plan("Dockerfile", source, &df, &opts, &ctx, &mut stat, &FixedImages)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let graph = plan(
+            "Dockerfile",
+            source,
+            &df,
+            &opts,
+            &ctx,
+            &mut stat,
+            &FixedImages,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         for &s in &graph.order {
             let stage = &graph.stages[s];
             out.push_str(&format!("{name} stage {s} base {}\n", stage.base_key));

@@ -15,6 +15,7 @@ use strata_cache::Store;
 use crate::cgroup::Cgroup;
 use crate::container::{same_process, Containers, Status};
 use crate::init;
+use crate::launch::InitFailure;
 use crate::spec::ProcessSpec;
 use crate::RuntimeError;
 
@@ -180,10 +181,9 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
             drop(err_w);
             let mut msg = String::new();
             let _ = fs::File::from(err_r).read_to_string(&mut msg);
-            if !msg.is_empty() {
+            if let Some(failed) = InitFailure::decode(&msg, 126) {
                 let _ = waitpid(child, None);
-                let (code, text) = msg.split_once(' ').unwrap_or(("126", &msg));
-                return Err((code.parse().unwrap_or(126), text.to_string()));
+                return Err((failed.code, failed.message));
             }
             if o.detach {
                 return Ok(0);

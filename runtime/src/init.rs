@@ -1113,6 +1113,10 @@ fn run_as_init(
 pub fn report(err_fd: RawFd, e: &InitError) {
     // SAFETY: err_fd is the pipe's write end, owned by this process until exit.
     let mut f = unsafe { File::from_raw_fd(err_fd) };
-    let _ = write!(f, "{} {}", e.code, e.message.replace('\n', " "));
+    let failure = crate::launch::InitFailure {
+        code: e.code,
+        message: e.message.clone(),
+    };
+    let _ = f.write_all(failure.encode().as_bytes());
     std::mem::forget(f);
 }

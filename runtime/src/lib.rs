@@ -24,6 +24,7 @@ pub mod exec;
 pub mod fdpass;
 pub mod handoff;
 pub mod init;
+pub mod launch;
 pub mod logs;
 pub mod monitor;
 pub mod netns;

@@ -20,73 +20,33 @@ use strata_cache::Store;
 use crate::cgroup::{Cgroup, Limits};
 use crate::container::{process_start_time, ContainerRecord, Containers, HostConfig, Status};
 use crate::init;
+use crate::launch::{IdMessage, InitFailure, MonitorLaunch, Ready, Target};
 use crate::logs::LogWriter;
 use crate::netns::{self, NetNs};
 use crate::spec::{ProcessSpec, RootSpec, UserMount};
 use crate::RuntimeError;
 
-/// How the monitor talks to the world.
-pub struct Options {
-    /// Attached to the user's terminal (`run` without -d, `start -a`).
-    pub foreground: bool,
-    /// Detached: where to report "started" or the start error to the waiting client.
-    pub ready_fd: Option<RawFd>,
-    /// A start made by the restart policy (`--policy-restart`), not by a user: it does not
-    /// happen if the container was stopped by hand or started otherwise meanwhile.
-    pub policy_restart: bool,
-}
+/// How the monitor talks to the world: what it was started with.
+pub type Options = MonitorLaunch;
 
-/// Which container a monitor starts.
-pub enum Which<'a> {
-    /// One whose record exists.
-    Id(&'a str),
-    /// A foreground run's, whose record the client's child writes meanwhile: its id arrives
-    /// on this pipe (`FD:PID`, see `receive_id`). With `netns_fd`, the container gets a
-    /// network namespace of its own, which the same child makes next and sends down this
-    /// socket (`netns::make_and_send`).
-    Pipe {
-        arg: &'a str,
-        netns_fd: Option<RawFd>,
-    },
-}
-
-impl<'a> Which<'a> {
-    /// From the monitor's command line: `ID`, or `- --id-fd FD:PID [--netns-fd FD]`.
-    pub fn from_args(id: &'a str, id_fd: Option<&'a str>, netns_fd: Option<RawFd>) -> Which<'a> {
-        match id_fd {
-            Some(arg) => Which::Pipe { arg, netns_fd },
-            None => Which::Id(id),
-        }
-    }
-}
-
-/// Reads which container to start from the client's record writer (`--id-fd FD:PID`): it
-/// writes `id <64 hex>` once the record is stored, or `<exit code> <message>` if it could not
-/// be made. Returns the id and the writer's pid, or the exit code and message to leave with.
-fn receive_id(arg: &str) -> Result<(String, Pid), (i32, String)> {
-    let bad = || (125, format!("bad --id-fd {arg:?}"));
-    let (fd, pid) = arg.split_once(':').ok_or_else(bad)?;
-    let fd: RawFd = fd.parse().map_err(|_| bad())?;
-    let pid: i32 = pid.parse().map_err(|_| bad())?;
+/// Reads which container to start from the client's record writer (`fd`, written by `pid`):
+/// the id once the record is stored, or the exit code and message if it could not be made.
+/// Returns the id and the writer's pid, or the exit code and message to leave with.
+fn receive_id(fd: RawFd, pid: i32) -> Result<(String, Pid), (i32, String)> {
     if fd < 3 || pid <= 0 {
-        return Err(bad());
+        return Err((125, format!("bad --id-fd {fd}:{pid}")));
     }
     // SAFETY: the pipe's read end, handed to us alone across the exec.
     let pipe = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut msg = String::new();
     let _ = fs::File::from(pipe).read_to_string(&mut msg);
     let writer = Pid::from_raw(pid);
-    if let Some(id) = msg.strip_prefix("id ").map(str::trim) {
-        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok((id.to_string(), writer));
+    match IdMessage::decode(&msg) {
+        IdMessage::Id(id) => Ok((id, writer)),
+        IdMessage::Failed(code, text) => {
+            let _ = waitpid(writer, None);
+            Err((code, text))
         }
-    }
-    let _ = waitpid(writer, None);
-    match msg.split_once(' ') {
-        Some((code, text)) if code.parse::<i32>().is_ok() => {
-            Err((code.parse().unwrap_or(125), text.to_string()))
-        }
-        _ => Err((125, "the container's record was not made".into())),
     }
 }
 
@@ -364,17 +324,21 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 }
 
 /// Runs the monitor; returns the exit code for the process to exit with.
-pub fn run(store: &Store, which: Which, opts: Options) -> i32 {
+pub fn run(store: &Store, opts: &Options) -> i32 {
     let fail = |code: i32, msg: &str| {
-        report_ready(opts.ready_fd, &format!("error {msg}"));
+        report_ready(opts.ready_fd, &Ready::Failed(msg.to_string()));
         if opts.foreground {
             eprintln!("Error: {msg}");
         }
         code
     };
-    let (id, early_netns, record_writer) = match which {
-        Which::Id(id) => (id.to_string(), None, None),
-        Which::Pipe { arg, netns_fd } => match (receive_id(arg), netns_fd) {
+    let (id, early_netns, record_writer) = match &opts.target {
+        Target::Id(id) => (id.clone(), None, None),
+        Target::Pipe {
+            fd,
+            writer,
+            netns_fd,
+        } => match (receive_id(*fd, writer.unwrap_or(0)), *netns_fd) {
             (Ok((id, writer)), None) => (id, None, Some(writer)),
             (Ok((id, writer)), Some(fd)) if fd > 2 => {
                 // SAFETY: the socket's end, handed to us alone across the exec.
@@ -386,7 +350,7 @@ pub fn run(store: &Store, which: Which, opts: Options) -> i32 {
             (Err((code, msg)), _) => return fail(code, &msg),
         },
     };
-    match run_inner(store, &id, &opts, early_netns, record_writer) {
+    match run_inner(store, &id, opts, early_netns, record_writer) {
         Ok(code) => code,
         Err((code, msg)) => fail(code, &msg),
     }
@@ -397,11 +361,11 @@ fn start_netns() -> Result<(NetNs, netns::Helper), (i32, String)> {
     NetNs::spawn().map_err(|e| (125, format!("start the network namespace: {e}")))
 }
 
-fn report_ready(fd: Option<RawFd>, msg: &str) {
+fn report_ready(fd: Option<RawFd>, msg: &Ready) {
     if let Some(fd) = fd {
         // SAFETY: the ready pipe's write end is ours.
         let mut f = unsafe { fs::File::from_raw_fd(fd) };
-        let _ = f.write_all(msg.as_bytes());
+        let _ = f.write_all(msg.encode().as_bytes());
         std::mem::forget(f);
     }
 }
@@ -501,7 +465,7 @@ fn run_inner(
         s.oom_killed = false;
         Ok(())
     });
-    report_ready(opts.ready_fd, "ok");
+    report_ready(opts.ready_fd, &Ready::Started);
     if let Some(fd) = opts.ready_fd {
         // SAFETY: the client has its answer; close our end.
         unsafe { libc::close(fd) };
@@ -581,7 +545,13 @@ fn restart_later(store: &Store, id: &str, delay_ms: u64) {
             .arg0("strata")
             .arg("--root")
             .arg(store.root())
-            .args(["__monitor", id, "--policy-restart"])
+            .args(
+                MonitorLaunch {
+                    policy_restart: true,
+                    ..MonitorLaunch::of(id)
+                }
+                .words(),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -766,12 +736,13 @@ fn start(
             // Init has joined the namespace or failed, so the helper is done: reap it, and
             // say why it failed if it did (init only saw it send nothing).
             let netns_failure = netns_helper.and_then(|h| h.reap().err());
-            if !msg.is_empty() {
-                let msg = netns_failure.map_or(msg, |m| format!("125 {m}"));
+            if let Some(failed) = InitFailure::decode(&msg, 125) {
                 let _ = waitpid(child, None);
                 cg.destroy();
-                let (code, text) = msg.split_once(' ').unwrap_or(("125", &msg));
-                return Err((code.parse().unwrap_or(125), text.to_string()));
+                return Err(match netns_failure {
+                    Some(why) => (125, why),
+                    None => (failed.code, failed.message),
+                });
             }
             Ok((
                 child,
@@ -998,16 +969,12 @@ pub(crate) fn copy_winsize(from: RawFd, to: RawFd) {
     }
 }
 
-/// Helper for clients: wait for the detached monitor's "ok" / "error ...".
+/// Helper for clients: wait for the detached monitor's [`Ready`].
 pub fn read_ready(fd: OwnedFd) -> Result<(), (i32, String)> {
     let mut msg = String::new();
     let _ = fs::File::from(fd).read_to_string(&mut msg);
-    match msg.strip_prefix("error ") {
-        None if msg.starts_with("ok") => Ok(()),
-        None => Err((
-            125,
-            "the container monitor exited before starting the container".into(),
-        )),
-        Some(rest) => Err((125, rest.to_string())),
+    match Ready::decode(&msg) {
+        Ready::Started => Ok(()),
+        Ready::Failed(why) => Err((125, why)),
     }
 }

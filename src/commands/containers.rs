@@ -19,6 +19,7 @@ use strata_image::Digest;
 use strata_runtime::container::{
     new_id, ContainerRecord, Containers, HostConfig, RunConfig, State, Status,
 };
+use strata_runtime::launch::{self, IdMessage, MonitorLaunch};
 use strata_runtime::spec::UserMount;
 use strata_runtime::{cgroup, fdpass, handoff, ops, rootexe, volume};
 
@@ -592,19 +593,22 @@ pub fn create(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -
 /// Replaces this process with the container's monitor (foreground).
 fn become_monitor(root: &Path, id: &str) -> anyhow::Error {
     match rootexe::protected_exe() {
-        Ok(exe) => exec_monitor(&exe, root, id, &[]),
+        Ok(exe) => exec_monitor(&exe, root, id),
         Err(e) => exit125(e),
     }
 }
 
-/// Execs the foreground monitor of container `id` with `extra` flags. Returns only on failure.
-fn exec_monitor(exe: &Path, root: &Path, id: &str, extra: &[&str]) -> anyhow::Error {
+/// Execs the foreground monitor of container `id`. Returns only on failure.
+fn exec_monitor(exe: &Path, root: &Path, id: &str) -> anyhow::Error {
+    let launch = MonitorLaunch {
+        foreground: true,
+        ..MonitorLaunch::of(id)
+    };
     let err = Command::new(exe)
         .arg0("strata")
         .arg("--root")
         .arg(root)
-        .args(["__monitor", id, "--foreground"])
-        .args(extra)
+        .args(launch.words())
         .exec();
     exit125(format!("exec the container monitor: {err}"))
 }
@@ -620,7 +624,13 @@ fn start_detached(root: &Path, id: &str) -> Result<()> {
     cmd.arg0("strata")
         .arg("--root")
         .arg(root)
-        .args(["__monitor", id, "--ready-fd", "3"])
+        .args(
+            MonitorLaunch {
+                ready_fd: Some(3),
+                ..MonitorLaunch::of(id)
+            }
+            .words(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -713,8 +723,8 @@ pub fn run(store: &Store, root: &Path, insecure: &[String], a: &RunArgs) -> Resu
 
 /// A foreground run: this process execs into the monitor (the process the user's shell waits
 /// for), and a child, started in this process's memory ([`handoff::exec_handing_off`]),
-/// writes the record, sends the monitor the id (`--id-fd FD:PID`, see
-/// `monitor::Which::Pipe`) and then makes the container's network namespace (`--netns-fd`),
+/// writes the record, sends the monitor the id ([`launch::Target::Pipe`]) and then makes the
+/// container's network namespace,
 /// on the other CPU while the monitor starts (docs/architecture.md, "Containers").
 fn run_foreground(store: &Store, root: &Path, a: &RunArgs, image: Option<&Digest>) -> Result<()> {
     let exe = rootexe::protected_exe().map_err(exit125)?;
@@ -727,13 +737,22 @@ fn run_foreground(store: &Store, root: &Path, a: &RunArgs, image: Option<&Digest
     };
     // The monitor's ends cross the exec; the child's stay in the child (CLOEXEC here).
     let mut monitor_ends = vec![id_r.into_raw_fd()];
-    let mut args: Vec<String> = vec!["--id-fd".into(), format!("{}:", monitor_ends[0])];
+    let mut netns_fd = None;
     let netns_child = netns.map(|(monitor_end, child_end)| {
-        args.push("--netns-fd".into());
-        args.push(monitor_end.as_raw_fd().to_string());
+        netns_fd = Some(monitor_end.as_raw_fd());
         monitor_ends.push(monitor_end.into_raw_fd());
         child_end
     });
+    let launch = MonitorLaunch {
+        target: launch::Target::Pipe {
+            fd: monitor_ends[0],
+            writer: None,
+            netns_fd,
+        },
+        foreground: true,
+        ..MonitorLaunch::of("-")
+    };
+    let words = launch.words();
     for fd in &monitor_ends {
         // SAFETY: our own descriptors, kept open across the exec.
         let flags = unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
@@ -742,9 +761,8 @@ fn run_foreground(store: &Store, root: &Path, a: &RunArgs, image: Option<&Digest
         }
     }
     let mut argv: Vec<&OsStr> = vec!["strata".as_ref(), "--root".as_ref(), root.as_os_str()];
-    argv.extend(["__monitor", "-", "--foreground"].map(OsStr::new));
-    let pid_arg = argv.len() + 1;
-    argv.extend(args.iter().map(OsStr::new));
+    let pid_arg = argv.len() + MonitorLaunch::WRITER_WORD;
+    argv.extend(words.iter().map(OsStr::new));
     let child = move |cpus: handoff::CpuSplit| {
         for fd in &monitor_ends {
             // SAFETY: the child's copies of the monitor's ends, which it does not use.
@@ -775,9 +793,10 @@ fn write_record_for_monitor(
     cpus: handoff::CpuSplit,
 ) -> i32 {
     let msg = match create_record(store, &a.create, image) {
-        Ok(rec) => format!("id {}\n", rec.id),
-        Err(e) => format!("125 {}", crate::one_line(&e)),
-    };
+        Ok(rec) => IdMessage::Id(rec.id),
+        Err(e) => IdMessage::Failed(125, crate::one_line(&e)),
+    }
+    .encode();
     // The monitor forks the container's init once it has the id: give it its CPUs back first.
     cpus.restore();
     let mut pipe = std::fs::File::from(to_monitor);
@@ -1594,7 +1613,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<()> {
         .arg0("strata")
         .arg("--root")
         .arg(root)
-        .args(["__exec", "--spec-fd", &r.as_raw_fd().to_string()])
+        .args([launch::EXEC, "--spec-fd", &r.as_raw_fd().to_string()])
         .exec();
     Err(exit125(format!("exec helper: {err}")))
 }
