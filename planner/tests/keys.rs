@@ -13,7 +13,7 @@ use strata_image::Digest;
 use strata_parser::ignore::Matcher;
 use strata_parser::parse_dockerfile;
 use strata_planner::context::{Context, StatCache};
-use strata_planner::plan::{plan, ImageSource, PlanOptions};
+use strata_planner::plan::{plan, FetchedFile, FetchedTree, ImageSource, PlanOptions};
 
 /// Every base image is the same fixed image.
 struct FixedImages;
@@ -31,6 +31,24 @@ impl ImageSource for FixedImages {
             ..Default::default()
         };
         Ok(Some((Digest::of(format!("image {name}").as_bytes()), cfg)))
+    }
+
+    /// A download whose digest, name and time depend on the URL only.
+    fn fetch_url(&self, url: &str) -> Result<FetchedFile, String> {
+        Ok(FetchedFile {
+            path: "/nonexistent".into(),
+            digest: Digest::of(url.as_bytes()),
+            filename: url.rsplit('/').next().unwrap_or("index.html").into(),
+            mtime: Some(1_700_000_000),
+        })
+    }
+
+    /// A checkout whose commit depends on the source only.
+    fn fetch_git(&self, source: &str, _keep_git_dir: bool) -> Result<FetchedTree, String> {
+        Ok(FetchedTree {
+            dir: "/nonexistent".into(),
+            commit: Digest::of(source.as_bytes()).hex()[..40].to_string(),
+        })
     }
 }
 
@@ -57,13 +75,33 @@ fn context(dir: &Path) -> Context {
     Context::load(dir, &Matcher::new(&["docs"]).unwrap()).unwrap()
 }
 
-/// One build of the corpus: (name, Dockerfile, build arguments, target).
+/// One build of the corpus: (name, Dockerfile, build arguments, target, further options).
 type Case = (
     &'static str,
     &'static str,
     &'static [(&'static str, &'static str)],
     Option<&'static str>,
+    fn(&mut PlanOptions, &Path),
 );
+
+/// The default options.
+fn defaults(_: &mut PlanOptions, _: &Path) {}
+
+/// Every build option that enters keys, and a named context.
+fn every_option(opts: &mut PlanOptions, dir: &Path) {
+    opts.source_date_epoch = Some(1_600_000_000);
+    opts.ulimits = vec!["nofile=1024:2048".into()];
+    opts.allow_insecure = true;
+    opts.allow_network_host = true;
+    opts.network = Some("none".into());
+    let named = dir.join("named");
+    fs::create_dir_all(&named).unwrap();
+    fs::write(named.join("n.txt"), "named\n").unwrap();
+    fs::set_permissions(named.join("n.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&named, fs::Permissions::from_mode(0o755)).unwrap();
+    let ctx = Context::load(&named, &Matcher::new(&[] as &[&str]).unwrap()).unwrap();
+    opts.named_contexts.insert("extra".into(), ctx);
+}
 
 const CORPUS: &[Case] = &[
     (
@@ -71,30 +109,42 @@ const CORPUS: &[Case] = &[
         "FROM base\nENV A=1 B=\"two words\"\nLABEL l=v other=\"x y\"\nWORKDIR /srv\nWORKDIR app\nUSER nobody:nogroup\nEXPOSE 80 53/udp\nVOLUME /data\nSTOPSIGNAL SIGINT\nHEALTHCHECK --interval=5s --retries=2 CMD true\nONBUILD RUN echo x\nSHELL [\"/bin/sh\", \"-xc\"]\nENTRYPOINT [\"/bin/echo\"]\nCMD [\"hi\"]\nMAINTAINER me\n",
         &[],
         None,
+        defaults,
     ),
     (
         "run",
         "FROM base\nARG V=1\nRUN echo $V\nRUN [\"echo\", \"exec form\"]\nRUN --network=none true\nRUN --mount=type=cache,target=/c,id=c1,sharing=locked true\nRUN --mount=type=bind,source=src,target=/s true\nRUN --mount=type=tmpfs,target=/t,size=1m true\nRUN --mount=type=secret,id=s,target=/run/s true\nRUN <<EOF\necho heredoc\nEOF\n",
         &[("V", "2")],
         None,
+        defaults,
     ),
     (
         "copy",
         "FROM base\nCOPY a.txt /a\nCOPY . /ctx/\nCOPY *.txt /globbed/\nCOPY --chown=1:2 --chmod=640 b.txt /b\nCOPY --link bin/ /opt/bin/\nCOPY --exclude=*.c src /nosrc/\nCOPY --parents src/lib/util.c /p/\nCOPY link /followed\nADD a.txt /added\nCOPY <<EOF /inline\ninline $V\nEOF\n",
         &[],
         None,
+        defaults,
     ),
     (
         "stages",
         "ARG BASE=base\nFROM ${BASE} AS build\nRUN make\nFROM base AS unused\nRUN exit 1\nFROM build\nCOPY --from=build /out /out\nCOPY --from=other/image:1 /x /x\nRUN --mount=from=build,target=/b true\n",
         &[],
         None,
+        defaults,
     ),
     (
         "target",
         "FROM base AS one\nRUN one\nFROM one AS two\nRUN two\nFROM base\nRUN three\n",
         &[],
         Some("two"),
+        defaults,
+    ),
+    (
+        "options",
+        "FROM base AS first\nRUN true\nFROM base\nRUN --network=host --security=insecure true\nRUN --network=default true\nRUN --mount=type=ssh true\nRUN --mount=type=ssh,id=agent,target=/agent true\nRUN --mount=type=cache,target=/c,from=first,source=/x,ro true\nRUN --mount=type=secret,id=tok,env=TOKEN true\nRUN --mount=type=bind,from=extra,target=/e true\nCOPY --from=extra n.txt /n\nADD --unpack=false a.txt /a\nADD https://example.test/file.tar.gz /dl/\nADD --checksum=sha256:43801b35013f26054f2088b4d5dc31792f550d74910dfffd02913dec3218f531 https://example.test/x /x\nADD --keep-git-dir=true https://example.test/repo.git#main /src\nCOPY --from=first --chown=1 /etc /etc2\nCOPY --link --parents bin/./tool /l/\n",
+        &[],
+        None,
+        every_option,
     ),
 ];
 
@@ -103,9 +153,9 @@ fn cache_keys_are_pinned() {
     let t = tempfile::tempdir().unwrap();
     let ctx = context(t.path());
     let mut out = String::new();
-    for (name, source, args, target) in CORPUS {
+    for (name, source, args, target, options) in CORPUS {
         let df = parse_dockerfile("Dockerfile", source).unwrap();
-        let opts = PlanOptions {
+        let mut opts = PlanOptions {
             build_args: args
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -113,6 +163,7 @@ fn cache_keys_are_pinned() {
             target: target.map(str::to_string),
             ..Default::default()
         };
+        options(&mut opts, t.path());
         let mut stat = StatCache::default();
         let graph = plan(
             "Dockerfile",
