@@ -169,6 +169,42 @@ fn cold_warm_and_incremental_builds_use_the_cache() {
     s.assert_check();
 }
 
+/// The `--dry-run` line of the step written as `instruction`.
+fn dry_run_line<'a>(dry: &'a str, instruction: &str) -> &'a str {
+    dry.lines()
+        .find(|l| l.contains(instruction))
+        .unwrap_or_else(|| panic!("no step {instruction:?} in\n{dry}"))
+}
+
+#[test]
+fn dry_run_names_the_field_of_the_key_that_changed() {
+    let s = Strata::new();
+    s.busybox();
+    let df = "FROM busybox\nARG V=1\nRUN echo $V\nRUN --mount=type=tmpfs,target=/t true\n";
+    let ctx = ctx_with(&s, "why", &[("Dockerfile", df)]);
+    build(&s, &ctx, &["-t", "why"]);
+    let dry = s.ok(&["build", "--dry-run", "--build-arg", "V=2", &ctx]);
+    assert!(
+        dry_run_line(&dry, "RUN echo $V").ends_with("(env/arg changed: V)"),
+        "{dry}"
+    );
+    assert!(
+        dry_run_line(&dry, "RUN --mount").ends_with("(an earlier step runs)"),
+        "{dry}"
+    );
+    // A field that entered keys later (the mounts) explains a miss like the others.
+    fs::write(format!("{ctx}/Dockerfile"), df.replace("/t", "/u")).unwrap();
+    let dry = s.ok(&["build", "--dry-run", &ctx]);
+    assert!(
+        dry_run_line(&dry, "RUN echo $V").contains("CACHED"),
+        "{dry}"
+    );
+    assert!(
+        dry_run_line(&dry, "RUN --mount").ends_with("(mounts changed)"),
+        "{dry}"
+    );
+}
+
 #[test]
 fn metadata_instructions_reach_the_config() {
     let s = Strata::new();

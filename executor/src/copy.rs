@@ -20,7 +20,7 @@ use pathrs::Root;
 use strata_cache::{fsutil, Image, Store};
 use strata_image::Digest;
 use strata_planner::context::{Context, Kind};
-use strata_planner::plan::CopyOp;
+use strata_planner::model::CopyOp;
 
 use crate::reuse::{self, Reuse};
 
@@ -874,7 +874,7 @@ pub fn copy_step(
                 if found.is_empty() {
                     return Err(format!("{s}: not found in the source stage"));
                 }
-                let pivot = strata_planner::plan::parents_pivot(s);
+                let pivot = strata_planner::paths::parents_pivot(s);
                 for path in found {
                     if !op.parents {
                         copy_tree(&src_root, &path, &mut dest, &target_of, &op.dest, &shape)?;
@@ -963,7 +963,7 @@ fn on_each_core<T: Sync, R: Send>(
 
 /// Paths a `--from` source names: a literal path, or a glob in its last component.
 fn glob_sources(root: &Root, s: &str) -> Result<Vec<String>, String> {
-    let clean = strata_planner::plan::clean_abs(s);
+    let clean = strata_planner::paths::clean_abs(s);
     if !clean.contains(['*', '?', '[']) {
         return Ok(if root.resolve(&clean).is_ok() {
             vec![clean]

@@ -33,9 +33,8 @@ use strata_image::layer::TarOptions;
 use strata_image::spec::{self, History, ImageConfig, RootFs};
 use strata_image::Digest;
 use strata_planner::context::Context;
-use strata_planner::plan::{
-    Base, BuildConfig, BuildGraph, ConfigChange, CopyFrom, StagePlan, Step, StepOp,
-};
+use strata_planner::metadata::{BuildConfig, ConfigChange};
+use strata_planner::model::{Base, BuildGraph, CopyFrom, StagePlan, Step, StepOp};
 use strata_runtime::container::{new_id, ContainerRecord, Containers, HostConfig, RunConfig};
 
 use progress::Progress;
@@ -938,7 +937,7 @@ fn position_path(store: &Store, step: &Step) -> PathBuf {
 }
 
 /// The inputs recorded for the last build of a step at this place, if any.
-pub fn last_inputs(store: &Store, step: &Step) -> Option<serde_json::Value> {
+pub fn last_inputs(store: &Store, step: &Step) -> Option<strata_planner::keys::StepKey> {
     let bytes = std::fs::read(position_path(store, step)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
@@ -956,7 +955,7 @@ impl Executor<'_> {
             if matches!(op.from, CopyFrom::Context | CopyFrom::Named(_)) {
                 let ctx = self.graph.context_for(self.context, &op.from);
                 replace_unsynced(self.store, &rows_path(&p), |w| {
-                    for row in strata_planner::plan::source_rows(ctx, &op.selected) {
+                    for row in strata_planner::keys::source_rows(ctx, &op.selected) {
                         serde_json::to_writer(&mut *w, &row)?;
                         w.write_all(b"\n")?;
                     }
@@ -991,7 +990,7 @@ fn rows_path(inputs: &Path) -> PathBuf {
     inputs.with_extension("rows")
 }
 
-/// One row of [`strata_planner::plan::source_rows`], as read back.
+/// One row of [`strata_planner::keys::source_rows`], as read back.
 pub type SourceRow = (usize, String, String, u32, Option<String>);
 
 /// The source rows recorded for the last build of a context COPY at this place, by the path

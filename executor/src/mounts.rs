@@ -15,7 +15,7 @@ use strata_cache::buildcache::CacheMount;
 use strata_cache::{fsutil, Image, Store};
 use strata_parser::instructions::Sharing;
 use strata_planner::context::{Context, Kind};
-use strata_planner::plan::{CopyFrom, RunMount};
+use strata_planner::model::{CopyFrom, RunMount};
 use strata_runtime::container::BindMount;
 
 use crate::copy::{copy_image_path_into, materialize_context, mount_image, Mounted};
@@ -153,7 +153,7 @@ fn secret_dir(store: &Store) -> Result<PathBuf, String> {
 pub(crate) fn prepare(
     store: &Store,
     ctx: &Context,
-    graph: &strata_planner::plan::BuildGraph,
+    graph: &strata_planner::model::BuildGraph,
     secrets: &BuildSecrets,
     mounts: &[RunMount],
     image_of: &dyn Fn(&CopyFrom) -> Result<Image, String>,

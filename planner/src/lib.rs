@@ -1,8 +1,9 @@
 //! strata-planner: a Dockerfile AST, build arguments and a context become a build graph.
 //!
-//! Main types: [`plan::BuildGraph`] (stages, their dependency graph in petgraph, and the order
-//! the target needs), [`plan::Step`] (a resolved RUN, COPY/ADD or metadata change with its
-//! content-hash cache key), [`context::Context`] (the build context walked once, with
+//! Main types: [`model::BuildGraph`] (stages, their dependency graph in petgraph, and the order
+//! the target needs), [`model::Step`] (a resolved RUN, COPY/ADD or metadata change with its
+//! content-hash cache key), [`keys::StepKey`] (what a key covers, one typed struct per kind of
+//! step), [`context::Context`] (the build context walked once, with
 //! `.dockerignore` applied, and a [`context::StatCache`] so unchanged files are not re-read),
 //! and [`check::check`] (whole-file checks BuildKit makes before building).
 //!
@@ -13,7 +14,10 @@
 
 pub mod check;
 pub mod context;
+pub mod keys;
 pub mod metadata;
+pub mod model;
+pub mod paths;
 pub mod plan;
 
 /// Planning errors.

@@ -9,12 +9,12 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_image::spec::{ContainerConfig, HealthConfig};
 
 /// What one metadata instruction does to the config, everything expanded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigChange {
     /// ENV pairs, set in order.

@@ -13,7 +13,8 @@ use strata_image::Digest;
 use strata_parser::ignore::Matcher;
 use strata_parser::parse_dockerfile;
 use strata_planner::context::{Context, StatCache};
-use strata_planner::plan::{plan, FetchedFile, FetchedTree, ImageSource, PlanOptions};
+use strata_planner::model::{FetchedFile, FetchedTree};
+use strata_planner::plan::{plan, ImageSource, PlanOptions};
 
 /// Every base image is the same fixed image.
 struct FixedImages;

@@ -18,9 +18,9 @@ use strata_image::Digest;
 use strata_parser::ignore::Matcher;
 use strata_parser::parse_dockerfile;
 use strata_planner::context::{Context, StatCache};
-use strata_planner::plan::{
-    plan, source_rows, Base, BuildGraph, FetchedFile, FetchedTree, ImageSource, PlanOptions, StepOp,
-};
+use strata_planner::keys::{source_rows, KeyOp};
+use strata_planner::model::{Base, BuildGraph, FetchedFile, FetchedTree, StepOp};
+use strata_planner::plan::{plan, ImageSource, PlanOptions};
 
 use crate::cli::BuildArgs;
 
@@ -838,7 +838,6 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             .network
             .clone()
             .map(|n| if n == "default" { "host".into() } else { n }),
-        labels: labels.clone(),
         allow_insecure: entitled.0,
         allow_network_host: entitled.1,
         ulimits: a.ulimits.clone(),
@@ -990,72 +989,62 @@ fn explain_miss(
     store: &Store,
     graph: &BuildGraph,
     context: &Context,
-    step: &strata_planner::plan::Step,
+    step: &strata_planner::model::Step,
 ) -> String {
     let Some(prev) = strata_executor::last_inputs(store, step) else {
         return "no earlier build of this step".into();
     };
-    let cur = &step.inputs;
-    let fields = [
-        "op",
-        "argv",
-        "env",
-        "user",
-        "workdir",
-        "network",
-        "sources",
-        "dest",
-        "chown",
-        "chmod",
-        "from",
-        "change",
-        "created_by",
-    ];
-    for f in fields {
-        if cur.get(f) != prev.get(f) {
-            if f == "env" {
-                let a: Vec<String> = serde_json::from_value(cur[f].clone()).unwrap_or_default();
-                let b: Vec<String> = serde_json::from_value(prev[f].clone()).unwrap_or_default();
-                let changed: Vec<String> = a
-                    .iter()
-                    .filter(|x| !b.contains(x))
-                    .map(|x| x.split('=').next().unwrap_or("").to_string())
-                    .collect();
-                return format!("env/arg changed: {}", changed.join(", "));
-            }
-            return format!("{f} changed");
+    let changed = step.inputs.changed_fields(&prev);
+    let Some(first) = changed.first() else {
+        return "inputs changed".into();
+    };
+    match (first.as_str(), &step.inputs.op, &prev.op) {
+        ("env", KeyOp::Run(now), KeyOp::Run(then)) => {
+            let names: Vec<&str> = now
+                .env
+                .iter()
+                .filter(|x| !then.env.contains(x))
+                .map(|x| x.split('=').next().unwrap_or(""))
+                .collect();
+            format!("env/arg changed: {}", names.join(", "))
         }
+        ("content", ..) => changed_sources(store, graph, context, step),
+        ("parent", ..) => "the base image or an earlier step changed".into(),
+        (field, ..) => format!("{field} changed"),
     }
-    if cur.get("content") != prev.get("content") {
-        return match (&step.op, strata_executor::last_rows(store, step)) {
-            (StepOp::Copy(op), Some(before)) => {
-                let ctx = graph.context_for(context, &op.from);
-                let mut now = std::collections::HashSet::new();
-                let mut changed = Vec::new();
-                for (i, rel, kind, mode, content) in source_rows(ctx, &op.selected) {
-                    now.insert(rel);
-                    let same = before.get(rel).is_some_and(|b| {
-                        (b.0, b.2.as_str(), b.3, b.4.as_deref()) == (i, kind, mode, content)
-                    });
-                    if !same {
-                        changed.push(rel.to_string());
-                    }
+}
+
+/// Which source files of a COPY changed since the last build at its place.
+fn changed_sources(
+    store: &Store,
+    graph: &BuildGraph,
+    context: &Context,
+    step: &strata_planner::model::Step,
+) -> String {
+    match (&step.op, strata_executor::last_rows(store, step)) {
+        (StepOp::Copy(op), Some(before)) => {
+            let ctx = graph.context_for(context, &op.from);
+            let mut now = std::collections::HashSet::new();
+            let mut changed = Vec::new();
+            for (i, rel, kind, mode, content) in source_rows(ctx, &op.selected) {
+                now.insert(rel);
+                let same = before.get(rel).is_some_and(|b| {
+                    (b.0, b.2.as_str(), b.3, b.4.as_deref()) == (i, kind, mode, content)
+                });
+                if !same {
+                    changed.push(rel.to_string());
                 }
-                let mut removed: Vec<&String> = before
-                    .keys()
-                    .filter(|k| !now.contains(k.as_str()))
-                    .collect();
-                removed.sort();
-                changed.extend(removed.into_iter().map(|p| format!("{p} (removed)")));
-                format!("source files changed: {}", changed.join(", "))
             }
-            _ => "source files changed".into(),
-        };
+            let mut removed: Vec<&String> = before
+                .keys()
+                .filter(|k| !now.contains(k.as_str()))
+                .collect();
+            removed.sort();
+            changed.extend(removed.into_iter().map(|p| format!("{p} (removed)")));
+            format!("source files changed: {}", changed.join(", "))
+        }
+        _ => "source files changed".into(),
     }
-    if cur.get("parent") != prev.get("parent") {
-        return "the base image or an earlier step changed".into();
-    }
-    "inputs changed".into()
 }
 
 /// Where a build's result goes (`-o`).
