@@ -36,6 +36,7 @@ use strata_planner::context::Context;
 use strata_planner::metadata::{BuildConfig, ConfigChange};
 use strata_planner::model::{Base, BuildGraph, CopyFrom, StagePlan, Step, StepOp};
 use strata_runtime::container::{new_id, ContainerRecord, Containers, HostConfig, RunConfig};
+use strata_runtime::RuntimeError;
 
 use progress::Progress;
 
@@ -831,7 +832,9 @@ impl Executor<'_> {
                 ..Default::default()
             },
             host_config: HostConfig {
-                network_mode: network.to_string(),
+                network_mode: network
+                    .parse()
+                    .map_err(|e: RuntimeError| self.step_error(step, e.to_string()))?,
                 mounts: run.mounts.binds.clone(),
                 tmpfs: run.mounts.tmpfs.clone(),
                 privileged: run.privileged,

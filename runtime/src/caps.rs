@@ -1,6 +1,8 @@
 //! Linux capabilities: names, Docker's default set, and applying a set to the current process.
 
 use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
 
 /// Capability names, index = capability number.
 pub const NAMES: [&str; 41] = [
@@ -102,18 +104,42 @@ pub fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
+/// A capability name of `--cap-add`/`--cap-drop` (`NET_ADMIN`, `cap_chown`, `ALL`), with the
+/// capability numbers it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    pub text: String,
+    pub numbers: Vec<u32>,
+}
+
+impl FromStr for Capability {
+    type Err = crate::RuntimeError;
+
+    fn from_str(s: &str) -> Result<Capability, crate::RuntimeError> {
+        Ok(Capability {
+            text: s.to_string(),
+            numbers: parse(s).map_err(crate::RuntimeError::Invalid)?,
+        })
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+stored_as_text!(Capability);
+
 /// The capability set for a container: Docker's defaults (or all with `privileged`), then
 /// `--cap-add`, then `--cap-drop`, like Docker.
-pub fn container_set(
-    privileged: bool,
-    add: &[String],
-    drop: &[String],
-) -> Result<BTreeSet<u32>, String> {
+pub fn container_set(privileged: bool, add: &[Capability], drop: &[Capability]) -> BTreeSet<u32> {
     let mut set: BTreeSet<u32> = if privileged {
         // "All" means all this process can hand on: inside a restricted host (a container
         // with a reduced bounding set) asking for more fails with EPERM at exec time.
         let held = held_bounding();
-        parse("ALL")?
+        parse("ALL")
+            .expect("known")
             .into_iter()
             .filter(|&c| held & (1u64 << c) != 0)
             .collect()
@@ -124,14 +150,14 @@ pub fn container_set(
             .collect()
     };
     for a in add {
-        set.extend(parse(a)?);
+        set.extend(&a.numbers);
     }
     for d in drop {
-        for c in parse(d)? {
-            set.remove(&c);
+        for c in &d.numbers {
+            set.remove(c);
         }
     }
-    Ok(set)
+    set
 }
 
 /// The 64-bit mask of a set (as /proc/self/status shows it).
@@ -214,9 +240,10 @@ mod tests {
 
     #[test]
     fn docker_default_mask() {
-        let set = container_set(false, &[], &[]).unwrap();
+        let set = container_set(false, &[], &[]);
         assert_eq!(mask(&set), 0xa80425fb);
-        let set = container_set(false, &["NET_ADMIN".into()], &["cap_chown".into()]).unwrap();
+        let cap = |n: &str| n.parse::<Capability>().unwrap();
+        let set = container_set(false, &[cap("NET_ADMIN")], &[cap("cap_chown")]);
         assert!(set.contains(&12) && !set.contains(&0));
         assert!(parse("CAP_ALLL").is_err());
     }

@@ -11,6 +11,10 @@ use strata_cache::fsutil::{self, FileLock, LockMode};
 use strata_cache::Store;
 use strata_image::Digest;
 
+pub use crate::options::BindMount;
+use crate::options::{
+    Capability, NamespaceMode, NetworkMode, SecurityKind, SecurityOpt, StopSignal, VolumeSpec,
+};
 use crate::RuntimeError;
 
 /// How a container should run (Docker's `Config`).
@@ -34,7 +38,7 @@ pub struct RunConfig {
     #[serde(default)]
     pub open_stdin: bool,
     #[serde(default)]
-    pub stop_signal: String,
+    pub stop_signal: StopSignal,
     #[serde(default)]
     pub stop_timeout: Option<i64>,
     #[serde(default)]
@@ -60,8 +64,9 @@ impl RunConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct HostConfig {
+    /// `-v` (named and host-path volumes; anonymous ones are named volumes by now).
     #[serde(default)]
-    pub binds: Vec<String>,
+    pub binds: Vec<VolumeSpec>,
     /// Bind mounts given structurally (build `RUN --mount`), so paths may hold ':'.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<BindMount>,
@@ -74,7 +79,7 @@ pub struct HostConfig {
     #[serde(default)]
     pub readonly_rootfs: bool,
     #[serde(default)]
-    pub network_mode: String,
+    pub network_mode: NetworkMode,
     #[serde(default)]
     pub memory: i64,
     #[serde(default)]
@@ -84,13 +89,13 @@ pub struct HostConfig {
     #[serde(default)]
     pub cpuset_cpus: String,
     #[serde(default)]
-    pub cap_add: Vec<String>,
+    pub cap_add: Vec<Capability>,
     #[serde(default)]
-    pub cap_drop: Vec<String>,
+    pub cap_drop: Vec<Capability>,
     #[serde(default)]
     pub privileged: bool,
     #[serde(default)]
-    pub security_opt: Vec<String>,
+    pub security_opt: Vec<SecurityOpt>,
     /// `--log-driver`, `--log-opt`.
     #[serde(default)]
     pub log_config: crate::logs::LogConfig,
@@ -124,11 +129,11 @@ pub struct HostConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group_add: Vec<String>,
     /// `--uts`: "host" shares the host's hostname namespace; empty for a private one.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uts_mode: String,
+    #[serde(default, skip_serializing_if = "NamespaceMode::is_private")]
+    pub uts_mode: NamespaceMode,
     /// `--ipc`: "host" shares the host's IPC namespace; empty for a private one.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub ipc_mode: String,
+    #[serde(default, skip_serializing_if = "NamespaceMode::is_private")]
+    pub ipc_mode: NamespaceMode,
 }
 
 /// Docker's restart policy: `no`, `always`, `unless-stopped` or `on-failure[:MAX]`.
@@ -242,18 +247,10 @@ pub struct Ulimit {
     pub hard: i64,
 }
 
-/// One bind mount of a host path into the container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BindMount {
-    pub source: PathBuf,
-    pub target: String,
-    pub readonly: bool,
-}
-
 impl HostConfig {
     /// `--network host`: the container shares the host's network namespace.
     pub fn host_network(&self) -> bool {
-        self.network_mode == "host"
+        self.network_mode == NetworkMode::Host
     }
 
     /// `--security-opt no-new-privileges[=|:true|false]`: the last one given wins.
@@ -261,24 +258,24 @@ impl HostConfig {
         self.security_opt
             .iter()
             .rev()
-            .find_map(|o| no_new_privileges_opt(o))
+            .find_map(|o| match o.kind {
+                SecurityKind::NoNewPrivileges(on) => Some(on),
+                _ => None,
+            })
             .unwrap_or(false)
     }
+
     pub fn seccomp_unconfined(&self) -> bool {
         self.privileged
             || self
                 .security_opt
                 .iter()
-                .any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined")
+                .any(|o| o.kind == SecurityKind::SeccompUnconfined)
     }
-}
 
-/// The value of a `no-new-privileges` security option (None: another option).
-pub fn no_new_privileges_opt(o: &str) -> Option<bool> {
-    match o {
-        "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => Some(true),
-        "no-new-privileges:false" | "no-new-privileges=false" => Some(false),
-        _ => None,
+    /// The capabilities the container's processes get.
+    pub fn capabilities(&self) -> std::collections::BTreeSet<u32> {
+        crate::caps::container_set(self.privileged, &self.cap_add, &self.cap_drop)
     }
 }
 

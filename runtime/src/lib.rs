@@ -15,10 +15,28 @@
 //! costs one exec and one fork beyond the kernel's own namespace work. Mounts live only in the
 //! container's private mount namespace, so nothing can leak onto the host when a container dies.
 
+/// Serializes a type (a flag's typed value, `options`) as its `Display` text and reads it back with its `FromStr`.
+macro_rules! stored_as_text {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod caps;
 pub mod cgroup;
 pub mod container;
 pub mod copy;
+pub mod create;
 pub mod devfilter;
 pub mod exec;
 pub mod fdpass;
@@ -29,6 +47,7 @@ pub mod logs;
 pub mod monitor;
 pub mod netns;
 pub mod ops;
+pub mod options;
 pub mod rootexe;
 pub mod seccomp;
 pub mod spec;

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -18,12 +17,12 @@ use strata_cache::fsutil;
 use strata_cache::Store;
 
 use crate::cgroup::{Cgroup, Limits};
-use crate::container::{process_start_time, ContainerRecord, Containers, HostConfig, Status};
+use crate::container::{process_start_time, ContainerRecord, Containers, Status};
 use crate::init;
 use crate::launch::{IdMessage, InitFailure, MonitorLaunch, Ready, Target};
 use crate::logs::LogWriter;
 use crate::netns::{self, NetNs};
-use crate::spec::{ProcessSpec, RootSpec, UserMount};
+use crate::spec::{ProcessSpec, RootSpec};
 use crate::RuntimeError;
 
 /// How the monitor talks to the world: what it was started with.
@@ -59,265 +58,6 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR1,
     Signal::SIGUSR2,
 ];
-
-/// Builds the init's view of the container from its record.
-pub fn specs(
-    store: &Store,
-    rec: &ContainerRecord,
-) -> Result<(RootSpec, ProcessSpec), RuntimeError> {
-    let dir = Containers::new(store).dir(&rec.id);
-    let h = &rec.host_config;
-    let network_host = h.host_network();
-    let host_uts = h.uts_mode == "host";
-    let hostname = if !rec.config.hostname.is_empty() && !host_uts {
-        rec.config.hostname.clone()
-    } else if network_host || host_uts {
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    } else {
-        rec.short_id().to_string()
-    };
-    let etc = etc_files(&dir.path, &hostname, h)?;
-    let mut mounts = Vec::new();
-    for b in &h.binds {
-        mounts.push(parse_bind(b, store)?);
-    }
-    for m in &h.mounts {
-        mounts.push(UserMount::Bind {
-            source: m.source.clone(),
-            target: m.target.clone(),
-            readonly: m.readonly,
-        });
-    }
-    for target in &h.volumes {
-        mounts.push(UserMount::Volume {
-            dir: volume_dir(&dir.path, target),
-            target: target.clone(),
-            readonly: false,
-        });
-    }
-    for (target, options) in &h.tmpfs {
-        mounts.push(UserMount::Tmpfs {
-            target: target.clone(),
-            options: options.clone(),
-        });
-    }
-    let caps = crate::caps::container_set(h.privileged, &h.cap_add, &h.cap_drop)
-        .map_err(RuntimeError::Invalid)?;
-    let mut lowers = vec![init_layer(store.root())?.display().to_string()];
-    lowers.extend(
-        rec.pending_layers
-            .iter()
-            .rev()
-            .map(|d| d.display().to_string()),
-    );
-    lowers.extend(rec.layers.iter().rev().map(|l| format!("{}/diff", l.hex())));
-    let root = RootSpec {
-        lowers,
-        layers_dir: store.layers_dir(),
-        upper: dir.upper(),
-        work: dir.work(),
-        mountpoint: dir.rootfs(),
-        mounts,
-        etc_files: etc,
-        hostname,
-        readonly: h.readonly_rootfs,
-        privileged: h.privileged,
-        isolated_network: !network_host,
-        shm_size: h.shm_size,
-        host_uts,
-        host_ipc: h.ipc_mode == "host",
-    };
-    let proc_ = ProcessSpec {
-        args: rec.argv(),
-        env: rec.config.env.clone(),
-        cwd: rec.config.working_dir.clone(),
-        user: rec.config.user.clone(),
-        caps,
-        no_new_privs: h.no_new_privileges(),
-        seccomp: !h.seccomp_unconfined(),
-        tty: rec.config.tty,
-        console_size: None,
-        init: h.init,
-        ulimits: h.ulimits.clone(),
-        group_add: h.group_add.clone(),
-        buildkit_groups: rec.is_build(),
-    };
-    Ok((root, proc_))
-}
-
-/// The init layer every container gets on top of its image (like Docker's): the mount points
-/// strata always uses, so making them never lands in the container's own layer (diff, commit
-/// and export stay clean), and no image can turn them into symlinks. Shared by all containers
-/// of a store; built in tmp/ and renamed, so it is complete whenever it exists.
-fn init_layer(store_root: &std::path::Path) -> Result<PathBuf, RuntimeError> {
-    // Versioned by name: containers running on an older one keep it as their lower layer.
-    let init = store_root.join("init-v2");
-    if init.is_dir() {
-        return Ok(init);
-    }
-    let staging = store_root.join("tmp").join(fsutil::tmp_name("init"));
-    for d in ["dev", "proc", "sys", "etc"] {
-        let p = staging.join(d);
-        fs::create_dir_all(&p).map_err(|e| RuntimeError::io(&p, e))?;
-    }
-    for f in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
-        let p = staging.join(f);
-        fs::write(&p, b"").map_err(|e| RuntimeError::io(&p, e))?;
-    }
-    // As in Docker's init layer: tools that read the mount table find the container's.
-    let mtab = staging.join("etc/mtab");
-    std::os::unix::fs::symlink("/proc/mounts", &mtab).map_err(|e| RuntimeError::io(&mtab, e))?;
-    if let Err(e) = fs::rename(&staging, &init) {
-        let _ = fs::remove_dir_all(&staging);
-        if !init.is_dir() {
-            return Err(RuntimeError::io(&init, e));
-        }
-    }
-    Ok(init)
-}
-
-/// Where the anonymous volume for `target` lives in the container directory `dir`.
-pub fn volume_dir(dir: &std::path::Path, target: &str) -> PathBuf {
-    let hex = strata_image::Digest::of(target.as_bytes())
-        .hex()
-        .to_string();
-    dir.join("volumes").join(&hex[..16])
-}
-
-/// A `-v` option split into (source, target, mode); `None` if it has more than three parts.
-/// With one part (`-v /ctr`, an anonymous volume) the source is empty.
-pub fn split_bind(b: &str) -> Option<(&str, &str, &str)> {
-    let parts: Vec<&str> = b.split(':').collect();
-    match parts.as_slice() {
-        [d] => Some(("", d, "")),
-        [s, d] => Some((s, d, "")),
-        [s, d, m] => Some((s, d, m)),
-        _ => None,
-    }
-}
-
-/// A `-v` option's modes (comma-separated, as Docker takes them): whether it is read-only;
-/// None for a mode strata does not know. `z`/`Z` relabel for SELinux, which this host does
-/// not have (Docker ignores them then too); `consistent`, `cached` and `delegated` mean
-/// nothing on Linux.
-pub fn bind_readonly(modes: &str) -> Option<bool> {
-    let mut readonly = false;
-    for m in modes.split(',').filter(|m| !m.is_empty()) {
-        match m {
-            "ro" => readonly = true,
-            "rw" => readonly = false,
-            "z" | "Z" | "consistent" | "cached" | "delegated" | "rprivate" => {}
-            _ => return None,
-        }
-    }
-    Some(readonly)
-}
-
-/// `-v HOST:CTR[:ro|rw]` (a bind mount) or `-v NAME:CTR[:ro|rw]` (a named volume, which
-/// must exist: `create` makes it).
-pub fn parse_bind(b: &str, store: &Store) -> Result<UserMount, RuntimeError> {
-    let invalid =
-        |why: String| RuntimeError::Invalid(format!("invalid volume specification {b:?}: {why}"));
-    let (src, dst, mode) = match split_bind(b) {
-        Some((s, d, m)) if !s.is_empty() => (s, d, m),
-        _ => {
-            return Err(invalid(
-                "expected HOST-PATH:CONTAINER-PATH or NAME:CONTAINER-PATH".into(),
-            ))
-        }
-    };
-    if !dst.starts_with('/') {
-        return Err(invalid("the container path must be absolute".into()));
-    }
-    let readonly = bind_readonly(mode)
-        .ok_or_else(|| RuntimeError::Invalid(format!("invalid volume mode {mode:?} in {b:?}")))?;
-    if !src.starts_with('/') {
-        if !crate::volume::valid_name(src) {
-            return Err(invalid(format!(
-                "{src:?} includes invalid characters for a volume name, only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed; a host directory needs an absolute path"
-            )));
-        }
-        return Ok(crate::volume::Volumes::new(store)
-            .get(src)?
-            .mount(dst, readonly));
-    }
-    // A missing host path is made, a directory, as Docker makes it.
-    if fs::symlink_metadata(src).is_err() {
-        fs::create_dir_all(src).map_err(|e| invalid(format!("{src}: {e}")))?;
-    }
-    Ok(UserMount::Bind {
-        source: PathBuf::from(src),
-        target: dst.to_string(),
-        readonly,
-    })
-}
-
-fn etc_files(
-    dir: &std::path::Path,
-    hostname: &str,
-    h: &HostConfig,
-) -> Result<Vec<(PathBuf, String)>, RuntimeError> {
-    let hosts = dir.join("hosts");
-    let mut content = if h.host_network() {
-        fs::read_to_string("/etc/hosts").unwrap_or_default()
-    } else {
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
-        )
-    };
-    for (host, ip) in &h.extra_hosts {
-        content.push_str(&format!("{ip}\t{host}\n"));
-    }
-    let hostname_file = dir.join("hostname");
-    let resolv = dir.join("resolv.conf");
-    let resolv_content = resolv_conf(
-        &fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        h,
-    );
-    for (p, c) in [
-        (&hosts, content),
-        (&hostname_file, format!("{hostname}\n")),
-        (&resolv, resolv_content),
-    ] {
-        fs::write(p, c).map_err(|e| RuntimeError::io(p, e))?;
-    }
-    Ok(vec![
-        (hosts, "/etc/hosts".into()),
-        (hostname_file, "/etc/hostname".into()),
-        (resolv, "/etc/resolv.conf".into()),
-    ])
-}
-
-/// The host's resolv.conf with the nameservers, search domains and options the container was
-/// given in place of the host's (each kind only when given, as Docker does).
-fn resolv_conf(host: &str, h: &HostConfig) -> String {
-    let given = [
-        ("nameserver", !h.dns.is_empty()),
-        ("search", !h.dns_search.is_empty()),
-        ("domain", !h.dns_search.is_empty()),
-        ("options", !h.dns_options.is_empty()),
-    ];
-    let mut out: String = host
-        .lines()
-        .filter(|l| {
-            let key = l.split_whitespace().next().unwrap_or("");
-            !given.iter().any(|(k, replaced)| *replaced && key == *k)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    for ns in &h.dns {
-        out.push_str(&format!("nameserver {ns}\n"));
-    }
-    if !h.dns_search.is_empty() {
-        out.push_str(&format!("search {}\n", h.dns_search.join(" ")));
-    }
-    if !h.dns_options.is_empty() {
-        out.push_str(&format!("options {}\n", h.dns_options.join(" ")));
-    }
-    out
-}
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::io("pipe", e.into()))
@@ -434,7 +174,8 @@ fn run_inner(
         }
         (code, msg)
     };
-    let (root, mut proc_) = specs(store, &rec).map_err(|e| fail_start(125, e.to_string()))?;
+    let (root, mut proc_) =
+        crate::spec::specs(store, &rec).map_err(|e| fail_start(125, e.to_string()))?;
     if proc_.tty && opts.foreground {
         proc_.console_size = terminal_size(0);
     }

@@ -126,11 +126,7 @@ pub fn stop(
     if !st.is_running() {
         return Ok(());
     }
-    let sig = if rec.config.stop_signal.is_empty() {
-        Signal::SIGTERM
-    } else {
-        crate::parse_signal(&rec.config.stop_signal)?
-    };
+    let sig = rec.config.stop_signal.signal();
     let t = timeout.or(rec.config.stop_timeout).unwrap_or(10).max(0) as u64;
     let _ = kill(c, rec, sig);
     if wait_stopped(c, rec, Some(Duration::from_secs(t)))? {

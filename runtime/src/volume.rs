@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use strata_cache::Store;
 
 use crate::container::{ContainerRecord, Containers};
+use crate::options::VolumeSpec;
 use crate::RuntimeError;
 
 /// What `volumes/<name>/meta.json` holds.
@@ -51,39 +52,6 @@ pub struct Volume {
 impl Volume {
     pub fn is_anonymous(&self) -> bool {
         self.meta.labels.contains_key(ANONYMOUS_LABEL)
-    }
-
-    /// What mounting the volume at `target` means: its `_data` directory, or what its options
-    /// ask for (a tmpfs, or a bind of a host directory), mounted in the container's own
-    /// mount namespace.
-    pub fn mount(&self, target: &str, readonly: bool) -> crate::spec::UserMount {
-        use crate::spec::UserMount;
-        let o = self.meta.options.get("o").map(String::as_str).unwrap_or("");
-        match self.meta.options.get("type").map(String::as_str) {
-            // The local driver mounts what `o` says, executable (a `--tmpfs` is noexec).
-            Some("tmpfs") => UserMount::Tmpfs {
-                target: target.to_string(),
-                options: ["exec", o, if readonly { "ro" } else { "" }]
-                    .into_iter()
-                    .filter(|x| !x.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            },
-            Some(_) => UserMount::Bind {
-                source: PathBuf::from(self.meta.options.get("device").cloned().unwrap_or_default()),
-                target: target.to_string(),
-                readonly: readonly || o.split(',').any(|x| x == "ro"),
-            },
-            None => UserMount::Volume {
-                dir: self
-                    .mountpoint
-                    .parent()
-                    .expect("_data has a parent")
-                    .to_path_buf(),
-                target: target.to_string(),
-                readonly,
-            },
-        }
     }
 }
 
@@ -125,12 +93,7 @@ pub struct Volumes<'a> {
     store: &'a Store,
 }
 
-/// Docker's rule for volume names (as for container names): no path can be made of one.
-pub fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
+pub use crate::options::valid_volume_name as valid_name;
 
 impl<'a> Volumes<'a> {
     pub fn new(store: &'a Store) -> Self {
@@ -295,17 +258,15 @@ impl<'a> Volumes<'a> {
 
 /// The named volumes a container's `-v` options mount: (name, target, read-only).
 pub fn named_volumes(rec: &ContainerRecord) -> impl Iterator<Item = (&str, &str, bool)> {
-    rec.host_config
-        .binds
-        .iter()
-        .filter_map(|b| match crate::monitor::split_bind(b) {
-            Some((src, dst, mode)) if !src.starts_with('/') => Some((
-                src,
-                dst,
-                crate::monitor::bind_readonly(mode).unwrap_or(false),
-            )),
-            _ => None,
-        })
+    rec.host_config.binds.iter().filter_map(|b| match b {
+        VolumeSpec::Named {
+            name,
+            target,
+            readonly,
+            ..
+        } => Some((name.as_str(), target.as_str(), *readonly)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Container commands: create, run, start, stop, kill, pause, unpause, rm, ps, exec, logs,
 //! wait, inspect, rename, top, commit, export, diff, and the hidden monitor/exec helpers.
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -14,14 +13,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use strata_cache::{fsutil, Store};
 use strata_image::reference::Reference;
-use strata_image::spec::{self, ContainerConfig, History, ImageConfig};
+use strata_image::spec::{self, History, ImageConfig};
 use strata_image::Digest;
-use strata_runtime::container::{
-    new_id, ContainerRecord, Containers, HostConfig, RunConfig, State, Status,
-};
+use strata_runtime::container::{ContainerRecord, Containers, State, Status};
 use strata_runtime::launch::{self, IdMessage, MonitorLaunch};
-use strata_runtime::spec::UserMount;
-use strata_runtime::{cgroup, fdpass, handoff, ops, rootexe, volume};
+use strata_runtime::{fdpass, handoff, ops, rootexe, volume};
 
 use crate::changes;
 use crate::cli::{
@@ -47,92 +43,6 @@ impl std::error::Error for ExitError {}
 
 fn exit125(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!(ExitError(125, e.to_string()))
-}
-
-/// `-m 512m` → bytes; Docker's minimum is 6 MB, and 0 means no limit.
-pub fn parse_memory(s: &str) -> Result<i64> {
-    let bytes = strata_parser::instructions::parse_size(s)
-        .ok_or_else(|| anyhow!("invalid memory value {s:?} (use e.g. 512m or 1g)"))?;
-    if bytes != 0 && bytes < 6 << 20 {
-        bail!("invalid --memory {s:?}: minimum memory limit allowed is 6MB");
-    }
-    Ok(bytes as i64)
-}
-
-fn parse_env_files(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for f in files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("open env file {}", f.display()))?;
-        for (n, line) in text.lines().enumerate() {
-            let line = if n == 0 {
-                line.trim_start_matches('\u{feff}')
-            } else {
-                line
-            };
-            if let Some(entry) = env_file_line(line).map_err(|e| {
-                exit125(format!(
-                    "poorly formatted environment: {}:{}: {e}",
-                    f.display(),
-                    n + 1
-                ))
-            })? {
-                out.push(entry);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// One line of an `--env-file`, by Docker's rules: `NAME=VALUE` (the value as written),
-/// `NAME` (passed through from our environment), blank lines and `#` comments. A name holding
-/// whitespace (`export D=4`) or nothing is an error.
-fn env_file_line(line: &str) -> Result<Option<String>, String> {
-    let line = line.trim_start();
-    if line.is_empty() || line.starts_with('#') {
-        return Ok(None);
-    }
-    if line.contains('\0') {
-        return Err("contains a NUL byte".into());
-    }
-    let (name, value) = match line.split_once('=') {
-        Some((n, v)) => (n, Some(v)),
-        None => (line, None),
-    };
-    let name = name.trim_start_matches([' ', '\t']);
-    if name.contains([' ', '\t']) {
-        return Err(format!("variable '{name}' contains whitespaces"));
-    }
-    if name.is_empty() {
-        return Err(format!("no variable name on line '{line}'"));
-    }
-    Ok(match value {
-        Some(v) => Some(format!("{name}={v}")),
-        None => std::env::var(name).ok().map(|v| format!("{name}={v}")),
-    })
-}
-
-/// `-e K=V` (or `-e K` from our environment) merged over `base`.
-fn merge_env(base: &[String], extra: &[String]) -> Result<Vec<String>> {
-    let mut cfg = ContainerConfig {
-        env: base.to_vec(),
-        ..Default::default()
-    };
-    for e in extra {
-        if e.contains('\0') {
-            bail!("invalid environment variable {e:?}: contains a NUL byte");
-        }
-        match e.split_once('=') {
-            Some(("", _)) => bail!("invalid environment variable: {e:?}"),
-            Some((k, v)) => cfg.env_set(k, v),
-            None => {
-                if let Ok(v) = std::env::var(e) {
-                    cfg.env_set(e, &v);
-                }
-            }
-        }
-    }
-    Ok(cfg.env)
 }
 
 /// Builds and stores a container record from an image and the create flags.
@@ -171,6 +81,7 @@ pub fn create_record(
 
 /// The record itself; `image` is the image's ID when the caller has resolved it already.
 fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<ContainerRecord> {
+    let opts = crate::commands::create_flags::create_options(a)?;
     let _lease = store.lease()?;
     let id = match image {
         Some(id) => id.clone(),
@@ -178,408 +89,7 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
             .resolve_image(a.image())
             .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image()))?,
     };
-    let img = store.image(&id)?;
-    let cfg = img.config.container();
-    let entrypoint = match &a.entrypoint {
-        Some(e) if e.is_empty() => Vec::new(),
-        Some(e) => vec![e.clone()],
-        None => cfg.entrypoint.clone().unwrap_or_default(),
-    };
-    let cmd = if !a.command().is_empty() {
-        a.command().to_vec()
-    } else if a.entrypoint.is_some() {
-        Vec::new()
-    } else {
-        cfg.cmd.clone().unwrap_or_default()
-    };
-    if entrypoint.is_empty() && cmd.is_empty() {
-        bail!("no command specified");
-    }
-    let mut extra = parse_env_files(&a.env_file)?;
-    extra.extend(a.env.iter().cloned());
-    let env = merge_env(&cfg.env, &extra)?;
-    let memory = a
-        .memory
-        .as_deref()
-        .map(parse_memory)
-        .transpose()?
-        .unwrap_or(0);
-    if let Some(p) = a.pids_limit {
-        if p < -1 || p == 0 {
-            bail!("invalid --pids-limit {p}");
-        }
-    }
-    let nano_cpus = match a.cpus {
-        None => 0,
-        Some(c) => {
-            let n = cgroup::host_cpu_count() as f64;
-            if !(0.01..=n).contains(&c) {
-                bail!("invalid --cpus {c}: range of CPUs is from 0.01 to {n}");
-            }
-            (c * 1e9) as i64
-        }
-    };
-    if let Some(cs) = &a.cpuset_cpus {
-        cgroup::check_cpuset(cs).map_err(|e| anyhow!(e))?;
-    }
-    strata_runtime::caps::container_set(a.privileged, &a.cap_add, &a.cap_drop)
-        .map_err(|e| anyhow!(e))?;
-    let log_config = strata_runtime::logs::LogConfig::parse(a.log_driver.as_deref(), &a.log_opts)?;
-    let mut attach = Vec::new();
-    for s in &a.attach {
-        let s = s.to_lowercase();
-        if !["stdin", "stdout", "stderr"].contains(&s.as_str()) {
-            bail!("invalid argument {s:?} for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR");
-        }
-        if !attach.contains(&s) {
-            attach.push(s);
-        }
-    }
-    for r in &a.device_cgroup_rules {
-        if strata_runtime::devfilter::Rule::parse(r).is_none() {
-            bail!("invalid --device-cgroup-rule {r:?}: want TYPE MAJOR:MINOR ACCESS, e.g. 'c 1:3 rwm'");
-        }
-    }
-    for o in &a.security_opt {
-        // SELinux labels: this host has no SELinux, where Docker ignores them too.
-        let label = o.starts_with("label=") || o.starts_with("label:");
-        let known = ["seccomp=unconfined", "seccomp:unconfined"];
-        if !label
-            && !known.contains(&o.as_str())
-            && strata_runtime::container::no_new_privileges_opt(o).is_none()
-        {
-            bail!(
-                "invalid --security-opt {o:?} (supported: no-new-privileges[=true|false], seccomp=unconfined, label=...)"
-            );
-        }
-    }
-    let network = match a.network.as_str() {
-        "none" | "default" | "bridge" => "none",
-        "host" => "host",
-        other => bail!("network {other:?} not found (strata supports none and host)"),
-    };
-    // `-v /ctr` asks for an anonymous volume; `-v NAME:/ctr` for a named one, made now if
-    // it does not exist (as Docker does); `-v /host:/ctr` binds a host path.
-    let mut covered = std::collections::BTreeSet::new();
-    let mut anonymous = Vec::new();
-    let mut binds = Vec::new();
-    for v in &a.volumes {
-        if let Some(("", target, _)) = strata_runtime::monitor::split_bind(v) {
-            if !target.starts_with('/') {
-                bail!("invalid volume specification {v:?}: the container path must be absolute");
-            }
-            if target.trim_end_matches('/').is_empty() {
-                bail!("invalid volume specification {v:?}: destination can't be '/'");
-            }
-            claim_target(&mut covered, target)?;
-            anonymous.push(target.trim_end_matches('/').to_string());
-            continue;
-        }
-        claim_target(&mut covered, &bind_target(v, store)?)?;
-        binds.push(v.clone());
-    }
-    let restart_policy = strata_runtime::container::RestartPolicy::parse(&a.restart)?;
-    if a.rm && !restart_policy.is_none() {
-        bail!("conflicting options: cannot specify both --restart and --rm");
-    }
-    if let Some(w) = a.workdir.as_deref().filter(|w| !w.starts_with('/')) {
-        bail!("the working directory '{w}' is invalid, it needs to be an absolute path");
-    }
-    let mut structural_binds = Vec::new();
-    let mut tmpfs = BTreeMap::new();
-    for m in &a.mounts {
-        match parse_mount(m)? {
-            MountFlag::Bind(b) => {
-                if std::fs::metadata(&b.source).is_err() {
-                    bail!(
-                        "invalid mount config {m:?}: bind source path does not exist: {}",
-                        b.source.display()
-                    );
-                }
-                claim_target(&mut covered, &b.target)?;
-                structural_binds.push(b);
-            }
-            MountFlag::Volume(spec) => {
-                claim_target(&mut covered, &bind_target(&spec, store)?)?;
-                binds.push(spec);
-            }
-            MountFlag::Tmpfs(path, opts) => {
-                claim_target(&mut covered, &path)?;
-                tmpfs.insert(path, opts);
-            }
-        }
-    }
-    for t in &a.tmpfs {
-        let (path, opts) = t.split_once(':').unwrap_or((t, ""));
-        if !path.starts_with('/') {
-            bail!("invalid --tmpfs {t:?}: the path must be absolute");
-        }
-        claim_target(&mut covered, path)?;
-        tmpfs.insert(path.to_string(), opts.to_string());
-    }
-    // The image's VOLUMEs nobody mounted something else on get anonymous volumes, as in Docker.
-    let volumes: Vec<String> = cfg
-        .volumes
-        .keys()
-        .map(|v| {
-            let t = v.trim_end_matches('/');
-            if t.is_empty() {
-                "/".to_string()
-            } else {
-                t.to_string()
-            }
-        })
-        .filter(|v| v.starts_with('/') && v != "/" && !covered.contains(v))
-        .chain(anonymous.iter().cloned())
-        .collect::<std::collections::BTreeSet<String>>()
-        .into_iter()
-        .collect();
-    if let Some(s) = a
-        .stop_signal
-        .as_deref()
-        .or(Some(cfg.stop_signal.as_str()))
-        .filter(|s| !s.is_empty())
-    {
-        strata_runtime::parse_signal(s)?;
-    }
-    let mut labels = cfg.labels.clone();
-    for l in &a.labels {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        labels.insert(k.to_string(), v.to_string());
-    }
-    let rec = ContainerRecord {
-        id: new_id(),
-        name: a.name.clone().unwrap_or_default(),
-        image: id.clone(),
-        image_name: a.image().to_string(),
-        created: fsutil::now_rfc3339(),
-        config: RunConfig {
-            entrypoint,
-            cmd,
-            env,
-            working_dir: a.workdir.clone().unwrap_or(cfg.working_dir.clone()),
-            user: a.user.clone().unwrap_or(cfg.user.clone()),
-            hostname: a.hostname.clone().unwrap_or_default(),
-            tty: a.tty,
-            open_stdin: a.interactive,
-            stop_signal: a.stop_signal.clone().unwrap_or(cfg.stop_signal.clone()),
-            stop_timeout: a.stop_timeout,
-            labels,
-            attach,
-        },
-        host_config: HostConfig {
-            binds,
-            mounts: structural_binds,
-            // Older records list anonymous volumes here; they are store volumes now.
-            volumes: Vec::new(),
-            tmpfs,
-            readonly_rootfs: a.read_only,
-            network_mode: network.into(),
-            memory,
-            pids_limit: a.pids_limit.unwrap_or(0),
-            nano_cpus,
-            cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
-            cap_add: a.cap_add.clone(),
-            cap_drop: a.cap_drop.clone(),
-            privileged: a.privileged,
-            security_opt: a.security_opt.clone(),
-            device_cgroup_rules: a.device_cgroup_rules.clone(),
-            log_config,
-            init: a.init,
-            auto_remove: a.rm,
-            extra_hosts: a
-                .add_hosts
-                .iter()
-                .map(|h| parse_add_host(h))
-                .collect::<Result<_>>()?,
-            dns: a
-                .dns
-                .iter()
-                .map(|d| match d.parse::<std::net::IpAddr>() {
-                    Ok(_) => Ok(d.clone()),
-                    Err(_) => Err(anyhow!("invalid --dns {d:?}: not an IP address")),
-                })
-                .collect::<Result<_>>()?,
-            dns_search: a.dns_search.clone(),
-            dns_options: a.dns_options.clone(),
-            shm_size: match a.shm_size.as_deref() {
-                None => 0,
-                Some(s) => match strata_parser::instructions::parse_size(s) {
-                    Some(n) if n > 0 => n as i64,
-                    _ => bail!("invalid --shm-size {s:?}: a size such as 64m"),
-                },
-            },
-            ulimits: a
-                .ulimits
-                .iter()
-                .map(|u| strata_runtime::container::parse_ulimit(u))
-                .collect::<Result<_, _>>()?,
-            restart_policy,
-            group_add: a.group_add.clone(),
-            uts_mode: namespace_mode("--uts", a.uts.as_deref(), &[""])?,
-            ipc_mode: namespace_mode("--ipc", a.ipc.as_deref(), &["", "private", "shareable"])?,
-        },
-        layers: img.record.layers.clone(),
-        pending_layers: Vec::new(),
-    };
-    create_with_anonymous_volumes(store, rec, &volumes)
-}
-
-/// Records the container, with an anonymous volume (a volume of the store, labelled as
-/// Docker labels them) mounted at each of `targets`; volumes made for a record that cannot
-/// be written go again.
-fn create_with_anonymous_volumes(
-    store: &Store,
-    mut rec: ContainerRecord,
-    targets: &[String],
-) -> Result<ContainerRecord> {
-    let volumes = volume::Volumes::new(store);
-    let mut made = Vec::new();
-    let mut result = Ok(());
-    for t in targets {
-        match volumes.create_anonymous() {
-            Ok(v) => {
-                rec.host_config.binds.push(format!("{}:{t}", v.name));
-                made.push(v.name);
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
-    let created = result.and_then(|()| Containers::new(store).create(rec));
-    if created.is_err() {
-        for name in &made {
-            let _ = volumes.remove(name);
-        }
-    }
-    Ok(created?)
-}
-
-/// The container path a `-v`-style spec (`HOST:CTR`, `NAME:CTR`, with a mode) mounts at, its
-/// trailing `/` dropped; a named volume it names is made now if it does not exist, as Docker
-/// makes it at create.
-/// Records a mount's target; a second mount on the same target is Docker's error (125).
-fn claim_target(covered: &mut std::collections::BTreeSet<String>, target: &str) -> Result<()> {
-    let t = match target.trim_end_matches('/') {
-        "" => "/",
-        t => t,
-    };
-    if !covered.insert(t.to_string()) {
-        return Err(exit125(format!("Duplicate mount point: {t}")));
-    }
-    Ok(())
-}
-
-fn bind_target(spec: &str, store: &Store) -> Result<String> {
-    if let Some((name, _, _)) = strata_runtime::monitor::split_bind(spec) {
-        if !name.is_empty() && !name.starts_with('/') && volume::valid_name(name) {
-            volume::Volumes::new(store).create(name, BTreeMap::new())?;
-        }
-    }
-    let target = match strata_runtime::monitor::parse_bind(spec, store)? {
-        UserMount::Bind { target, .. }
-        | UserMount::Volume { target, .. }
-        | UserMount::Tmpfs { target, .. } => target,
-    };
-    Ok(target.trim_end_matches('/').to_string())
-}
-
-/// What one `--mount` asks for.
-enum MountFlag {
-    Bind(strata_runtime::container::BindMount),
-    /// As a `-v NAME:/path[:ro]` option.
-    Volume(String),
-    /// Path and tmpfs options.
-    Tmpfs(String, String),
-}
-
-/// Docker's `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…]
-/// [,tmpfs-mode=…]` (`src`, `dst`, `destination`, `ro` as aliases); unknown keys are errors.
-fn parse_mount(spec: &str) -> Result<MountFlag> {
-    let bad = |why: String| anyhow!("invalid mount config {spec:?}: {why}");
-    let (mut kind, mut source, mut target, mut readonly) =
-        ("volume".to_string(), None, None, false);
-    let mut tmpfs_opts = Vec::new();
-    for field in spec.split(',') {
-        let (k, v) = match field.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (field, None),
-        };
-        match (k, v) {
-            ("type", Some(v)) => kind = v.to_string(),
-            ("source" | "src", Some(v)) => source = Some(v.to_string()),
-            ("target" | "dst" | "destination", Some(v)) => target = Some(v.to_string()),
-            ("readonly" | "ro", None) => readonly = true,
-            ("readonly" | "ro", Some(v)) => {
-                readonly = match v {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(bad(format!("invalid value for {k}: {v:?}"))),
-                }
-            }
-            ("tmpfs-size", Some(v)) => tmpfs_opts.push(format!("size={v}")),
-            ("tmpfs-mode", Some(v)) => tmpfs_opts.push(format!("mode={v}")),
-            ("bind-propagation" | "volume-nocopy", _) => {}
-            _ => return Err(bad(format!("unexpected key {k:?}"))),
-        }
-    }
-    let target = target.ok_or_else(|| bad("target is required".into()))?;
-    if !target.starts_with('/') {
-        return Err(bad(format!("target {target:?} must be an absolute path")));
-    }
-    match kind.as_str() {
-        "bind" => {
-            let source = source.ok_or_else(|| bad("source is required for a bind mount".into()))?;
-            if !source.starts_with('/') {
-                return Err(bad(format!(
-                    "bind source {source:?} must be an absolute path"
-                )));
-            }
-            Ok(MountFlag::Bind(strata_runtime::container::BindMount {
-                source: source.into(),
-                target,
-                readonly,
-            }))
-        }
-        "volume" => {
-            let name = source.unwrap_or_else(new_id);
-            if !volume::valid_name(&name) || target.contains(':') {
-                return Err(bad(format!("invalid volume name {name:?}")));
-            }
-            let mode = if readonly { ":ro" } else { "" };
-            Ok(MountFlag::Volume(format!("{name}:{target}{mode}")))
-        }
-        "tmpfs" if source.is_some() => Err(bad("a tmpfs mount takes no source".into())),
-        "tmpfs" => Ok(MountFlag::Tmpfs(target, tmpfs_opts.join(","))),
-        other => Err(bad(format!(
-            "mount type {other:?} is not supported (bind, volume, tmpfs)"
-        ))),
-    }
-}
-
-/// `--uts`/`--ipc`: "host" to share the host's namespace; the `private` spellings (stored as
-/// empty) for a new one, which is the default.
-fn namespace_mode(flag: &str, value: Option<&str>, private: &[&str]) -> Result<String> {
-    match value.unwrap_or("") {
-        "host" => Ok("host".into()),
-        v if private.contains(&v) => Ok(String::new()),
-        v => bail!("invalid {flag} {v:?}: host or a private namespace (strata shares no other)"),
-    }
-}
-
-/// `--add-host HOST:IP` (or `HOST=IP`) → (host, ip).
-fn parse_add_host(s: &str) -> Result<(String, String)> {
-    let (host, ip) = s
-        .split_once('=')
-        .or_else(|| s.split_once(':'))
-        .ok_or_else(|| anyhow!("invalid --add-host {s:?}: expected HOST:IP"))?;
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
-        bail!("invalid --add-host {s:?}: expected HOST:IP with an IP address");
-    }
-    Ok((host.to_string(), ip.to_string()))
+    Ok(strata_runtime::create::new_record(store, &id, &opts)?)
 }
 
 pub fn create(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {
@@ -878,8 +388,7 @@ pub fn restart(store: &Store, root: &Path, a: &StopArgs) -> Result<()> {
 fn stop_one(c: &Containers, rec: &ContainerRecord, a: &StopArgs) -> Result<()> {
     let mut rec = rec.clone();
     if let Some(s) = &a.signal {
-        strata_runtime::parse_signal(s)?;
-        rec.config.stop_signal = s.clone();
+        rec.config.stop_signal = s.parse()?;
     }
     Ok(ops::stop(c, &rec, a.time)?)
 }
@@ -1130,7 +639,7 @@ fn ps_mounts(rec: &ContainerRecord, trunc: bool) -> String {
         .host_config
         .binds
         .iter()
-        .filter_map(|b| strata_runtime::monitor::split_bind(b).map(|(s, _, _)| s.to_string()))
+        .map(|b| b.source_text())
         .chain(
             rec.host_config
                 .mounts
@@ -1219,22 +728,21 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
             }
         },
         "Mounts": rec.host_config.binds.iter().map(|b| {
-            let (src, dst, mode) = strata_runtime::monitor::split_bind(b).unwrap_or_default();
-            let rw = !strata_runtime::monitor::bind_readonly(mode).unwrap_or(false);
+            let (src, dst, rw) = (b.source_text(), b.target(), !b.readonly());
             if src.starts_with('/') {
                 json!({"Type": "bind", "Source": src, "Destination": dst, "RW": rw})
             } else {
                 json!({
                     "Type": "volume",
                     "Name": src,
-                    "Source": volume::Volumes::new(store).dir(src).join("_data"),
+                    "Source": volume::Volumes::new(store).dir(&src).join("_data"),
                     "Destination": dst,
                     "Driver": "local",
                     "RW": rw,
                 })
             }
         }).chain(rec.host_config.volumes.iter().map(|target| {
-            let vdir = strata_runtime::monitor::volume_dir(&dir.path, target);
+            let vdir = strata_runtime::spec::volume_dir(&dir.path, target);
             json!({
                 "Type": "volume",
                 "Name": vdir.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -1274,7 +782,7 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
             "IPAddress": "",
             "IPPrefixLen": 0,
             "MacAddress": "",
-            "Networks": { rec.host_config.network_mode.clone(): {} },
+            "Networks": { rec.host_config.network_mode.as_str(): {} },
         },
     }))
 }
@@ -1595,7 +1103,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<()> {
     let opts = strata_runtime::exec::ExecOptions {
         container: a.container().to_string(),
         args: a.command().to_vec(),
-        env: merge_env(&[], &a.env)?,
+        env: crate::commands::create_flags::env_list(&a.env)?,
         user: a.user.clone(),
         workdir: a.workdir.clone(),
         tty: a.tty,

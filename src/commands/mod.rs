@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod containers;
+pub mod create_flags;
 pub mod images;
 pub mod registry;
 pub mod system;

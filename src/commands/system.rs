@@ -150,7 +150,7 @@ impl ContainerUsage {
                 u.reclaimable += size;
             }
             for target in &rec.host_config.volumes {
-                let data = strata_runtime::monitor::volume_dir(&dir.path, target).join("_data");
+                let data = strata_runtime::spec::volume_dir(&dir.path, target).join("_data");
                 u.volumes += 1;
                 u.volumes_used += 1;
                 u.volume_size += fsutil::tree_size(&data);
