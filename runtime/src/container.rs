@@ -931,3 +931,29 @@ fn parse_state(f: &mut fs::File, p: &std::path::Path) -> Result<State, RuntimeEr
 pub fn new_id() -> String {
     fsutil::random_hex(32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host config as records have held it since before its values were typed: it reads
+    /// into the typed values and writes back byte for byte.
+    const HOST_CONFIG: &str = r#"{"Binds":["data:/data:ro","/srv:/srv:rw,z"],"Tmpfs":{"/t":"size=1m"},"ReadonlyRootfs":false,"NetworkMode":"host","Memory":0,"PidsLimit":0,"NanoCpus":0,"CpusetCpus":"","CapAdd":["NET_ADMIN"],"CapDrop":["cap_chown"],"Privileged":false,"SecurityOpt":["no-new-privileges:false","seccomp=unconfined"],"LogConfig":{"Type":"json-file","Config":{}},"Init":false,"AutoRemove":false,"ShmSize":0,"UtsMode":"host"}"#;
+
+    #[test]
+    fn stored_host_configs_read_into_typed_values_and_back() {
+        let h: HostConfig = serde_json::from_str(HOST_CONFIG).unwrap();
+        assert!(h.host_network() && h.uts_mode.is_host() && h.ipc_mode.is_private());
+        assert!(h.binds[0].readonly() && !h.binds[1].readonly());
+        assert!(!h.no_new_privileges() && h.seccomp_unconfined());
+        assert!(h.capabilities().contains(&12) && !h.capabilities().contains(&0));
+        assert_eq!(serde_json::to_string(&h).unwrap(), HOST_CONFIG);
+    }
+
+    #[test]
+    fn a_stop_signal_is_read_once() {
+        let c: RunConfig = serde_json::from_str(r#"{"StopSignal":"SIGINT"}"#).unwrap();
+        assert_eq!(c.stop_signal.signal(), nix::sys::signal::Signal::SIGINT);
+        assert!(serde_json::from_str::<RunConfig>(r#"{"StopSignal":"NOPE"}"#).is_err());
+    }
+}
