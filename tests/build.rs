@@ -203,6 +203,15 @@ fn dry_run_names_the_field_of_the_key_that_changed() {
         dry_run_line(&dry, "RUN --mount").ends_with("(mounts changed)"),
         "{dry}"
     );
+    // `builder prune -a` takes the remembered inputs with the records.
+    s.ok(&["builder", "prune", "-a", "-f"]);
+    assert!(!s.root().join("buildcache/steps").exists());
+    let dry = s.ok(&["build", "--dry-run", &ctx]);
+    assert!(
+        dry_run_line(&dry, "RUN echo $V").ends_with("(no earlier build of this step)"),
+        "{dry}"
+    );
+    s.assert_check();
 }
 
 #[test]

@@ -263,44 +263,6 @@ impl Store {
         out
     }
 
-    /// Hints the build keeps beside its cache records, never trusted for content, that point
-    /// at nothing any more: `reuse-*.json` (a context COPY's last layer, `executor::reuse`)
-    /// whose layer is gone, and `dirimage-*.json` (the image a directory context became)
-    /// whose image is gone. Unreadable ones count as stale.
-    pub fn stale_build_hints(&self) -> Result<Vec<(PathBuf, &'static str)>> {
-        #[derive(Deserialize)]
-        struct Reuse {
-            layer: Digest,
-        }
-        #[derive(Deserialize)]
-        struct DirImage {
-            image: Digest,
-        }
-        let mut out = Vec::new();
-        let dir = self.buildcache_dir();
-        for e in fs::read_dir(&dir).at(&dir)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".json") {
-                continue;
-            }
-            let bytes = fs::read(e.path()).unwrap_or_default();
-            if name.starts_with("reuse-") {
-                let live =
-                    serde_json::from_slice::<Reuse>(&bytes).is_ok_and(|r| self.has_layer(&r.layer));
-                if !live {
-                    out.push((e.path(), "COPY reuse record of a removed layer"));
-                }
-            } else if name.starts_with("dirimage-") {
-                let live = serde_json::from_slice::<DirImage>(&bytes)
-                    .is_ok_and(|r| self.has_image(&r.image));
-                if !live {
-                    out.push((e.path(), "directory-context record of a removed image"));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Removes every cache mount nobody is using; returns how many and their bytes.
     pub fn prune_cache_mounts(&self) -> Result<(usize, u64)> {
         let base = self.cache_mounts_dir();

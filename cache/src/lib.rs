@@ -15,6 +15,7 @@ pub mod check;
 pub mod error;
 pub mod fsutil;
 pub mod gc;
+pub mod hints;
 pub mod images;
 pub mod layers;
 pub mod mountarchive;

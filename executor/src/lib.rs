@@ -17,9 +17,12 @@
 //! namespace is ever created from this multi-threaded process.
 
 mod copy;
+pub mod explain;
 pub mod mounts;
 pub mod progress;
+pub mod remote_cache;
 mod reuse;
+pub mod sources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -477,7 +480,7 @@ impl Executor<'_> {
         reuse: Option<(String, BTreeMap<String, Digest>)>,
     ) -> Result<(), BuildError> {
         if let (Some((site, files)), Some(layer)) = (reuse, img.top_layer()) {
-            reuse::save(self.store, &site, layer, files);
+            self.store.set_reuse_hint(&site, layer, files);
         }
         self.store.cache_put(&step.key, img.id())?;
         self.remember_inputs(step);
@@ -926,17 +929,15 @@ impl Executor<'_> {
 }
 
 /// Where the inputs of the last build of a step at the same place are remembered, for
-/// `--dry-run` explanations (keyed by the step's position, not its content).
+/// `--dry-run` explanations (keyed by the step's position, not its content): a build hint of
+/// the store (`strata_cache::hints`).
 fn position_path(store: &Store, step: &Step) -> PathBuf {
     let place = format!(
         "{}\0{}",
         step.pos.line,
         step.original.split_whitespace().next().unwrap_or("")
     );
-    store
-        .buildcache_dir()
-        .join("steps")
-        .join(Digest::of(place.as_bytes()).hex())
+    store.step_hint_path(&place)
 }
 
 /// The inputs recorded for the last build of a step at this place, if any.
@@ -947,17 +948,13 @@ pub fn last_inputs(store: &Store, step: &Step) -> Option<strata_planner::keys::S
 
 impl Executor<'_> {
     /// Remembers a step's inputs for `--dry-run` explanations, and for a context COPY the
-    /// rows of its sources (one JSON array per line, `.rows` beside). They are a hint, not
-    /// part of the store's state: replaced by rename (a reader sees the old or the new
-    /// record) but not fsynced, so a Dockerfile of thousands of metadata steps does not wait
-    /// for the disk.
+    /// rows of its sources (one JSON array per line, `.rows` beside).
     fn remember_inputs(&self, step: &Step) {
         let p = position_path(self.store, step);
-        let _ = std::fs::create_dir_all(p.parent().expect("has a parent"));
         if let StepOp::Copy(op) = &step.op {
             if matches!(op.from, CopyFrom::Context | CopyFrom::Named(_)) {
                 let ctx = self.graph.context_for(self.context, &op.from);
-                replace_unsynced(self.store, &rows_path(&p), |w| {
+                self.store.replace_hint(&rows_path(&p), |w| {
                     for row in strata_planner::keys::source_rows(ctx, &op.selected) {
                         serde_json::to_writer(&mut *w, &row)?;
                         w.write_all(b"\n")?;
@@ -966,26 +963,9 @@ impl Executor<'_> {
                 });
             }
         }
-        replace_unsynced(self.store, &p, |w| {
+        self.store.replace_hint(&p, |w| {
             serde_json::to_writer(w, &step.inputs).map_err(std::io::Error::from)
         });
-    }
-}
-
-/// Replaces `path` with what `write` writes, by rename, without fsync (see `remember_inputs`).
-fn replace_unsynced(
-    store: &Store,
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) {
-    let tmp = store.temp_path("inputs");
-    let written = std::fs::File::create(&tmp).and_then(|f| {
-        let mut w = std::io::BufWriter::new(f);
-        write(&mut w)?;
-        std::io::Write::flush(&mut w)
-    });
-    if written.is_err() || std::fs::rename(&tmp, path).is_err() {
-        let _ = std::fs::remove_file(&tmp);
     }
 }
 

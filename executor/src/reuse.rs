@@ -3,8 +3,8 @@
 //! what changed.
 //!
 //! A COPY from the context records, per site (context directory, Dockerfile, instruction),
-//! the layer it produced and the content digest written at each target
-//! (`buildcache/reuse-<site>.json`, schema `strata.copyreuse.v1`). The next build of that site
+//! the layer it produced and the content digest written at each target (a build hint of the
+//! store: `strata_cache::hints`, `buildcache/reuse-<site>.json`). The next build of that site
 //! links a file from that layer when its digest is the same and the candidate, checked through
 //! its own descriptor, is exactly what a copy would write: a regular file with the same size,
 //! mode, owner and mtime and no extended attributes. Layers are never written once published,
@@ -21,20 +21,8 @@ use nix::fcntl::AtFlags;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 use nix::unistd::linkat;
-use serde::{Deserialize, Serialize};
-use strata_cache::{fsutil, Store};
+use strata_cache::Store;
 use strata_image::Digest;
-
-const SCHEMA: &str = "strata.copyreuse.v1";
-
-#[derive(Serialize, Deserialize)]
-struct Record {
-    schema: String,
-    /// Chain ID of the layer the COPY produced.
-    layer: Digest,
-    /// Target path → content digest of the regular file written there.
-    files: BTreeMap<String, Digest>,
-}
 
 /// What a copy would write at a target: the candidate must match it exactly.
 pub(crate) struct Expect {
@@ -55,46 +43,25 @@ pub(crate) struct Reuse {
 pub(crate) fn site(context: &Path, dockerfile: &str, created_by: &str) -> String {
     let ctx = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
     let id = format!(
-        "{SCHEMA}\0{}\0{dockerfile}\0{created_by}",
+        "strata.copyreuse.v1\0{}\0{dockerfile}\0{created_by}",
         ctx.to_string_lossy()
     );
     Digest::of(id.as_bytes()).hex()[..32].to_string()
 }
 
-fn record_path(store: &Store, site: &str) -> std::path::PathBuf {
-    store.buildcache_dir().join(format!("reuse-{site}.json"))
-}
-
 /// The earlier layer of `site`, if it is still in the store.
 pub(crate) fn load(store: &Store, site: &str) -> Option<Reuse> {
-    let bytes = std::fs::read(record_path(store, site)).ok()?;
-    let rec: Record = serde_json::from_slice(&bytes).ok()?;
-    if rec.schema != SCHEMA || !store.has_layer(&rec.layer) {
-        return None;
-    }
+    let hint = store.reuse_hint(site)?;
     let layer = nix::fcntl::open(
-        &store.layer_diff(&rec.layer),
+        &store.layer_diff(&hint.layer),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .ok()?;
     Some(Reuse {
         layer,
-        files: rec.files,
+        files: hint.files,
     })
-}
-
-/// Records what the COPY at `site` wrote into `layer`. Best effort: a lost record only costs
-/// the next build a copy.
-pub(crate) fn save(store: &Store, site: &str, layer: &Digest, files: BTreeMap<String, Digest>) {
-    let rec = Record {
-        schema: SCHEMA.to_string(),
-        layer: layer.clone(),
-        files,
-    };
-    if let Ok(bytes) = serde_json::to_vec(&rec) {
-        let _ = fsutil::atomic_write(&store.tmp_dir(), &record_path(store, site), &bytes);
-    }
 }
 
 /// `path` below `dir`, literally: no symlink, no `..` out, no other mount on the way.

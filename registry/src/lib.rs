@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod cache;
 pub mod client;
+pub mod config;
 pub mod pull;
 pub mod push;
 pub mod remote;

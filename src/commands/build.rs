@@ -7,20 +7,20 @@ use std::path::{Path, PathBuf};
 use strata_image::compress::Compression;
 use strata_image::layer::TarOptions;
 
-use crate::commands::registry::{self, RegistryConfig};
+use crate::commands::registry::RegistryConfig;
 use anyhow::{anyhow, bail, Context as _, Result};
 use strata_cache::Store;
+use strata_executor::explain::explain_miss;
 use strata_executor::progress::{Mode, Progress};
+use strata_executor::remote_cache::{export_cache, CacheSpec, ImportedCaches};
+use strata_executor::sources::{PullPolicy, StoreImages};
 use strata_executor::{BuildError, ExecOptions, Executor};
 use strata_image::reference::Reference;
-use strata_image::spec::ImageConfig;
-use strata_image::Digest;
 use strata_parser::ignore::Matcher;
 use strata_parser::parse_dockerfile;
 use strata_planner::context::{Context, StatCache};
-use strata_planner::keys::{source_rows, KeyOp};
-use strata_planner::model::{Base, BuildGraph, FetchedFile, FetchedTree, StepOp};
-use strata_planner::plan::{plan, ImageSource, PlanOptions};
+use strata_planner::model::{Base, BuildGraph};
+use strata_planner::plan::{plan, PlanOptions};
 
 use crate::cli::BuildArgs;
 
@@ -248,22 +248,6 @@ fn no_cache_stages(a: &BuildArgs, graph: &BuildGraph) -> Result<Vec<String>> {
     Ok(a.no_cache_filter.clone())
 }
 
-/// Base images come from the store, pulled first when `--pull` asks for it; ADD's URLs and
-/// git repositories are fetched into a directory of the store's `tmp/` that lives as long
-/// as the build.
-struct StoreImages<'a> {
-    store: &'a Store,
-    pull: &'a str,
-    registries: &'a RegistryConfig,
-    quiet: bool,
-    fetched: std::cell::OnceCell<tempfile::TempDir>,
-    fetches: std::cell::Cell<usize>,
-    /// `--build-context NAME=docker-image://REF`: FROM NAME and --from=NAME mean REF.
-    aliases: BTreeMap<String, String>,
-    /// `--build-context NAME=DIR`: FROM NAME starts from that directory's files.
-    dir_roots: BTreeMap<String, PathBuf>,
-}
-
 /// `--build-context NAME=VALUE`s: local directories and image aliases.
 struct NamedContexts {
     dirs: BTreeMap<String, Context>,
@@ -300,442 +284,18 @@ impl NamedContexts {
     }
 }
 
-/// Largest ADD download, unless `STRATA_ADD_MAX_SIZE` (bytes) says otherwise.
-const ADD_MAX_SIZE: u64 = 4 << 30;
-
-impl<'a> StoreImages<'a> {
-    fn new(store: &'a Store, pull: &'a str, registries: &'a RegistryConfig, quiet: bool) -> Self {
-        StoreImages {
-            store,
-            pull,
-            registries,
-            quiet,
-            fetched: std::cell::OnceCell::new(),
-            fetches: std::cell::Cell::new(0),
-            aliases: BTreeMap::new(),
-            dir_roots: BTreeMap::new(),
-        }
+/// `--cache-from` (none with `--no-cache`).
+fn imported_caches(a: &BuildArgs, registries: &RegistryConfig) -> Result<Option<ImportedCaches>> {
+    if a.cache_from.is_empty() || a.no_cache {
+        return Ok(None);
     }
-
-    /// A new directory for one fetch.
-    fn fetch_dir(&self) -> std::result::Result<PathBuf, String> {
-        let base = match self.fetched.get() {
-            Some(d) => d,
-            None => {
-                let d = tempfile::Builder::new()
-                    .prefix("add-")
-                    .tempdir_in(self.store.tmp_dir())
-                    .map_err(|e| format!("{}: {e}", self.store.tmp_dir().display()))?;
-                self.fetched.get_or_init(|| d)
-            }
-        };
-        let n = self.fetches.get();
-        self.fetches.set(n + 1);
-        let dir = base.path().join(n.to_string());
-        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(dir)
-    }
-}
-
-impl StoreImages<'_> {
-    fn local(&self, name: &str) -> std::result::Result<Option<(Digest, ImageConfig)>, String> {
-        match self.store.resolve_image(name) {
-            Ok(id) => {
-                let img = self.store.image(&id).map_err(|e| e.to_string())?;
-                Ok(Some((id, img.config)))
-            }
-            Err(strata_cache::StoreError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    fn pull(&self, reference: &Reference) -> std::result::Result<(), String> {
-        if !self.quiet {
-            eprintln!("pulling {}", reference.familiar());
-        }
-        let platform = strata_cache::transfer::host_platform();
-        registry::pull_image(self.store, self.registries, reference, &platform, true)
-            .map(|_| ())
-            .map_err(|e| format!("{e:#}"))
-    }
-}
-
-impl StoreImages<'_> {
-    /// `FROM NAME` of a directory context: its files become a one-layer image (like
-    /// `import` of that tree), whose ID depends only on the content.
-    fn directory_image(
-        &self,
-        name: &str,
-        dir: &Path,
-    ) -> std::result::Result<(Digest, ImageConfig), String> {
-        let _lease = self.store.lease().map_err(|e| e.to_string())?;
-        // The tree's metadata, as stat gives it: when nothing changed since the image was made
-        // (same trust as the context's stat cache), it is reused without reading the files.
-        let stamp = tree_stamp(dir).map_err(|e| format!("build context {name}: {e}"))?;
-        let memo = self.store.buildcache_dir().join(format!(
-            "dirimage-{}.json",
-            &Digest::of(dir.as_os_str().as_encoded_bytes()).hex()[..32]
-        ));
-        if let Some(img) = std::fs::read(&memo)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<DirImage>(&b).ok())
-            .filter(|m| m.schema == DIR_IMAGE_SCHEMA && m.stamp == stamp)
-            .and_then(|m| self.store.image(&m.image).ok())
-        {
-            return Ok((img.id().clone(), img.config));
-        }
-        let layer = self
-            .store
-            .add_layer_from_dir(None, dir, false, &TarOptions::default())
-            .map_err(|e| format!("build context {name}: {e}"))?;
-        let cfg = ImageConfig {
-            architecture: strata_cache::transfer::host_arch().to_string(),
-            os: "linux".to_string(),
-            rootfs: strata_image::spec::RootFs {
-                kind: "layers".into(),
-                diff_ids: vec![layer.diff_id],
-            },
-            history: vec![strata_image::spec::History {
-                created_by: Some(format!("build context {name}")),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let img = self
-            .store
-            .put_image(
-                &strata_image::spec::to_canonical_json(&cfg),
-                None,
-                Vec::new(),
-            )
-            .map_err(|e| e.to_string())?;
-        let record = DirImage {
-            schema: DIR_IMAGE_SCHEMA.to_string(),
-            stamp,
-            image: img.id().clone(),
-        };
-        // Best effort: without it the next build only reads the tree again.
-        let _ = strata_cache::fsutil::atomic_write(
-            &self.store.tmp_dir(),
-            &memo,
-            &serde_json::to_vec(&record).unwrap_or_default(),
-        );
-        Ok((img.id().clone(), img.config))
-    }
-}
-
-const DIR_IMAGE_SCHEMA: &str = "strata.dirimage.v1";
-
-/// `builder prune -a`: drops every directory-context record.
-pub fn remove_directory_images(store: &Store) {
-    let Ok(dir) = std::fs::read_dir(store.buildcache_dir()) else {
-        return;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("dirimage-") && name.ends_with(".json") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// `buildcache/dirimage-<hash of the directory's path>.json`: the image a directory context
-/// last became, with the stamp of the tree it was made from.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct DirImage {
-    schema: String,
-    stamp: Digest,
-    image: Digest,
-}
-
-/// A digest of the directory's and every entry's path and `lstat` (type, mode, owner, size,
-/// inode, mtime and ctime with nanoseconds, link target) under `dir`, in a fixed order;
-/// symlinks are not followed. Any change to a file's content or attributes changes its ctime,
-/// so it changes the stamp.
-fn tree_stamp(dir: &Path) -> std::io::Result<Digest> {
-    use std::os::unix::fs::MetadataExt;
-    let line = |m: &std::fs::Metadata| {
-        format!(
-            "\0{} {} {} {} {} {}.{} {}.{} ",
-            m.mode(),
-            m.uid(),
-            m.gid(),
-            m.size(),
-            m.ino(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec()
-        )
-    };
-    let mut h = strata_image::digest::Hasher::new();
-    h.update(line(&std::fs::metadata(dir)?).as_bytes());
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let mut names: Vec<_> = std::fs::read_dir(dir.join(&rel))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()?;
-        names.sort();
-        for n in names {
-            let p = rel.join(&n);
-            let m = std::fs::symlink_metadata(dir.join(&p))?;
-            h.update(b"\n");
-            h.update(p.as_os_str().as_encoded_bytes());
-            h.update(line(&m).as_bytes());
-            if m.file_type().is_symlink() {
-                h.update(
-                    std::fs::read_link(dir.join(&p))?
-                        .as_os_str()
-                        .as_encoded_bytes(),
-                );
-            } else if m.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    Ok(h.finish())
-}
-
-impl ImageSource for StoreImages<'_> {
-    fn lookup(&self, name: &str) -> std::result::Result<Option<(Digest, ImageConfig)>, String> {
-        if let Some(dir) = self.dir_roots.get(&name.to_lowercase()) {
-            return self.directory_image(name, dir).map(Some);
-        }
-        let name = self
-            .aliases
-            .get(&name.to_lowercase())
-            .map(String::as_str)
-            .unwrap_or(name);
-        let reference = Reference::parse(name).map_err(|e| e.to_string())?;
-        // An image ID (or its prefix) names local content and is never pulled.
-        let hex = name.strip_prefix("sha256:").unwrap_or(name);
-        let is_id = hex.len() >= 12
-            && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            && self.local(name)?.is_some();
-        match self.pull {
-            "always" if !is_id => self.pull(&reference)?,
-            "missing" if self.local(name)?.is_none() => self.pull(&reference)?,
-            _ => {}
-        }
-        self.local(name)
-    }
-
-    fn fetch_url(&self, url: &str) -> std::result::Result<FetchedFile, String> {
-        let max = std::env::var("STRATA_ADD_MAX_SIZE")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(ADD_MAX_SIZE);
-        let timeout = registry::network_timeout()
-            .unwrap_or(strata_registry::client::ClientOptions::default().timeout);
-        let dir = self.fetch_dir()?;
-        let d = strata_registry::remote::download(url, &dir, max, timeout)
-            .map_err(|e| e.to_string())?;
-        Ok(FetchedFile {
-            path: d.path,
-            digest: d.digest,
-            filename: d.filename,
-            mtime: d.last_modified,
-        })
-    }
-
-    fn fetch_git(
-        &self,
-        source: &str,
-        keep_git_dir: bool,
-    ) -> std::result::Result<FetchedTree, String> {
-        let src = strata_registry::remote::GitSource::parse(source);
-        let dir = self.fetch_dir()?.join("checkout");
-        let c = strata_registry::remote::git_checkout(&src, &dir, keep_git_dir)
-            .map_err(|e| e.to_string())?;
-        Ok(FetchedTree {
-            dir: c.dir,
-            commit: c.commit,
-        })
-    }
-}
-
-/// Where a build cache is exported to or imported from.
-#[derive(Debug, Clone, PartialEq)]
-enum CacheTarget {
-    /// `type=registry,ref=R`
-    Registry(Reference),
-    /// `type=local,dest=DIR` / `src=DIR`: an OCI layout directory.
-    Local(PathBuf),
-}
-
-/// `--cache-to`/`--cache-from`.
-#[derive(Debug, Clone, PartialEq)]
-struct CacheSpec {
-    target: CacheTarget,
-    max: bool,
-}
-
-impl CacheSpec {
-    /// `type=registry,ref=R[,mode=min|max]`, `type=local,dest=DIR[,mode=..]` (`src=DIR` for
-    /// `--cache-from`), or (for `--cache-from`, as Docker) a bare `R`.
-    fn parse(flag: &str, s: &str) -> Result<CacheSpec> {
-        let mut kind = None;
-        let mut reference = None;
-        let mut dir = None;
-        let mut max = false;
-        let mut unknown: Option<String> = None;
-        let dir_key = if flag == "--cache-to" { "dest" } else { "src" };
-        if !s.contains('=') {
-            reference = Some(s.to_string());
-            kind = Some("registry".to_string());
-        } else {
-            for field in s.split(',') {
-                let (k, v) = field
-                    .split_once('=')
-                    .ok_or_else(|| anyhow!("{flag} {s}: field {field:?} is not key=value"))?;
-                match k {
-                    "type" => kind = Some(v.to_string()),
-                    "ref" => reference = Some(v.to_string()),
-                    _ if k == dir_key => dir = Some(PathBuf::from(v)),
-                    "mode" => match v {
-                        "min" => max = false,
-                        "max" => max = true,
-                        _ => bail!("{flag} {s}: mode must be min or max"),
-                    },
-                    // Accepted for compatibility; layers are always gzip-compressed.
-                    "compression" | "oci-mediatypes" | "ignore-error" | "image-manifest"
-                    | "digest" | "tag" => {}
-                    _ => {
-                        unknown.get_or_insert(k.to_string());
-                    }
-                }
-            }
-        }
-        if let Some(other) = kind
-            .as_deref()
-            .filter(|k| !matches!(*k, "registry" | "local"))
-        {
-            bail!("{flag} {s}: cache type {other:?} is not supported (registry or local)")
-        }
-        if let Some(k) = unknown {
-            bail!("{flag} {s}: unknown field {k:?}");
-        }
-        let target = match kind.as_deref() {
-            Some("registry") => {
-                let r = reference.ok_or_else(|| anyhow!("{flag} {s}: ref= is missing"))?;
-                CacheTarget::Registry(Reference::parse(&r).map_err(|e| anyhow!("{flag} {s}: {e}"))?)
-            }
-            Some("local") => {
-                CacheTarget::Local(dir.ok_or_else(|| anyhow!("{flag} {s}: {dir_key}= is missing"))?)
-            }
-            _ => bail!("{flag} {s}: type= is missing"),
-        };
-        Ok(CacheSpec { target, max })
-    }
-
-    fn describe(&self) -> String {
-        match &self.target {
-            CacheTarget::Registry(r) => r.familiar(),
-            CacheTarget::Local(d) => d.display().to_string(),
-        }
-    }
-}
-
-/// The imported registry caches, asked in order.
-struct RegistryCaches {
-    store_caches: Vec<(String, strata_registry::cache::RemoteCache)>,
-}
-
-impl RegistryCaches {
-    fn load(a: &BuildArgs, registries: &RegistryConfig) -> Result<Option<RegistryCaches>> {
-        if a.cache_from.is_empty() || a.no_cache {
-            return Ok(None);
-        }
-        let mut caches = Vec::new();
-        for s in &a.cache_from {
-            let spec = CacheSpec::parse("--cache-from", s)?;
-            let cache = match &spec.target {
-                CacheTarget::Registry(r) => {
-                    strata_registry::cache::RemoteCache::load(registries.client(r.domain()), r)
-                }
-                CacheTarget::Local(dir) => strata_registry::cache::RemoteCache::load_layout(dir),
-            }
-            .with_context(|| format!("--cache-from {}", spec.describe()))?;
-            tracing::info!("cache {}: {} steps", spec.describe(), cache.len());
-            caches.push((spec.describe(), cache));
-        }
-        Ok(Some(RegistryCaches {
-            store_caches: caches,
-        }))
-    }
-}
-
-impl strata_executor::RemoteCache for RegistryCaches {
-    fn fetch(&self, store: &Store, key: &Digest) -> std::result::Result<Option<Digest>, String> {
-        for (name, c) in &self.store_caches {
-            match c.fetch(store, key) {
-                Ok(Some(id)) => return Ok(Some(id)),
-                Ok(None) => {}
-                Err(e) => return Err(format!("{name}: {e}")),
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// The (key, image) pairs to export: every step of every stage built (max), or of the target
-/// stage and the stages it is built on (min).
-fn cache_entries(store: &Store, graph: &BuildGraph, max: bool) -> Result<Vec<(Digest, Digest)>> {
-    let mut stages = Vec::new();
-    if max {
-        stages.extend(graph.order.iter().copied());
-    } else {
-        let mut s = Some(graph.target);
-        while let Some(i) = s {
-            stages.push(i);
-            s = match graph.stages[i].base {
-                Base::Stage(b) => Some(b),
-                _ => None,
-            };
-        }
-        stages.reverse();
-    }
-    let mut out = Vec::new();
-    for i in stages {
-        for step in &graph.stages[i].steps {
-            if let Some(rec) = store.cache_get(&step.key)? {
-                // An image prune may have taken the record: the cache kept its content.
-                if store.cache_image(&rec, None)?.is_some() {
-                    out.push((step.key.clone(), rec.image));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn export_cache(
-    store: &Store,
-    graph: &BuildGraph,
-    spec: &CacheSpec,
-    registries: &RegistryConfig,
-    quiet: bool,
-) -> Result<()> {
-    let entries = cache_entries(store, graph, spec.max)?;
-    let digest = match &spec.target {
-        CacheTarget::Registry(r) => strata_registry::cache::export(
-            store,
-            &registries.client(r.domain()),
-            r,
-            &entries,
-            &strata_registry::NoProgress,
-        ),
-        CacheTarget::Local(dir) => strata_registry::cache::export_layout(store, dir, &entries),
-    }
-    .with_context(|| format!("--cache-to {}", spec.describe()))?;
-    if !quiet {
-        eprintln!(
-            "exported cache of {} steps to {}@{digest}",
-            entries.len(),
-            spec.describe()
-        );
-    }
-    Ok(())
+    let specs = a
+        .cache_from
+        .iter()
+        .map(|s| CacheSpec::parse("--cache-from", s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!(e))?;
+    Ok(Some(ImportedCaches::load(&specs, registries)?))
 }
 
 /// The context, with `<Dockerfile>.dockerignore` or `.dockerignore` applied.
@@ -843,8 +403,8 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         ulimits: a.ulimits.clone(),
         named_contexts: named.dirs,
     };
-    let mut sources =
-        StoreImages::new(store, &a.pull, registries, a.quiet || a.progress == "quiet");
+    let pull: PullPolicy = a.pull.parse().map_err(|e: String| anyhow!(e))?;
+    let mut sources = StoreImages::new(store, pull, registries, a.quiet || a.progress == "quiet");
     sources.aliases = named.images;
     sources.dir_roots = dir_roots;
     let graph = plan(
@@ -867,8 +427,9 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         .cache_to
         .as_deref()
         .map(|s| CacheSpec::parse("--cache-to", s))
-        .transpose()?;
-    let remote = RegistryCaches::load(a, registries)?;
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
+    let remote = imported_caches(a, registries)?;
     let exec = Executor {
         remote_cache: remote
             .as_ref()
@@ -918,7 +479,13 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     }
     v.done();
     if let Some(spec) = &cache_to {
-        export_cache(store, &graph, spec, registries, quiet)?;
+        let (steps, digest) = export_cache(store, &graph, spec, registries)?;
+        if !quiet {
+            eprintln!(
+                "exported cache of {steps} steps to {}@{digest}",
+                spec.describe()
+            );
+        }
     }
     if let Some(p) = &a.iidfile {
         std::fs::write(p, img.id().to_string())
@@ -981,70 +548,6 @@ fn dry_run(store: &Store, graph: &BuildGraph, context: &Context) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Why a step has no cache result: compares its inputs with those of the last build that ran
-/// a step at the same place.
-fn explain_miss(
-    store: &Store,
-    graph: &BuildGraph,
-    context: &Context,
-    step: &strata_planner::model::Step,
-) -> String {
-    let Some(prev) = strata_executor::last_inputs(store, step) else {
-        return "no earlier build of this step".into();
-    };
-    let changed = step.inputs.changed_fields(&prev);
-    let Some(first) = changed.first() else {
-        return "inputs changed".into();
-    };
-    match (first.as_str(), &step.inputs.op, &prev.op) {
-        ("env", KeyOp::Run(now), KeyOp::Run(then)) => {
-            let names: Vec<&str> = now
-                .env
-                .iter()
-                .filter(|x| !then.env.contains(x))
-                .map(|x| x.split('=').next().unwrap_or(""))
-                .collect();
-            format!("env/arg changed: {}", names.join(", "))
-        }
-        ("content", ..) => changed_sources(store, graph, context, step),
-        ("parent", ..) => "the base image or an earlier step changed".into(),
-        (field, ..) => format!("{field} changed"),
-    }
-}
-
-/// Which source files of a COPY changed since the last build at its place.
-fn changed_sources(
-    store: &Store,
-    graph: &BuildGraph,
-    context: &Context,
-    step: &strata_planner::model::Step,
-) -> String {
-    match (&step.op, strata_executor::last_rows(store, step)) {
-        (StepOp::Copy(op), Some(before)) => {
-            let ctx = graph.context_for(context, &op.from);
-            let mut now = std::collections::HashSet::new();
-            let mut changed = Vec::new();
-            for (i, rel, kind, mode, content) in source_rows(ctx, &op.selected) {
-                now.insert(rel);
-                let same = before.get(rel).is_some_and(|b| {
-                    (b.0, b.2.as_str(), b.3, b.4.as_deref()) == (i, kind, mode, content)
-                });
-                if !same {
-                    changed.push(rel.to_string());
-                }
-            }
-            let mut removed: Vec<&String> = before
-                .keys()
-                .filter(|k| !now.contains(k.as_str()))
-                .collect();
-            removed.sort();
-            changed.extend(removed.into_iter().map(|p| format!("{p} (removed)")));
-            format!("source files changed: {}", changed.join(", "))
-        }
-        _ => "source files changed".into(),
-    }
 }
 
 /// Where a build's result goes (`-o`).

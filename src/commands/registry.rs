@@ -12,45 +12,11 @@ use strata_image::spec::Platform;
 use strata_image::{Digest, Reference};
 use strata_registry::auth::{self, Credentials};
 use strata_registry::push::{Format, PushOptions};
-use strata_registry::{pull, push, Client, ClientOptions, LayerEvent, Progress};
+use strata_registry::{pull, push, LayerEvent, Progress};
 
 use crate::cli::{LoginArgs, PullArgs, PushArgs};
 
-/// Registry settings shared by the commands.
-#[derive(Debug, Clone, Default)]
-pub struct RegistryConfig {
-    pub insecure: Vec<String>,
-}
-
-impl RegistryConfig {
-    pub fn client(&self, domain: &str) -> Client {
-        let mut opts = ClientOptions {
-            insecure: self.insecure.clone(),
-            ..ClientOptions::default()
-        };
-        // Tuning knob (and the way tests exercise chunked uploads).
-        if let Some(n) = std::env::var("STRATA_UPLOAD_CHUNK_SIZE")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-        {
-            opts.chunk_size = n;
-        }
-        if let Some(t) = network_timeout() {
-            opts.timeout = t;
-        }
-        Client::new(domain, opts)
-    }
-}
-
-/// `STRATA_REGISTRY_TIMEOUT` (seconds): reads from registries and ADD downloads.
-pub fn network_timeout() -> Option<Duration> {
-    std::env::var("STRATA_REGISTRY_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|n| *n > 0)
-        .map(Duration::from_secs)
-}
+pub use strata_registry::config::RegistryConfig;
 
 fn parse_reference(s: &str) -> Result<Reference> {
     Reference::parse(s).map_err(|e| anyhow!("{e}"))

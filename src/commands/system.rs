@@ -307,14 +307,8 @@ pub fn builder_prune(store: &Store, all: bool, keep: Option<&str>) -> Result<()>
     let report = store.prune(ImagePrune::Dangling)?;
     // Cache mounts (RUN --mount=type=cache) no running build holds.
     let (mounts, mount_bytes) = store.prune_cache_mounts()?;
-    // Hints that pointed at what went with the images; with -a, every directory-context
-    // record too.
-    for (path, _) in store.stale_build_hints()? {
-        let _ = std::fs::remove_file(path);
-    }
-    if all {
-        crate::commands::build::remove_directory_images(store);
-    }
+    // Hints that pointed at what went with the images; with -a, every hint.
+    store.remove_build_hints(all)?;
     println!("Deleted build cache records: {removed}");
     if mounts > 0 {
         println!("Deleted cache mounts: {mounts}");
