@@ -11,10 +11,11 @@
 //! and only then is its cache record written, so a cache hit always points at a complete image
 //! and a fully cached build ends at the very same image ID. Recording (hashing the layer,
 //! moving it into the store) runs on a thread per step while the next steps already run on the
-//! layer's directory (`State`, `Lowers`). Stages run on their own threads
-//! (RUN steps mostly wait on their containers, so parallelism is bounded by the plan, not by
-//! the CPU count); containers are started by spawning the single-threaded strata monitor, so no
-//! namespace is ever created from this multi-threaded process.
+//! layer's directory (`State`, `Lowers`). The planner's stage graph is the schedule
+//! (`schedule`): a stage starts when the stages it needs are done, on a pool with a thread per
+//! stage (RUN steps mostly wait on their containers, so parallelism is bounded by the plan,
+//! not by the CPU count); containers are started by spawning the single-threaded strata
+//! monitor, so no namespace is ever created from this multi-threaded process.
 
 mod copy;
 pub mod explain;
@@ -22,6 +23,7 @@ pub mod mounts;
 pub mod progress;
 pub mod remote_cache;
 mod reuse;
+mod schedule;
 pub mod sources;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,7 +31,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 
 use strata_cache::{fsutil, Image, Store};
 use strata_image::layer::TarOptions;
@@ -149,87 +151,41 @@ struct Outcome {
 
 type Scope<'scope, 'env> = std::thread::Scope<'scope, 'env>;
 
+/// The stages' outcomes as the schedule keeps them (a failed stage's error as text).
+type Results = schedule::Results<Image, String>;
+
 impl Executor<'_> {
-    /// Runs every stage the target needs; returns the target's image.
+    /// Runs every stage the target needs, each as soon as the stages it needs are done
+    /// (`schedule`); returns the target's image.
     pub fn run(&self) -> Result<Image, BuildError> {
         let _lease = self.store.lease()?;
-        let n = self.graph.stages.len();
-        let results: Mutex<Vec<Option<Result<Image, String>>>> = Mutex::new(vec![None; n]);
-        let ready = Condvar::new();
         let first_error: Mutex<Option<BuildError>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for &s in &self.graph.order {
-                let results = &results;
-                let ready = &ready;
-                let first_error = &first_error;
-                scope.spawn(move || {
-                    let stage = &self.graph.stages[s];
-                    let outcome = self
-                        .wait_deps(stage, results, ready)
-                        .and_then(|_| self.run_stage(stage, results));
-                    let mut r = results.lock().expect("results lock");
-                    match outcome {
-                        Ok(img) => r[s] = Some(Ok(img)),
-                        Err(e) => {
-                            r[s] = Some(Err(e.to_string()));
-                            let mut fe = first_error.lock().expect("error lock");
-                            if fe.is_none() {
-                                *fe = Some(e);
-                            }
-                        }
-                    }
-                    ready.notify_all();
-                });
-            }
-        });
+        let mut outcomes = schedule::walk(
+            &self.graph.graph,
+            &self.graph.order,
+            |s, results| {
+                self.run_stage(&self.graph.stages[s], results).map_err(|e| {
+                    let text = e.to_string();
+                    first_error.lock().expect("error lock").get_or_insert(e);
+                    text
+                })
+            },
+            |d| format!("stage {} failed", self.graph.stages[d].display_name()),
+        );
         if let Some(e) = first_error.into_inner().expect("error lock") {
             return Err(e);
         }
-        let mut r = results.into_inner().expect("results lock");
-        match r[self.graph.target].take() {
+        match outcomes[self.graph.target].take() {
             Some(Ok(img)) => Ok(img),
             Some(Err(e)) => Err(BuildError::Other(e)),
             None => Err(BuildError::Other("the target stage did not run".into())),
         }
     }
 
-    fn wait_deps(
-        &self,
-        stage: &StagePlan,
-        results: &Mutex<Vec<Option<Result<Image, String>>>>,
-        ready: &Condvar,
-    ) -> Result<(), BuildError> {
-        let mut r = results.lock().expect("results lock");
-        loop {
-            let mut all = true;
-            for &d in &stage.deps {
-                match &r[d] {
-                    None => all = false,
-                    Some(Err(_)) => {
-                        return Err(BuildError::Other(format!(
-                            "stage {} failed",
-                            self.graph.stages[d].display_name()
-                        )))
-                    }
-                    Some(Ok(_)) => {}
-                }
-            }
-            if all {
-                return Ok(());
-            }
-            r = ready.wait(r).expect("results lock");
-        }
-    }
-
-    fn result_of(
-        &self,
-        results: &Mutex<Vec<Option<Result<Image, String>>>>,
-        s: usize,
-    ) -> Result<Image, BuildError> {
-        match &results.lock().expect("results lock")[s] {
-            Some(Ok(img)) => Ok(img.clone()),
-            _ => Err(BuildError::Other(format!("stage {} has no result", s))),
-        }
+    fn result_of(&self, results: &Results, s: usize) -> Result<Image, BuildError> {
+        results
+            .value(s)
+            .ok_or_else(|| BuildError::Other(format!("stage {s} has no result")))
     }
 
     fn now(&self) -> String {
@@ -239,11 +195,7 @@ impl Executor<'_> {
         }
     }
 
-    fn base_image(
-        &self,
-        stage: &StagePlan,
-        results: &Mutex<Vec<Option<Result<Image, String>>>>,
-    ) -> Result<Image, BuildError> {
+    fn base_image(&self, stage: &StagePlan, results: &Results) -> Result<Image, BuildError> {
         match &stage.base {
             Base::Image { id, .. } => Ok(self.store.image(id)?),
             Base::Stage(i) => self.result_of(results, *i),
@@ -262,11 +214,7 @@ impl Executor<'_> {
         }
     }
 
-    fn run_stage(
-        &self,
-        stage: &StagePlan,
-        results: &Mutex<Vec<Option<Result<Image, String>>>>,
-    ) -> Result<Image, BuildError> {
+    fn run_stage(&self, stage: &StagePlan, results: &Results) -> Result<Image, BuildError> {
         let lowers = Lowers::default();
         std::thread::scope(|scope| self.run_steps(stage, results, &lowers, scope))
     }
@@ -274,7 +222,7 @@ impl Executor<'_> {
     fn run_steps<'scope, 'env>(
         &'env self,
         stage: &'env StagePlan,
-        results: &'env Mutex<Vec<Option<Result<Image, String>>>>,
+        results: &'env Results,
         lowers: &'env Lowers,
         scope: &'scope Scope<'scope, 'env>,
     ) -> Result<Image, BuildError> {
@@ -619,7 +567,7 @@ impl Executor<'_> {
         &self,
         step: &Step,
         state: &mut State,
-        results: &Mutex<Vec<Option<Result<Image, String>>>>,
+        results: &Results,
         lowers: &Lowers,
         v: &progress::Vertex<'_>,
     ) -> Result<Option<Outcome>, BuildError> {
