@@ -14,6 +14,7 @@ use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use strata_image::digest::Hasher;
 use strata_image::Digest;
@@ -565,23 +566,46 @@ impl StatCache {
         Some((s, d))
     }
 
-    /// The content digest of a context file.
-    pub fn digest(&mut self, ctx: &Context, rel: &str, e: &Entry) -> Result<Digest, PlanError> {
+    /// The content digests of context files: those whose `lstat` is what the cache saw are
+    /// answered from it, the others read and hashed in parallel on rayon's pool (sized to
+    /// the machine).
+    pub fn digests(
+        &mut self,
+        ctx: &Context,
+        files: &[(&str, &Entry)],
+    ) -> Result<Vec<Digest>, PlanError> {
         // One cache per context directory (see `path_for`), so the relative path is the key.
-        let stamp = (e.size, e.mtime, e.mtime_nsec, e.ino, e.ctime, e.ctime_nsec);
-        if let Some((s, d)) = self.get(rel) {
-            if *s == stamp {
-                return Ok(Digest::from_bytes(d));
+        let stamp = |e: &Entry| (e.size, e.mtime, e.mtime_nsec, e.ino, e.ctime, e.ctime_nsec);
+        let mut out: Vec<Option<Digest>> = Vec::with_capacity(files.len());
+        let mut misses = Vec::new();
+        for (i, (rel, e)) in files.iter().enumerate() {
+            match self.get(rel) {
+                Some((s, d)) if *s == stamp(e) => out.push(Some(Digest::from_bytes(d))),
+                _ => {
+                    out.push(None);
+                    misses.push(i);
+                }
             }
         }
-        let f = ctx.open(rel)?;
-        let mut h = Hasher::new();
-        h.update_from(&mut std::io::BufReader::with_capacity(256 << 10, f))
-            .map_err(|er| PlanError::Context(format!("{}: {er}", ctx.root.join(rel).display())))?;
-        let d = h.finish();
-        self.added.insert(rel.into(), (stamp, d.to_bytes()));
+        if misses.is_empty() {
+            return Ok(out.into_iter().flatten().collect());
+        }
+        let root = ctx.root_handle()?;
+        let hash = |&i: &usize| hash_file(ctx, &root, files[i].0);
+        // A few changed files are not worth waking the pool's threads for.
+        let hashed: Vec<Result<Digest, PlanError>> = if misses.len() < 8 {
+            misses.iter().map(hash).collect()
+        } else {
+            misses.par_iter().map(hash).collect()
+        };
+        for (&i, d) in misses.iter().zip(hashed) {
+            let d = d?;
+            let (rel, e) = files[i];
+            self.added.insert(rel.into(), (stamp(e), d.to_bytes()));
+            out[i] = Some(d);
+        }
         self.dirty = true;
-        Ok(d)
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Writes the cache back (atomically, sorted by path) if it changed.
@@ -617,6 +641,15 @@ impl StatCache {
             let _ = fs::remove_file(&tmp);
         }
     }
+}
+
+/// Reads and hashes one context file, through the context's root handle.
+fn hash_file(ctx: &Context, root: &pathrs::Root, rel: &str) -> Result<Digest, PlanError> {
+    let f = ctx.open_in(root, rel)?;
+    let mut h = Hasher::new();
+    h.update_from(&mut std::io::BufReader::with_capacity(256 << 10, f))
+        .map_err(|er| PlanError::Context(format!("{}: {er}", ctx.root.join(rel).display())))?;
+    Ok(h.finish())
 }
 
 #[cfg(test)]

@@ -288,12 +288,21 @@ impl Planner<'_> {
                     let src = ctx.src(&x);
                     ctx.set_rel(&mut x, src.strip_prefix(pivot.as_str()).unwrap_or(src));
                 }
-                let e = ctx.entry(&x);
-                if e.kind == crate::context::Kind::File {
-                    x.digest = Some(stat.digest(ctx, ctx.src(&x), e)?);
-                }
                 selected.push((i, x));
             }
+        }
+        // Every file's digest at once: those the stat cache does not know are hashed in
+        // parallel.
+        let files: Vec<usize> = (0..selected.len())
+            .filter(|&n| ctx.entry(&selected[n].1).kind == crate::context::Kind::File)
+            .collect();
+        let paths: Vec<_> = files
+            .iter()
+            .map(|&n| (ctx.src(&selected[n].1), ctx.entry(&selected[n].1)))
+            .collect();
+        let digests = stat.digests(ctx, &paths)?;
+        for (n, d) in files.into_iter().zip(digests) {
+            selected[n].1.digest = Some(d);
         }
         Ok(selected)
     }
