@@ -18,7 +18,7 @@ static GLOBAL: alloc::Strata = alloc::Strata;
 
 use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use commands::containers::{self, ExitError};
-use commands::{images, open_store, registry, system, volumes};
+use commands::{container_info, images, open_store, registry, system, volumes};
 use strata_runtime::launch::{self, MonitorLaunch};
 
 fn main() -> ExitCode {
@@ -173,24 +173,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             containers::rm(&store()?, &a)
         }
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
-            containers::ps(&store()?, &a)
+            container_info::ps(&store()?, &a)
         }
         Command::Exec(a) => containers::exec(&root, &a),
-        Command::Logs(a) => containers::logs(&store()?, &a),
+        Command::Logs(a) => container_info::logs(&store()?, &a),
         Command::Wait { containers: c } => containers::wait(&store()?, &c),
         Command::Rename {
             container,
             new_name,
         } => containers::rename(&store()?, &container, &new_name),
-        Command::Top { container } => containers::top(&store()?, &container),
+        Command::Top { container } => container_info::top(&store()?, &container),
         Command::Commit(a) => containers::commit(&store()?, &a),
         Command::Export(a) => containers::export(&store()?, &a),
         Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => {
             containers::cp(&store()?, &a)
         }
-        Command::Diff { container } => containers::diff(&store()?, &container),
+        Command::Diff { container } => container_info::diff(&store()?, &container),
         Command::Container(ContainerCommand::Inspect(a)) => {
-            containers::inspect(&store()?, &a.names, a.format.as_deref(), Some("container"))
+            container_info::inspect(&store()?, &a.names, a.format.as_deref(), Some("container"))
         }
         Command::Container(ContainerCommand::Prune(_)) => {
             for id in containers::prune_stopped(&store()?)? {
@@ -220,7 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::images(&store()?, &a),
         Command::Inspect(a) => {
-            containers::inspect(&store()?, &a.names, a.format.as_deref(), a.kind.as_deref())
+            container_info::inspect(&store()?, &a.names, a.format.as_deref(), a.kind.as_deref())
         }
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(&store()?, &a),
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {

@@ -48,6 +48,7 @@ pub mod monitor;
 pub mod netns;
 pub mod ops;
 pub mod options;
+pub mod record;
 pub mod rootexe;
 pub mod seccomp;
 pub mod spec;

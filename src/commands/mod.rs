@@ -1,6 +1,7 @@
 //! One module per command family; each function takes its parsed arguments and the store.
 
 pub mod build;
+pub mod container_info;
 pub mod containers;
 pub mod create_flags;
 pub mod images;
