@@ -6,8 +6,8 @@
 //! The pool has a thread for every stage the target needs, not one per CPU: a stage spends
 //! its time waiting on its RUN containers (processes of their own), so a CPU-sized pool would
 //! run four independent `RUN sleep 1` stages in two seconds on a two-CPU machine instead of
-//! one (`bench/run.sh fanout`). CPU-bound work inside a stage (hashing, compression) runs on
-//! rayon's global pool, which is sized to the machine.
+//! one (`bench/run.sh fanout`). CPU-bound work inside a stage (writing a COPY's files) runs
+//! on the CPU pool (`strata_image::pool`), which is sized to the machine.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

@@ -15,6 +15,7 @@ pub mod compress;
 pub mod digest;
 pub mod layer;
 pub mod pipeline;
+pub mod pool;
 pub mod reference;
 pub mod spec;
 

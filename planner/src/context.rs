@@ -567,8 +567,8 @@ impl StatCache {
     }
 
     /// The content digests of context files: those whose `lstat` is what the cache saw are
-    /// answered from it, the others read and hashed in parallel on rayon's pool (sized to
-    /// the machine).
+    /// answered from it, the others read and hashed in parallel on the CPU pool
+    /// (`strata_image::pool`).
     pub fn digests(
         &mut self,
         ctx: &Context,
@@ -596,7 +596,7 @@ impl StatCache {
         let hashed: Vec<Result<Digest, PlanError>> = if misses.len() < 8 {
             misses.iter().map(hash).collect()
         } else {
-            misses.par_iter().map(hash).collect()
+            strata_image::pool::cpu().install(|| misses.par_iter().map(hash).collect())
         };
         for (&i, d) in misses.iter().zip(hashed) {
             let d = d?;
