@@ -23,11 +23,12 @@ pub mod mounts;
 pub mod progress;
 pub mod remote_cache;
 mod reuse;
+mod run;
 mod schedule;
 pub mod sources;
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc::{channel, Receiver};
@@ -44,6 +45,7 @@ use strata_runtime::container::{new_id, ContainerRecord, Containers, HostConfig,
 use strata_runtime::RuntimeError;
 
 use progress::Progress;
+use run::RunSpec;
 
 /// Build failures. Step failures carry where the instruction is written.
 #[derive(Debug, thiserror::Error)]
@@ -96,17 +98,6 @@ pub struct Executor<'a> {
     /// The strata binary to start containers with (the read-only view of ourselves), made
     /// when the first RUN step needs it: a fully cached build never does.
     pub exe: std::sync::OnceLock<PathBuf>,
-}
-
-/// A RUN step's process and what it is given.
-struct RunSpec<'a> {
-    argv: &'a [String],
-    env: &'a [String],
-    user: &'a str,
-    workdir: &'a str,
-    network: &'a str,
-    privileged: bool,
-    mounts: &'a mounts::Prepared,
 }
 
 /// Where a stage stands: its last recorded image, or the step results still being recorded
@@ -736,204 +727,6 @@ impl Executor<'_> {
             Vec::new(),
         )?)
     }
-
-    /// Runs a RUN step in a build container; returns its read-write layer (moved out of the
-    /// container, which is removed).
-    #[allow(clippy::too_many_arguments)]
-    fn run_container(
-        &self,
-        state: &State,
-        step: &Step,
-        run: &RunSpec<'_>,
-        lowers: &Lowers,
-        v: &progress::Vertex<'_>,
-    ) -> Result<PathBuf, BuildError> {
-        let RunSpec {
-            argv,
-            env,
-            user,
-            workdir,
-            network,
-            ..
-        } = run;
-        let mut env = env.to_vec();
-        env.extend(run.mounts.env.iter().cloned());
-        let containers = Containers::new(self.store);
-        let mut labels = BTreeMap::new();
-        labels.insert(
-            strata_runtime::container::BUILD_LABEL.to_string(),
-            "1".to_string(),
-        );
-        // Held until the container's overlay is mounted (see `Lowers`).
-        let named = lock(lowers);
-        let rec = ContainerRecord {
-            id: new_id(),
-            name: String::new(),
-            image: state.image.id().clone(),
-            image_name: state.image.id().to_string(),
-            created: fsutil::now_rfc3339(),
-            config: RunConfig {
-                entrypoint: Vec::new(),
-                cmd: argv.to_vec(),
-                env,
-                working_dir: workdir.to_string(),
-                user: user.to_string(),
-                hostname: "buildkitsandbox".into(),
-                labels,
-                ..Default::default()
-            },
-            host_config: HostConfig {
-                network_mode: network
-                    .parse()
-                    .map_err(|e: RuntimeError| self.step_error(step, e.to_string()))?,
-                mounts: run.mounts.binds.clone(),
-                tmpfs: run.mounts.tmpfs.clone(),
-                privileged: run.privileged,
-                ulimits: self.opts.ulimits.clone(),
-                ..Default::default()
-            },
-            layers: state.image.record.layers.clone(),
-            pending_layers: named.clone(),
-        };
-        let rec = containers.create(rec)?;
-        let result = self.start_build_container(&rec, step, argv, named, v);
-        let upper = containers.dir(&rec.id).upper();
-        let taken = self.store.temp_path("run-layer");
-        let moved = result.and_then(|_| {
-            std::fs::rename(&upper, &taken)
-                .map_err(|e| BuildError::Other(format!("{}: {e}", upper.display())))
-        });
-        let _ = containers.remove_dir(&rec.id);
-        moved.map(|_| taken)
-    }
-
-    /// Runs the build container `rec` to its end, showing its output. `named` (the lowers'
-    /// lock) is let go once the monitor reports the container started, i.e. mounted.
-    fn start_build_container(
-        &self,
-        rec: &ContainerRecord,
-        step: &Step,
-        argv: &[String],
-        named: std::sync::MutexGuard<'_, Vec<PathBuf>>,
-        v: &progress::Vertex<'_>,
-    ) -> Result<(), BuildError> {
-        let (r, w) = std::io::pipe().map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
-        let w2 = w
-            .try_clone()
-            .map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
-        let exe = match self.exe.get() {
-            Some(e) => e.clone(),
-            None => {
-                let e = strata_runtime::rootexe::protected_exe()?;
-                self.exe.get_or_init(|| e).clone()
-            }
-        };
-        // The monitor reports the start on its stdin (the container's is /dev/null anyway).
-        let (ready_r, ready_w) =
-            std::io::pipe().map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
-        let mut child = Command::new(exe)
-            .arg("--root")
-            .arg(self.store.root())
-            .args(
-                strata_runtime::launch::MonitorLaunch {
-                    foreground: true,
-                    ready_fd: Some(0),
-                    ..strata_runtime::launch::MonitorLaunch::of(&rec.id)
-                }
-                .words(),
-            )
-            .stdin(ready_w)
-            .stdout(w)
-            .stderr(w2)
-            .spawn()
-            .map_err(|e| self.step_error(step, format!("start the build container: {e}")))?;
-        // Started, an error (shown by the monitor on stderr too), or EOF: mounted or never
-        // will be.
-        let _ = std::io::read_to_string(ready_r);
-        drop(named);
-        let mut tail: Vec<String> = Vec::new();
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            v.output(&line);
-            tail.push(line);
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
-        }
-        let st = child
-            .wait()
-            .map_err(|e| BuildError::Other(format!("wait: {e}")))?;
-        if st.success() {
-            return Ok(());
-        }
-        let code = st.code().unwrap_or(255);
-        Err(self.step_error(
-            step,
-            format!(
-                "process {:?} did not complete successfully: exit code: {code}",
-                argv.join(" ")
-            ),
-        ))
-    }
-}
-
-/// Where the inputs of the last build of a step at the same place are remembered, for
-/// `--dry-run` explanations (keyed by the step's position, not its content): a build hint of
-/// the store (`strata_cache::hints`).
-fn position_path(store: &Store, step: &Step) -> PathBuf {
-    let place = format!(
-        "{}\0{}",
-        step.pos.line,
-        step.original.split_whitespace().next().unwrap_or("")
-    );
-    store.step_hint_path(&place)
-}
-
-/// The inputs recorded for the last build of a step at this place, if any.
-pub fn last_inputs(store: &Store, step: &Step) -> Option<strata_planner::keys::StepKey> {
-    let bytes = std::fs::read(position_path(store, step)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-impl Executor<'_> {
-    /// Remembers a step's inputs for `--dry-run` explanations, and for a context COPY the
-    /// rows of its sources (one JSON array per line, `.rows` beside).
-    fn remember_inputs(&self, step: &Step) {
-        let p = position_path(self.store, step);
-        if let StepOp::Copy(op) = &step.op {
-            if matches!(op.from, CopyFrom::Context | CopyFrom::Named(_)) {
-                let ctx = self.graph.context_for(self.context, &op.from);
-                self.store.replace_hint(&rows_path(&p), |w| {
-                    for row in strata_planner::keys::source_rows(ctx, &op.selected) {
-                        serde_json::to_writer(&mut *w, &row)?;
-                        w.write_all(b"\n")?;
-                    }
-                    Ok(())
-                });
-            }
-        }
-        self.store.replace_hint(&p, |w| {
-            serde_json::to_writer(w, &step.inputs).map_err(std::io::Error::from)
-        });
-    }
-}
-
-fn rows_path(inputs: &Path) -> PathBuf {
-    inputs.with_extension("rows")
-}
-
-/// One row of [`strata_planner::keys::source_rows`], as read back.
-pub type SourceRow = (usize, String, String, u32, Option<String>);
-
-/// The source rows recorded for the last build of a context COPY at this place, by the path
-/// each lands at.
-pub fn last_rows(store: &Store, step: &Step) -> Option<HashMap<String, SourceRow>> {
-    let f = std::fs::File::open(rows_path(&position_path(store, step))).ok()?;
-    let mut out = HashMap::new();
-    for line in BufReader::new(f).lines() {
-        let row: SourceRow = serde_json::from_str(&line.ok()?).ok()?;
-        out.insert(row.1.clone(), row);
-    }
-    Some(out)
 }
 
 /// What a recording thread sent: the step's image, or why it could not be recorded.
