@@ -63,8 +63,25 @@ impl Store {
         } else {
             self.try_exclusive()?
         };
+        self.check_blobs(&mut r, repair)?;
+        let layers = self.check_layers(&mut r)?;
+        let image_set = self.check_images(&mut r, &layers.all)?;
+        self.check_tags(&mut r, repair, &image_set)?;
+        let container_ids = self.check_containers(&mut r, &image_set)?;
+        self.check_build_hints(&mut r, repair)?;
+        if repair && !layers.orphans.is_empty() {
+            self.remove_orphans(&mut r, &layers)?;
+        }
+        self.unreferenced(&mut r, &layers)?;
+        if exclusive.is_some() {
+            self.tmp_garbage(&mut r, repair)?;
+        }
+        self.stray_mounts(&mut r, repair, &container_ids, live)?;
+        Ok(r)
+    }
 
-        // I1: every blob hashes to its name.
+    /// I1: every blob hashes to its name.
+    fn check_blobs(&self, r: &mut CheckReport, repair: bool) -> Result<()> {
         let blob_dir = self.blobs_dir();
         for e in fs::read_dir(&blob_dir).at(&blob_dir)? {
             let e = e.at(&blob_dir)?;
@@ -89,9 +106,13 @@ impl Store {
             }
         }
 
-        // Layers: complete, consistent chain IDs, parents present. A layer no image uses whose
-        // parent is gone (an older strata's prune, killed, deleted parents first) is garbage,
-        // which `--repair` removes.
+        Ok(())
+    }
+
+    /// Layers: complete, consistent chain IDs, parents present. A layer no image uses whose
+    /// parent is gone (an older strata's prune, killed, deleted parents first) is garbage,
+    /// which `--repair` removes.
+    fn check_layers(&self, r: &mut CheckReport) -> Result<LayerCheck> {
         let (keep_layers, keep_blobs) = self.reachable()?;
         let layers = self.list_layers()?;
         let layer_set: BTreeSet<Digest> = layers.iter().cloned().collect();
@@ -139,7 +160,21 @@ impl Store {
             }
         }
 
-        // Images: config present and valid, layers match the config.
+        Ok(LayerCheck {
+            all: layer_set,
+            listed: layers,
+            keep_layers,
+            keep_blobs,
+            orphans,
+        })
+    }
+
+    /// Images: config present and valid, layers match the config.
+    fn check_images(
+        &self,
+        r: &mut CheckReport,
+        layer_set: &BTreeSet<Digest>,
+    ) -> Result<BTreeSet<Digest>> {
         let images = self.list_images()?;
         let image_set: BTreeSet<Digest> = images.iter().cloned().collect();
         for id in &images {
@@ -181,7 +216,16 @@ impl Store {
             }
         }
 
-        // Tags point at images.
+        Ok(image_set)
+    }
+
+    /// Tags point at images.
+    fn check_tags(
+        &self,
+        r: &mut CheckReport,
+        repair: bool,
+        image_set: &BTreeSet<Digest>,
+    ) -> Result<()> {
         match self.refs() {
             Err(e) => {
                 r.errors.push(e.to_string());
@@ -202,7 +246,15 @@ impl Store {
             }
         }
 
-        // Containers stand on images that exist.
+        Ok(())
+    }
+
+    /// Containers stand on images that exist; returns their IDs.
+    fn check_containers(
+        &self,
+        r: &mut CheckReport,
+        image_set: &BTreeSet<Digest>,
+    ) -> Result<BTreeSet<String>> {
         let containers = self.container_links()?;
         let container_ids: BTreeSet<String> = containers.iter().map(|c| c.id.clone()).collect();
         for c in &containers {
@@ -216,7 +268,11 @@ impl Store {
             }
         }
 
-        // Build cache records point at images.
+        Ok(container_ids)
+    }
+
+    /// Build cache records point at images; stale build hints and container names.
+    fn check_build_hints(&self, r: &mut CheckReport, repair: bool) -> Result<()> {
         for rec in self.cache_records()? {
             if self.cache_get(&rec.key)?.is_none() {
                 r.garbage.push(format!(
@@ -238,37 +294,45 @@ impl Store {
             }
         }
 
-        if repair && !orphans.is_empty() {
-            // Their unused children first, so none is left without its parent.
-            let mut doomed: BTreeSet<Digest> = orphans.iter().cloned().collect();
-            loop {
-                let more: Vec<Digest> = layers
-                    .iter()
-                    .filter(|l| !doomed.contains(*l) && !keep_layers.contains(*l))
-                    .filter(|l| {
-                        self.layer_meta(l)
-                            .ok()
-                            .and_then(|m| m.parent)
-                            .is_some_and(|p| doomed.contains(&p))
-                    })
-                    .cloned()
-                    .collect();
-                if more.is_empty() {
-                    break;
-                }
-                doomed.extend(more);
-            }
-            for l in self.children_first(doomed.into_iter().collect()) {
-                self.remove_layer_locked(&l)?;
-                r.repaired
-                    .push(format!("removed layer {l}, whose parent was missing"));
-            }
-        }
+        Ok(())
+    }
 
-        // Unreferenced content is garbage.
+    /// `--repair`: layers whose parent is gone, and their unused children first, so none is
+    /// left without its parent.
+    fn remove_orphans(&self, r: &mut CheckReport, layers: &LayerCheck) -> Result<()> {
+        let mut doomed: BTreeSet<Digest> = layers.orphans.iter().cloned().collect();
+        loop {
+            let more: Vec<Digest> = layers
+                .listed
+                .iter()
+                .filter(|l| !doomed.contains(*l) && !layers.keep_layers.contains(*l))
+                .filter(|l| {
+                    self.layer_meta(l)
+                        .ok()
+                        .and_then(|m| m.parent)
+                        .is_some_and(|p| doomed.contains(&p))
+                })
+                .cloned()
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            doomed.extend(more);
+        }
+        for l in self.children_first(doomed.into_iter().collect()) {
+            self.remove_layer_locked(&l)?;
+            r.repaired
+                .push(format!("removed layer {l}, whose parent was missing"));
+        }
+        Ok(())
+    }
+
+    /// Unreferenced content is garbage.
+    fn unreferenced(&self, r: &mut CheckReport, layers: &LayerCheck) -> Result<()> {
         for l in layers
+            .listed
             .iter()
-            .filter(|l| !keep_layers.contains(l) && !orphans.contains(l))
+            .filter(|l| !layers.keep_layers.contains(l) && !layers.orphans.contains(l))
         {
             r.garbage
                 .push(format!("layer {l} is not used by any image"));
@@ -276,30 +340,42 @@ impl Store {
         for b in self
             .list_blobs()?
             .iter()
-            .filter(|b| !keep_blobs.contains(b))
+            .filter(|b| !layers.keep_blobs.contains(b))
         {
             r.garbage.push(format!("blob {b} is not referenced"));
         }
 
-        // tmp/ leftovers.
+        Ok(())
+    }
+
+    /// tmp/ leftovers (only under the exclusive lock: otherwise they may be in use).
+    fn tmp_garbage(&self, r: &mut CheckReport, repair: bool) -> Result<()> {
         let leftovers: Vec<PathBuf> = self.tmp_leftovers()?;
-        if exclusive.is_some() {
-            for p in &leftovers {
-                r.garbage.push(format!(
-                    "{}: left over from an interrupted operation",
-                    p.display()
-                ));
-                if repair {
-                    fsutil::remove_any(p)?;
-                }
-            }
-            if repair && !leftovers.is_empty() {
-                r.repaired
-                    .push(format!("swept {} entries from tmp/", leftovers.len()));
+        for p in &leftovers {
+            r.garbage.push(format!(
+                "{}: left over from an interrupted operation",
+                p.display()
+            ));
+            if repair {
+                fsutil::remove_any(p)?;
             }
         }
+        if repair && !leftovers.is_empty() {
+            r.repaired
+                .push(format!("swept {} entries from tmp/", leftovers.len()));
+        }
 
-        // Mounts of the store that belong to no live container.
+        Ok(())
+    }
+
+    /// Mounts of the store that belong to no live container.
+    fn stray_mounts(
+        &self,
+        r: &mut CheckReport,
+        repair: bool,
+        container_ids: &BTreeSet<String>,
+        live: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
         for m in store_mounts(self.root())? {
             let owner = m
                 .strip_prefix(self.containers_dir())
@@ -325,8 +401,20 @@ impl Store {
                 }
             }
         }
-        Ok(r)
+        Ok(())
     }
+}
+
+/// What the layer check found, for the checks after it.
+struct LayerCheck {
+    /// Every layer in the store.
+    all: BTreeSet<Digest>,
+    listed: Vec<Digest>,
+    /// Layers and blobs images (and the build cache) reach.
+    keep_layers: BTreeSet<Digest>,
+    keep_blobs: BTreeSet<Digest>,
+    /// Layers whose parent is missing and no image uses.
+    orphans: Vec<Digest>,
 }
 
 fn short(id: &str) -> &str {
