@@ -102,6 +102,29 @@ pub fn extract_into_root<R: Read>(
     Ok((x.stats, archive.into_inner().into_inner()))
 }
 
+/// Where an entry goes: its parent directory (open), its name there, its path in the layer,
+/// and its name as the archive wrote it (for errors).
+struct Place {
+    dir: Rc<OwnedFd>,
+    parent: PathBuf,
+    name: std::ffi::OsString,
+    path: PathBuf,
+    shown: String,
+}
+
+impl Place {
+    fn bad(&self, reason: &str) -> LayerError {
+        LayerError::entry(self.shown.clone(), reason)
+    }
+}
+
+/// An entry's mode, owner and mtime as the archive gives them.
+struct Attrs {
+    mode: u32,
+    owner: (u32, u32),
+    mtime: i64,
+}
+
 struct DirFixup {
     path: PathBuf,
     mode: u32,
@@ -145,189 +168,248 @@ impl Extractor<'_> {
             return Ok(());
         };
         let parent = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        let name_bytes = name.as_bytes();
-
         // Outside layers (`cp`), `.wh.` names are just names.
-        let whiteouts = self.opts.whiteouts;
-        if whiteouts && name_bytes == OPAQUE_MARKER.as_bytes() {
-            let dir = self.parent(&parent, &shown)?;
-            return fset_xattr(&*dir, OVERLAY_OPAQUE_XATTR.as_bytes(), b"y")
-                .map_err(|e| self.io(&parent, e));
+        if self.opts.whiteouts && self.whiteout(entry, &parent, &name, &path, &shown)? {
+            return Ok(());
         }
-        if let Some(hidden) = name_bytes
-            .strip_prefix(WHITEOUT_PREFIX.as_bytes())
-            .filter(|_| whiteouts)
-        {
-            if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
-                return Err(bad("whiteout names an invalid path"));
-            }
-            let hidden = OsStr::from_bytes(hidden).to_os_string();
-            let dir = self.parent(&parent, &shown)?;
-            self.create(&dir, &parent, &hidden, false, || {
-                mknodat(&*dir, hidden.as_os_str(), SFlag::S_IFCHR, Mode::empty(), 0)
-            })?;
-            // The writer puts a whiteout's time in its marker entry: keep the entry's, so the
-            // layer written back from this directory is the same tar (same diffID), whatever
-            // the clock says now.
-            let mtime = entry.header().mtime().map_err(LayerError::Stream)? as i64;
-            let t = TimeSpec::new(mtime, 0);
-            return utimensat(
-                &*dir,
-                hidden.as_os_str(),
-                &t,
-                &t,
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(|e| self.io(&path, e.into()));
-        }
-
         let header = entry.header();
-        let mode = header.mode().map_err(LayerError::Stream)? & 0o7777;
-        let uid = header.uid().map_err(LayerError::Stream)?;
-        let gid = header.gid().map_err(LayerError::Stream)?;
-        let mtime = header.mtime().map_err(LayerError::Stream)? as i64;
-        let dir = self.parent(&parent, &shown)?;
-        let owner = (uid as u32, gid as u32);
-
+        let attrs = Attrs {
+            mode: header.mode().map_err(LayerError::Stream)? & 0o7777,
+            owner: (
+                header.uid().map_err(LayerError::Stream)? as u32,
+                header.gid().map_err(LayerError::Stream)? as u32,
+            ),
+            mtime: header.mtime().map_err(LayerError::Stream)? as i64,
+        };
+        let at = Place {
+            dir: self.parent(&parent, &shown)?,
+            parent,
+            name,
+            path,
+            shown,
+        };
         match kind {
-            tar::EntryType::Directory => {
-                // An existing directory stays (its children too), anything else is replaced.
-                let mkdir = || match nix::sys::stat::mkdirat(
-                    &*dir,
-                    name.as_os_str(),
-                    Mode::from_bits_truncate(0o700),
-                ) {
-                    Err(Errno::EEXIST) => {
-                        match fstatat(&*dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                            Ok(st)
-                                if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() =>
-                            {
-                                Ok(())
-                            }
-                            _ => Err(Errno::EEXIST),
-                        }
-                    }
-                    other => other,
-                };
-                self.create(&dir, &parent, &name, true, mkdir)?;
-                let fd = openat(
-                    &*dir,
-                    name.as_os_str(),
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| self.io(&path, e.into()))?;
-                self.own(&fd, owner, &path)?;
-                self.set_xattrs(entry, &fd, &path)?;
-                // Opened from its resolved parent without following links, so it is inside
-                // the layer: its children need no path walk.
-                self.remember_parent(path.clone(), fd);
-                self.dirs.push(DirFixup { path, mode, mtime });
-            }
+            tar::EntryType::Directory => self.directory(entry, at, &attrs),
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let fd = self.create(&dir, &parent, &name, false, || {
-                    openat(
-                        &*dir,
-                        name.as_os_str(),
-                        OFlag::O_WRONLY
-                            | OFlag::O_CREAT
-                            | OFlag::O_EXCL
-                            | OFlag::O_NOFOLLOW
-                            | OFlag::O_CLOEXEC,
-                        Mode::from_bits_truncate(0o600),
-                    )
-                })?;
-                let mut file = File::from(fd);
-                let n =
-                    copy_through(entry, &mut file, &mut self.buf).map_err(LayerError::Stream)?;
-                self.stats.content_bytes += n;
-                self.own(&file, owner, &path)?;
-                fchmod(&file, Mode::from_bits_truncate(mode))
-                    .map_err(|e| self.io(&path, e.into()))?;
-                self.set_xattrs(entry, &file, &path)?;
-                let t = TimeSpec::new(mtime, 0);
-                futimens(&file, &t, &t).map_err(|e| self.io(&path, e.into()))?;
+                self.regular(entry, &at, &attrs)
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| bad("symlink without a target"))?
+                    .ok_or_else(|| at.bad("symlink without a target"))?
                     .into_owned();
-                self.create(&dir, &parent, &name, false, || {
-                    symlinkat(OsStr::from_bytes(&target), &*dir, name.as_os_str())
+                self.create(&at.dir, &at.parent, &at.name, false, || {
+                    symlinkat(OsStr::from_bytes(&target), &*at.dir, at.name.as_os_str())
                 })?;
-                self.stamp_at(&dir, &name, &path, owner, mtime)?;
+                self.stamp_at(&at.dir, &at.name, &at.path, attrs.owner, attrs.mtime)
             }
-            tar::EntryType::Link => {
-                let raw_target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| bad("hardlink without a target"))?
-                    .into_owned();
-                let target = clean_entry_path(&raw_target)
-                    .map_err(|r| bad(&format!("hardlink target: {r}")))?;
-                let (tparent, tname) = match (target.parent(), target.file_name()) {
-                    (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
-                    _ => return Err(bad("hardlink target is the layer root")),
-                };
-                let tdir = self
-                    .root
-                    .resolve_nofollow(&tparent)
-                    .map(OwnedFd::from)
-                    .map_err(|_| bad("hardlink target is not in the layer"))?;
-                let tst = fstatat(&tdir, tname.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|_| bad("hardlink target is not in the layer"))?;
-                if SFlag::from_bits_truncate(tst.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
-                    return Err(bad("hardlink target is a directory"));
-                }
-                self.create(&dir, &parent, &name, false, || {
-                    linkat(
-                        &tdir,
-                        tname.as_os_str(),
-                        &*dir,
-                        name.as_os_str(),
-                        AtFlags::empty(),
-                    )
-                })?;
-            }
+            tar::EntryType::Link => self.hardlink(entry, &at),
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let (sflag, is_dev) = match kind {
-                    tar::EntryType::Char => (SFlag::S_IFCHR, true),
-                    tar::EntryType::Block => (SFlag::S_IFBLK, true),
-                    _ => (SFlag::S_IFIFO, false),
-                };
-                if is_dev && !self.opts.allow_devices {
-                    return Err(bad("device nodes are only extracted as root"));
-                }
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                if is_dev && major == 0 && minor == 0 && sflag == SFlag::S_IFCHR {
-                    return Err(bad(
-                        "a 0/0 character device is a whiteout in overlay form; refusing it",
-                    ));
-                }
-                self.create(&dir, &parent, &name, false, || {
-                    mknodat(
-                        &*dir,
-                        name.as_os_str(),
-                        sflag,
-                        Mode::from_bits_truncate(mode),
-                        libc::makedev(major, minor),
-                    )
-                })?;
-                // mknod applies the umask: the node gets the archive's mode exactly (a
-                // 0666 /dev/null stays 0666). No symlink is followed (glibc refuses one).
-                nix::sys::stat::fchmodat(
-                    &*dir,
-                    name.as_os_str(),
-                    Mode::from_bits_truncate(mode),
-                    nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| bad(&format!("chmod: {e}")))?;
-                self.stamp_at(&dir, &name, &path, owner, mtime)?;
+                self.node(entry, &at, &attrs)
             }
-            other => return Err(bad(&format!("unsupported entry type {other:?}"))),
+            other => Err(at.bad(&format!("unsupported entry type {other:?}"))),
         }
+    }
+
+    /// An opaque marker or a whiteout (`.wh.NAME`) in overlay form; false for any other name.
+    fn whiteout<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        parent: &Path,
+        name: &OsStr,
+        path: &Path,
+        shown: &str,
+    ) -> Result<bool, LayerError> {
+        let name_bytes = name.as_bytes();
+        if name_bytes == OPAQUE_MARKER.as_bytes() {
+            let dir = self.parent(parent, shown)?;
+            fset_xattr(&*dir, OVERLAY_OPAQUE_XATTR.as_bytes(), b"y")
+                .map_err(|e| self.io(parent, e))?;
+            return Ok(true);
+        }
+        let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) else {
+            return Ok(false);
+        };
+        if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+            return Err(LayerError::entry(
+                shown.to_string(),
+                "whiteout names an invalid path",
+            ));
+        }
+        let hidden = OsStr::from_bytes(hidden).to_os_string();
+        let dir = self.parent(parent, shown)?;
+        self.create(&dir, parent, &hidden, false, || {
+            mknodat(&*dir, hidden.as_os_str(), SFlag::S_IFCHR, Mode::empty(), 0)
+        })?;
+        // The writer puts a whiteout's time in its marker entry: keep the entry's, so the
+        // layer written back from this directory is the same tar (same diffID), whatever the
+        // clock says now.
+        let mtime = entry.header().mtime().map_err(LayerError::Stream)? as i64;
+        let t = TimeSpec::new(mtime, 0);
+        utimensat(
+            &*dir,
+            hidden.as_os_str(),
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| self.io(path, e.into()))?;
+        Ok(true)
+    }
+
+    /// A directory: an existing one stays (its children too), anything else is replaced.
+    fn directory<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        at: Place,
+        attrs: &Attrs,
+    ) -> Result<(), LayerError> {
+        let dir = &at.dir;
+        let name = &at.name;
+        let mkdir = || match nix::sys::stat::mkdirat(
+            &**dir,
+            name.as_os_str(),
+            Mode::from_bits_truncate(0o700),
+        ) {
+            Err(Errno::EEXIST) => {
+                match fstatat(&**dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() => Ok(()),
+                    _ => Err(Errno::EEXIST),
+                }
+            }
+            other => other,
+        };
+        self.create(dir, &at.parent, name, true, mkdir)?;
+        let fd = openat(
+            &**dir,
+            name.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io(&at.path, e.into()))?;
+        self.own(&fd, attrs.owner, &at.path)?;
+        self.set_xattrs(entry, &fd, &at.path)?;
+        // Opened from its resolved parent without following links, so it is inside the
+        // layer: its children need no path walk.
+        self.remember_parent(at.path.clone(), fd);
+        self.dirs.push(DirFixup {
+            path: at.path,
+            mode: attrs.mode,
+            mtime: attrs.mtime,
+        });
         Ok(())
+    }
+
+    /// A regular file, written through the content buffer.
+    fn regular<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        at: &Place,
+        attrs: &Attrs,
+    ) -> Result<(), LayerError> {
+        let fd = self.create(&at.dir, &at.parent, &at.name, false, || {
+            openat(
+                &*at.dir,
+                at.name.as_os_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+        })?;
+        let mut file = File::from(fd);
+        let n = copy_through(entry, &mut file, &mut self.buf).map_err(LayerError::Stream)?;
+        self.stats.content_bytes += n;
+        self.own(&file, attrs.owner, &at.path)?;
+        fchmod(&file, Mode::from_bits_truncate(attrs.mode))
+            .map_err(|e| self.io(&at.path, e.into()))?;
+        self.set_xattrs(entry, &file, &at.path)?;
+        let t = TimeSpec::new(attrs.mtime, 0);
+        futimens(&file, &t, &t).map_err(|e| self.io(&at.path, e.into()))
+    }
+
+    /// A hard link to an earlier entry of the layer (never a directory, never outside it).
+    fn hardlink<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        at: &Place,
+    ) -> Result<(), LayerError> {
+        let raw_target = entry
+            .link_name_bytes()
+            .ok_or_else(|| at.bad("hardlink without a target"))?
+            .into_owned();
+        let target =
+            clean_entry_path(&raw_target).map_err(|r| at.bad(&format!("hardlink target: {r}")))?;
+        let (tparent, tname) = match (target.parent(), target.file_name()) {
+            (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
+            _ => return Err(at.bad("hardlink target is the layer root")),
+        };
+        let tdir = self
+            .root
+            .resolve_nofollow(&tparent)
+            .map(OwnedFd::from)
+            .map_err(|_| at.bad("hardlink target is not in the layer"))?;
+        let tst = fstatat(&tdir, tname.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|_| at.bad("hardlink target is not in the layer"))?;
+        if SFlag::from_bits_truncate(tst.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
+            return Err(at.bad("hardlink target is a directory"));
+        }
+        self.create(&at.dir, &at.parent, &at.name, false, || {
+            linkat(
+                &tdir,
+                tname.as_os_str(),
+                &*at.dir,
+                at.name.as_os_str(),
+                AtFlags::empty(),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A device node (as root only; never a 0/0 character device, overlay's whiteout) or a
+    /// FIFO.
+    fn node<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        at: &Place,
+        attrs: &Attrs,
+    ) -> Result<(), LayerError> {
+        let header = entry.header();
+        let (sflag, is_dev) = match header.entry_type() {
+            tar::EntryType::Char => (SFlag::S_IFCHR, true),
+            tar::EntryType::Block => (SFlag::S_IFBLK, true),
+            _ => (SFlag::S_IFIFO, false),
+        };
+        if is_dev && !self.opts.allow_devices {
+            return Err(at.bad("device nodes are only extracted as root"));
+        }
+        let major = header.device_major().ok().flatten().unwrap_or(0);
+        let minor = header.device_minor().ok().flatten().unwrap_or(0);
+        if is_dev && major == 0 && minor == 0 && sflag == SFlag::S_IFCHR {
+            return Err(at.bad("a 0/0 character device is a whiteout in overlay form; refusing it"));
+        }
+        let mode = Mode::from_bits_truncate(attrs.mode);
+        self.create(&at.dir, &at.parent, &at.name, false, || {
+            mknodat(
+                &*at.dir,
+                at.name.as_os_str(),
+                sflag,
+                mode,
+                libc::makedev(major, minor),
+            )
+        })?;
+        // mknod applies the umask: the node gets the archive's mode exactly (a 0666
+        // /dev/null stays 0666). No symlink is followed (glibc refuses one).
+        nix::sys::stat::fchmodat(
+            &*at.dir,
+            at.name.as_os_str(),
+            mode,
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| at.bad(&format!("chmod: {e}")))?;
+        self.stamp_at(&at.dir, &at.name, &at.path, attrs.owner, attrs.mtime)
     }
 
     /// The fd of `parent` inside the layer, creating missing directories; never through a symlink.
