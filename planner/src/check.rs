@@ -66,164 +66,203 @@ pub fn analyze(
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
 ) -> (Vec<ParseError>, StageGraph) {
-    let mut errors = Vec::new();
-    let err = |pos: Pos, m: String| ParseError::new(file, source, pos, m);
-    let mut global: Vec<(String, String)> = Vec::new();
-    let mut stages: Vec<StageInfo> = Vec::new();
-    let mut names: BTreeMap<String, usize> = BTreeMap::new();
-    // Pass 1: stages and FROM.
-    for ins in &df.instructions {
-        match &ins.kind {
-            Kind::Arg(decls) if stages.is_empty() => {
-                for d in decls {
-                    let v = match (build_args.get(&d.name), &d.default) {
-                        (Some(v), _) => Some(v.clone()),
-                        (None, Some(x)) => match Lexer::new(df.escape).process_word(x, &global) {
-                            Ok(e) => Some(e.value),
-                            Err(e) => {
-                                errors.push(err(ins.pos, format!("ARG {}: {e}", d.name)));
-                                None
-                            }
-                        },
-                        (None, None) => None,
-                    };
-                    if let Some(v) = v {
-                        global.push((d.name.clone(), v));
-                    }
-                }
-            }
-            Kind::From(f) => {
-                let idx = stages.len();
-                let mut deps = Vec::new();
-                match Lexer::new(df.escape).process_word(&f.image, &global) {
-                    Err(e) => errors.push(err(ins.pos, format!("FROM {}: {e}", f.image))),
-                    Ok(exp) => {
-                        let image = exp.value;
-                        if image.is_empty() {
-                            errors.push(err(
-                                ins.pos,
-                                format!("base name ({}) should not be blank", f.image),
-                            ));
-                        } else if let Some(&s) = names.get(&image.to_lowercase()) {
-                            deps.push((s, ins.pos));
-                        } else if image != "scratch" {
-                            if let Err(e) = Reference::parse(&image) {
-                                errors.push(err(ins.pos, format!("FROM {image}: {e}")));
-                            }
-                        }
-                    }
-                }
-                if let Some(alias) = &f.alias {
-                    if names.insert(alias.clone(), idx).is_some() {
-                        errors.push(err(ins.pos, format!("duplicate stage name {alias:?}")));
-                    }
-                }
-                stages.push(StageInfo {
-                    name: f.alias.clone(),
-                    pos: ins.pos,
-                    deps,
-                });
-            }
-            _ if stages.is_empty() => {
-                errors.push(err(
-                    ins.pos,
-                    format!(
+    let mut a = Analyzer {
+        file,
+        source,
+        escape: df.escape,
+        build_args,
+        errors: Vec::new(),
+        global: Vec::new(),
+        stages: Vec::new(),
+        names: BTreeMap::new(),
+    };
+    if a.stages_of(df) {
+        a.stage_references(df);
+        a.cycles();
+    }
+    (a.errors, StageGraph { stages: a.stages })
+}
+
+/// The state of [`analyze`]'s passes.
+struct Analyzer<'a> {
+    file: &'a str,
+    source: &'a str,
+    escape: char,
+    build_args: &'a BTreeMap<String, String>,
+    errors: Vec<ParseError>,
+    /// Global ARGs with values, for FROM lines.
+    global: Vec<(String, String)>,
+    stages: Vec<StageInfo>,
+    /// Stage names → index.
+    names: BTreeMap<String, usize>,
+}
+
+impl Analyzer<'_> {
+    fn err(&mut self, pos: Pos, m: String) {
+        self.errors
+            .push(ParseError::new(self.file, self.source, pos, m));
+    }
+
+    /// Pass 1: global ARGs and FROM lines. False when there is no stage to go on with.
+    fn stages_of(&mut self, df: &Dockerfile) -> bool {
+        for ins in &df.instructions {
+            match &ins.kind {
+                Kind::Arg(decls) if self.stages.is_empty() => self.global_arg(ins.pos, decls),
+                Kind::From(f) => self.stage_line(ins.pos, f),
+                _ if self.stages.is_empty() => {
+                    let m = format!(
                         "no build stage in current context: {} before the first FROM",
                         ins.kind.name()
-                    ),
-                ));
-                return (errors, StageGraph { stages });
-            }
-            _ => {}
-        }
-    }
-    if stages.is_empty() {
-        errors.push(err(
-            Pos { line: 1, col: 1 },
-            "no build stage in current context: the Dockerfile has no FROM".into(),
-        ));
-        return (errors, StageGraph { stages });
-    }
-    // Pass 2: --from references (COPY, RUN --mount).
-    let mut current = 0usize;
-    let mut seen_from = false;
-    for ins in &df.instructions {
-        let mut froms: Vec<String> = Vec::new();
-        match &ins.kind {
-            Kind::From(_) => {
-                if seen_from {
-                    current += 1;
+                    );
+                    self.err(ins.pos, m);
+                    return false;
                 }
-                seen_from = true;
-                continue;
+                _ => {}
             }
-            Kind::Copy(c) => froms.extend(c.from.clone()),
-            Kind::Run(r) => froms.extend(r.mounts.iter().filter_map(|m| m.from.clone())),
-            _ => {}
         }
-        for from in froms {
-            if let Ok(n) = from.parse::<usize>() {
-                if n >= current {
-                    let what = if n == current {
-                        "refers to the current build stage"
-                    } else {
-                        "refers to a later build stage"
-                    };
-                    errors.push(err(
-                        ins.pos,
-                        format!("invalid from flag value {from}: {what}"),
-                    ));
-                } else {
-                    stages[current].deps.push((n, ins.pos));
+        if self.stages.is_empty() {
+            self.err(
+                Pos { line: 1, col: 1 },
+                "no build stage in current context: the Dockerfile has no FROM".into(),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn global_arg(&mut self, pos: Pos, decls: &[strata_parser::instructions::ArgDecl]) {
+        for d in decls {
+            let v = match (self.build_args.get(&d.name), &d.default) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(x)) => match Lexer::new(self.escape).process_word(x, &self.global) {
+                    Ok(e) => Some(e.value),
+                    Err(e) => {
+                        self.err(pos, format!("ARG {}: {e}", d.name));
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            if let Some(v) = v {
+                self.global.push((d.name.clone(), v));
+            }
+        }
+    }
+
+    /// A FROM line: a new stage, which needs the earlier stage its image names.
+    fn stage_line(&mut self, pos: Pos, f: &strata_parser::instructions::From) {
+        let idx = self.stages.len();
+        let mut deps = Vec::new();
+        match Lexer::new(self.escape).process_word(&f.image, &self.global) {
+            Err(e) => self.err(pos, format!("FROM {}: {e}", f.image)),
+            Ok(exp) => {
+                let image = exp.value;
+                if image.is_empty() {
+                    self.err(pos, format!("base name ({}) should not be blank", f.image));
+                } else if let Some(&s) = self.names.get(&image.to_lowercase()) {
+                    deps.push((s, pos));
+                } else if image != "scratch" {
+                    if let Err(e) = Reference::parse(&image) {
+                        self.err(pos, format!("FROM {image}: {e}"));
+                    }
                 }
-            } else if let Some(&s) = names.get(&from.to_lowercase()) {
-                if s == current {
-                    errors.push(err(
-                        ins.pos,
-                        format!(
-                            "invalid from flag value {from}: refers to the current build stage"
-                        ),
-                    ));
-                } else {
-                    stages[current].deps.push((s, ins.pos));
+            }
+        }
+        if let Some(alias) = &f.alias {
+            if self.names.insert(alias.clone(), idx).is_some() {
+                self.err(pos, format!("duplicate stage name {alias:?}"));
+            }
+        }
+        self.stages.push(StageInfo {
+            name: f.alias.clone(),
+            pos,
+            deps,
+        });
+    }
+
+    /// Pass 2: `--from` references (COPY, RUN --mount).
+    fn stage_references(&mut self, df: &Dockerfile) {
+        let mut current = 0usize;
+        let mut seen_from = false;
+        for ins in &df.instructions {
+            let froms: Vec<String> = match &ins.kind {
+                Kind::From(_) => {
+                    if seen_from {
+                        current += 1;
+                    }
+                    seen_from = true;
+                    continue;
                 }
-            } else if let Err(e) = Reference::parse(&from) {
-                errors.push(err(
-                    ins.pos,
-                    format!("--from={from}: not a stage name and not a valid image: {e}"),
-                ));
+                Kind::Copy(c) => c.from.iter().cloned().collect(),
+                Kind::Run(r) => r.mounts.iter().filter_map(|m| m.from.clone()).collect(),
+                _ => continue,
+            };
+            for from in froms {
+                self.stage_reference(ins.pos, current, &from);
             }
         }
     }
-    // Cycles.
-    let mut state = vec![0u8; stages.len()];
-    fn visit(i: usize, stages: &[StageInfo], state: &mut [u8]) -> Option<usize> {
-        if state[i] == 1 {
-            return Some(i);
-        }
-        if state[i] == 2 {
-            return None;
-        }
-        state[i] = 1;
-        for &(d, _) in &stages[i].deps {
-            if let Some(c) = visit(d, stages, state) {
-                return Some(c);
+
+    /// One `--from` of stage `current`: an earlier stage (by index or name) or an image.
+    fn stage_reference(&mut self, pos: Pos, current: usize, from: &str) {
+        // An index must name an earlier stage; a name may name any other (a later one makes
+        // a cycle or an order the graph resolves).
+        let (stage, by_index) = match from.parse::<usize>() {
+            Ok(n) => (Some(n), true),
+            Err(_) => (self.names.get(&from.to_lowercase()).copied(), false),
+        };
+        match stage {
+            Some(n) if n == current => self.err(
+                pos,
+                format!("invalid from flag value {from}: refers to the current build stage"),
+            ),
+            Some(n) if n > current && by_index => self.err(
+                pos,
+                format!("invalid from flag value {from}: refers to a later build stage"),
+            ),
+            Some(n) => self.stages[current].deps.push((n, pos)),
+            None => {
+                if let Err(e) = Reference::parse(from) {
+                    self.err(
+                        pos,
+                        format!("--from={from}: not a stage name and not a valid image: {e}"),
+                    );
+                }
             }
         }
-        state[i] = 2;
-        None
     }
-    for i in 0..stages.len() {
-        if let Some(c) = visit(i, &stages, &mut state) {
-            let name = stages[c].name.clone().unwrap_or_else(|| c.to_string());
-            errors.push(err(
-                stages[c].pos,
-                format!("circular dependency detected on stage: {name}"),
-            ));
-            break;
+
+    /// A circular dependency between stages (the first one found).
+    fn cycles(&mut self) {
+        fn visit(i: usize, stages: &[StageInfo], state: &mut [u8]) -> Option<usize> {
+            if state[i] == 1 {
+                return Some(i);
+            }
+            if state[i] == 2 {
+                return None;
+            }
+            state[i] = 1;
+            for &(d, _) in &stages[i].deps {
+                if let Some(c) = visit(d, stages, state) {
+                    return Some(c);
+                }
+            }
+            state[i] = 2;
+            None
+        }
+        let mut state = vec![0u8; self.stages.len()];
+        for i in 0..self.stages.len() {
+            if let Some(c) = visit(i, &self.stages, &mut state) {
+                let name = self.stages[c].name.clone().unwrap_or_else(|| c.to_string());
+                let pos = self.stages[c].pos;
+                self.err(
+                    pos,
+                    format!("circular dependency detected on stage: {name}"),
+                );
+                break;
+            }
         }
     }
-    (errors, StageGraph { stages })
 }
 
 #[cfg(test)]
