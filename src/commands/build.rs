@@ -355,74 +355,15 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         .collect::<Result<_>>()?;
     let output = Output::parse(a.output.as_deref())?;
     let src = read_dockerfile(a)?;
-    let args = build_args(a)?;
-    let df = parse_dockerfile(&src.name, &src.text).map_err(|e| anyhow!("{e}"))?;
     let context = load_context(a, &src)?;
-    let stat_path = StatCache::path_for(&store.buildcache_dir(), Path::new(&a.context));
-    let mut stat = StatCache::load(&stat_path);
-    let mut labels = BTreeMap::new();
-    for l in &a.labels {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        labels.insert(k.to_string(), v.to_string());
-    }
-    // SOURCE_DATE_EPOCH from the environment or as a build argument (BuildKit accepts both).
-    let epoch = match args
-        .get("SOURCE_DATE_EPOCH")
-        .cloned()
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
-    {
-        Some(v) => Some(
-            v.trim()
-                .parse::<i64>()
-                .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
-        ),
-        None => None,
-    };
-    let ulimits = a
-        .ulimits
-        .iter()
-        .map(|u| strata_runtime::container::parse_ulimit(u).map_err(|e| anyhow!("{e}")))
-        .collect::<Result<Vec<_>>>()?;
-    let named = NamedContexts::parse(&a.build_contexts)?;
-    let entitled = entitlements(a)?;
-    let dir_roots = named
-        .dirs
-        .iter()
-        .map(|(n, c)| (n.clone(), c.root.clone()))
-        .collect();
-    let opts = PlanOptions {
-        source_date_epoch: epoch,
-        build_args: args,
-        target: a.target.clone(),
-        network: a
-            .network
-            .clone()
-            .map(|n| if n == "default" { "host".into() } else { n }),
-        allow_insecure: entitled.0,
-        allow_network_host: entitled.1,
-        ulimits: a.ulimits.clone(),
-        named_contexts: named.dirs,
-    };
-    let pull: PullPolicy = a.pull.parse().map_err(|e: String| anyhow!(e))?;
-    let mut sources = StoreImages::new(store, pull, registries, a.quiet || a.progress == "quiet");
-    sources.aliases = named.images;
-    sources.dir_roots = dir_roots;
-    let graph = plan(
-        &src.name, &src.text, &df, &opts, &context, &mut stat, &sources,
-    )?;
-    stat.save(&stat_path);
+    let args = build_args(a)?;
+    let epoch = source_date_epoch(&args)?;
+    let graph = plan_build(store, a, registries, &src, &context, args, epoch)?;
     if a.dry_run {
         return dry_run(store, &graph, &context);
     }
     let quiet = a.quiet || a.progress == "quiet";
-    let mode = match a.progress.as_str() {
-        _ if quiet => Mode::Quiet,
-        "plain" => Mode::Plain,
-        "tty" => Mode::Tty,
-        _ if std::io::stderr().is_terminal() => Mode::Tty,
-        _ => Mode::Plain,
-    };
-    let progress = Progress::with_mode(Box::new(std::io::stderr()), mode);
+    let progress = Progress::with_mode(Box::new(std::io::stderr()), progress_mode(a, quiet));
     let cache_to = a
         .cache_to
         .as_deref()
@@ -443,29 +384,23 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             file: src.name.clone(),
             source_date_epoch: epoch,
             secrets: build_secrets(a)?,
-            ulimits,
+            ulimits: a
+                .ulimits
+                .iter()
+                .map(|u| strata_runtime::container::parse_ulimit(u).map_err(|e| anyhow!("{e}")))
+                .collect::<Result<Vec<_>>>()?,
         },
         progress: &progress,
         exe: std::sync::OnceLock::new(),
     };
-    let mut img = match exec.run() {
+    let img = match exec.run() {
         Ok(img) => img,
         Err(e) => {
             eprintln!("{}", step_error_render(&src, &e));
             bail!("{}", e);
         }
     };
-    if !labels.is_empty() {
-        let mut cfg = img.config.clone();
-        let mut c = cfg.container();
-        c.labels.extend(labels);
-        cfg.config = Some(c);
-        img = store.put_image(
-            &strata_image::spec::to_canonical_json(&cfg),
-            Some(img.id()),
-            Vec::new(),
-        )?;
-    }
+    let img = with_labels(store, img, &a.labels)?;
     let v = progress.start(&format!("exporting to {}", output.kind()));
     v.log(&format!("writing image {} done", img.id()));
     match &output {
@@ -495,6 +430,100 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         println!("{}", img.id());
     }
     Ok(())
+}
+
+/// `SOURCE_DATE_EPOCH` from the build arguments or the environment (BuildKit takes both).
+fn source_date_epoch(args: &BTreeMap<String, String>) -> Result<Option<i64>> {
+    let Some(v) = args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+    else {
+        return Ok(None);
+    };
+    v.trim()
+        .parse::<i64>()
+        .map(Some)
+        .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
+}
+
+/// Parses the Dockerfile and plans the build (pulling base images as `--pull` says); the
+/// context's stat cache is saved for the next build.
+fn plan_build(
+    store: &Store,
+    a: &BuildArgs,
+    registries: &RegistryConfig,
+    src: &DockerfileSource,
+    context: &Context,
+    args: BTreeMap<String, String>,
+    epoch: Option<i64>,
+) -> Result<BuildGraph> {
+    let df = parse_dockerfile(&src.name, &src.text).map_err(|e| anyhow!("{e}"))?;
+    let stat_path = StatCache::path_for(&store.buildcache_dir(), Path::new(&a.context));
+    let mut stat = StatCache::load(&stat_path);
+    let named = NamedContexts::parse(&a.build_contexts)?;
+    let entitled = entitlements(a)?;
+    let pull: PullPolicy = a.pull.parse().map_err(|e: String| anyhow!(e))?;
+    let mut sources = StoreImages::new(store, pull, registries, a.quiet || a.progress == "quiet");
+    sources.aliases = named.images;
+    sources.dir_roots = named
+        .dirs
+        .iter()
+        .map(|(n, c)| (n.clone(), c.root.clone()))
+        .collect();
+    let opts = PlanOptions {
+        source_date_epoch: epoch,
+        build_args: args,
+        target: a.target.clone(),
+        network: a
+            .network
+            .clone()
+            .map(|n| if n == "default" { "host".into() } else { n }),
+        allow_insecure: entitled.0,
+        allow_network_host: entitled.1,
+        ulimits: a.ulimits.clone(),
+        named_contexts: named.dirs,
+    };
+    let graph = plan(
+        &src.name, &src.text, &df, &opts, context, &mut stat, &sources,
+    )?;
+    stat.save(&stat_path);
+    Ok(graph)
+}
+
+/// `--progress`: plain, tty, quiet, or auto (tty when stderr is a terminal).
+fn progress_mode(a: &BuildArgs, quiet: bool) -> Mode {
+    match a.progress.as_str() {
+        _ if quiet => Mode::Quiet,
+        "plain" => Mode::Plain,
+        "tty" => Mode::Tty,
+        _ if std::io::stderr().is_terminal() => Mode::Tty,
+        _ => Mode::Plain,
+    }
+}
+
+/// `--label`s on the built image: one more image, whose config has them (its layers are the
+/// built image's).
+fn with_labels(
+    store: &Store,
+    img: strata_cache::Image,
+    labels: &[String],
+) -> Result<strata_cache::Image> {
+    if labels.is_empty() {
+        return Ok(img);
+    }
+    let mut cfg = img.config.clone();
+    let mut c = cfg.container();
+    for l in labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        c.labels.insert(k.to_string(), v.to_string());
+    }
+    cfg.config = Some(c);
+    Ok(store.put_image(
+        &strata_image::spec::to_canonical_json(&cfg),
+        Some(img.id()),
+        Vec::new(),
+    )?)
 }
 
 /// `--dry-run`: stages, steps, keys, and whether each would be CACHED.
