@@ -123,6 +123,13 @@ fn created_ns(img: &Image) -> Option<i128> {
 }
 
 pub fn images(store: &Store, a: &ImagesArgs) -> Result<()> {
+    let rows = image_rows(store, a)?;
+    print_images(a, &rows)
+}
+
+/// The rows of `images`: one per tag (or one `<none>` row for an untagged image), filtered,
+/// newest first.
+fn image_rows(store: &Store, a: &ImagesArgs) -> Result<Vec<Row>> {
     let refs = store.refs()?;
     let filter = a
         .repository
@@ -210,6 +217,11 @@ pub fn images(store: &Store, a: &ImagesArgs) -> Result<()> {
             .then(a.repo.cmp(&b.repo))
             .then(a.tag.cmp(&b.tag))
     });
+    Ok(rows)
+}
+
+/// Prints the rows: IDs only (`-q`), Docker's table, or `--format`.
+fn print_images(a: &ImagesArgs, rows: &[Row]) -> Result<()> {
     let show_id = |d: &Digest| {
         if a.no_trunc {
             d.to_string()
@@ -219,7 +231,7 @@ pub fn images(store: &Store, a: &ImagesArgs) -> Result<()> {
     };
     if a.quiet {
         let mut seen = BTreeSet::new();
-        for r in &rows {
+        for r in rows {
             if seen.insert(r.id.clone()) {
                 println!("{}", show_id(&r.id));
             }
