@@ -340,29 +340,26 @@ fn start(
         Some((ns, helper)) => (Some(ns), Some(helper)),
         None => (None, None),
     };
-    let err = |e: RuntimeError| (125, e.to_string());
-    // The monitor tells init through this socket that its cgroup is ready, handing it the
-    // files to join it with (cgroup v1, see `Cgroup::admit`).
-    let (sync_w, sync_r) =
-        crate::fdpass::socket_pair().map_err(|e| (125, format!("sync socket: {e}")))?;
-    let (err_r, err_w) = pipe().map_err(err)?;
-    // Pipes unless a foreground container's output goes straight to the terminal.
-    let (out_pipe, err_pipe) = if p.tty || (opts.foreground && !keeps_logs(rec, opts)) {
-        (None, None)
-    } else {
-        (Some(pipe().map_err(err)?), Some(pipe().map_err(err)?))
-    };
-    // Straight to the terminal, a stream `-a` leaves out goes nowhere.
-    let unattached: Vec<i32> = [(1, "stdout"), (2, "stderr")]
-        .into_iter()
-        .filter(|(_, s)| opts.foreground && !p.tty && !rec.config.attaches(s))
-        .map(|(fd, _)| fd)
-        .collect();
-    let console = if p.tty {
-        Some(crate::fdpass::socket_pair().map_err(|e| (125, format!("console socket: {e}")))?)
-    } else {
-        None
-    };
+    let w = Wiring::new(rec, p, opts)?;
+    let signals = block_signals()?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| (125, format!("unshare pid namespace: {e}")))?;
+    // SAFETY: the monitor is single-threaded (a fresh exec), so the child may allocate.
+    match unsafe { fork() } {
+        Err(e) => Err((125, format!("fork: {e}"))),
+        Ok(ForkResult::Child) => {
+            drop(signals);
+            w.become_init(root, p, netns)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(netns);
+            w.watch_init(child, p, limits, &rec.id, signals, netns_helper)
+        }
+    }
+}
+
+/// Blocks the signals the monitor handles and opens a signalfd for them.
+fn block_signals() -> Result<SignalFd, (i32, String)> {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
@@ -371,131 +368,182 @@ fn start(
     set.add(Signal::SIGWINCH);
     set.thread_block()
         .map_err(|e| (125, format!("block signals: {e}")))?;
-    let signals = SignalFd::with_flags(&set, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| (125, format!("signalfd: {e}")))?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-        .map_err(|e| (125, format!("unshare pid namespace: {e}")))?;
-    let stdin_null = !rec.config.attaches("stdin") || !opts.foreground;
-    // SAFETY: the monitor is single-threaded (a fresh exec), so the child may allocate.
-    match unsafe { fork() } {
-        Err(e) => Err((125, format!("fork: {e}"))),
-        Ok(ForkResult::Child) => {
-            drop(sync_w);
-            drop(err_r);
-            drop(signals);
-            // SAFETY: wiring the child's stdio before anything else runs.
-            unsafe {
-                if stdin_null {
-                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-                    libc::dup2(null, 0);
+    SignalFd::with_flags(&set, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| (125, format!("signalfd: {e}")))
+}
+
+/// The channels between the monitor and the container's init, made before the fork.
+struct Wiring {
+    /// The monitor tells init through this socket that its cgroup is ready, handing it the
+    /// files to join it with (cgroup v1, see `Cgroup::admit`), then the seccomp filters.
+    sync_w: OwnedFd,
+    sync_r: OwnedFd,
+    /// Init's failure ([`InitFailure`]), or EOF at exec.
+    err_r: OwnedFd,
+    err_w: OwnedFd,
+    /// stdout and stderr pipes, unless a foreground container's output goes straight to
+    /// the terminal.
+    out_pipe: Option<(OwnedFd, OwnedFd)>,
+    err_pipe: Option<(OwnedFd, OwnedFd)>,
+    /// Straight to the terminal, the streams `-a` leaves out go nowhere.
+    unattached: Vec<i32>,
+    /// With a TTY: the socket init sends the pty's master over.
+    console: Option<(OwnedFd, OwnedFd)>,
+    /// stdin is /dev/null (detached, or not attached).
+    stdin_null: bool,
+}
+
+impl Wiring {
+    fn new(
+        rec: &ContainerRecord,
+        p: &ProcessSpec,
+        opts: &Options,
+    ) -> Result<Wiring, (i32, String)> {
+        let err = |e: RuntimeError| (125, e.to_string());
+        let (sync_w, sync_r) =
+            crate::fdpass::socket_pair().map_err(|e| (125, format!("sync socket: {e}")))?;
+        let (err_r, err_w) = pipe().map_err(err)?;
+        let (out_pipe, err_pipe) = if p.tty || (opts.foreground && !keeps_logs(rec, opts)) {
+            (None, None)
+        } else {
+            (Some(pipe().map_err(err)?), Some(pipe().map_err(err)?))
+        };
+        let unattached = [(1, "stdout"), (2, "stderr")]
+            .into_iter()
+            .filter(|(_, s)| opts.foreground && !p.tty && !rec.config.attaches(s))
+            .map(|(fd, _)| fd)
+            .collect();
+        let console = if p.tty {
+            Some(crate::fdpass::socket_pair().map_err(|e| (125, format!("console socket: {e}")))?)
+        } else {
+            None
+        };
+        Ok(Wiring {
+            sync_w,
+            sync_r,
+            err_r,
+            err_w,
+            out_pipe,
+            err_pipe,
+            unattached,
+            console,
+            stdin_null: !rec.config.attaches("stdin") || !opts.foreground,
+        })
+    }
+
+    /// The child: stdio wired, then the container's init (which never returns).
+    fn become_init(self, root: &RootSpec, p: &ProcessSpec, netns: Option<NetNs>) -> ! {
+        drop(self.sync_w);
+        drop(self.err_r);
+        // SAFETY: wiring the child's stdio before anything else runs.
+        unsafe {
+            if self.stdin_null {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                libc::dup2(null, 0);
+                libc::close(null);
+            }
+            if let Some((_, w)) = &self.out_pipe {
+                libc::dup2(w.as_raw_fd(), 1);
+            }
+            if let Some((_, w)) = &self.err_pipe {
+                libc::dup2(w.as_raw_fd(), 2);
+            }
+            if self.out_pipe.is_none() {
+                for fd in &self.unattached {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                    libc::dup2(null, *fd);
                     libc::close(null);
                 }
-                if let Some((_, w)) = &out_pipe {
-                    libc::dup2(w.as_raw_fd(), 1);
-                }
-                if let Some((_, w)) = &err_pipe {
-                    libc::dup2(w.as_raw_fd(), 2);
-                }
-                if out_pipe.is_none() {
-                    for fd in &unattached {
-                        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
-                        libc::dup2(null, *fd);
-                        libc::close(null);
-                    }
-                }
             }
-            drop(out_pipe);
-            drop(err_pipe);
-            let console_fd = console.map(|(parent, child)| {
-                drop(parent);
-                let fd = child.as_raw_fd();
-                std::mem::forget(child);
-                fd
-            });
-            let fd = err_w.as_raw_fd();
-            // The error pipe must survive close_fds: keep it as a raw fd.
-            std::mem::forget(err_w);
-            // Setup runs while the monitor makes the cgroup; init joins it just before exec.
-            let e = init::run(root, p, fd, console_fd, sync_r, netns);
-            init::report(fd, &e);
-            std::process::exit(e.code);
         }
-        Ok(ForkResult::Parent { child }) => {
-            drop(sync_r);
-            drop(err_w);
-            drop(netns);
-            let out = out_pipe.map(|(r, w)| {
-                drop(w);
-                r
-            });
-            let errp = err_pipe.map(|(r, w)| {
-                drop(w);
-                r
-            });
-            let console_parent = console.map(|(parent, child)| {
-                drop(child);
-                parent
-            });
-            // Made while the child sets up its namespaces and mounts. On v1 the child moves
-            // itself in (fast, see `Cgroup::admit`); on v2 the monitor moves it.
-            let cg =
-                Cgroup::create(&rec.id, limits).and_then(|cg| match cg.admit(child.as_raw()) {
-                    Ok(files) => Ok((cg, files)),
-                    Err(e) => {
-                        cg.destroy();
-                        Err(e)
-                    }
-                });
-            let (cg, join_files) = match cg {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                    let _ = waitpid(child, None);
-                    let _ = netns_helper.map(netns::Helper::reap);
-                    return Err((125, e.to_string()));
-                }
-            };
-            let raw: Vec<_> = join_files.iter().map(|f| f.as_raw_fd()).collect();
-            let _ = crate::fdpass::send_fds(sync_w.as_raw_fd(), &raw);
-            drop(join_files);
-            // The seccomp filter is compiled here, while init still sets up (none sent: init
-            // compiles it itself, and reports what fails).
-            let filters = if p.seccomp {
-                crate::seccomp::profile_for_caps(&p.caps).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            let _ = crate::seccomp::write_filters(&mut fs::File::from(sync_w), &filters);
-            // The console arrives before exec (init sends it while setting up).
-            let console_master = match &console_parent {
-                Some(sock) => crate::fdpass::recv_fd(sock.as_raw_fd()).ok().flatten(),
-                None => None,
-            };
-            // EOF on the error pipe means exec happened; text means init failed.
-            let mut msg = String::new();
-            let _ = fs::File::from(err_r).read_to_string(&mut msg);
-            // Init has joined the namespace or failed, so the helper is done: reap it, and
-            // say why it failed if it did (init only saw it send nothing).
-            let netns_failure = netns_helper.and_then(|h| h.reap().err());
-            if let Some(failed) = InitFailure::decode(&msg, 125) {
-                let _ = waitpid(child, None);
+        drop(self.out_pipe);
+        drop(self.err_pipe);
+        let console_fd = self.console.map(|(parent, child)| {
+            drop(parent);
+            let fd = child.as_raw_fd();
+            std::mem::forget(child);
+            fd
+        });
+        let fd = self.err_w.as_raw_fd();
+        // The error pipe must survive close_fds: keep it as a raw fd.
+        std::mem::forget(self.err_w);
+        // Setup runs while the monitor makes the cgroup; init joins it just before exec.
+        let e = init::run(root, p, fd, console_fd, self.sync_r, netns);
+        init::report(fd, &e);
+        std::process::exit(e.code);
+    }
+
+    /// The monitor, while init sets up: the cgroup made and handed over, the seccomp
+    /// filters sent, the console received; then init's exec or failure.
+    fn watch_init(
+        self,
+        child: Pid,
+        p: &ProcessSpec,
+        limits: &Limits,
+        id: &str,
+        signals: SignalFd,
+        netns_helper: Option<netns::Helper>,
+    ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
+        drop(self.sync_r);
+        drop(self.err_w);
+        let out = self.out_pipe.map(|(r, _)| r);
+        let errp = self.err_pipe.map(|(r, _)| r);
+        let console_parent = self.console.map(|(parent, _)| parent);
+        // Made while the child sets up its namespaces and mounts. On v1 the child moves
+        // itself in (fast, see `Cgroup::admit`); on v2 the monitor moves it.
+        let cg = Cgroup::create(id, limits).and_then(|cg| match cg.admit(child.as_raw()) {
+            Ok(files) => Ok((cg, files)),
+            Err(e) => {
                 cg.destroy();
-                return Err(match netns_failure {
-                    Some(why) => (125, why),
-                    None => (failed.code, failed.message),
-                });
+                Err(e)
             }
-            Ok((
-                child,
-                Io {
-                    signals,
-                    out,
-                    err: errp,
-                    console: console_master,
-                },
-                cg,
-            ))
+        });
+        let (cg, join_files) = match cg {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                let _ = netns_helper.map(netns::Helper::reap);
+                return Err((125, e.to_string()));
+            }
+        };
+        let raw: Vec<_> = join_files.iter().map(|f| f.as_raw_fd()).collect();
+        let _ = crate::fdpass::send_fds(self.sync_w.as_raw_fd(), &raw);
+        drop(join_files);
+        // The seccomp filter is compiled here, while init still sets up (none sent: init
+        // compiles it itself, and reports what fails).
+        let filters = if p.seccomp {
+            crate::seccomp::profile_for_caps(&p.caps).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let _ = crate::seccomp::write_filters(&mut fs::File::from(self.sync_w), &filters);
+        // The console arrives before exec (init sends it while setting up).
+        let console_master = match &console_parent {
+            Some(sock) => crate::fdpass::recv_fd(sock.as_raw_fd()).ok().flatten(),
+            None => None,
+        };
+        // EOF on the error pipe means exec happened; text means init failed.
+        let mut msg = String::new();
+        let _ = fs::File::from(self.err_r).read_to_string(&mut msg);
+        // Init has joined the namespace or failed, so the helper is done: reap it, and say
+        // why it failed if it did (init only saw it send nothing).
+        let netns_failure = netns_helper.and_then(|h| h.reap().err());
+        if let Some(failed) = InitFailure::decode(&msg, 125) {
+            let _ = waitpid(child, None);
+            cg.destroy();
+            return Err(match netns_failure {
+                Some(why) => (125, why),
+                None => (failed.code, failed.message),
+            });
         }
+        let io = Io {
+            signals,
+            out,
+            err: errp,
+            console: console_master,
+        };
+        Ok((child, io, cg))
     }
 }
 

@@ -358,7 +358,8 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     let context = load_context(a, &src)?;
     let args = build_args(a)?;
     let epoch = source_date_epoch(&args)?;
-    let graph = plan_build(store, a, registries, &src, &context, args, epoch)?;
+    // The sources hold ADD's downloads, which the build reads: they live until it ends.
+    let (graph, _sources) = plan_build(store, a, registries, &src, &context, args, epoch)?;
     if a.dry_run {
         return dry_run(store, &graph, &context);
     }
@@ -448,16 +449,17 @@ fn source_date_epoch(args: &BTreeMap<String, String>) -> Result<Option<i64>> {
 }
 
 /// Parses the Dockerfile and plans the build (pulling base images as `--pull` says); the
-/// context's stat cache is saved for the next build.
-fn plan_build(
-    store: &Store,
+/// context's stat cache is saved for the next build. Returns the plan and its sources, which
+/// keep what ADD downloaded for as long as they live.
+fn plan_build<'a>(
+    store: &'a Store,
     a: &BuildArgs,
-    registries: &RegistryConfig,
+    registries: &'a RegistryConfig,
     src: &DockerfileSource,
     context: &Context,
     args: BTreeMap<String, String>,
     epoch: Option<i64>,
-) -> Result<BuildGraph> {
+) -> Result<(BuildGraph, StoreImages<'a>)> {
     let df = parse_dockerfile(&src.name, &src.text).map_err(|e| anyhow!("{e}"))?;
     let stat_path = StatCache::path_for(&store.buildcache_dir(), Path::new(&a.context));
     let mut stat = StatCache::load(&stat_path);
@@ -488,7 +490,7 @@ fn plan_build(
         &src.name, &src.text, &df, &opts, context, &mut stat, &sources,
     )?;
     stat.save(&stat_path);
-    Ok(graph)
+    Ok((graph, sources))
 }
 
 /// `--progress`: plain, tty, quiet, or auto (tty when stderr is a terminal).
