@@ -566,46 +566,40 @@ impl StatCache {
         Some((s, d))
     }
 
-    /// The content digests of context files: those whose `lstat` is what the cache saw are
-    /// answered from it, the others read and hashed in parallel on the CPU pool
-    /// (`strata_image::pool`).
-    pub fn digests(
+    /// The digest the cache holds for a context file, if its `lstat` is what the cache saw.
+    pub fn cached(&self, rel: &str, e: &Entry) -> Option<Digest> {
+        // One cache per context directory (see `path_for`), so the relative path is the key.
+        match self.get(rel) {
+            Some((s, d)) if *s == stamp_of(e) => Some(Digest::from_bytes(d)),
+            _ => None,
+        }
+    }
+
+    /// Reads and hashes context files the cache does not know, in parallel on the CPU pool
+    /// (`strata_image::pool`), and remembers their digests.
+    pub fn hash(
         &mut self,
         ctx: &Context,
         files: &[(&str, &Entry)],
     ) -> Result<Vec<Digest>, PlanError> {
-        // One cache per context directory (see `path_for`), so the relative path is the key.
-        let stamp = |e: &Entry| (e.size, e.mtime, e.mtime_nsec, e.ino, e.ctime, e.ctime_nsec);
-        let mut out: Vec<Option<Digest>> = Vec::with_capacity(files.len());
-        let mut misses = Vec::new();
-        for (i, (rel, e)) in files.iter().enumerate() {
-            match self.get(rel) {
-                Some((s, d)) if *s == stamp(e) => out.push(Some(Digest::from_bytes(d))),
-                _ => {
-                    out.push(None);
-                    misses.push(i);
-                }
-            }
-        }
-        if misses.is_empty() {
-            return Ok(out.into_iter().flatten().collect());
+        if files.is_empty() {
+            return Ok(Vec::new());
         }
         let root = ctx.root_handle()?;
-        let hash = |&i: &usize| hash_file(ctx, &root, files[i].0);
+        let hash = |f: &(&str, &Entry)| hash_file(ctx, &root, f.0);
         // A few changed files are not worth waking the pool's threads for.
-        let hashed: Vec<Result<Digest, PlanError>> = if misses.len() < 8 {
-            misses.iter().map(hash).collect()
+        let hashed: Vec<Digest> = if files.len() < 8 {
+            files.iter().map(hash).collect::<Result<_, _>>()?
         } else {
-            strata_image::pool::cpu().install(|| misses.par_iter().map(hash).collect())
+            strata_image::pool::cpu()
+                .install(|| files.par_iter().map(hash).collect::<Result<_, _>>())?
         };
-        for (&i, d) in misses.iter().zip(hashed) {
-            let d = d?;
-            let (rel, e) = files[i];
-            self.added.insert(rel.into(), (stamp(e), d.to_bytes()));
-            out[i] = Some(d);
+        for ((rel, e), d) in files.iter().zip(&hashed) {
+            self.added
+                .insert((*rel).into(), (stamp_of(e), d.to_bytes()));
         }
         self.dirty = true;
-        Ok(out.into_iter().flatten().collect())
+        Ok(hashed)
     }
 
     /// Writes the cache back (atomically, sorted by path) if it changed.
@@ -641,6 +635,11 @@ impl StatCache {
             let _ = fs::remove_file(&tmp);
         }
     }
+}
+
+/// What the stat cache compares: size, mtime, inode and ctime.
+fn stamp_of(e: &Entry) -> Stamp {
+    (e.size, e.mtime, e.mtime_nsec, e.ino, e.ctime, e.ctime_nsec)
 }
 
 /// Reads and hashes one context file, through the context's root handle.

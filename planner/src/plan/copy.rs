@@ -291,17 +291,23 @@ impl Planner<'_> {
                 selected.push((i, x));
             }
         }
-        // Every file's digest at once: those the stat cache does not know are hashed in
-        // parallel.
-        let files: Vec<usize> = (0..selected.len())
-            .filter(|&n| ctx.entry(&selected[n].1).kind == crate::context::Kind::File)
-            .collect();
-        let paths: Vec<_> = files
+        // Digests the stat cache knows now; the others all at once, hashed in parallel.
+        let mut misses = Vec::new();
+        for (n, (_, x)) in selected.iter_mut().enumerate() {
+            let e = ctx.entry(x);
+            if e.kind == crate::context::Kind::File {
+                x.digest = stat.cached(ctx.src(x), e);
+                if x.digest.is_none() {
+                    misses.push(n);
+                }
+            }
+        }
+        let files: Vec<_> = misses
             .iter()
             .map(|&n| (ctx.src(&selected[n].1), ctx.entry(&selected[n].1)))
             .collect();
-        let digests = stat.digests(ctx, &paths)?;
-        for (n, d) in files.into_iter().zip(digests) {
+        let digests = stat.hash(ctx, &files)?;
+        for (n, d) in misses.into_iter().zip(digests) {
             selected[n].1.digest = Some(d);
         }
         Ok(selected)
