@@ -52,68 +52,9 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
         }
         _ => return Err((125, format!("container {} is not running", rec.short_id()))),
     }
-    let (_, base) = crate::spec::specs(store, &rec).map_err(e125)?;
-    let mut env = base.env.clone();
-    env.extend(o.env.iter().cloned());
-    let caps = if o.privileged {
-        crate::caps::container_set(true, &[], &[])
-    } else {
-        base.caps.clone()
-    };
-    let spec = ProcessSpec {
-        args: o.args.clone(),
-        env,
-        cwd: o.workdir.clone().unwrap_or(base.cwd.clone()),
-        user: o.user.clone().unwrap_or(base.user.clone()),
-        caps,
-        no_new_privs: base.no_new_privs,
-        seccomp: base.seccomp && !o.privileged,
-        tty: o.tty,
-        console_size: None,
-        init: false,
-        ulimits: base.ulimits.clone(),
-        group_add: base.group_add.clone(),
-        buildkit_groups: false,
-    };
-    // Join the cgroup, then the namespaces (mount last: it changes our root).
-    Cgroup::of(&rec.id).add_self().map_err(e125)?;
-    let pid = st.pid;
-    let ns = |name: &str| -> Result<OwnedFd, (i32, String)> {
-        let p = format!("/proc/{pid}/ns/{name}");
-        fs::File::open(&p)
-            .map(OwnedFd::from)
-            .map_err(|e| (125, format!("{p}: {e}")))
-    };
-    let fds = [
-        (ns("ipc")?, CloneFlags::CLONE_NEWIPC),
-        (ns("uts")?, CloneFlags::CLONE_NEWUTS),
-        (ns("net")?, CloneFlags::CLONE_NEWNET),
-        (ns("pid")?, CloneFlags::CLONE_NEWPID),
-        (ns("mnt")?, CloneFlags::CLONE_NEWNS),
-    ];
-    // The pid namespace we opened must still be the container's (the pid was not reused).
-    if !same_process(pid, st.pid_start) {
-        return Err((125, format!("container {} is not running", rec.short_id())));
-    }
-    // SAFETY: until exec, this strata process must not be reachable through /proc/<pid>/exe.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    for (fd, flag) in &fds {
-        setns(fd, *flag).map_err(|e| (125, format!("join the container's namespaces: {e}")))?;
-    }
-    drop(fds);
-    let console = if o.tty {
-        let master =
-            nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
-                .map_err(|e| (125, format!("open /dev/ptmx: {e}")))?;
-        nix::pty::grantpt(&master).map_err(|e| (125, format!("grantpt: {e}")))?;
-        nix::pty::unlockpt(&master).map_err(|e| (125, format!("unlockpt: {e}")))?;
-        let name = nix::pty::ptsname_r(&master).map_err(|e| (125, format!("ptsname: {e}")))?;
-        // Sized before the command runs, so it never sees a 0x0 terminal.
-        crate::monitor::copy_winsize(0, master.as_raw_fd());
-        Some((master, name))
-    } else {
-        None
-    };
+    let spec = process_spec(store, &rec, o)?;
+    join_container(&rec, st.pid, st.pid_start)?;
+    let console = if o.tty { Some(open_console()?) } else { None };
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| (125, format!("pipe: {e}")))?;
     let mut set = SigSet::empty();
@@ -134,48 +75,7 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
     match unsafe { fork() }.map_err(|e| (125, format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(err_r);
-            // SAFETY: stdio wiring in the child.
-            unsafe {
-                if !o.interactive && !o.tty {
-                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-                    libc::dup2(null, 0);
-                    libc::close(null);
-                }
-                if o.detach {
-                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                    for t in 0..3 {
-                        libc::dup2(null, t);
-                    }
-                    libc::close(null);
-                    libc::setsid();
-                }
-            }
-            if let Some((master, name)) = &console {
-                let slave = nix::fcntl::open(
-                    name.as_str(),
-                    nix::fcntl::OFlag::O_RDWR,
-                    nix::sys::stat::Mode::empty(),
-                );
-                if let Ok(slave) = slave {
-                    // SAFETY: making the pty our controlling terminal and stdio.
-                    unsafe {
-                        libc::setsid();
-                        libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
-                        for t in 0..3 {
-                            libc::dup2(slave.as_raw_fd(), t);
-                        }
-                    }
-                }
-                let _ = master;
-            }
-            let fd = err_w.as_raw_fd();
-            std::mem::forget(err_w);
-            let e = match init::exec_process(&spec, fd, None) {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            init::report(fd, &e);
-            std::process::exit(e.code);
+            run_command(o, &spec, console.as_ref(), err_w)
         }
         ForkResult::Parent { child } => {
             drop(err_w);
@@ -196,6 +96,136 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
             Ok(wait_relay(child, master, set))
         }
     }
+}
+
+/// The process to run: the container's, with `exec`'s command, environment, user and
+/// working directory (`--privileged`: every capability, no seccomp).
+fn process_spec(
+    store: &Store,
+    rec: &crate::container::ContainerRecord,
+    o: &ExecOptions,
+) -> Result<ProcessSpec, (i32, String)> {
+    let (_, base) = crate::spec::specs(store, rec).map_err(|e| (125, e.to_string()))?;
+    let mut env = base.env.clone();
+    env.extend(o.env.iter().cloned());
+    let caps = if o.privileged {
+        crate::caps::container_set(true, &[], &[])
+    } else {
+        base.caps.clone()
+    };
+    Ok(ProcessSpec {
+        args: o.args.clone(),
+        env,
+        cwd: o.workdir.clone().unwrap_or(base.cwd.clone()),
+        user: o.user.clone().unwrap_or(base.user.clone()),
+        caps,
+        no_new_privs: base.no_new_privs,
+        seccomp: base.seccomp && !o.privileged,
+        tty: o.tty,
+        console_size: None,
+        init: false,
+        ulimits: base.ulimits.clone(),
+        group_add: base.group_add.clone(),
+        buildkit_groups: false,
+    })
+}
+
+/// Joins the container's cgroup, then its namespaces (mount last: it changes our root).
+fn join_container(
+    rec: &crate::container::ContainerRecord,
+    pid: i32,
+    pid_start: u64,
+) -> Result<(), (i32, String)> {
+    Cgroup::of(&rec.id)
+        .add_self()
+        .map_err(|e| (125, e.to_string()))?;
+    let ns = |name: &str| -> Result<OwnedFd, (i32, String)> {
+        let p = format!("/proc/{pid}/ns/{name}");
+        fs::File::open(&p)
+            .map(OwnedFd::from)
+            .map_err(|e| (125, format!("{p}: {e}")))
+    };
+    let fds = [
+        (ns("ipc")?, CloneFlags::CLONE_NEWIPC),
+        (ns("uts")?, CloneFlags::CLONE_NEWUTS),
+        (ns("net")?, CloneFlags::CLONE_NEWNET),
+        (ns("pid")?, CloneFlags::CLONE_NEWPID),
+        (ns("mnt")?, CloneFlags::CLONE_NEWNS),
+    ];
+    // The pid namespace we opened must still be the container's (the pid was not reused).
+    if !same_process(pid, pid_start) {
+        return Err((125, format!("container {} is not running", rec.short_id())));
+    }
+    // SAFETY: until exec, this strata process must not be reachable through /proc/<pid>/exe.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    for (fd, flag) in &fds {
+        setns(fd, *flag).map_err(|e| (125, format!("join the container's namespaces: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A pty in the container's devpts (we are in its mount namespace): the master and the
+/// slave's name, sized like our terminal before the command runs.
+fn open_console() -> Result<(nix::pty::PtyMaster, String), (i32, String)> {
+    let master = nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
+        .map_err(|e| (125, format!("open /dev/ptmx: {e}")))?;
+    nix::pty::grantpt(&master).map_err(|e| (125, format!("grantpt: {e}")))?;
+    nix::pty::unlockpt(&master).map_err(|e| (125, format!("unlockpt: {e}")))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| (125, format!("ptsname: {e}")))?;
+    crate::monitor::copy_winsize(0, master.as_raw_fd());
+    Ok((master, name))
+}
+
+/// The child: stdio wired (the pty, /dev/null, or a new session when detached), then the
+/// command; a failure goes down the error pipe.
+fn run_command(
+    o: &ExecOptions,
+    spec: &ProcessSpec,
+    console: Option<&(nix::pty::PtyMaster, String)>,
+    err_w: OwnedFd,
+) -> ! {
+    // SAFETY: stdio wiring in the child.
+    unsafe {
+        if !o.interactive && !o.tty {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            libc::dup2(null, 0);
+            libc::close(null);
+        }
+        if o.detach {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            for t in 0..3 {
+                libc::dup2(null, t);
+            }
+            libc::close(null);
+            libc::setsid();
+        }
+    }
+    if let Some((master, name)) = console {
+        let slave = nix::fcntl::open(
+            name.as_str(),
+            nix::fcntl::OFlag::O_RDWR,
+            nix::sys::stat::Mode::empty(),
+        );
+        if let Ok(slave) = slave {
+            // SAFETY: making the pty our controlling terminal and stdio.
+            unsafe {
+                libc::setsid();
+                libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
+                for t in 0..3 {
+                    libc::dup2(slave.as_raw_fd(), t);
+                }
+            }
+        }
+        let _ = master;
+    }
+    let fd = err_w.as_raw_fd();
+    std::mem::forget(err_w);
+    let e = match init::exec_process(spec, fd, None) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    init::report(fd, &e);
+    std::process::exit(e.code);
 }
 
 /// Waits for an exec'd process, relaying signals and (with a tty) the terminal.
