@@ -131,35 +131,7 @@ fn run_inner(
             None
         }
     };
-    let me = std::process::id() as i32;
-    let my_start = process_start_time(me).unwrap_or(0);
-    // Claim the container: only one monitor may start it.
-    containers
-        .update_state(id, |s| {
-            if s.is_running() {
-                return Err(RuntimeError::Conflict(format!(
-                    "container {} is already running",
-                    rec.name
-                )));
-            }
-            if opts.policy_restart && (s.manually_stopped || !s.restarting) {
-                return Err(RuntimeError::Conflict(format!(
-                    "container {}: restart cancelled",
-                    rec.name
-                )));
-            }
-            if !opts.policy_restart {
-                s.manually_stopped = false;
-            }
-            s.restarting = false;
-            s.status = Status::Running;
-            s.pid = 0;
-            s.monitor_pid = me;
-            s.monitor_start = my_start;
-            s.error.clear();
-            Ok(())
-        })
-        .map_err(e125)?;
+    claim(&containers, &rec, opts)?;
     let fail_start = |code: i32, msg: String| {
         let _ = containers.update_state(id, |s| {
             s.status = Status::Exited;
@@ -180,14 +152,7 @@ fn run_inner(
         proc_.console_size = terminal_size(0);
     }
     crate::init::clear_volatile_marker(&root);
-    let limits = Limits {
-        memory: rec.host_config.memory,
-        pids: rec.host_config.pids_limit,
-        nano_cpus: rec.host_config.nano_cpus,
-        cpuset_cpus: rec.host_config.cpuset_cpus.clone(),
-        restrict_devices: !rec.host_config.privileged,
-        device_rules: rec.host_config.device_cgroup_rules.clone(),
-    };
+    let limits = limits_of(&rec);
     let started = start(&rec, &root, &proc_, &limits, opts, netns);
     if let Some(writer) = record_writer {
         // Long gone by now: it exits as soon as it has written the id.
@@ -230,6 +195,71 @@ fn run_inner(
     if opts.foreground && rec.host_config.auto_remove && auto_remove(store, &containers, &rec) {
         return Ok(code);
     }
+    record_exit(store, &containers, &rec, code, oom);
+    Ok(code)
+}
+
+/// Claims the container for this monitor: only one may start it, and a start the restart
+/// policy scheduled is called off by a `stop` meanwhile.
+fn claim(
+    containers: &Containers,
+    rec: &ContainerRecord,
+    opts: &Options,
+) -> Result<(), (i32, String)> {
+    let me = std::process::id() as i32;
+    let my_start = process_start_time(me).unwrap_or(0);
+    containers
+        .update_state(&rec.id, |s| {
+            if s.is_running() {
+                return Err(RuntimeError::Conflict(format!(
+                    "container {} is already running",
+                    rec.name
+                )));
+            }
+            if opts.policy_restart && (s.manually_stopped || !s.restarting) {
+                return Err(RuntimeError::Conflict(format!(
+                    "container {}: restart cancelled",
+                    rec.name
+                )));
+            }
+            if !opts.policy_restart {
+                s.manually_stopped = false;
+            }
+            s.restarting = false;
+            s.status = Status::Running;
+            s.pid = 0;
+            s.monitor_pid = me;
+            s.monitor_start = my_start;
+            s.error.clear();
+            Ok(())
+        })
+        .map(|_| ())
+        .map_err(|e| (125, e.to_string()))
+}
+
+/// The cgroup limits the record asks for.
+fn limits_of(rec: &ContainerRecord) -> Limits {
+    let h = &rec.host_config;
+    Limits {
+        memory: h.memory,
+        pids: h.pids_limit,
+        nano_cpus: h.nano_cpus,
+        cpuset_cpus: h.cpuset_cpus.clone(),
+        restrict_devices: !h.privileged,
+        device_rules: h.device_cgroup_rules.clone(),
+    }
+}
+
+/// Records how the container exited, and starts it again later when its restart policy
+/// says so (with Docker's doubling delay, reset after ten seconds of running).
+fn record_exit(
+    store: &Store,
+    containers: &Containers,
+    rec: &ContainerRecord,
+    code: i32,
+    oom: bool,
+) {
+    let id = rec.id.as_str();
     let policy = &rec.host_config.restart_policy;
     let mut again = None;
     let _ = containers.update_state(id, |s| {
@@ -253,12 +283,11 @@ fn run_inner(
         Ok(())
     });
     if rec.host_config.auto_remove {
-        auto_remove(store, &containers, &rec);
+        auto_remove(store, containers, rec);
     }
     if let Some(delay) = again {
         restart_later(store, id, delay);
     }
-    Ok(code)
 }
 
 /// The restart policy's next start: a detached child that waits `delay_ms` and becomes the
