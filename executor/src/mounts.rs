@@ -158,6 +158,12 @@ pub(crate) fn prepare(
     mounts: &[RunMount],
     image_of: &dyn Fn(&CopyFrom) -> Result<Image, String>,
 ) -> Result<Prepared, String> {
+    let w = Preparing {
+        store,
+        ctx,
+        graph,
+        image_of,
+    };
     let mut p = Prepared::default();
     for m in mounts {
         match m {
@@ -168,31 +174,7 @@ pub(crate) fn prepare(
                 selected,
                 readonly,
             } => {
-                let host = match from {
-                    CopyFrom::Context | CopyFrom::Named(_) => {
-                        let ctx = graph.context_for(ctx, from);
-                        let dir = temp_private_dir(store, "ctx-mount")?;
-                        p.guards.push(Guard::Temp(dir.clone()));
-                        materialize_context(ctx, selected, &dir)?;
-                        let names_file = strata_planner::context::clean_source(source)
-                            .ok()
-                            .filter(|c| !c.is_empty())
-                            .and_then(|c| ctx.resolve(&c).map(|(_, e)| e.kind != Kind::Dir))
-                            .unwrap_or(false);
-                        match selected.as_slice() {
-                            [(_, one)] if names_file => dir.join(ctx.rel(one)),
-                            _ => dir,
-                        }
-                    }
-                    other => {
-                        let img = image_of(other)?;
-                        let mounted = mount_image(store, &img, !readonly)?;
-                        let host = resolve_inside(&mounted.mnt, source)
-                            .map_err(|e| format!("--mount source {e}"))?;
-                        p.guards.push(Guard::Overlay(mounted));
-                        host
-                    }
-                };
+                let host = w.bind_source(&mut p, from, source, selected, *readonly)?;
                 p.bind(host, target, *readonly);
             }
             RunMount::Cache {
@@ -205,28 +187,7 @@ pub(crate) fn prepare(
                 readonly,
                 seed,
             } => {
-                let exclusive = *sharing != Sharing::Shared;
-                let try_only = *sharing == Sharing::Private;
-                let (dir, created) = match store
-                    .cache_mount(id, (*uid, *gid), *mode, exclusive, try_only)
-                    .map_err(|e| e.to_string())?
-                {
-                    Some(c) => {
-                        let r = (c.dir.clone(), c.created);
-                        p.guards.push(Guard::Cache(c));
-                        r
-                    }
-                    // sharing=private and in use: this step gets a directory of its own.
-                    None => {
-                        let d = store.temp_dir("cache-mount").map_err(|e| e.to_string())?;
-                        set_owner_and_mode(&d, (*uid, *gid), *mode)?;
-                        p.guards.push(Guard::Temp(d.clone()));
-                        (d, true)
-                    }
-                };
-                if let (true, Some((from, path))) = (created, seed) {
-                    copy_image_path_into(store, &image_of(from)?, path, &dir)?;
-                }
+                let dir = w.cache_dir(&mut p, id, *sharing, (*uid, *gid), *mode, seed.as_ref())?;
                 p.bind(dir, target, *readonly);
             }
             RunMount::Tmpfs { target, size } => {
@@ -251,19 +212,15 @@ pub(crate) fn prepare(
                     }
                     continue;
                 };
-                if let Some(var) = env {
-                    let text = std::str::from_utf8(value)
-                        .map_err(|_| format!("secret {id}: not UTF-8, cannot be env {var}"))?;
-                    p.env.push(format!("{var}={text}"));
-                }
-                if let Some(target) = target {
-                    let dir = secret_dir(store)?;
-                    p.guards.push(Guard::Temp(dir.clone()));
-                    let file = dir.join("value");
-                    fs::write(&file, value).map_err(|e| format!("{}: {e}", file.display()))?;
-                    set_owner_and_mode(&file, (*uid, *gid), *mode)?;
-                    p.bind(file, target, true);
-                }
+                w.secret(
+                    &mut p,
+                    id,
+                    value,
+                    target.as_deref(),
+                    env.as_deref(),
+                    (*uid, *gid),
+                    *mode,
+                )?;
             }
             RunMount::Ssh {
                 id,
@@ -281,20 +238,148 @@ pub(crate) fn prepare(
                     }
                     continue;
                 };
-                if !p.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
-                    p.env.push(format!("SSH_AUTH_SOCK={target}"));
-                }
-                let dir = temp_private_dir(store, "ssh")?;
-                let proxy = AgentProxy::start(&dir, sock, (*uid, *gid), *mode)?;
-                let path = proxy.path.clone();
-                // The proxy goes first: the directory is removed after it stops.
-                p.guards.push(Guard::Temp(dir));
-                p.guards.push(Guard::Agent(proxy));
-                p.bind(path, target, false);
+                w.ssh_agent(&mut p, sock, target, (*uid, *gid), *mode)?;
             }
         }
     }
     Ok(p)
+}
+
+/// What preparing a step's mounts reads.
+struct Preparing<'a> {
+    store: &'a Store,
+    ctx: &'a Context,
+    graph: &'a strata_planner::model::BuildGraph,
+    image_of: &'a dyn Fn(&CopyFrom) -> Result<Image, String>,
+}
+
+impl Preparing<'_> {
+    /// The host path a bind mount binds: the selected part of a context, copied into a
+    /// private directory (writes to it are discarded), or a path of a stage's or an image's
+    /// mounted tree.
+    fn bind_source(
+        &self,
+        p: &mut Prepared,
+        from: &CopyFrom,
+        source: &str,
+        selected: &[(usize, strata_planner::context::Selected)],
+        readonly: bool,
+    ) -> Result<PathBuf, String> {
+        match from {
+            CopyFrom::Context | CopyFrom::Named(_) => {
+                let ctx = self.graph.context_for(self.ctx, from);
+                let dir = temp_private_dir(self.store, "ctx-mount")?;
+                p.guards.push(Guard::Temp(dir.clone()));
+                materialize_context(ctx, selected, &dir)?;
+                let names_file = strata_planner::context::clean_source(source)
+                    .ok()
+                    .filter(|c| !c.is_empty())
+                    .and_then(|c| ctx.resolve(&c).map(|(_, e)| e.kind != Kind::Dir))
+                    .unwrap_or(false);
+                Ok(match selected {
+                    [(_, one)] if names_file => dir.join(ctx.rel(one)),
+                    _ => dir,
+                })
+            }
+            other => {
+                let img = (self.image_of)(other)?;
+                let mounted = mount_image(self.store, &img, !readonly)?;
+                let host = resolve_inside(&mounted.mnt, source)
+                    .map_err(|e| format!("--mount source {e}"))?;
+                p.guards.push(Guard::Overlay(mounted));
+                Ok(host)
+            }
+        }
+    }
+
+    /// A cache mount's directory, held as `sharing` says (a `private` one in use gives this
+    /// step a directory of its own), seeded from `from=` when new.
+    fn cache_dir(
+        &self,
+        p: &mut Prepared,
+        id: &str,
+        sharing: Sharing,
+        owner: (u32, u32),
+        mode: u32,
+        seed: Option<&(CopyFrom, String)>,
+    ) -> Result<PathBuf, String> {
+        let exclusive = sharing != Sharing::Shared;
+        let try_only = sharing == Sharing::Private;
+        let (dir, created) = match self
+            .store
+            .cache_mount(id, owner, mode, exclusive, try_only)
+            .map_err(|e| e.to_string())?
+        {
+            Some(c) => {
+                let r = (c.dir.clone(), c.created);
+                p.guards.push(Guard::Cache(c));
+                r
+            }
+            None => {
+                let d = self
+                    .store
+                    .temp_dir("cache-mount")
+                    .map_err(|e| e.to_string())?;
+                set_owner_and_mode(&d, owner, mode)?;
+                p.guards.push(Guard::Temp(d.clone()));
+                (d, true)
+            }
+        };
+        if let (true, Some((from, path))) = (created, seed) {
+            copy_image_path_into(self.store, &(self.image_of)(from)?, path, &dir)?;
+        }
+        Ok(dir)
+    }
+
+    /// A secret: an environment variable and/or a read-only file in a private directory.
+    #[allow(clippy::too_many_arguments)]
+    fn secret(
+        &self,
+        p: &mut Prepared,
+        id: &str,
+        value: &[u8],
+        target: Option<&str>,
+        env: Option<&str>,
+        owner: (u32, u32),
+        mode: u32,
+    ) -> Result<(), String> {
+        if let Some(var) = env {
+            let text = std::str::from_utf8(value)
+                .map_err(|_| format!("secret {id}: not UTF-8, cannot be env {var}"))?;
+            p.env.push(format!("{var}={text}"));
+        }
+        if let Some(target) = target {
+            let dir = secret_dir(self.store)?;
+            p.guards.push(Guard::Temp(dir.clone()));
+            let file = dir.join("value");
+            fs::write(&file, value).map_err(|e| format!("{}: {e}", file.display()))?;
+            set_owner_and_mode(&file, owner, mode)?;
+            p.bind(file, target, true);
+        }
+        Ok(())
+    }
+
+    /// An SSH agent: a proxy socket for the step, and `SSH_AUTH_SOCK` naming it.
+    fn ssh_agent(
+        &self,
+        p: &mut Prepared,
+        sock: &Path,
+        target: &str,
+        owner: (u32, u32),
+        mode: u32,
+    ) -> Result<(), String> {
+        if !p.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+            p.env.push(format!("SSH_AUTH_SOCK={target}"));
+        }
+        let dir = temp_private_dir(self.store, "ssh")?;
+        let proxy = AgentProxy::start(&dir, sock, owner, mode)?;
+        let path = proxy.path.clone();
+        // The proxy goes first: the directory is removed after it stops.
+        p.guards.push(Guard::Temp(dir));
+        p.guards.push(Guard::Agent(proxy));
+        p.bind(path, target, false);
+        Ok(())
+    }
 }
 
 impl Prepared {
