@@ -384,143 +384,170 @@ impl Exec {
     }
 
     fn call(&mut self, name: &str, args: &[Val], raw: &[Operand], dot: &Val) -> Result<Val> {
-        let want = |n: usize| -> Result<()> {
-            if args.len() != n {
-                bail!(
-                    "template: wrong number of args for {name}: want {n} got {}",
-                    args.len()
-                );
-            }
-            Ok(())
-        };
-        let s = |v: &Val| print(v);
-        let val = |v: Value| Ok(Val::of(v));
-        match name {
-            // and/or stop at the first value that decides, as Go's do; their arguments are
-            // evaluated here one by one for that reason.
-            "and" | "or" => {
-                let mut last = Val::of(Value::Null);
-                for a in raw {
-                    last = self.operand(a, dot)?;
-                    if truth(&last.v) != (name == "and") {
-                        return Ok(last);
-                    }
+        // and/or stop at the first value that decides, as Go's do; their arguments are
+        // evaluated here one by one for that reason.
+        if name == "and" || name == "or" {
+            let mut last = Val::of(Value::Null);
+            for a in raw {
+                last = self.operand(a, dot)?;
+                if truth(&last.v) != (name == "and") {
+                    return Ok(last);
                 }
-                if args.len() > raw.len() {
-                    last = args[args.len() - 1].clone();
-                }
-                Ok(last)
             }
-            "not" => {
-                want(1)?;
-                val(Value::from(!truth(&args[0].v)))
+            if args.len() > raw.len() {
+                last = args[args.len() - 1].clone();
             }
-            "len" => {
-                want(1)?;
-                val(Value::from(match &args[0].v {
-                    Value::String(x) => x.len(),
-                    Value::Array(a) => a.len(),
-                    Value::Object(o) => o.len(),
-                    Value::Null => 0,
-                    other => bail!("template: len of {}", print_value(other)),
-                }))
-            }
-            "index" => {
-                let mut v = args
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| anyhow!("template: index needs an argument"))?;
-                for k in &args[1..] {
-                    v = index(&v.v, &k.v)?;
-                }
-                Ok(v)
-            }
-            "slice" => slice(args),
-            "print" => val(Value::from(go_sprint(args))),
-            "println" => val(Value::from(format!(
-                "{}\n",
-                args.iter().map(s).collect::<Vec<_>>().join(" ")
-            ))),
-            "printf" => {
-                let fmt = args.first().map(s).unwrap_or_default();
-                val(Value::from(printf(&fmt, &args[1.min(args.len())..])))
-            }
-            "eq" => {
-                if args.len() < 2 {
-                    bail!("template: missing argument for comparison");
-                }
-                let first = &args[0].v;
-                val(Value::from(args[1..].iter().any(|a| equal(first, &a.v))))
-            }
-            "ne" => {
-                want(2)?;
-                val(Value::from(!equal(&args[0].v, &args[1].v)))
-            }
-            "lt" | "le" | "gt" | "ge" => {
-                want(2)?;
-                let o = order(&args[0].v, &args[1].v)?;
-                val(Value::from(match name {
-                    "lt" => o.is_lt(),
-                    "le" => o.is_le(),
-                    "gt" => o.is_gt(),
-                    _ => o.is_ge(),
-                }))
-            }
-            "html" => val(Value::from(html_escape(&go_sprint(args)))),
-            "js" => val(Value::from(js_escape(&go_sprint(args)))),
-            "urlquery" => val(Value::from(url_escape(&go_sprint(args)))),
-            // Docker's functions.
-            "json" => {
-                want(1)?;
-                val(Value::from(serde_json::to_string(&args[0].v)?))
-            }
-            "split" => {
-                want(2)?;
-                val(Value::from(
-                    s(&args[0])
-                        .split(&s(&args[1]))
-                        .map(|x| Value::from(x.to_string()))
-                        .collect::<Vec<_>>(),
-                ))
-            }
-            "join" => {
-                want(2)?;
-                let sep = s(&args[1]);
-                val(Value::from(match &args[0].v {
-                    Value::Array(a) => a.iter().map(print_value).collect::<Vec<_>>().join(&sep),
-                    other => print_value(other),
-                }))
-            }
-            "title" => {
-                want(1)?;
-                val(Value::from(title(&s(&args[0]))))
-            }
-            "lower" => {
-                want(1)?;
-                val(Value::from(s(&args[0]).to_lowercase()))
-            }
-            "upper" => {
-                want(1)?;
-                val(Value::from(s(&args[0]).to_uppercase()))
-            }
-            "pad" => {
-                want(3)?;
-                let n = |v: &Val| v.v.as_i64().unwrap_or(0).max(0) as usize;
-                val(Value::from(format!(
-                    "{}{}{}",
-                    " ".repeat(n(&args[1])),
-                    s(&args[0]),
-                    " ".repeat(n(&args[2]))
-                )))
-            }
-            "truncate" => {
-                want(2)?;
-                let n = args[1].v.as_i64().unwrap_or(0).max(0) as usize;
-                val(Value::from(s(&args[0]).chars().take(n).collect::<String>()))
-            }
-            _ => bail!("template: function {name:?} not defined"),
+            return Ok(last);
+        }
+        if let Some(v) = go_builtin(name, args)? {
+            return Ok(v);
+        }
+        match docker_function(name, args)? {
+            Some(v) => Ok(v),
+            None => bail!("template: function {name:?} not defined"),
         }
     }
+}
+
+/// Checks a function's number of arguments, as Go reports it.
+fn want(name: &str, args: &[Val], n: usize) -> Result<()> {
+    if args.len() != n {
+        bail!(
+            "template: wrong number of args for {name}: want {n} got {}",
+            args.len()
+        );
+    }
+    Ok(())
+}
+
+fn val(v: Value) -> Result<Val> {
+    Ok(Val::of(v))
+}
+
+/// Go's predefined functions (but `and` and `or`); None for another name.
+fn go_builtin(name: &str, args: &[Val]) -> Result<Option<Val>> {
+    let want = |n: usize| want(name, args, n);
+    let s = |v: &Val| print(v);
+    let v = match name {
+        "not" => {
+            want(1)?;
+            val(Value::from(!truth(&args[0].v)))
+        }
+        "len" => {
+            want(1)?;
+            val(Value::from(match &args[0].v {
+                Value::String(x) => x.len(),
+                Value::Array(a) => a.len(),
+                Value::Object(o) => o.len(),
+                Value::Null => 0,
+                other => bail!("template: len of {}", print_value(other)),
+            }))
+        }
+        "index" => {
+            let mut v = args
+                .first()
+                .cloned()
+                .ok_or_else(|| anyhow!("template: index needs an argument"))?;
+            for k in &args[1..] {
+                v = index(&v.v, &k.v)?;
+            }
+            Ok(v)
+        }
+        "slice" => slice(args),
+        "print" => val(Value::from(go_sprint(args))),
+        "println" => val(Value::from(format!(
+            "{}\n",
+            args.iter().map(s).collect::<Vec<_>>().join(" ")
+        ))),
+        "printf" => {
+            let fmt = args.first().map(s).unwrap_or_default();
+            val(Value::from(printf(&fmt, &args[1.min(args.len())..])))
+        }
+        "eq" => {
+            if args.len() < 2 {
+                bail!("template: missing argument for comparison");
+            }
+            let first = &args[0].v;
+            val(Value::from(args[1..].iter().any(|a| equal(first, &a.v))))
+        }
+        "ne" => {
+            want(2)?;
+            val(Value::from(!equal(&args[0].v, &args[1].v)))
+        }
+        "lt" | "le" | "gt" | "ge" => {
+            want(2)?;
+            let o = order(&args[0].v, &args[1].v)?;
+            val(Value::from(match name {
+                "lt" => o.is_lt(),
+                "le" => o.is_le(),
+                "gt" => o.is_gt(),
+                _ => o.is_ge(),
+            }))
+        }
+        "html" => val(Value::from(html_escape(&go_sprint(args)))),
+        "js" => val(Value::from(js_escape(&go_sprint(args)))),
+        "urlquery" => val(Value::from(url_escape(&go_sprint(args)))),
+        _ => return Ok(None),
+    };
+    v.map(Some)
+}
+
+/// Docker's template functions; None for another name.
+fn docker_function(name: &str, args: &[Val]) -> Result<Option<Val>> {
+    let want = |n: usize| want(name, args, n);
+    let s = |v: &Val| print(v);
+    let v = match name {
+        "json" => {
+            want(1)?;
+            val(Value::from(serde_json::to_string(&args[0].v)?))
+        }
+        "split" => {
+            want(2)?;
+            val(Value::from(
+                s(&args[0])
+                    .split(&s(&args[1]))
+                    .map(|x| Value::from(x.to_string()))
+                    .collect::<Vec<_>>(),
+            ))
+        }
+        "join" => {
+            want(2)?;
+            let sep = s(&args[1]);
+            val(Value::from(match &args[0].v {
+                Value::Array(a) => a.iter().map(print_value).collect::<Vec<_>>().join(&sep),
+                other => print_value(other),
+            }))
+        }
+        "title" => {
+            want(1)?;
+            val(Value::from(title(&s(&args[0]))))
+        }
+        "lower" => {
+            want(1)?;
+            val(Value::from(s(&args[0]).to_lowercase()))
+        }
+        "upper" => {
+            want(1)?;
+            val(Value::from(s(&args[0]).to_uppercase()))
+        }
+        "pad" => {
+            want(3)?;
+            let n = |v: &Val| v.v.as_i64().unwrap_or(0).max(0) as usize;
+            val(Value::from(format!(
+                "{}{}{}",
+                " ".repeat(n(&args[1])),
+                s(&args[0]),
+                " ".repeat(n(&args[2]))
+            )))
+        }
+        "truncate" => {
+            want(2)?;
+            let n = args[1].v.as_i64().unwrap_or(0).max(0) as usize;
+            val(Value::from(s(&args[0]).chars().take(n).collect::<String>()))
+        }
+        _ => return Ok(None),
+    };
+    v.map(Some)
 }
 
 /// `.A.B` of `v`: object keys (an absent one is Go's zero value of the field).
