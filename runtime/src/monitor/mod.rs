@@ -3,6 +3,10 @@
 //! and forwards signals and the terminal; detached, it is a `setsid` process that writes the
 //! container's output to its json log.
 
+mod relay;
+
+use relay::{Supervisor, CONSOLE, ERR, OUT};
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -622,155 +626,6 @@ fn supervise(
             nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &t);
     }
     s.exit.unwrap_or(255)
-}
-
-/// What the monitor polls, by key.
-const SIGNALS: usize = 0;
-const OUT: usize = 1;
-const ERR: usize = 2;
-const CONSOLE: usize = 3;
-const STDIN: usize = 4;
-
-/// A running container as its monitor relays it: signals in, output out (to the log and the
-/// terminal), the terminal's input to the console, until it exits and its output is drained.
-struct Supervisor {
-    child: Pid,
-    io: Io,
-    log: Option<LogWriter>,
-    /// Whether stdout and stderr go to the terminal.
-    attached: [bool; 2],
-    stdin_open: bool,
-    buf: Vec<u8>,
-    exit: Option<i32>,
-    /// Output streams not at EOF yet.
-    open_streams: BTreeSet<usize>,
-}
-
-impl Supervisor {
-    fn relay_until_exit(&mut self) {
-        loop {
-            if self.exit.is_some() && self.open_streams.is_empty() {
-                break;
-            }
-            let Some(ready) = self.wait() else { break };
-            for (key, revents) in ready {
-                match key {
-                    SIGNALS => self.on_signal(),
-                    OUT | ERR | CONSOLE => self.on_output(key, revents),
-                    STDIN => self.on_stdin(),
-                    _ => {}
-                }
-            }
-            if self.exit.is_none() {
-                self.exit = reap(self.child);
-            }
-        }
-    }
-
-    /// Polls what is open; the keys with events, or None to stop. After the exit, what is
-    /// left is drained without blocking forever on a leaked writer.
-    fn wait(&self) -> Option<Vec<(usize, PollFlags)>> {
-        let stdin = std::io::stdin();
-        let mut keys: Vec<usize> = vec![SIGNALS];
-        let mut pfds: Vec<PollFd> = vec![PollFd::new(self.io.signals.as_fd(), PollFlags::POLLIN)];
-        for key in [OUT, ERR, CONSOLE] {
-            if let Some(fd) = self.stream(key) {
-                if self.open_streams.contains(&key) {
-                    keys.push(key);
-                    pfds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                }
-            }
-        }
-        if self.stdin_open {
-            keys.push(STDIN);
-            pfds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-        }
-        let timeout = if self.exit.is_some() {
-            PollTimeout::from(200u16)
-        } else {
-            PollTimeout::NONE
-        };
-        match poll(&mut pfds, timeout) {
-            Ok(0) if self.exit.is_some() => return None,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Some(Vec::new()),
-            Err(_) => return None,
-        }
-        Some(
-            keys.iter()
-                .zip(pfds.iter())
-                .map(|(k, p)| (*k, p.revents().unwrap_or(PollFlags::empty())))
-                .filter(|(_, r)| !r.is_empty())
-                .collect(),
-        )
-    }
-
-    fn stream(&self, key: usize) -> Option<&OwnedFd> {
-        match key {
-            OUT => self.io.out.as_ref(),
-            ERR => self.io.err.as_ref(),
-            _ => self.io.console.as_ref(),
-        }
-    }
-
-    fn on_signal(&mut self) {
-        let Ok(Some(si)) = self.io.signals.read_signal() else {
-            return;
-        };
-        match si.ssi_signo as i32 {
-            // Only a wake-up: the one wait is at the end of the loop (a second one would say
-            // ECHILD and turn the real code into 255).
-            libc::SIGCHLD => {}
-            libc::SIGWINCH => {
-                if let Some(c) = &self.io.console {
-                    copy_winsize(0, c.as_raw_fd());
-                }
-            }
-            // SAFETY: forwarding a signal to the container's init.
-            sig => unsafe {
-                libc::kill(self.child.as_raw(), sig);
-            },
-        }
-    }
-
-    fn on_output(&mut self, key: usize, revents: PollFlags) {
-        let fd = self.stream(key).expect("polled").as_raw_fd();
-        // SAFETY: reading from a pipe/pty we own into our buffer.
-        let n = unsafe { libc::read(fd, self.buf.as_mut_ptr().cast(), self.buf.len()) };
-        if n <= 0 {
-            if n == 0 || !revents.contains(PollFlags::POLLIN) || self.exit.is_some() {
-                self.open_streams.remove(&key);
-            }
-            return;
-        }
-        let data = &self.buf[..n as usize];
-        // The console carries both streams: the terminal and the log get it as stdout, as
-        // Docker's do.
-        let stream = usize::from(key == ERR);
-        if let Some(l) = &mut self.log {
-            l.write(stream, data);
-        }
-        if self.attached[stream] {
-            if stream == 0 {
-                let _ = std::io::stdout().write_all(data);
-                let _ = std::io::stdout().flush();
-            } else {
-                let _ = std::io::stderr().write_all(data);
-            }
-        }
-    }
-
-    fn on_stdin(&mut self) {
-        // SAFETY: reading the user's stdin into our buffer.
-        let n = unsafe { libc::read(0, self.buf.as_mut_ptr().cast(), self.buf.len()) };
-        if n <= 0 {
-            self.stdin_open = false;
-            return;
-        }
-        if let Some(c) = &self.io.console {
-            let _ = nix::unistd::write(c, &self.buf[..n as usize]);
-        }
-    }
 }
 
 /// Waits for `child` (an exec'd process), forwarding signals and relaying its console.
