@@ -395,134 +395,145 @@ impl<'a> Word<'a> {
             _ => {}
         }
         let name = self.name();
-        let Some(mut op) = self.next() else {
+        let Some(op) = self.next() else {
             return err("syntax error: missing '}'");
         };
-        let mut ops = op.to_string();
+        let ops = op.to_string();
         match op {
             '}' => Ok(match self.get_env(&name)? {
                 Some(v) => v,
                 None if self.lx.skip_unset => format!("${{{name}}}"),
                 None => String::new(),
             }),
-            ':' | '+' | '-' | '?' | '#' | '%' => {
-                let null_is_unset = op == ':';
-                if null_is_unset {
-                    match self.next() {
-                        Some(c) => {
-                            op = c;
-                            ops.push(c);
-                        }
-                        None => return err("syntax error: missing '}'"),
-                    }
-                }
-                if !matches!(op, '+' | '-' | '?' | '#' | '%') {
-                    return err(format!("unsupported modifier ({ops}) in substitution"));
-                }
-                let raw = op == '#' || op == '%';
-                if null_is_unset && raw {
-                    return err(format!("unsupported modifier ({ops}) in substitution"));
-                }
-                let word = match self.process_until(&['}'], raw) {
-                    Ok((w, _)) => w,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return err("syntax error: missing '}'");
-                        }
-                        return Err(e);
-                    }
-                };
-                let value = self.get_env(&name)?;
-                if self.lx.skip_unset && value.is_none() {
-                    return Ok(format!("${{{name}{ops}{word}}}"));
-                }
-                let empty = value.as_deref().map(str::is_empty).unwrap_or(true);
-                match op {
-                    '-' => Ok(if value.is_none() || (null_is_unset && empty) {
-                        word
-                    } else {
-                        value.unwrap_or_default()
-                    }),
-                    '+' => Ok(if value.is_none() || (null_is_unset && empty) {
-                        String::new()
-                    } else {
-                        word
-                    }),
-                    '?' => match value {
-                        None => err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be unset"
-                            } else {
-                                &word
-                            }
-                        )),
-                        Some(v) if null_is_unset && v.is_empty() => err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be empty"
-                            } else {
-                                &word
-                            }
-                        )),
-                        Some(v) => Ok(v),
-                    },
-                    _ => {
-                        let (greedy, pat) = match word.strip_prefix(op) {
-                            Some(rest) => (true, rest.to_string()),
-                            None => (false, word),
-                        };
-                        let v = value.unwrap_or_default();
-                        if op == '%' {
-                            trim_suffix(&pat, &v, greedy)
-                        } else {
-                            trim_prefix(&pat, &v, greedy)
-                        }
-                    }
-                }
-            }
-            '/' => {
-                let all = self.peek() == Some('/');
-                if all {
-                    self.next();
-                }
-                let pattern = match self.process_until(&['/'], true) {
-                    Ok((p, _)) => p,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return err("syntax error: missing '/' in ${}");
-                        }
-                        return Err(e);
-                    }
-                };
-                let replacement = match self.process_until(&['}'], true) {
-                    Ok((r, _)) => r,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return err("syntax error: missing '}'");
-                        }
-                        return Err(e);
-                    }
-                };
-                let value = self.get_env(&name)?;
-                if self.lx.skip_unset && value.is_none() {
-                    return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
-                }
-                let v = value.unwrap_or_default();
-                let re = pattern_regex(&pattern, true, false).map_err(|e| {
-                    ShellError(format!("invalid pattern ({pattern}) in substitution: {e}"))
-                })?;
-                if all {
-                    Ok(re
-                        .replace_all(&v, regex::NoExpand(&replacement))
-                        .into_owned())
-                } else {
-                    Ok(re
-                        .replacen(&v, 1, regex::NoExpand(&replacement))
-                        .into_owned())
-                }
-            }
+            ':' | '+' | '-' | '?' | '#' | '%' => self.modifier(&name, op, ops),
+            '/' => self.replacement(&name),
             _ => err(format!("unsupported modifier ({ops}) in substitution")),
+        }
+    }
+
+    /// `${NAME:-WORD}`, `${NAME+WORD}`, `${NAME?WORD}`, `${NAME#PAT}`, `${NAME%PAT}` (and
+    /// their `:` and doubled forms), `op` and `ops` as read so far.
+    fn modifier(
+        &mut self,
+        name: &str,
+        mut op: char,
+        mut ops: String,
+    ) -> Result<String, ShellError> {
+        let null_is_unset = op == ':';
+        if null_is_unset {
+            match self.next() {
+                Some(c) => {
+                    op = c;
+                    ops.push(c);
+                }
+                None => return err("syntax error: missing '}'"),
+            }
+        }
+        if !matches!(op, '+' | '-' | '?' | '#' | '%') {
+            return err(format!("unsupported modifier ({ops}) in substitution"));
+        }
+        let raw = op == '#' || op == '%';
+        if null_is_unset && raw {
+            return err(format!("unsupported modifier ({ops}) in substitution"));
+        }
+        let word = match self.process_until(&['}'], raw) {
+            Ok((w, _)) => w,
+            Err(e) => {
+                if self.peek().is_none() {
+                    return err("syntax error: missing '}'");
+                }
+                return Err(e);
+            }
+        };
+        let value = self.get_env(name)?;
+        if self.lx.skip_unset && value.is_none() {
+            return Ok(format!("${{{name}{ops}{word}}}"));
+        }
+        let empty = value.as_deref().map(str::is_empty).unwrap_or(true);
+        match op {
+            '-' => Ok(if value.is_none() || (null_is_unset && empty) {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
+            '+' => Ok(if value.is_none() || (null_is_unset && empty) {
+                String::new()
+            } else {
+                word
+            }),
+            '?' => match value {
+                None => err(format!(
+                    "{name}: {}",
+                    if word.is_empty() {
+                        "is not allowed to be unset"
+                    } else {
+                        &word
+                    }
+                )),
+                Some(v) if null_is_unset && v.is_empty() => err(format!(
+                    "{name}: {}",
+                    if word.is_empty() {
+                        "is not allowed to be empty"
+                    } else {
+                        &word
+                    }
+                )),
+                Some(v) => Ok(v),
+            },
+            _ => {
+                let (greedy, pat) = match word.strip_prefix(op) {
+                    Some(rest) => (true, rest.to_string()),
+                    None => (false, word),
+                };
+                let v = value.unwrap_or_default();
+                if op == '%' {
+                    trim_suffix(&pat, &v, greedy)
+                } else {
+                    trim_prefix(&pat, &v, greedy)
+                }
+            }
+        }
+    }
+
+    /// `${NAME/PAT/REPL}` and `${NAME//PAT/REPL}`.
+    fn replacement(&mut self, name: &str) -> Result<String, ShellError> {
+        let all = self.peek() == Some('/');
+        if all {
+            self.next();
+        }
+        let pattern = match self.process_until(&['/'], true) {
+            Ok((p, _)) => p,
+            Err(e) => {
+                if self.peek().is_none() {
+                    return err("syntax error: missing '/' in ${}");
+                }
+                return Err(e);
+            }
+        };
+        let replacement = match self.process_until(&['}'], true) {
+            Ok((r, _)) => r,
+            Err(e) => {
+                if self.peek().is_none() {
+                    return err("syntax error: missing '}'");
+                }
+                return Err(e);
+            }
+        };
+        let value = self.get_env(name)?;
+        if self.lx.skip_unset && value.is_none() {
+            return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
+        }
+        let v = value.unwrap_or_default();
+        let re = pattern_regex(&pattern, true, false)
+            .map_err(|e| ShellError(format!("invalid pattern ({pattern}) in substitution: {e}")))?;
+        if all {
+            Ok(re
+                .replace_all(&v, regex::NoExpand(&replacement))
+                .into_owned())
+        } else {
+            Ok(re
+                .replacen(&v, 1, regex::NoExpand(&replacement))
+                .into_owned())
         }
     }
 }
