@@ -124,31 +124,7 @@ pub fn parse(input: &str) -> Result<RawDockerfile, RawError> {
         if detecting {
             match directive(t) {
                 Some((key, value)) => {
-                    if directives.iter().any(|d| d.key == key) {
-                        return Err(RawError::at(
-                            line_no,
-                            1,
-                            format!("only one {key} parser directive can be used"),
-                        ));
-                    }
-                    if key == "escape" {
-                        escape = match value.as_str() {
-                            "\\" => '\\',
-                            "`" => '`',
-                            v => {
-                                return Err(RawError::at(
-                                    line_no,
-                                    1,
-                                    format!("invalid escape token '{v}' does not match ` or \\"),
-                                ))
-                            }
-                        };
-                    }
-                    directives.push(Directive {
-                        key,
-                        value,
-                        line: line_no,
-                    });
+                    add_directive(&mut directives, &mut escape, key, value, line_no)?
                 }
                 None => detecting = false,
             }
@@ -202,41 +178,7 @@ pub fn parse(input: &str) -> Result<RawDockerfile, RawError> {
         };
         if let Some(target) = heredoc_target {
             if buf.contains("<<") {
-                let found = heredoc_markers(&buf);
-                let mut bodies = Vec::new();
-                for (name, expand, chomp, fd) in found {
-                    let mut content = String::new();
-                    let mut terminated = false;
-                    while i < lines.len() {
-                        let l = lines[i];
-                        i += 1;
-                        let cand = l.trim_end_matches(['\r', '\n']);
-                        let cand = if chomp {
-                            cand.trim_start_matches('\t')
-                        } else {
-                            cand
-                        };
-                        if cand == name {
-                            terminated = true;
-                            break;
-                        }
-                        content.push_str(l);
-                    }
-                    if !terminated {
-                        return Err(RawError::at(
-                            node_start_line(&segs),
-                            1,
-                            format!("unterminated heredoc {name:?}: no line {name:?} before the end of the file"),
-                        ));
-                    }
-                    bodies.push(Heredoc {
-                        name,
-                        content,
-                        expand,
-                        chomp,
-                        fd,
-                    });
-                }
+                let bodies = read_heredocs(&lines, &mut i, &buf, &segs)?;
                 target.heredocs = bodies;
                 node.end_line = i;
             }
@@ -252,6 +194,90 @@ pub fn parse(input: &str) -> Result<RawDockerfile, RawError> {
         escape,
         warnings,
     })
+}
+
+/// A parser directive (`# escape=`, `# syntax=`, `# check=`): each at most once; `escape`
+/// changes the escape character from the next line on.
+fn add_directive(
+    directives: &mut Vec<Directive>,
+    escape: &mut char,
+    key: String,
+    value: String,
+    line_no: usize,
+) -> Result<(), RawError> {
+    if directives.iter().any(|d| d.key == key) {
+        return Err(RawError::at(
+            line_no,
+            1,
+            format!("only one {key} parser directive can be used"),
+        ));
+    }
+    if key == "escape" {
+        *escape = match value.as_str() {
+            "\\" => '\\',
+            "`" => '`',
+            v => {
+                return Err(RawError::at(
+                    line_no,
+                    1,
+                    format!("invalid escape token '{v}' does not match ` or \\"),
+                ))
+            }
+        };
+    }
+    directives.push(Directive {
+        key,
+        value,
+        line: line_no,
+    });
+    Ok(())
+}
+
+/// The bodies of the heredocs `buf` names, read from `lines` at `i` on (each up to its
+/// terminator line, tabs stripped first for `<<-`).
+fn read_heredocs(
+    lines: &[&str],
+    i: &mut usize,
+    buf: &str,
+    segs: &Segments,
+) -> Result<Vec<Heredoc>, RawError> {
+    let mut bodies = Vec::new();
+    for (name, expand, chomp, fd) in heredoc_markers(buf) {
+        let mut content = String::new();
+        let mut terminated = false;
+        while *i < lines.len() {
+            let l = lines[*i];
+            *i += 1;
+            let cand = l.trim_end_matches(['\r', '\n']);
+            let cand = if chomp {
+                cand.trim_start_matches('\t')
+            } else {
+                cand
+            };
+            if cand == name {
+                terminated = true;
+                break;
+            }
+            content.push_str(l);
+        }
+        if !terminated {
+            return Err(RawError::at(
+                node_start_line(segs),
+                1,
+                format!(
+                    "unterminated heredoc {name:?}: no line {name:?} before the end of the file"
+                ),
+            ));
+        }
+        bodies.push(Heredoc {
+            name,
+            content,
+            expand,
+            chomp,
+            fd,
+        });
+    }
+    Ok(bodies)
 }
 
 fn node_start_line(segs: &Segments) -> usize {
