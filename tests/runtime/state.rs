@@ -254,27 +254,7 @@ fn ps_filters_select_as_docker_does() {
 fn cp_copies_both_ways_with_dockers_rules() {
     let s = Strata::new();
     s.busybox();
-    s.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "box",
-        "busybox",
-        "sh",
-        "-c",
-        "mkdir -p /data/sub && echo hello > /data/a.txt && echo deep > /data/sub/b && \
-         ln -s a.txt /data/link && chown 1000:1000 /data/a.txt && touch /ready && sleep 60",
-    ]);
-    wait_for(
-        || {
-            s.run(&["exec", "box", "test", "-e", "/ready"])
-                .status
-                .success()
-        },
-        "the container's files",
-    );
-    let host = s.path("host");
-    fs::create_dir_all(&host).unwrap();
+    let host = cp_box(&s);
     let at = |name: &str| host.join(name).display().to_string();
     let listing = |name: &str| tree_listing(&host.join(name)).join("\n");
 
@@ -351,6 +331,46 @@ fn cp_copies_both_ways_with_dockers_rules() {
         "hello\n"
     );
 
+    s.ok(&["rm", "box"]);
+    s.assert_check();
+}
+
+/// A running container `box` with files in /data (a file of uid 1000, a subdirectory, a
+/// symlink), and a host directory for `cp`.
+fn cp_box(s: &Strata) -> std::path::PathBuf {
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /data/sub && echo hello > /data/a.txt && echo deep > /data/sub/b && \
+         ln -s a.txt /data/link && chown 1000:1000 /data/a.txt && touch /ready && sleep 60",
+    ]);
+    wait_for(
+        || {
+            s.run(&["exec", "box", "test", "-e", "/ready"])
+                .status
+                .success()
+        },
+        "the container's files",
+    );
+    let host = s.path("host");
+    fs::create_dir_all(&host).unwrap();
+    host
+}
+
+/// `cp` errors name the path and side that is wrong, in one line.
+#[test]
+fn cp_errors_name_the_path_and_the_side() {
+    let s = Strata::new();
+    s.busybox();
+    let host = cp_box(&s);
+    let at = |name: &str| host.join(name).display().to_string();
+    s.ok(&["cp", "box:/data/a.txt", &at("a.txt")]);
+    fs::write(host.join("in.txt"), "from the host\n").unwrap();
     for (args, error) in [
         (
             vec!["cp", "box:/nonexist", "."],
@@ -385,7 +405,7 @@ fn cp_copies_both_ways_with_dockers_rules() {
     );
     let err = s.fails(&["cp", &at("in.txt"), "box:/nodir/"]);
     assert!(err.contains("box:/nodir/: no such directory"), "{err}");
-    s.ok(&["rm", "box"]);
+    s.ok(&["rm", "-f", "box"]);
     s.assert_check();
 }
 
