@@ -559,7 +559,16 @@ fn named_volumes_outlive_their_containers() {
     assert!(!s.root().join("volumes/etc").exists());
     assert_eq!(s.ok(&["volume", "rm", "-f", "etc"]), "");
 
-    // An anonymous volume: mounted, empty, gone with its container.
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "");
+    s.assert_check();
+}
+
+/// An anonymous volume is mounted empty and goes with its `--rm` container; bad volume names
+/// and specifications are one-line errors.
+#[test]
+fn anonymous_volumes_go_with_their_container_and_bad_names_are_refused() {
+    let s = Strata::new();
+    s.busybox();
     assert_eq!(
         s.ok(&[
             "run",
