@@ -220,6 +220,16 @@ impl<'a> Word<'a> {
         r
     }
 
+    /// The word up to `stop` inside `${...}`; when the text ends before it, `missing` is the
+    /// error rather than what the word's own parse said.
+    fn word_until(&mut self, stop: char, raw: bool, missing: &str) -> Result<String, ShellError> {
+        match self.process_until(&[stop], raw) {
+            Ok((w, _)) => Ok(w),
+            Err(_) if self.peek().is_none() => err(missing),
+            Err(e) => Err(e),
+        }
+    }
+
     fn process_until_inner(&mut self, stops: &[char]) -> Result<(String, Vec<String>), ShellError> {
         let mut result = String::new();
         let mut fields = Fields::default();
@@ -436,15 +446,7 @@ impl<'a> Word<'a> {
         if null_is_unset && raw {
             return err(format!("unsupported modifier ({ops}) in substitution"));
         }
-        let word = match self.process_until(&['}'], raw) {
-            Ok((w, _)) => w,
-            Err(e) => {
-                if self.peek().is_none() {
-                    return err("syntax error: missing '}'");
-                }
-                return Err(e);
-            }
-        };
+        let word = self.word_until('}', raw, "syntax error: missing '}'")?;
         let value = self.get_env(name)?;
         if self.lx.skip_unset && value.is_none() {
             return Ok(format!("${{{name}{ops}{word}}}"));
@@ -501,24 +503,8 @@ impl<'a> Word<'a> {
         if all {
             self.next();
         }
-        let pattern = match self.process_until(&['/'], true) {
-            Ok((p, _)) => p,
-            Err(e) => {
-                if self.peek().is_none() {
-                    return err("syntax error: missing '/' in ${}");
-                }
-                return Err(e);
-            }
-        };
-        let replacement = match self.process_until(&['}'], true) {
-            Ok((r, _)) => r,
-            Err(e) => {
-                if self.peek().is_none() {
-                    return err("syntax error: missing '}'");
-                }
-                return Err(e);
-            }
-        };
+        let pattern = self.word_until('/', true, "syntax error: missing '/' in ${}")?;
+        let replacement = self.word_until('}', true, "syntax error: missing '}'")?;
         let value = self.get_env(name)?;
         if self.lx.skip_unset && value.is_none() {
             return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
