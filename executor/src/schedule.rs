@@ -38,18 +38,17 @@ where
     for &s in needed {
         is_needed[s] = true;
     }
-    let node_of = |s: usize| -> NodeIndex {
-        graph
-            .node_indices()
-            .find(|&i| graph[i] == s)
-            .expect("every stage is a node")
-    };
+    // The node of each stage, found once.
+    let mut nodes = vec![NodeIndex::end(); n];
+    for i in graph.node_indices() {
+        nodes[graph[i]] = i;
+    }
     // How many needed inputs each needed stage still waits for.
     let waiting: Vec<AtomicUsize> = (0..n)
         .map(|s| {
             let inputs = if is_needed[s] {
                 graph
-                    .neighbors_directed(node_of(s), Direction::Incoming)
+                    .neighbors_directed(nodes[s], Direction::Incoming)
                     .filter(|&i| is_needed[graph[i]])
                     .count()
             } else {
@@ -63,6 +62,7 @@ where
     };
     let ctx = Walk {
         graph,
+        nodes: &nodes,
         is_needed: &is_needed,
         waiting: &waiting,
         results: &results,
@@ -103,6 +103,8 @@ impl<T: Clone, E> Results<T, E> {
 /// What every stage task shares.
 struct Walk<'a, T, E, R, F> {
     graph: &'a DiGraph<usize, ()>,
+    /// The node of each stage.
+    nodes: &'a [NodeIndex],
     is_needed: &'a [bool],
     waiting: &'a [AtomicUsize],
     results: &'a Results<T, E>,
@@ -120,11 +122,7 @@ where
     /// Runs stage `s` (unless an input failed), records its outcome, and starts every
     /// dependent whose last input this was.
     fn stage<'s>(&'s self, s: usize, scope: &rayon::Scope<'s>) {
-        let node = self
-            .graph
-            .node_indices()
-            .find(|&i| self.graph[i] == s)
-            .expect("every stage is a node");
+        let node = self.nodes[s];
         let failed_input = self
             .graph
             .neighbors_directed(node, Direction::Incoming)
