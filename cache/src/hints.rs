@@ -27,7 +27,8 @@ use crate::fsutil;
 use crate::store::Store;
 
 const DIR_IMAGE_SCHEMA: &str = "strata.dirimage.v1";
-const REUSE_SCHEMA: &str = "strata.copyreuse.v1";
+/// The version of `reuse-*.json` (also part of each site's name, so a new version starts afresh).
+pub const REUSE_SCHEMA: &str = "strata.copyreuse.v1";
 
 /// `dirimage-<hash of the directory's path>.json`.
 #[derive(Serialize, Deserialize)]

@@ -43,7 +43,8 @@ pub(crate) struct Reuse {
 pub(crate) fn site(context: &Path, dockerfile: &str, created_by: &str) -> String {
     let ctx = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
     let id = format!(
-        "strata.copyreuse.v1\0{}\0{dockerfile}\0{created_by}",
+        "{}\0{}\0{dockerfile}\0{created_by}",
+        strata_cache::hints::REUSE_SCHEMA,
         ctx.to_string_lossy()
     );
     Digest::of(id.as_bytes()).hex()[..32].to_string()

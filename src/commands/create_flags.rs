@@ -130,7 +130,7 @@ fn parse_all<T: std::str::FromStr<Err = strata_runtime::RuntimeError>>(
 }
 
 /// `-m 512m` → bytes; Docker's minimum is 6 MB, and 0 means no limit.
-pub fn parse_memory(s: &str) -> Result<i64> {
+fn parse_memory(s: &str) -> Result<i64> {
     let bytes = strata_parser::instructions::parse_size(s)
         .ok_or_else(|| anyhow!("invalid memory value {s:?} (use e.g. 512m or 1g)"))?;
     if bytes != 0 && bytes < 6 << 20 {
