@@ -12,7 +12,7 @@
 #  strace              the tests check which syscalls a durable write makes
 #  linux-libc-dev      syscall numbers the seccomp test compares Docker's profile by
 set -eu
-pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 docker.io git python3 time strace linux-libc-dev"
+pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 nftables curl docker.io git python3 time strace linux-libc-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -148,6 +148,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => system::builder_prune(&store()?, all, keep_storage.as_deref()),
         Command::Builder(BuilderCommand::Du) => system::builder_du(&store()?),
         Command::Volume(c) => volumes::run(&store()?, c),
+        Command::Network(c) => commands::networks::run(&store()?, c),
+        Command::Port {
+            container,
+            private_port,
+        } => commands::networks::port(&store()?, &container, private_port.as_deref()),
         Command::Builder(BuilderCommand::Cache(c)) => system::builder_cache(&store()?, &c),
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
             containers::run(&store()?, &root, &insecure, &a)
@@ -242,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout { registry: r } => registry::logout(r.as_deref()),
         Command::Image(ImageCommand::Prune(a)) => system::prune(&store()?, &a, true),
         Command::System(SystemCommand::Df) => system::df(&store()?),
+        Command::System(SystemCommand::Reset { force: _ }) => system::reset(&store()?),
         Command::System(SystemCommand::Prune(a)) => system::prune(&store()?, &a, false),
         Command::System(SystemCommand::Check { repair }) => system::check(&store()?, repair),
     }

@@ -215,6 +215,21 @@ pub fn tree_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// A process's start time from `/proc/<pid>/stat`, if it exists.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// True when `pid` is alive and is the process that started at `start`.
+pub fn same_process(pid: i32, start: u64) -> bool {
+    pid > 0 && process_start_time(pid) == Some(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

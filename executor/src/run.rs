@@ -72,6 +72,7 @@ impl Executor<'_> {
             },
             layers: state.image.record.layers.clone(),
             pending_layers: named.clone(),
+            networks: Vec::new(),
         };
         let rec = containers.create(rec)?;
         let result = self.start_build_container(&rec, step, argv, named, v);

@@ -70,7 +70,11 @@ impl ContainerFs {
                 readonly_rootfs,
             });
         }
-        let (spec, _) = crate::spec::specs(store, rec)?;
+        let (spec, _) = crate::spec::specs(
+            store,
+            rec,
+            crate::networking::primary_of(store, rec).as_ref(),
+        )?;
         crate::init::mount_for_copy(&spec).map_err(|e| RuntimeError::Invalid(e.message))?;
         let root = Root::open(&spec.mountpoint).map_err(|e| pathrs_error(&spec.mountpoint, e))?;
         Ok(ContainerFs {

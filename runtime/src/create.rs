@@ -15,6 +15,7 @@ use strata_image::Digest;
 
 use crate::container::{new_id, ContainerRecord, Containers, HostConfig, RunConfig};
 use crate::options::{MountRequest, StopSignal, VolumeSpec};
+use crate::record::EndpointSettings;
 use crate::volume::Volumes;
 use crate::RuntimeError;
 
@@ -42,6 +43,12 @@ pub struct CreateOptions {
     pub labels: Vec<(String, String)>,
     /// `-v`, `--mount` and `--tmpfs`, in that order.
     pub mounts: Vec<MountRequest>,
+    /// `--expose` (`"80/tcp"` keys), added to the image's exposed ports.
+    pub expose: Vec<String>,
+    /// `--network-alias`, `--ip`, `--mac-address`: for the `--network` network.
+    pub network_aliases: Vec<String>,
+    pub ip: Option<String>,
+    pub mac_address: Option<String>,
     /// Every other host-side setting, as the record keeps it (its mounts are filled here).
     pub host: HostConfig,
 }
@@ -52,6 +59,7 @@ pub fn new_record(
     image: &Digest,
     opts: &CreateOptions,
 ) -> Result<ContainerRecord, RuntimeError> {
+    check_network(store, &opts.host.network_mode)?;
     let img = store.image(image)?;
     let cfg = img.config.container();
     let (entrypoint, cmd) = command_of(&cfg, opts)?;
@@ -89,12 +97,56 @@ pub fn new_record(
             stop_timeout: opts.stop_timeout,
             labels,
             attach: opts.attach.clone(),
+            exposed_ports: exposed_ports(&cfg, opts),
+            mac_address: opts.mac_address.clone().unwrap_or_default(),
         },
+        networks: primary_network(&host, opts),
         host_config: host,
         layers: img.record.layers.clone(),
         pending_layers: Vec::new(),
     };
     create_with_anonymous_volumes(store, rec, &anonymous)
+}
+
+/// A network or container `--network` names must exist when the container is made, as in
+/// Docker (nothing is stored otherwise).
+fn check_network(store: &Store, mode: &crate::options::NetworkMode) -> Result<(), RuntimeError> {
+    match mode {
+        crate::options::NetworkMode::Named(n) => {
+            strata_network::Networks::new(store).find(n)?;
+        }
+        crate::options::NetworkMode::Container(c) => {
+            Containers::new(store).resolve(c)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The image's exposed ports and `--expose`'s.
+fn exposed_ports(
+    cfg: &ContainerConfig,
+    opts: &CreateOptions,
+) -> BTreeMap<String, serde_json::Value> {
+    let mut out = cfg.exposed_ports.clone();
+    for key in &opts.expose {
+        out.insert(key.clone(), serde_json::json!({}));
+    }
+    out
+}
+
+/// What the container asks of its `--network` network, when it asked anything.
+fn primary_network(host: &HostConfig, opts: &CreateOptions) -> Vec<EndpointSettings> {
+    match host.network_mode.network_name() {
+        Some(net) if !opts.network_aliases.is_empty() || opts.ip.is_some() => {
+            vec![EndpointSettings {
+                network: net.to_string(),
+                aliases: opts.network_aliases.clone(),
+                ipv4_address: opts.ip.clone().unwrap_or_default(),
+            }]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// ENTRYPOINT and CMD by Docker's rules: `--entrypoint` replaces the image's and drops its

@@ -105,7 +105,12 @@ fn process_spec(
     rec: &crate::container::ContainerRecord,
     o: &ExecOptions,
 ) -> Result<ProcessSpec, (i32, String)> {
-    let (_, base) = crate::spec::specs(store, rec).map_err(|e| (125, e.to_string()))?;
+    let (_, base) = crate::spec::specs(
+        store,
+        rec,
+        crate::networking::primary_of(store, rec).as_ref(),
+    )
+    .map_err(|e| (125, e.to_string()))?;
     let mut env = base.env.clone();
     env.extend(o.env.iter().cloned());
     let caps = if o.privileged {

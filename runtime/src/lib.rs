@@ -46,6 +46,7 @@ pub mod launch;
 pub mod logs;
 pub mod monitor;
 pub mod netns;
+pub mod networking;
 pub mod ops;
 pub mod options;
 pub mod record;
@@ -74,6 +75,8 @@ pub enum RuntimeError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] strata_cache::StoreError),
+    #[error(transparent)]
+    Network(#[from] strata_network::NetworkError),
 }
 
 impl RuntimeError {

@@ -25,10 +25,12 @@ use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
-/// The receiving end of a network namespace being made.
+/// A network namespace for init to join: the receiving end of one being made, or one already
+/// at hand (received by the monitor, which plugs it into networks; another container's).
 #[derive(Debug)]
-pub struct NetNs {
-    sock: OwnedFd,
+pub enum NetNs {
+    Coming(OwnedFd),
+    Ready(OwnedFd),
 }
 
 /// The process making a [`NetNs`], to be reaped by its parent.
@@ -70,22 +72,31 @@ impl NetNs {
             return Err(std::io::Error::last_os_error());
         }
         drop(theirs);
-        Ok((NetNs { sock: ours }, Helper(Pid::from_raw(pid))))
+        Ok((NetNs::Coming(ours), Helper(Pid::from_raw(pid))))
     }
 
     /// The receiving end of a namespace another process makes with [`make_and_send`].
     pub fn from_socket(sock: OwnedFd) -> NetNs {
-        NetNs { sock }
+        NetNs::Coming(sock)
     }
 
-    /// Moves the calling process into the namespace. `Err` names what failed; a helper that
-    /// failed tells why through its exit code ([`Helper::reap`]).
+    /// The namespace itself, once made. `Err` names what failed; a helper that failed tells
+    /// why through its exit code ([`Helper::reap`]).
+    pub fn receive(self) -> Result<OwnedFd, String> {
+        match self {
+            NetNs::Ready(ns) => Ok(ns),
+            NetNs::Coming(sock) => {
+                let fds = crate::fdpass::recv_fds(sock.as_raw_fd())
+                    .map_err(|e| format!("receive the network namespace: {e}"))?;
+                fds.and_then(|f| f.into_iter().next())
+                    .ok_or_else(|| "create the network namespace: the helper failed".to_string())
+            }
+        }
+    }
+
+    /// Moves the calling process into the namespace.
     pub fn join(self) -> Result<(), String> {
-        let fds = crate::fdpass::recv_fds(self.sock.as_raw_fd())
-            .map_err(|e| format!("receive the network namespace: {e}"))?;
-        let Some(ns) = fds.and_then(|f| f.into_iter().next()) else {
-            return Err("create the network namespace: the helper failed".into());
-        };
+        let ns = self.receive()?;
         nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("join the network namespace: {e}"))
     }

@@ -290,21 +290,39 @@ impl MountRequest {
 }
 
 /// `--network`: the container's network namespace.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum NetworkMode {
-    /// A new namespace with only loopback (`none`; also what `default` and `bridge` give
-    /// until strata has a bridge network).
-    #[default]
+    /// A new namespace with only loopback.
     None,
     /// The host's namespace.
     Host,
+    /// A new namespace on the default network (`bridge`, also what `default` means).
+    #[default]
+    Bridge,
+    /// A new namespace on the user-defined network of that name (or id).
+    Named(String),
+    /// The namespace of another container (`container:NAME`).
+    Container(String),
 }
 
 impl NetworkMode {
-    pub fn as_str(self) -> &'static str {
+    /// The network a new namespace is attached to, if any (`bridge` for the default one).
+    pub fn network_name(&self) -> Option<&str> {
         match self {
-            NetworkMode::None => "none",
-            NetworkMode::Host => "host",
+            NetworkMode::Bridge => Some("bridge"),
+            NetworkMode::Named(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Docker's text: `none`, `host`, `bridge`, the network's name, `container:NAME`.
+    pub fn text(&self) -> String {
+        match self {
+            NetworkMode::None => "none".into(),
+            NetworkMode::Host => "host".into(),
+            NetworkMode::Bridge => "bridge".into(),
+            NetworkMode::Named(n) => n.clone(),
+            NetworkMode::Container(c) => format!("container:{c}"),
         }
     }
 }
@@ -314,19 +332,24 @@ impl FromStr for NetworkMode {
 
     fn from_str(s: &str) -> Result<NetworkMode, RuntimeError> {
         match s {
-            // Records from before `network_mode` was set hold "".
-            "none" | "default" | "bridge" | "" => Ok(NetworkMode::None),
+            // Records from before strata had networks hold "" and ran with loopback only.
+            "" | "none" => Ok(NetworkMode::None),
             "host" => Ok(NetworkMode::Host),
-            other => Err(RuntimeError::Invalid(format!(
-                "network {other:?} not found (strata supports none and host)"
-            ))),
+            "default" | "bridge" => Ok(NetworkMode::Bridge),
+            c if c.starts_with("container:") => match &c["container:".len()..] {
+                "" => Err(RuntimeError::Invalid(
+                    "invalid --network container:: a container name or id is needed".into(),
+                )),
+                name => Ok(NetworkMode::Container(name.to_string())),
+            },
+            name => Ok(NetworkMode::Named(name.to_string())),
         }
     }
 }
 
 impl fmt::Display for NetworkMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.text())
     }
 }
 

@@ -48,6 +48,12 @@ pub struct RunConfig {
     /// Docker's default (stdout and stderr, and stdin with `-i`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attach: Vec<String>,
+    /// The image's `EXPOSE`d ports and `--expose`, as `"80/tcp"` keys (what `-P` publishes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exposed_ports: BTreeMap<String, serde_json::Value>,
+    /// `--mac-address`, for the first network.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac_address: String,
 }
 
 impl RunConfig {
@@ -81,6 +87,11 @@ pub struct HostConfig {
     pub readonly_rootfs: bool,
     #[serde(default)]
     pub network_mode: NetworkMode,
+    /// `-p`, `-P`: Docker's `PortBindings` (`"80/tcp"` → host bindings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_bindings: strata_network::ports::PortBindings,
+    #[serde(default)]
+    pub publish_all_ports: bool,
     #[serde(default)]
     pub memory: i64,
     #[serde(default)]
@@ -300,6 +311,22 @@ pub struct ContainerRecord {
     /// yet; the build moves them there once their diffIDs are known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_layers: Vec<PathBuf>,
+    /// The networks the container joins at each start, by name, with what it asked of each
+    /// (Docker's `NetworkingConfig.EndpointsConfig`): `--network`'s, then `network connect`'s.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<EndpointSettings>,
+}
+
+/// What a container asks of one network.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSettings {
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// `--ip`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ipv4_address: String,
 }
 
 /// The label of the containers a build runs its RUN steps in.
@@ -428,7 +455,7 @@ mod tests {
 
     /// A host config as records have held it since before its values were typed: it reads
     /// into the typed values and writes back byte for byte.
-    const HOST_CONFIG: &str = r#"{"Binds":["data:/data:ro","/srv:/srv:rw,z"],"Tmpfs":{"/t":"size=1m"},"ReadonlyRootfs":false,"NetworkMode":"host","Memory":0,"PidsLimit":0,"NanoCpus":0,"CpusetCpus":"","CapAdd":["NET_ADMIN"],"CapDrop":["cap_chown"],"Privileged":false,"SecurityOpt":["no-new-privileges:false","seccomp=unconfined"],"LogConfig":{"Type":"json-file","Config":{}},"Init":false,"AutoRemove":false,"ShmSize":0,"UtsMode":"host"}"#;
+    const HOST_CONFIG: &str = r#"{"Binds":["data:/data:ro","/srv:/srv:rw,z"],"Tmpfs":{"/t":"size=1m"},"ReadonlyRootfs":false,"NetworkMode":"host","PublishAllPorts":false,"Memory":0,"PidsLimit":0,"NanoCpus":0,"CpusetCpus":"","CapAdd":["NET_ADMIN"],"CapDrop":["cap_chown"],"Privileged":false,"SecurityOpt":["no-new-privileges:false","seccomp=unconfined"],"LogConfig":{"Type":"json-file","Config":{}},"Init":false,"AutoRemove":false,"ShmSize":0,"UtsMode":"host"}"#;
 
     #[test]
     fn stored_host_configs_read_into_typed_values_and_back() {

@@ -125,6 +125,7 @@ pub const READONLY_PATHS: [&str; 5] = [
 pub fn specs(
     store: &Store,
     rec: &ContainerRecord,
+    network: Option<&(strata_network::Network, strata_network::Endpoint)>,
 ) -> Result<(RootSpec, ProcessSpec), RuntimeError> {
     let dir = Containers::new(store).dir(&rec.id);
     let h = &rec.host_config;
@@ -139,7 +140,7 @@ pub fn specs(
     } else {
         rec.short_id().to_string()
     };
-    let etc = etc_files(&dir.path, &hostname, h)?;
+    let etc = etc_files(&dir.path, &hostname, h, network)?;
     let mut mounts = Vec::new();
     for b in &h.binds {
         mounts.push(user_mount(b, store)?);
@@ -319,17 +320,25 @@ fn volume_mount(v: &Volume, target: &str, readonly: bool) -> UserMount {
     }
 }
 
+/// /etc/hosts, /etc/hostname and /etc/resolv.conf as Docker writes them for the container's
+/// network mode: the host's for `host`; on a network, the container's address for its
+/// hostname and, on a network with name resolution, its DNS responder as the nameserver.
 fn etc_files(
     dir: &std::path::Path,
     hostname: &str,
     h: &HostConfig,
+    network: Option<&(strata_network::Network, strata_network::Endpoint)>,
 ) -> Result<Vec<(PathBuf, String)>, RuntimeError> {
     let hosts = dir.join("hosts");
+    let own_address = match network {
+        Some((_, ep)) => ep.ip.to_string(),
+        None => "127.0.1.1".into(),
+    };
     let mut content = if h.host_network() {
         fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
         format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n{own_address}\t{hostname}\n"
         )
     };
     for (host, ip) in &h.extra_hosts {
@@ -337,10 +346,12 @@ fn etc_files(
     }
     let hostname_file = dir.join("hostname");
     let resolv = dir.join("resolv.conf");
-    let resolv_content = resolv_conf(
-        &fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        h,
-    );
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv_content = match network {
+        Some((net, _)) if net.has_dns() => resolv_conf(&embedded_dns(&host_resolv, net), h),
+        Some(_) => resolv_conf(&without_loopback_nameservers(&host_resolv), h),
+        None => resolv_conf(&host_resolv, h),
+    };
     for (p, c) in [
         (&hosts, content),
         (&hostname_file, format!("{hostname}\n")),
@@ -353,6 +364,40 @@ fn etc_files(
         (hostname_file, "/etc/hostname".into()),
         (resolv, "/etc/resolv.conf".into()),
     ])
+}
+
+/// On a bridge, a nameserver on the host's loopback cannot be reached: Docker leaves those
+/// out, and gives Google's public resolvers when none is left.
+fn without_loopback_nameservers(host: &str) -> String {
+    let is_loopback = |l: &str| {
+        let mut w = l.split_whitespace();
+        w.next() == Some("nameserver")
+            && w.next()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback())
+    };
+    let mut out: String = host
+        .lines()
+        .filter(|l| !is_loopback(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if !out.lines().any(|l| l.starts_with("nameserver")) {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+/// On a network with name resolution the network's DNS responder (on its gateway) answers,
+/// for container names and, forwarded, the host's resolvers (Docker's embedded DNS).
+fn embedded_dns(host: &str, net: &strata_network::Network) -> String {
+    let mut out = format!("nameserver {}\n", net.gateway);
+    for l in host.lines() {
+        if l.starts_with("search") || l.starts_with("domain") {
+            out.push_str(&format!("{l}\n"));
+        }
+    }
+    out.push_str("options ndots:0\n");
+    out
 }
 
 /// The host's resolv.conf with the nameservers, search domains and options the container was

@@ -123,9 +123,28 @@ pub struct CreateArgs {
     /// Container host name
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
-    /// Network mode: none (loopback only, the default) or host
-    #[arg(long, alias = "net", default_value = "none")]
+    /// Connect a container to a network: bridge (the default network), a network's name,
+    /// none (loopback only), host, or container:NAME
+    #[arg(long, alias = "net", default_value = "bridge")]
     pub network: String,
+    /// Add a network-scoped alias for the container
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
+    pub network_aliases: Vec<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
+    #[arg(long)]
+    pub mac_address: Option<String>,
+    /// Publish a container's port(s) to the host ([IP:][HOSTPORT:]CPORT[/PROTO], ranges too)
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port or a range of ports
+    #[arg(long, value_name = "PORT")]
+    pub expose: Vec<String>,
     /// Memory limit (e.g. 512m, 1g)
     #[arg(short, long)]
     pub memory: Option<String>,

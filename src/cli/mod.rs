@@ -196,6 +196,15 @@ pub enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// List port mappings or a specific mapping for the container
+    Port {
+        container: String,
+        /// PRIVATE_PORT[/PROTO]
+        private_port: Option<String>,
+    },
     /// Show the version
     Version,
     /// Show store and system information
@@ -243,6 +252,94 @@ pub enum SystemCommand {
     },
     /// Show store and system information
     Info,
+    /// Remove every container, network, image, volume and cache entry: an empty store, and
+    /// nothing of it left on the host (bridges, firewall table)
+    Reset {
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network (prints its id)
+    Create {
+        /// Driver to manage the network (only bridge)
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        /// Subnet in CIDR format (default: a free /24 of 10.89.128.0/17)
+        #[arg(long)]
+        subnet: Option<String>,
+        /// IPv4 gateway for the subnet (default: its first address)
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Restrict external access to the network
+        #[arg(long)]
+        internal: bool,
+        /// Set metadata on a network (KEY=VALUE); repeatable
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        name: String,
+    },
+    /// List networks
+    #[command(alias = "list")]
+    Ls {
+        /// Only display network IDs
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not truncate the output
+        #[arg(long)]
+        no_trunc: bool,
+        /// Filter output (name, id, driver, label, type); repeatable
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filter: Vec<String>,
+        /// Format output: table, json, or a Go template
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Display detailed information on networks
+    Inspect {
+        /// Format output with a Go template
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (never one with running containers)
+    #[command(alias = "remove")]
+    Rm {
+        /// Do not fail for networks that do not exist
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove all networks no container is attached to
+    Prune {
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a container to a network
+    Connect {
+        /// Add a network-scoped alias for the container
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// IPv4 address
+        #[arg(long)]
+        ip: Option<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network
+    Disconnect {
+        /// Force the container to disconnect from a network
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

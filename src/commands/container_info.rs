@@ -190,11 +190,11 @@ pub fn ps(store: &Store, a: &PsArgs) -> Result<()> {
                 "RunningFor": since(&rec.created),
                 "Status": status_text(st),
                 "State": st.state_name(),
-                "Ports": "",
+                "Ports": super::network_view::ports_column(store, rec),
                 "Names": rec.name,
                 "Labels": rec.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
                 "Mounts": ps_mounts(rec, !a.no_trunc),
-                "Networks": rec.host_config.network_mode,
+                "Networks": super::network_view::networks_column(store, rec),
                 "LocalVolumes": strata_runtime::volume::named_volumes(rec).count().to_string(),
             })
         })
@@ -359,21 +359,11 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
             "AttachStderr": rec.config.attaches("stderr"),
             "StdinOnce": false,
             "Domainname": "",
-            "ExposedPorts": Value::Null,
+            "ExposedPorts": if rec.config.exposed_ports.is_empty() { Value::Null } else { json!(rec.config.exposed_ports) },
             "Volumes": Value::Null,
             "OnBuild": Value::Null,
         },
-        // Docker's fields, as they are for a container without a bridge network.
-        "NetworkSettings": {
-            "Bridge": "",
-            "SandboxID": "",
-            "Ports": {},
-            "Gateway": "",
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "MacAddress": "",
-            "Networks": { rec.host_config.network_mode.as_str(): {} },
-        },
+        "NetworkSettings": super::network_view::network_settings(store, rec),
     }))
 }
 

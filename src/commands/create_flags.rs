@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
+use strata_network::ports::PortBindings;
 use strata_runtime::container::{parse_ulimit, HostConfig, RestartPolicy};
 use strata_runtime::create::CreateOptions;
 use strata_runtime::logs::LogConfig;
@@ -53,8 +54,67 @@ pub fn create_options(a: &CreateArgs) -> Result<CreateOptions> {
             })
             .collect(),
         mounts,
+        expose: exposed(&a.expose)?,
+        network_aliases: a.network_aliases.clone(),
+        ip: a.ip.clone(),
+        mac_address: a.mac_address.clone(),
         host: host_config(a)?,
     })
+}
+
+/// `--expose PORT[-END][/PROTO]` → `"80/tcp"` keys.
+fn exposed(values: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for v in values {
+        for (key, _) in strata_network::ports::parse_publish(v)
+            .map_err(|e| anyhow!("invalid --expose {v:?}: {e}"))?
+        {
+            out.push(key);
+        }
+    }
+    Ok(out)
+}
+
+/// `-p` values → Docker's `PortBindings`; only where the container has a network of its own.
+fn port_bindings(a: &CreateArgs, mode: &NetworkMode) -> Result<PortBindings> {
+    let mut out = PortBindings::new();
+    if a.publish.is_empty() {
+        return Ok(out);
+    }
+    if mode.network_name().is_none() {
+        bail!("conflicting options: port publishing and the container type network mode");
+    }
+    for spec in &a.publish {
+        for (key, binding) in strata_network::ports::parse_publish(spec)? {
+            out.entry(key).or_default().push(binding);
+        }
+    }
+    Ok(out)
+}
+
+/// `--ip`, `--network-alias` and `--mac-address` need a network of the container's own; the
+/// first two a user-defined one, as in Docker.
+fn check_network_flags(a: &CreateArgs, mode: &NetworkMode) -> Result<()> {
+    let user_defined = matches!(mode, NetworkMode::Named(_));
+    if let Some(ip) = &a.ip {
+        ip.parse::<std::net::Ipv4Addr>()
+            .map_err(|_| anyhow!("invalid --ip {ip:?}: not an IPv4 address"))?;
+        if !user_defined {
+            bail!("user specified IP address is supported on user defined networks only");
+        }
+    }
+    if !a.network_aliases.is_empty() && !user_defined {
+        bail!("network-scoped alias is supported only for containers in user defined networks");
+    }
+    if let Some(mac) = &a.mac_address {
+        if strata_network::model::parse_mac(mac).is_none() {
+            bail!("invalid --mac-address {mac:?}: not a unicast MAC address");
+        }
+        if mode.network_name().is_none() {
+            bail!("conflicting options: mac-address and the network mode");
+        }
+    }
+    Ok(())
 }
 
 /// The host-side settings (mounts are added by the runtime).
@@ -63,9 +123,13 @@ fn host_config(a: &CreateArgs) -> Result<HostConfig> {
     if a.rm && !restart_policy.is_none() {
         bail!("conflicting options: cannot specify both --restart and --rm");
     }
+    let network_mode = a.network.parse::<NetworkMode>()?;
+    check_network_flags(a, &network_mode)?;
     Ok(HostConfig {
         readonly_rootfs: a.read_only,
-        network_mode: a.network.parse::<NetworkMode>()?,
+        port_bindings: port_bindings(a, &network_mode)?,
+        publish_all_ports: a.publish_all,
+        network_mode,
         memory: a
             .memory
             .as_deref()

@@ -5,6 +5,8 @@ pub mod container_info;
 pub mod containers;
 pub mod create_flags;
 pub mod images;
+pub mod network_view;
+pub mod networks;
 pub mod registry;
 pub mod system;
 pub mod volumes;

@@ -247,6 +247,7 @@ pub fn check(store: &Store, repair: bool) -> Result<()> {
                 .push(format!("empty cgroup {} (no process)", dir.display()));
         }
     }
+    check_networks(store, repair, &mut report);
     for g in &report.garbage {
         println!("garbage: {g}");
     }
@@ -268,6 +269,52 @@ pub fn check(store: &Store, repair: bool) -> Result<()> {
     );
     if !report.ok() {
         bail!("store check failed with {} errors", report.errors.len());
+    }
+    Ok(())
+}
+
+/// Leaked network state: endpoints whose container died with its monitor (their address,
+/// published ports and any host veth), and a firewall table that differs from what the
+/// store explains.
+fn check_networks(store: &Store, repair: bool, report: &mut strata_cache::CheckReport) {
+    let nets = strata_network::Networks::new(store);
+    let Ok(stale) = nets.stale_endpoints() else {
+        return;
+    };
+    let describe = |e: &strata_network::Endpoint| {
+        format!(
+            "network endpoint of dead container {} ({} on {})",
+            &e.container_id[..12],
+            e.ip,
+            e.host_veth
+        )
+    };
+    if repair && !stale.is_empty() {
+        match nets.reclaim() {
+            Ok(done) => report
+                .repaired
+                .extend(done.iter().map(|e| format!("reclaimed {}", describe(e)))),
+            Err(e) => report
+                .errors
+                .push(format!("reclaim network endpoints: {e}")),
+        }
+    } else {
+        report.garbage.extend(stale.iter().map(describe));
+    }
+}
+
+/// `system reset`: every container removed (running ones killed), every network with its
+/// bridge and firewall table, then everything else in the store.
+pub fn reset(store: &Store) -> Result<()> {
+    let containers = strata_runtime::container::Containers::new(store);
+    for rec in containers.list()? {
+        strata_runtime::ops::remove(&containers, &rec, true, None)?;
+    }
+    strata_network::Networks::new(store).remove_all()?;
+    let root = store.root();
+    for entry in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
+        let path = entry?.path();
+        fsutil::remove_any(&path)?;
     }
     Ok(())
 }

@@ -18,6 +18,16 @@ pub struct Strata {
     pub dir: tempfile::TempDir,
 }
 
+/// A store that made networks leaves their bridges and firewall table on the host: `system
+/// reset` takes them (and any container still running) away before the directory goes.
+impl Drop for Strata {
+    fn drop(&mut self) {
+        if self.root().join("networks").exists() {
+            let _ = self.run(&["system", "reset", "--force"]);
+        }
+    }
+}
+
 impl Strata {
     pub fn new() -> Strata {
         Strata {

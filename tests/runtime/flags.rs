@@ -191,7 +191,7 @@ fn hostile_cli_input_is_refused_in_one_line() {
         (vec!["run", "--name", "../x", "busybox", "true"], "invalid container name (\"../x\"), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
         (vec!["run", "-v", "./rel:/x", "busybox", "true"], "invalid volume specification \"./rel:/x\": \"./rel\" includes invalid characters for a volume name, only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed; a host directory needs an absolute path"),
         (vec!["run", "--cap-add", "CAP_ALLL", "busybox", "true"], "unknown capability: \"CAP_ALLL\""),
-        (vec!["run", "--network", "bridge0", "busybox", "true"], "network \"bridge0\" not found (strata supports none and host)"),
+        (vec!["run", "--network", "bridge0", "busybox", "true"], "network bridge0 not found"),
         (vec!["kill", "-s", "SIGFOO", "x"], "invalid signal: SIGFOO"),
         (vec!["commit", "--change", "FROM x", "nosuch"], "no such container: nosuch"),
     ] {

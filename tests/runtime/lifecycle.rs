@@ -176,7 +176,8 @@ fn the_network_namespace_is_private_whoever_makes_it() {
     let s = Strata::new();
     s.busybox();
     let script = "ls /sys/class/net; cat /sys/class/net/lo/flags; echo /proc/[0-9]*";
-    let want = "lo\n0x9\n/proc/1\n";
+    // On the default network: its device plugged in by the monitor, whoever made the namespace.
+    let want = "eth0\nlo\n0x9\n/proc/1\n";
     assert_eq!(s.ok(&["run", "--rm", "busybox", "sh", "-c", script]), want);
     s.ok(&[
         "create", "--name", "attached", "busybox", "sh", "-c", script,
@@ -245,8 +246,9 @@ fn isolation_matches_docker_defaults() {
             // 0, 1, 2 and the fd `ls` itself opens for the directory
             "4",
             "sys-readonly",
-            "1",
+            "2",
             // sysfs mounted from the container's own network namespace, loopback up
+            "eth0",
             "lo",
             "0x9",
             // nothing but the command: the network namespace's helper is gone

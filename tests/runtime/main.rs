@@ -3,6 +3,7 @@
 mod flags;
 mod lifecycle;
 mod mounts;
+mod network;
 mod state;
 
 #[path = "../common/mod.rs"]

@@ -353,7 +353,7 @@ fn ps_templates_know_mounts_networks_and_local_volumes() {
     let t = "{{.Names}}|{{.Mounts}}|{{.Networks}}|{{.LocalVolumes}}|{{if eq .State \"exited\"}}done{{end}}";
     let shown = s.ok(&["ps", "-a", "--format", t]);
     let trunc: String = host.display().to_string().chars().take(15).collect();
-    assert_eq!(shown, format!("vols|data,{trunc}|none|1|done\n"));
+    assert_eq!(shown, format!("vols|data,{trunc}|bridge|1|done\n"));
     let shown = s.ok(&["ps", "-a", "--no-trunc", "--format", "{{.Mounts}}"]);
     assert_eq!(shown, format!("data,{}\n", host.display()));
 }

@@ -26,6 +26,7 @@ use crate::init;
 use crate::launch::{IdMessage, InitFailure, MonitorLaunch, Ready, Target};
 use crate::logs::LogWriter;
 use crate::netns::{self, NetNs};
+use crate::options::NetworkMode;
 use crate::spec::{ProcessSpec, RootSpec};
 use crate::RuntimeError;
 
@@ -125,15 +126,15 @@ fn run_inner(
     let containers = Containers::new(store);
     let rec = containers.load(id).map_err(e125)?;
     // The network namespace takes longest to make: its helper starts first (see `netns`).
-    let netns = match (early_netns, rec.host_config.host_network()) {
-        (Some(made), false) => Some(made),
-        (None, false) => Some(start_netns()?),
-        (early, true) => {
+    let netns = match (early_netns, &rec.host_config.network_mode) {
+        (early, NetworkMode::Host | NetworkMode::Container(_)) => {
             if let Some((_, helper)) = early {
                 let _ = helper.reap();
             }
             None
         }
+        (Some(made), _) => Some(made),
+        (None, _) => Some(start_netns()?),
     };
     claim(&containers, &rec, opts)?;
     let fail_start = |code: i32, msg: String| {
@@ -150,13 +151,38 @@ fn run_inner(
         }
         (code, msg)
     };
+    let shared_netns = match &rec.host_config.network_mode {
+        NetworkMode::Container(other) => {
+            Some(other_container_netns(&containers, other).map_err(|e| fail_start(125, e))?)
+        }
+        _ => None,
+    };
+    let joined =
+        crate::networking::join(store, &rec).map_err(|e| fail_start(125, e.to_string()))?;
+    let leave_networks = || {
+        if let Some(j) = &joined {
+            j.leave(store);
+        }
+    };
     let (root, mut proc_) =
-        crate::spec::specs(store, &rec).map_err(|e| fail_start(125, e.to_string()))?;
+        crate::spec::specs(store, &rec, joined.as_ref().and_then(|j| j.primary())).map_err(
+            |e| {
+                leave_networks();
+                fail_start(125, e.to_string())
+            },
+        )?;
     if proc_.tty && opts.foreground {
         proc_.console_size = terminal_size(0);
     }
     crate::init::clear_volatile_marker(&root);
     let limits = limits_of(&rec);
+    let netns = match shared_netns {
+        Some(fd) => Some(NetnsPlan::Shared(fd)),
+        None => netns.map(|made| match &joined {
+            Some(j) => NetnsPlan::Plugged(made, j),
+            None => NetnsPlan::Own(made),
+        }),
+    };
     let started = start(&rec, &root, &proc_, &limits, opts, netns);
     if let Some(writer) = record_writer {
         // Long gone by now: it exits as soon as it has written the id.
@@ -164,8 +190,14 @@ fn run_inner(
     }
     let (child, io, cg) = match started {
         Ok(x) => x,
-        Err((code, msg)) => return Err(fail_start(code, msg)),
+        Err((code, msg)) => {
+            leave_networks();
+            return Err(fail_start(code, msg));
+        }
     };
+    if let Some(j) = &joined {
+        j.add_init(store, child.as_raw());
+    }
     let pid_start = process_start_time(child.as_raw()).unwrap_or(0);
     let _ = containers.update_state(id, |s| {
         s.pid = child.as_raw();
@@ -191,6 +223,11 @@ fn run_inner(
         opts.foreground && rec.config.attaches("stderr"),
     ];
     let code = supervise(child, io, log, opts.foreground, attached);
+    if joined.is_some() {
+        // Leaving may render the firewall: nft is a child process.
+        children_in_own_pid_namespace();
+    }
+    leave_networks();
     let oom = cg.oom_killed();
     cg.destroy();
     let code = if oom && code == 137 { 137 } else { code };
@@ -294,6 +331,13 @@ fn record_exit(
     }
 }
 
+/// This monitor's children are born in the container's pid namespace, which died with its
+/// init (a fork there fails): children go back to the monitor's own namespace. Whether they do.
+fn children_in_own_pid_namespace() -> bool {
+    fs::File::open("/proc/self/ns/pid")
+        .is_ok_and(|own| nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWPID).is_ok())
+}
+
 /// The restart policy's next start: a detached child that waits `delay_ms` and becomes the
 /// container's monitor again (`--policy-restart`), while this monitor exits (a foreground one
 /// returning the code to its caller, as `docker run` does).
@@ -302,12 +346,7 @@ fn restart_later(store: &Store, id: &str, delay_ms: u64) {
     let Ok(exe) = crate::rootexe::protected_exe() else {
         return;
     };
-    // This monitor's children are born in the container's pid namespace, which died with its
-    // init (a fork there fails): children go back to the monitor's own namespace first.
-    let Ok(own) = fs::File::open("/proc/self/ns/pid") else {
-        return;
-    };
-    if nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWPID).is_err() {
+    if !children_in_own_pid_namespace() {
         return;
     }
     // SAFETY: the monitor is single-threaded; the child only sleeps and execs.
@@ -361,17 +400,56 @@ struct Io {
     console: Option<OwnedFd>,
 }
 
+/// Where the container's network namespace comes from.
+enum NetnsPlan<'a> {
+    /// Made by the helper, loopback only: init receives it.
+    Own((NetNs, netns::Helper)),
+    /// Made by the helper and plugged into networks by the monitor while init sets up.
+    Plugged((NetNs, netns::Helper), &'a crate::networking::Joined),
+    /// Another container's (`--network container:NAME`).
+    Shared(std::os::fd::OwnedFd),
+}
+
+/// Opens the network namespace of running container `key`.
+fn other_container_netns(containers: &Containers, key: &str) -> Result<OwnedFd, String> {
+    let other = containers.resolve(key).map_err(|e| e.to_string())?;
+    let st = containers.state(&other.id).map_err(|e| e.to_string())?;
+    if !st.is_running() || st.pid <= 0 {
+        return Err(format!(
+            "cannot join network namespace of a non running container: {key}"
+        ));
+    }
+    let path = format!("/proc/{}/ns/net", st.pid);
+    fs::File::open(&path)
+        .map(OwnedFd::from)
+        .map_err(|e| format!("open {path}: {e}"))
+}
+
 fn start(
     rec: &ContainerRecord,
     root: &RootSpec,
     p: &ProcessSpec,
     limits: &Limits,
     opts: &Options,
-    netns: Option<(NetNs, netns::Helper)>,
+    netns: Option<NetnsPlan>,
 ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
-    let (netns, netns_helper) = match netns {
-        Some((ns, helper)) => (Some(ns), Some(helper)),
-        None => (None, None),
+    let (netns, netns_helper, plug) = match netns {
+        None => (None, None, None),
+        Some(NetnsPlan::Own((ns, helper))) => (Some(ns), Some(helper), None),
+        Some(NetnsPlan::Shared(fd)) => (Some(NetNs::Ready(fd)), None, None),
+        Some(NetnsPlan::Plugged((ns, helper), joined)) => {
+            // The monitor needs the namespace itself to plug it in: wait for it here.
+            let received = ns.receive();
+            let failed = helper.reap().err();
+            let fd = match (received, failed) {
+                (Ok(fd), None) => fd,
+                (_, Some(why)) | (Err(why), None) => return Err((125, why)),
+            };
+            let for_init = fd
+                .try_clone()
+                .map_err(|e| (125, format!("duplicate the network namespace: {e}")))?;
+            (Some(NetNs::Ready(for_init)), None, Some((joined, fd)))
+        }
     };
     let w = Wiring::new(rec, p, opts)?;
     let signals = block_signals()?;
@@ -386,7 +464,7 @@ fn start(
         }
         Ok(ForkResult::Parent { child }) => {
             drop(netns);
-            w.watch_init(child, p, limits, &rec.id, signals, netns_helper)
+            w.watch_init(child, p, limits, &rec.id, signals, netns_helper, plug)
         }
     }
 }
@@ -508,6 +586,7 @@ impl Wiring {
 
     /// The monitor, while init sets up: the cgroup made and handed over, the seccomp
     /// filters sent, the console received; then init's exec or failure.
+    #[allow(clippy::too_many_arguments)] // the channels and the two namespace jobs, each used once
     fn watch_init(
         self,
         child: Pid,
@@ -516,6 +595,7 @@ impl Wiring {
         id: &str,
         signals: SignalFd,
         netns_helper: Option<netns::Helper>,
+        plug: Option<(&crate::networking::Joined, OwnedFd)>,
     ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
         drop(self.sync_r);
         drop(self.err_w);
@@ -531,6 +611,19 @@ impl Wiring {
                 Err(e)
             }
         });
+        // The container's networks are plugged in meanwhile too, before init may exec.
+        let plugged = match plug {
+            Some((joined, ns)) => joined.plug(ns.as_fd()),
+            None => Ok(()),
+        };
+        let cg = match (cg, plugged) {
+            (Ok(c), Ok(())) => Ok(c),
+            (Ok((cg, _)), Err(e)) => {
+                cg.destroy();
+                Err(e)
+            }
+            (Err(e), _) => Err(e),
+        };
         let (cg, join_files) = match cg {
             Ok(c) => c,
             Err(e) => {
