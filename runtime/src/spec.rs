@@ -322,7 +322,7 @@ fn volume_mount(v: &Volume, target: &str, readonly: bool) -> UserMount {
 
 /// /etc/hosts, /etc/hostname and /etc/resolv.conf as Docker writes them for the container's
 /// network mode: the host's for `host`; on a network, the container's address for its
-/// hostname and, on a network with name resolution, its DNS responder as the nameserver.
+/// hostname and the host's resolvers that a bridge can reach.
 fn etc_files(
     dir: &std::path::Path,
     hostname: &str,
@@ -348,7 +348,6 @@ fn etc_files(
     let resolv = dir.join("resolv.conf");
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv_content = match network {
-        Some((net, _)) if net.has_dns() => resolv_conf(&embedded_dns(&host_resolv, net), h),
         Some(_) => resolv_conf(&without_loopback_nameservers(&host_resolv), h),
         None => resolv_conf(&host_resolv, h),
     };
@@ -384,19 +383,6 @@ fn without_loopback_nameservers(host: &str) -> String {
     if !out.lines().any(|l| l.starts_with("nameserver")) {
         out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
     }
-    out
-}
-
-/// On a network with name resolution the network's DNS responder (on its gateway) answers,
-/// for container names and, forwarded, the host's resolvers (Docker's embedded DNS).
-fn embedded_dns(host: &str, net: &strata_network::Network) -> String {
-    let mut out = format!("nameserver {}\n", net.gateway);
-    for l in host.lines() {
-        if l.starts_with("search") || l.starts_with("domain") {
-            out.push_str(&format!("{l}\n"));
-        }
-    }
-    out.push_str("options ndots:0\n");
     out
 }
 
