@@ -101,26 +101,6 @@ pub fn remove(table: &str) -> Result<(), NetworkError> {
     run_nft(&format!("table ip {table} {{}}\ndelete table ip {table}\n"))
 }
 
-/// Whether the table exists.
-pub fn exists(table: &str) -> bool {
-    Command::new("nft")
-        .args(["list", "table", "ip", table])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The table as nft lists it (empty if it does not exist).
-pub fn listing(table: &str) -> String {
-    Command::new("nft")
-        .args(["list", "table", "ip", table])
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
 fn run_nft(script: &str) -> Result<(), NetworkError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])

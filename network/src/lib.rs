@@ -7,10 +7,10 @@
 //!
 //! Key design decision: nothing runs between commands. A container's monitor joins it to its
 //! networks (addresses from the store, a veth pair born in the container's namespace, rules
-//! rendered from the store) and takes it off when it exits; a network's DNS responder runs only
-//! while the network has live containers. Every piece of kernel state is either tied to a
-//! namespace (veth ends die with it) or rendered whole from the store (the nftables table), so
-//! a killed monitor leaks only store records, which the next command reclaims.
+//! rendered from the store) and takes it off when it exits. Every piece of kernel state is
+//! either tied to a namespace (veth ends die with it) or rendered whole from the store (the
+//! nftables table), so a killed monitor leaks only store records, which the next command
+//! reclaims.
 
 pub mod attach;
 pub mod firewall;

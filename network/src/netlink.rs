@@ -129,26 +129,6 @@ impl Netlink {
         }
     }
 
-    /// The names of every link in this namespace.
-    pub fn link_names(&mut self) -> Result<Vec<String>, NetworkError> {
-        let msg = LinkMessage::default();
-        let replies = self.request(
-            RouteNetlinkMessage::GetLink(msg),
-            netlink_packet_core::NLM_F_DUMP,
-            "list links",
-        )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n),
-                    _ => None,
-                }),
-                _ => None,
-            })
-            .collect())
-    }
-
     /// Makes a bridge named `name`.
     pub fn add_bridge(&mut self, name: &str) -> Result<(), NetworkError> {
         let mut msg = LinkMessage::default();

@@ -67,11 +67,6 @@ impl Networks {
         }
     }
 
-    /// The store's nftables table.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     fn lock(&self) -> Result<FileLock, NetworkError> {
         FileLock::acquire(&self.lock_path, LockMode::Exclusive)
             .map_err(|e| NetworkError::Store(e.to_string()))
@@ -438,14 +433,6 @@ impl Networks {
         Ok(())
     }
 
-    /// Takes the container off every network it is on.
-    pub fn leave_all(&self, container_id: &str) -> Result<(), NetworkError> {
-        for ep in self.container_endpoints(container_id)? {
-            self.leave(&ep.network_id, container_id)?;
-        }
-        Ok(())
-    }
-
     fn drop_endpoint(&self, ep: &Endpoint) {
         if let Ok(mut nl) = Netlink::open() {
             let _ = nl.delete_link(&ep.host_veth);
@@ -476,36 +463,19 @@ impl Networks {
         Ok(stale)
     }
 
-    /// Renders the store's nftables table from its networks and live endpoints.
-    pub fn sync_firewall(&self) -> Result<(), NetworkError> {
-        let _lock = self.lock()?;
-        self.sync_firewall_locked()
-    }
-
     fn sync_firewall_locked(&self) -> Result<(), NetworkError> {
         let networks = self.list()?;
         if networks.is_empty() {
             return firewall::remove(&self.table);
         }
-        let live: Vec<_> = self
-            .all_endpoints()?
-            .into_iter()
-            .filter(Endpoint::is_live)
-            .collect();
+        let mut live = Vec::new();
+        for n in &networks {
+            live.extend(self.endpoints(&n.id)?.into_iter().filter(Endpoint::is_live));
+        }
         firewall::apply(
             &self.table,
             &firewall::render(&self.table, &networks, &live),
         )
-    }
-
-    /// The firewall text the store explains (for `system check`).
-    pub fn expected_firewall(&self) -> Result<String, NetworkError> {
-        let live: Vec<_> = self
-            .all_endpoints()?
-            .into_iter()
-            .filter(Endpoint::is_live)
-            .collect();
-        Ok(firewall::render(&self.table, &self.list()?, &live))
     }
 }
 

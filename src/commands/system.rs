@@ -274,8 +274,7 @@ pub fn check(store: &Store, repair: bool) -> Result<()> {
 }
 
 /// Leaked network state: endpoints whose container died with its monitor (their address,
-/// published ports and any host veth), and a firewall table that differs from what the
-/// store explains.
+/// published ports and any host veth); repairing renders the firewall table again.
 fn check_networks(store: &Store, repair: bool, report: &mut strata_cache::CheckReport) {
     let nets = strata_network::Networks::new(store);
     let Ok(stale) = nets.stale_endpoints() else {
