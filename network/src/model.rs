@@ -101,12 +101,16 @@ pub struct Owner {
 }
 
 impl Owner {
-    pub fn me() -> Owner {
-        let pid = std::process::id() as i32;
+    /// Process `pid` as it is now (a process already gone gets start 0: never alive).
+    pub fn of(pid: i32) -> Owner {
         Owner {
             pid,
             start: strata_cache::fsutil::process_start_time(pid).unwrap_or(0),
         }
+    }
+
+    pub fn me() -> Owner {
+        Owner::of(std::process::id() as i32)
     }
 
     pub fn alive(&self) -> bool {
@@ -136,6 +140,13 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn is_live(&self) -> bool {
         self.owners.iter().any(Owner::alive)
+    }
+
+    /// The endpoint's id, stable for its life: its network's and container's ids hashed.
+    pub fn id(&self) -> String {
+        strata_image::Digest::of(format!("{}/{}", self.network_id, self.container_id).as_bytes())
+            .hex()
+            .to_string()
     }
 
     /// The MAC as bytes.

@@ -135,6 +135,16 @@ impl Networks {
         }
     }
 
+    /// The network `key` names, as [`Networks::find`], but the default one is made on first
+    /// use: what `--network bridge` and `network inspect bridge` need.
+    pub fn get(&self, key: &str) -> Result<Network, NetworkError> {
+        if key == DEFAULT_NETWORK {
+            self.default_network()
+        } else {
+            self.find(key)
+        }
+    }
+
     /// The default network, made on first use.
     pub fn default_network(&self) -> Result<Network, NetworkError> {
         if let Ok(n) = self.find(DEFAULT_NETWORK) {

@@ -40,16 +40,6 @@ pub fn wanted(rec: &ContainerRecord) -> Vec<EndpointSettings> {
     out
 }
 
-/// Finds a network by the name a record holds (`bridge` is the default one, made on first
-/// use).
-pub fn find_network(nets: &Networks, name: &str) -> Result<Network, RuntimeError> {
-    Ok(if name == strata_network::DEFAULT_NETWORK {
-        nets.default_network()?
-    } else {
-        nets.find(name)?
-    })
-}
-
 /// The published ports the record asks for: `-p`, and `-P`'s exposed ports.
 pub fn port_bindings(rec: &ContainerRecord) -> PortBindings {
     let mut b = rec.host_config.port_bindings.clone();
@@ -75,19 +65,17 @@ pub fn join(store: &Store, rec: &ContainerRecord) -> Result<Option<Joined>, Runt
     };
     for (i, w) in wanted.iter().enumerate() {
         let step = (|| {
-            let net = find_network(&nets, &w.network)?;
-            let req = JoinRequest {
-                container_id: rec.id.clone(),
-                container_name: rec.name.clone(),
-                aliases: w.aliases.clone(),
-                ip: parse_ip(&w.ipv4_address)?,
-                mac: (i == 0 && !rec.config.mac_address.is_empty())
-                    .then(|| rec.config.mac_address.clone()),
-                ports: if i == 0 {
-                    reservation.mappings.clone()
-                } else {
-                    Vec::new()
-                },
+            let net = nets.get(&w.network)?;
+            // `--mac-address` and the published ports belong to the first network.
+            let req = if i == 0 {
+                JoinRequest {
+                    mac: (!rec.config.mac_address.is_empty())
+                        .then(|| rec.config.mac_address.clone()),
+                    ports: reservation.mappings.clone(),
+                    ..join_request(rec, w)?
+                }
+            } else {
+                join_request(rec, w)?
             };
             let ep = nets.join(&net, req, vec![Owner::me()])?;
             Ok::<_, RuntimeError>((net, ep))
@@ -102,6 +90,21 @@ pub fn join(store: &Store, rec: &ContainerRecord) -> Result<Option<Joined>, Runt
     }
     joined._ports = reservation;
     Ok(Some(joined))
+}
+
+/// What the container asks of one network, without a MAC or published ports.
+fn join_request(
+    rec: &ContainerRecord,
+    settings: &EndpointSettings,
+) -> Result<JoinRequest, RuntimeError> {
+    Ok(JoinRequest {
+        container_id: rec.id.clone(),
+        container_name: rec.name.clone(),
+        aliases: settings.aliases.clone(),
+        ip: parse_ip(&settings.ipv4_address)?,
+        mac: None,
+        ports: Vec::new(),
+    })
 }
 
 fn parse_ip(text: &str) -> Result<Option<Ipv4Addr>, RuntimeError> {
@@ -129,10 +132,7 @@ impl Joined {
     /// The container's init joins the endpoints' owners: they outlive a killed monitor while
     /// the container runs.
     pub fn add_init(&self, store: &Store, pid: i32) {
-        if let Some(start) = strata_cache::fsutil::process_start_time(pid) {
-            let _ = Networks::new(store)
-                .add_owner(&self.attached[0].1.container_id, Owner { pid, start });
-        }
+        let _ = Networks::new(store).add_owner(&self.attached[0].1.container_id, Owner::of(pid));
     }
 
     /// Gives the addresses back (and the ports, with the firewall rendered again).
@@ -149,16 +149,21 @@ impl Joined {
     }
 }
 
+/// A container's live endpoints with their networks, in device order, from the store.
+pub fn live_endpoints(store: &Store, container_id: &str) -> Vec<(Network, Endpoint)> {
+    let nets = Networks::new(store);
+    let Ok(eps) = nets.container_endpoints(container_id) else {
+        return Vec::new();
+    };
+    eps.into_iter()
+        .filter(Endpoint::is_live)
+        .filter_map(|ep| nets.find(&ep.network_id).ok().map(|n| (n, ep)))
+        .collect()
+}
+
 /// The first live network of a running container and its endpoint, from the store.
 pub fn primary_of(store: &Store, rec: &ContainerRecord) -> Option<(Network, Endpoint)> {
-    let nets = Networks::new(store);
-    let ep = nets
-        .container_endpoints(&rec.id)
-        .ok()?
-        .into_iter()
-        .find(Endpoint::is_live)?;
-    let net = nets.find(&ep.network_id).ok()?;
-    Some((net, ep))
+    live_endpoints(store, &rec.id).into_iter().next()
 }
 
 /// `network connect`: the record asks for the network from now on; a running container (init
@@ -178,7 +183,7 @@ pub fn connect(
         )));
     }
     let nets = Networks::new(store);
-    let net = find_network(&nets, &settings.network)?;
+    let net = nets.get(&settings.network)?;
     if wanted(rec).iter().any(|w| w.network == net.name) {
         return Err(RuntimeError::Conflict(format!(
             "endpoint with name {} already exists in network {}",
@@ -186,16 +191,7 @@ pub fn connect(
         )));
     }
     if let Some(pid) = running_pid {
-        let start = strata_cache::fsutil::process_start_time(pid).unwrap_or(0);
-        let req = JoinRequest {
-            container_id: rec.id.clone(),
-            container_name: rec.name.clone(),
-            aliases: settings.aliases.clone(),
-            ip: parse_ip(&settings.ipv4_address)?,
-            mac: None,
-            ports: Vec::new(),
-        };
-        let ep = nets.join(&net, req, vec![Owner { pid, start }])?;
+        let ep = nets.join(&net, join_request(rec, &settings)?, vec![Owner::of(pid)])?;
         let has_route = nets
             .container_endpoints(&rec.id)?
             .iter()
@@ -229,7 +225,7 @@ pub fn disconnect(
     network: &str,
 ) -> Result<(), RuntimeError> {
     let nets = Networks::new(store);
-    let net = find_network(&nets, network)?;
+    let net = nets.get(network)?;
     let in_record = wanted(rec).iter().any(|w| w.network == net.name);
     let live = nets
         .container_endpoints(&rec.id)?

@@ -516,10 +516,7 @@ fn with_labels(
     }
     let mut cfg = img.config.clone();
     let mut c = cfg.container();
-    for l in labels {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        c.labels.insert(k.to_string(), v.to_string());
-    }
+    c.labels.extend(super::key_values(labels));
     cfg.config = Some(c);
     Ok(store.put_image(
         &strata_image::spec::to_canonical_json(&cfg),

@@ -387,6 +387,28 @@ pub fn inspect_value(store: &Store, img: &Image) -> Result<Value> {
 }
 
 /// Prints inspect objects: a JSON array, or each through a template.
+/// `inspect` of each name: the objects found printed, then one error naming every name that
+/// was not.
+pub fn inspect_each<E: std::fmt::Display>(
+    names: &[String],
+    format: Option<&str>,
+    mut value_of: impl FnMut(&str) -> std::result::Result<Value, E>,
+) -> Result<()> {
+    let mut values = Vec::new();
+    let mut failed = Vec::new();
+    for n in names {
+        match value_of(n) {
+            Ok(v) => values.push(v),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    print_inspect(&values, format)?;
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
 pub fn print_inspect(values: &[Value], format: Option<&str>) -> Result<()> {
     match format {
         None | Some("") => {

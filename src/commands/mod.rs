@@ -16,6 +16,18 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use strata_cache::Store;
 
+/// `KEY=VALUE` flags (`--label`) as a map; a bare `KEY` has an empty value, the last of a key
+/// wins.
+pub fn key_values(items: &[String]) -> std::collections::BTreeMap<String, String> {
+    items
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// Opens the store, creating it on first use.
 pub fn open_store(root: &Path) -> Result<Store> {
     Store::open(root).with_context(|| format!("opening the store at {}", root.display()))

@@ -6,19 +6,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use strata_cache::Store;
-use strata_network::{Endpoint, Network, Networks};
+use strata_network::{Endpoint, Network};
 use strata_runtime::container::ContainerRecord;
 
 /// The container's live endpoints with their networks, in device order.
-pub fn live_endpoints(store: &Store, rec: &ContainerRecord) -> Vec<(Network, Endpoint)> {
-    let nets = Networks::new(store);
-    let Ok(eps) = nets.container_endpoints(&rec.id) else {
-        return Vec::new();
-    };
-    eps.into_iter()
-        .filter(Endpoint::is_live)
-        .filter_map(|ep| nets.find(&ep.network_id).ok().map(|n| (n, ep)))
-        .collect()
+fn live_endpoints(store: &Store, rec: &ContainerRecord) -> Vec<(Network, Endpoint)> {
+    strata_runtime::networking::live_endpoints(store, &rec.id)
 }
 
 /// `"80/tcp"` → its host bindings as Docker prints them, with every exposed port (`null` when
@@ -88,7 +81,7 @@ fn endpoint_value(net: &Network, ep: &Endpoint) -> Value {
             Value::Null
         },
         "NetworkID": net.id,
-        "EndpointID": endpoint_id(ep),
+        "EndpointID": ep.id(),
         "Gateway": net.gateway.to_string(),
         "IPAddress": ep.ip.to_string(),
         "IPPrefixLen": net.subnet.prefix_len(),
@@ -98,13 +91,6 @@ fn endpoint_value(net: &Network, ep: &Endpoint) -> Value {
         "MacAddress": ep.mac,
         "DriverOpts": Value::Null,
     })
-}
-
-/// An endpoint's id, stable for its life: the container's and network's ids hashed.
-fn endpoint_id(ep: &Endpoint) -> String {
-    strata_image::Digest::of(format!("{}/{}", ep.network_id, ep.container_id).as_bytes())
-        .hex()
-        .to_string()
 }
 
 /// The PORTS column of `ps`: `0.0.0.0:8080->80/tcp, 443/tcp`, runs of consecutive ports

@@ -48,7 +48,7 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
                 subnet,
                 gateway,
                 internal,
-                labels: key_values(&labels),
+                labels: super::key_values(&labels),
             })?;
             println!("{}", net.id);
             Ok(())
@@ -60,19 +60,9 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
             format,
         } => list(store, &nets, quiet, no_trunc, &filter, format.as_deref()),
         NetworkCommand::Inspect { format, names } => {
-            let mut values = Vec::new();
-            let mut failed = Vec::new();
-            for n in &names {
-                match inspect_value(store, &nets, n) {
-                    Ok(v) => values.push(v),
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            crate::commands::images::print_inspect(&values, format.as_deref())?;
-            if !failed.is_empty() {
-                bail!("{}", failed.join("; "));
-            }
-            Ok(())
+            crate::commands::images::inspect_each(&names, format.as_deref(), |n| {
+                inspect_value(store, &nets, n)
+            })
         }
         NetworkCommand::Rm { force, names } => {
             let mut failed = Vec::new();
@@ -132,16 +122,6 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn key_values(items: &[String]) -> BTreeMap<String, String> {
-    items
-        .iter()
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
 }
 
 /// A stable id for the built-in `host` and `none` networks of a store.
@@ -288,11 +268,7 @@ fn inspect_value(store: &Store, nets: &Networks, key: &str) -> Result<Value> {
             "Labels": {},
         }));
     }
-    let net = if key == DEFAULT_NETWORK {
-        nets.default_network()?
-    } else {
-        nets.find(key)?
-    };
+    let net = nets.get(key)?;
     Ok(network_value(&net, &nets.endpoints(&net.id)?))
 }
 
@@ -305,7 +281,7 @@ fn network_value(net: &Network, endpoints: &[Endpoint]) -> Value {
                 e.container_id.clone(),
                 json!({
                     "Name": e.container_name,
-                    "EndpointID": strata_image::Digest::of(format!("{}/{}", e.network_id, e.container_id).as_bytes()).hex(),
+                    "EndpointID": e.id(),
                     "MacAddress": e.mac,
                     "IPv4Address": format!("{}/{}", e.ip, net.subnet.prefix_len()),
                     "IPv6Address": "",

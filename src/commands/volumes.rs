@@ -23,13 +23,7 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
             if driver != "local" {
                 bail!("volume driver {driver:?} is not supported (only local)");
             }
-            let labels: BTreeMap<String, String> = labels
-                .iter()
-                .map(|l| {
-                    let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
+            let labels = super::key_values(&labels);
             let options = opts
                 .iter()
                 .map(|o| match o.split_once('=') {
@@ -47,19 +41,9 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
             format,
         } => list(&volumes, &filter, quiet, format.as_deref()),
         VolumeCommand::Inspect { format, names } => {
-            let mut values = Vec::new();
-            let mut failed = Vec::new();
-            for n in &names {
-                match volumes.get(n) {
-                    Ok(v) => values.push(inspect_value(&v)),
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            crate::commands::images::print_inspect(&values, format.as_deref())?;
-            if !failed.is_empty() {
-                bail!("{}", failed.join("; "));
-            }
-            Ok(())
+            crate::commands::images::inspect_each(&names, format.as_deref(), |n| {
+                volumes.get(n).map(|v| inspect_value(&v))
+            })
         }
         VolumeCommand::Rm { force, names } => {
             let mut failed = Vec::new();
