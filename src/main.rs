@@ -81,6 +81,10 @@ fn reexec_fast_path() -> Option<i32> {
             let launch = MonitorLaunch::parse(&words)?;
             Some(strata_runtime::monitor::run(&open()?, &launch))
         }
+        (strata_network::dns::DNS_COMMAND, [net]) => Some(strata_network::dns::server_main(
+            strata_network::Networks::new(&open()?),
+            net.to_str()?,
+        )),
         (launch::EXEC, [f, n]) if f == "--spec-fd" => {
             Some(containers::exec_helper(&open()?, n.to_str()?.parse().ok()?))
         }

@@ -182,6 +182,7 @@ mod tests {
                     proto: Proto::Udp,
                 },
             ],
+            dns: vec![],
             owners: vec![],
         };
         assert_eq!(

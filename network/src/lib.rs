@@ -3,7 +3,8 @@
 //! Main types: [`Networks`] (the store's networks and endpoints, under the store's network
 //! lock), [`Network`] and [`Endpoint`] (what the store records), [`Netlink`] (the route socket
 //! the host's bridge and a container's veth pair are made through), [`firewall`] (the store's
-//! nftables table) and [`ports`] (published ports, reserved by binding them).
+//! nftables table), [`ports`] (published ports, reserved by binding them) and [`dns`] (a user
+//! network's name server, started by its first container and gone with its last).
 //!
 //! Key design decision: nothing runs between commands. A container's monitor joins it to its
 //! networks (addresses from the store, a veth pair born in the container's namespace, rules
@@ -13,6 +14,7 @@
 //! reclaims.
 
 pub mod attach;
+pub mod dns;
 pub mod firewall;
 pub mod host;
 pub mod ipam;

@@ -133,6 +133,10 @@ pub struct Endpoint {
     pub ifname: String,
     pub host_veth: String,
     pub ports: Vec<PortMapping>,
+    /// The container's own resolvers (`--dns`): the network's name server forwards its
+    /// queries for other names there rather than to the host's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
     /// The endpoint lasts while any of these lives: the container's monitor, then its init.
     pub owners: Vec<Owner>,
 }

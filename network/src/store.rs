@@ -47,6 +47,8 @@ pub struct JoinRequest {
     pub ip: Option<Ipv4Addr>,
     pub mac: Option<String>,
     pub ports: Vec<PortMapping>,
+    /// The container's `--dns` servers.
+    pub dns: Vec<String>,
 }
 
 /// The store's networks.
@@ -67,7 +69,7 @@ impl Networks {
         }
     }
 
-    fn lock(&self) -> Result<FileLock, NetworkError> {
+    pub(crate) fn lock(&self) -> Result<FileLock, NetworkError> {
         FileLock::acquire(&self.lock_path, LockMode::Exclusive)
             .map_err(|e| NetworkError::Store(e.to_string()))
     }
@@ -271,6 +273,7 @@ impl Networks {
                     .join(", ")
             )));
         }
+        crate::dns::stop(self, &net.id);
         Netlink::open()?.delete_link(&net.bridge)?;
         let p = self.network_path(&net.id);
         fs::remove_file(&p).map_err(|e| NetworkError::io(&p, e))?;
@@ -293,11 +296,13 @@ impl Networks {
         }
         let mut nl = Netlink::open()?;
         for net in &all {
+            crate::dns::stop(self, &net.id);
             nl.delete_link(&net.bridge)?;
             let p = self.network_path(&net.id);
             fs::remove_file(&p).map_err(|e| NetworkError::io(&p, e))?;
         }
         let _ = fs::remove_dir_all(self.dir.join("endpoints"));
+        let _ = fs::remove_dir_all(self.dir.join("dns"));
         firewall::remove(&self.table)?;
         Ok(all)
     }
@@ -408,6 +413,7 @@ impl Networks {
             host_veth: format!("sv{}{}", &req.container_id[..7], &net.id[..6]),
             ifname,
             ports: req.ports,
+            dns: req.dns,
             owners,
         };
         self.write_json(&self.endpoint_path(&net.id, &ep.container_id), &ep)?;
@@ -441,6 +447,58 @@ impl Networks {
             self.sync_firewall_locked()?;
         }
         Ok(())
+    }
+
+    fn dns_server_path(&self, network_id: &str) -> PathBuf {
+        self.dir.join("dns").join(format!("{network_id}.json"))
+    }
+
+    /// The process serving network `id`'s names, as recorded (alive or not).
+    pub(crate) fn dns_server(&self, network_id: &str) -> Option<Owner> {
+        let bytes = fs::read(self.dns_server_path(network_id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records the server started for network `id` (the caller holds the lock).
+    pub(crate) fn record_dns_server(
+        &self,
+        network_id: &str,
+        owner: Owner,
+    ) -> Result<(), NetworkError> {
+        self.write_json(&self.dns_server_path(network_id), &owner)
+    }
+
+    pub(crate) fn forget_dns_server(&self, network_id: &str) {
+        let _ = fs::remove_file(self.dns_server_path(network_id));
+    }
+
+    /// Asked by network `id`'s server when idle: whether it should exit, because the network
+    /// is gone or has no live container. Decided under the lock, where `close` is called and
+    /// the record goes, so a container joining meanwhile finds either this server still
+    /// serving or none and the port free.
+    pub(crate) fn retire_dns_server(&self, network_id: &str, close: impl FnOnce()) -> bool {
+        let idle = |n: &Networks| {
+            !n.network_path(network_id).exists()
+                || n.endpoints(network_id)
+                    .is_ok_and(|eps| !eps.iter().any(Endpoint::is_live))
+        };
+        if !idle(self) {
+            return false;
+        }
+        let Ok(_lock) = self.lock() else {
+            return false;
+        };
+        if !idle(self) {
+            return false;
+        }
+        close();
+        if self
+            .dns_server(network_id)
+            .is_some_and(|o| o.pid == std::process::id() as i32)
+        {
+            self.forget_dns_server(network_id);
+        }
+        true
     }
 
     fn drop_endpoint(&self, ep: &Endpoint) {

@@ -78,6 +78,10 @@ pub fn join(store: &Store, rec: &ContainerRecord) -> Result<Option<Joined>, Runt
                 join_request(rec, w)?
             };
             let ep = nets.join(&net, req, vec![Owner::me()])?;
+            if let Err(e) = start_name_server(store, &nets, &net) {
+                let _ = nets.leave(&net.id, &rec.id);
+                return Err(e);
+            }
             Ok::<_, RuntimeError>((net, ep))
         })();
         match step {
@@ -104,7 +108,17 @@ fn join_request(
         ip: parse_ip(&settings.ipv4_address)?,
         mac: None,
         ports: Vec::new(),
+        dns: rec.host_config.dns.clone(),
     })
+}
+
+/// Starts the network's name server unless it runs (user networks only).
+fn start_name_server(store: &Store, nets: &Networks, net: &Network) -> Result<(), RuntimeError> {
+    if !net.has_dns() {
+        return Ok(());
+    }
+    let exe = crate::rootexe::protected_exe()?;
+    Ok(strata_network::dns::ensure(nets, net, &exe, store.root())?)
 }
 
 fn parse_ip(text: &str) -> Result<Option<Ipv4Addr>, RuntimeError> {
@@ -192,6 +206,10 @@ pub fn connect(
     }
     if let Some(pid) = running_pid {
         let ep = nets.join(&net, join_request(rec, &settings)?, vec![Owner::of(pid)])?;
+        if let Err(e) = start_name_server(store, &nets, &net) {
+            let _ = nets.leave(&net.id, &rec.id);
+            return Err(e);
+        }
         let has_route = nets
             .container_endpoints(&rec.id)?
             .iter()

@@ -348,6 +348,7 @@ fn etc_files(
     let resolv = dir.join("resolv.conf");
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv_content = match network {
+        Some((net, _)) if net.has_dns() => embedded_dns_resolv_conf(&host_resolv, h, net.gateway),
         Some(_) => resolv_conf(&without_loopback_nameservers(&host_resolv), h),
         None => resolv_conf(&host_resolv, h),
     };
@@ -363,6 +364,29 @@ fn etc_files(
         (hostname_file, "/etc/hostname".into()),
         (resolv, "/etc/resolv.conf".into()),
     ])
+}
+
+/// On a user network, as Docker writes it for its embedded DNS: the network's name server
+/// (which forwards to the host's or the `--dns` resolvers) and `ndots:0`, the host's search
+/// domains and other options kept.
+fn embedded_dns_resolv_conf(host: &str, h: &HostConfig, server: std::net::Ipv4Addr) -> String {
+    let mut options: Vec<String> = if h.dns_options.is_empty() {
+        host.lines()
+            .filter_map(|l| l.strip_prefix("options"))
+            .flat_map(|rest| rest.split_whitespace().map(String::from))
+            .collect()
+    } else {
+        h.dns_options.clone()
+    };
+    if !options.iter().any(|o| o.starts_with("ndots:")) {
+        options.push("ndots:0".into());
+    }
+    let embedded = HostConfig {
+        dns: vec![server.to_string()],
+        dns_options: options,
+        ..h.clone()
+    };
+    resolv_conf(host, &embedded)
 }
 
 /// On a bridge, a nameserver on the host's loopback cannot be reached: Docker leaves those

@@ -13,7 +13,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{sh, strata_bin, tree_listing, Strata};
+use common::{sh, strata_bin, tree_listing, wait_for_no_process_of, Strata};
 
 fn out(o: &std::process::Output) -> (String, String) {
     (

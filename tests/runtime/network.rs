@@ -17,6 +17,20 @@ fn nc_get(host: &str) -> String {
     format!("printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80 | tail -n 1")
 }
 
+/// Runs `cmd` with sh in a new container on `network`; its output.
+fn sh_on(s: &Strata, network: &str, cmd: &str) -> String {
+    s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        network,
+        "busybox",
+        "sh",
+        "-c",
+        cmd,
+    ])
+}
+
 fn serve(s: &Strata, name: &str, extra: &[&str]) -> String {
     let mut args = vec!["run", "-d", "--name", name];
     args.extend_from_slice(extra);
@@ -143,5 +157,125 @@ fn user_networks_are_made_listed_refused_while_used_and_removed() {
     assert_eq!(from_peer(), "");
     s.ok(&["rm", "-f", "db", "peer"]);
     assert_eq!(s.ok(&["network", "rm", "backend"]), "backend\n");
+    s.assert_check();
+}
+
+/// A stand-in upstream resolver on `addr:53` that answers every A query with 192.0.2.77 and
+/// counts the queries it saw.
+fn fake_upstream(addr: &str) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let sock = std::net::UdpSocket::bind((addr, 53)).unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut reply = buf[..n].to_vec();
+            reply[2] |= 0x80; // a response
+            reply[3] = 0x80; // recursion available, no error
+            let is_a = n > 4 && reply[n - 4..n - 2] == [0, 1];
+            if is_a {
+                reply[7] = 1; // one answer: the question's name, A, IN, TTL 60, 192.0.2.77
+                reply
+                    .extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 77]);
+            }
+            let _ = sock.send_to(&reply, peer);
+        }
+    });
+    seen
+}
+
+#[test]
+fn containers_on_a_user_network_resolve_names_aliases_and_short_ids() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&["network", "create", "--subnet", "10.89.251.0/24", "app"]);
+    serve(&s, "web", &["--network", "app", "--network-alias", "site"]);
+    let id = s.ok(&["inspect", "-f", "{{.Id}}", "web"]);
+    let short = &id.trim()[..12];
+    let hostname = format!("{short}\n");
+    let fetch_by = |name: &str| sh_on(&s, "app", &nc_get(name));
+    wait_for(|| fetch_by("web") == hostname, "web by name");
+    assert_eq!(fetch_by("site"), hostname, "by alias");
+    assert_eq!(fetch_by(short), hostname, "by short id");
+    // resolv.conf names the network's server, as Docker's names its embedded one.
+    let resolv = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "app",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    let nameservers: Vec<&str> = resolv
+        .lines()
+        .filter(|l| l.starts_with("nameserver"))
+        .collect();
+    assert_eq!(nameservers, ["nameserver 10.89.251.1"], "{resolv}");
+    assert!(
+        resolv
+            .lines()
+            .any(|l| l.starts_with("options") && l.contains("ndots:0")),
+        "{resolv}"
+    );
+    // Other names go to the container's own resolvers (`--dns`), through the network's server.
+    let upstream = fake_upstream("127.0.0.77");
+    let outside = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "app",
+        "--dns",
+        "127.0.0.77",
+        "busybox",
+        "nslookup",
+        "-type=a",
+        "example.test",
+    ]);
+    assert!(outside.contains("Address: 192.0.2.77"), "{outside}");
+    assert!(upstream.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let peer_ip = sh_on(&s, "app", "nslookup web | sed -n 's/^Address: //p'");
+    assert_eq!(peer_ip, "10.89.251.2\n");
+    // The server lives while the network has containers, and `network rm` leaves nothing.
+    s.ok(&["rm", "-f", "web"]);
+    wait_for_no_process_of(&s.root());
+    assert_eq!(s.ok(&["network", "rm", "app"]), "app\n");
+    s.assert_check();
+}
+
+#[test]
+fn an_internal_network_resolves_its_names_and_has_no_way_out() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.89.252.0/24",
+        "private",
+    ]);
+    let outside_ip = serve(&s, "outside", &[]);
+    serve(&s, "db", &["--network", "private"]);
+    let db = s.ok(&["inspect", "-f", "{{.Id}}", "db"]);
+    let db_hostname = format!("{}\n", &db.trim()[..12]);
+    let on_private = |cmd: &str| sh_on(&s, "private", cmd);
+    wait_for(|| on_private(&nc_get("db")) == db_hostname, "db by name");
+    assert_eq!(
+        on_private("ip route"),
+        "10.89.252.0/24 dev eth0 scope link  src 10.89.252.3 \n"
+    );
+    assert_eq!(
+        on_private(&nc_get(&outside_ip)),
+        "",
+        "no route to another network"
+    );
+    assert_eq!(
+        on_private("nslookup -type=a example.test >/dev/null 2>&1; echo $?"),
+        "1\n",
+        "outside names are not resolved"
+    );
+    s.ok(&["rm", "-f", "db", "outside"]);
     s.assert_check();
 }
