@@ -10,9 +10,10 @@
 #  git python3         ADD of git repositories (and their test daemon); test fixtures
 #  time                GNU time: peak memory of a build in the tests and benchmarks
 #  strace              the tests check which syscalls a durable write makes
+#  gcc libc6-dev       a static UDP echo server for the published-port tests
 #  linux-libc-dev      syscall numbers the seccomp test compares Docker's profile by
 set -eu
-pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 nftables curl docker.io git python3 time strace linux-libc-dev"
+pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 nftables curl docker.io git python3 time strace linux-libc-dev gcc libc6-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -279,3 +279,230 @@ fn an_internal_network_resolves_its_names_and_has_no_way_out() {
     s.ok(&["rm", "-f", "db", "outside"]);
     s.assert_check();
 }
+
+/// The host's first global IPv4 address that is not a container bridge's.
+fn host_address() -> String {
+    let out = sh("ip -4 -o addr show scope global");
+    out.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let bridge = ["sb-", "docker", "podman", "cni", "br-", "virbr"]
+                .iter()
+                .any(|p| w[1].starts_with(p));
+            (!bridge).then(|| w[3].split('/').next().unwrap().to_string())
+        })
+        .next()
+        .expect("the host has a global IPv4 address")
+}
+
+#[test]
+fn udp_ports_ranges_and_publish_all_answer_on_loopback_and_the_hosts_address() {
+    let s = Strata::new();
+    s.busybox();
+    // A range: two servers in one container, on 80 and 81.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pair",
+        "-p",
+        "18100-18101:80-81",
+        "busybox",
+        "sh",
+        "-c",
+        "httpd -p 81 -h /etc; exec httpd -f -p 80 -h /etc",
+    ]);
+    assert_eq!(
+        s.ok(&["port", "pair"]),
+        "80/tcp -> 0.0.0.0:18100\n81/tcp -> 0.0.0.0:18101\n"
+    );
+    let id = s.ok(&["inspect", "-f", "{{.Id}}", "pair"]);
+    let hostname = format!("{}\n", &id.trim()[..12]);
+    wait_for(
+        || fetch("http://127.0.0.1:18101/hostname") == hostname,
+        "port 81",
+    );
+    assert_eq!(fetch("http://127.0.0.1:18100/hostname"), hostname);
+    let host = host_address();
+    assert_eq!(fetch(&format!("http://{host}:18100/hostname")), hostname);
+    let ps = s.ok(&["ps", "--format", "{{.Ports}}"]);
+    assert_eq!(ps, "0.0.0.0:18100-18101->80-81/tcp\n");
+    // -P publishes every exposed port on an ephemeral host port.
+    s.ok(&[
+        "run", "-d", "--name", "all", "--expose", "80", "-P", "busybox", "httpd", "-f", "-p", "80",
+        "-h", "/etc",
+    ]);
+    let all = s.ok(&["port", "all", "80"]);
+    let port = all.trim().rsplit(':').next().unwrap().to_string();
+    assert!(all.starts_with("0.0.0.0:"), "{all}");
+    let id = s.ok(&["inspect", "-f", "{{.Id}}", "all"]);
+    wait_for(
+        || fetch(&format!("http://127.0.0.1:{port}/hostname")) == format!("{}\n", &id.trim()[..12]),
+        "-P",
+    );
+    // A udp port, answered by an echo server (busybox has no UDP server).
+    let tools = tempfile::tempdir().unwrap();
+    let echo = tools.path().join("udp-echo");
+    sh(&format!(
+        "gcc -static -O2 -o {} {}/tests/fixtures/udp-echo.c",
+        echo.display(),
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let mount = format!("{}:/opt:ro", tools.path().display());
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-v",
+        &mount,
+        "-p",
+        "18110:9999/udp",
+        "busybox",
+        "/opt/udp-echo",
+        "9999",
+    ]);
+    assert_eq!(s.ok(&["port", "udp"]), "9999/udp -> 0.0.0.0:18110\n");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    wait_for(
+        || {
+            sock.send_to(b"over udp", "127.0.0.1:18110").unwrap();
+            matches!(sock.recv(&mut buf), Ok(8)) && &buf[..8] == b"over udp"
+        },
+        "udp echo",
+    );
+    s.ok(&["rm", "-f", "pair", "all", "udp"]);
+    assert_eq!(fetch("http://127.0.0.1:18100/hostname"), "");
+    s.assert_check();
+}
+
+#[test]
+fn a_killed_monitor_leaves_no_address_rule_or_server_after_system_check_repair() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&["network", "create", "--subnet", "10.89.254.0/24", "doomed"]);
+    let ip = serve(&s, "web", &["--network", "doomed", "-p", "18120:80"]);
+    assert_eq!(ip, "10.89.254.2");
+    let id = s
+        .ok(&["inspect", "-f", "{{.Id}}", "web"])
+        .trim()
+        .to_string();
+    let init = s
+        .ok(&["inspect", "-f", "{{.State.Pid}}", "web"])
+        .trim()
+        .to_string();
+    let monitor = sh(&format!("pgrep -f '[_]_monitor {id}'"))
+        .trim()
+        .to_string();
+    let bridge = s.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
+        "doomed",
+    ]);
+    let veth = sh(&format!(
+        "ip -o link show master {} | cut -d: -f2 | cut -d@ -f1",
+        bridge.trim()
+    ));
+    let veth = veth.trim().to_string();
+    assert!(veth.starts_with("sv"), "{veth}");
+    assert!(sh("nft list ruleset").contains("tcp dport 18120 dnat to 10.89.254.2:80"));
+    sh(&format!("kill -9 {monitor} {init}"));
+    wait_for(
+        || !std::path::Path::new(&format!("/proc/{init}")).exists(),
+        "the container's death",
+    );
+    let check = s.run(&["system", "check"]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.contains(&format!(
+            "network endpoint of dead container {} (10.89.254.2 on {veth})",
+            &id[..12]
+        )),
+        "{report}"
+    );
+    let repaired = s.ok(&["system", "check", "--repair"]);
+    assert!(
+        repaired.contains("reclaimed network endpoint"),
+        "{repaired}"
+    );
+    // No veth, no rule, no name server; the address is free again.
+    assert_eq!(
+        sh(&format!("ip -o link show {veth} 2>/dev/null || true")),
+        ""
+    );
+    let table = sh("nft list tables");
+    assert!(
+        !sh(&format!("nft list ruleset")).contains("18120"),
+        "{table}"
+    );
+    wait_for_no_process_of(&s.root());
+    s.ok(&["rm", "-f", "web"]);
+    assert_eq!(serve(&s, "again", &["--network", "doomed"]), "10.89.254.2");
+    s.ok(&["rm", "-f", "again"]);
+    s.assert_check();
+}
+
+#[test]
+fn twenty_containers_started_at_once_get_distinct_addresses_and_answer_by_name() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&["network", "create", "--subnet", "10.89.249.0/24", "crowd"]);
+    let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let starts: Vec<_> = names
+        .iter()
+        .map(|n| {
+            Command::new(strata_bin())
+                .arg("--root")
+                .arg(s.root())
+                .args(["run", "-d", "--network", "crowd", "--name", n])
+                .args(["busybox", "httpd", "-f", "-p", "80", "-h", "/etc"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in starts {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut ips: Vec<String> = names
+        .iter()
+        .map(|n| {
+            s.ok(&[
+                "inspect",
+                "-f",
+                "{{.NetworkSettings.Networks.crowd.IPAddress}}",
+                n,
+            ])
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 20, "{ips:?}");
+    let expected: String = names
+        .iter()
+        .map(|n| {
+            let id = s.ok(&["inspect", "-f", "{{.Id}}", n]);
+            format!("{}\n", &id.trim()[..12])
+        })
+        .collect();
+    let script: String = names.iter().map(|n| format!("{};", nc_get(n))).collect();
+    wait_for(
+        || sh_on(&s, "crowd", &script) == expected,
+        "all twenty by name",
+    );
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(names.iter().map(String::as_str));
+    s.ok(&rm);
+    s.assert_check();
+}
