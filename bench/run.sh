@@ -1,6 +1,6 @@
 #!/bin/sh
 # strata's benchmarks, next to the floors and peers in bench/workloads/README.md.
-# Usage: bench/run.sh [start|small|fanout|bigctx|dfscale|ctxscale|import|registry|all]   (default: all)
+# Usage: bench/run.sh [start|network|small|fanout|bigctx|dfscale|ctxscale|import|registry|all]   (default: all)
 # Needs root, hyperfine, runc, busybox-static (scripts/deps.sh installs them). Prints rows of
 # "workload phase: median (and the floor/peer measured in the same run)".
 set -eu
@@ -11,7 +11,8 @@ bin=$(pwd)/target/x86_64-unknown-linux-gnu/release/strata
 # STRATA_BENCH_DIR: where stores and contexts go (default /var/tmp); point it at a freshly made
 # filesystem to keep a long-used disk's inode allocation out of the figures.
 work=$(mktemp -d "${STRATA_BENCH_DIR:-/var/tmp}/strata-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# A phase that stops half-way leaves no container, bridge or firewall table behind.
+trap '$S system reset -f >/dev/null 2>&1; rm -rf "$work"' EXIT
 # strata runs installed, as runc, unshare and skopeo are (dpkg writes files with write(2)):
 # the file the linker wrote sits in small pages in the page cache, which costs every exec of
 # it page faults (0.3-0.8 ms more per container start measured; see bench/RESULTS.md).
@@ -57,6 +58,36 @@ build_phases() { # name ctx dockerfile-dir incr-cmd
   echo "$line"
 }
 
+if [ "$what" = network ] || [ "$what" = all ]; then
+  # Starts on the default bridge next to `--network none`, on a user network whose name server
+  # already runs (a sleeper keeps it), and podman's on its default bridge (netavark), alternating.
+  # (--ulimit: podman raises nofile and nproc above what this machine lets a container set)
+  P="podman --root $work/podman --runroot $work/podman-run --storage-driver vfs"
+  $P import -q "$work/busybox.tar" localhost/busybox:latest >/dev/null
+  $S network create benchnet >/dev/null
+  keeper=$($S run -d --network benchnet busybox sleep 600)
+  set -- $(bench/alternate.py 20 2 "$S run --rm busybox true" "$S run --rm --network none busybox true" \
+    "$S run --rm --network benchnet busybox true" "$P run --rm --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 localhost/busybox true")
+  bridge=$1 none=$2 user=$3 podman=$4
+  $S rm -f "$keeper" >/dev/null
+  echo "network run --rm true: bridge ${bridge}s none ${none}s (x$(python3 -c "print(round($bridge/$none,2))")) user network ${user}s; podman bridge ${podman}s (strata/podman $(python3 -c "print(round($bridge/$podman,3))"))"
+  # A 100 MB file from a container's httpd: through a published port next to host networking.
+  mkdir -p "$work/www" && head -c 100000000 /dev/urandom > "$work/www/big"
+  pub=$($S run -d -v "$work/www:/www:ro" -p 127.0.0.1:18200:80 busybox httpd -f -p 80 -h /www)
+  hst=$($S run -d --network host -v "$work/www:/www:ro" busybox httpd -f -p 18201 -h /www)
+  # The same through -p on a network whose MTU is loopback's (`-o mtu`): what the default
+  # MTU (1500, as Docker's) costs next to loopback's 65536.
+  $S network create -o mtu=65535 jumbo >/dev/null
+  big=$($S run -d --network jumbo -v "$work/www:/www:ro" -p 127.0.0.1:18202:80 busybox httpd -f -p 80 -h /www)
+  for p in 18200 18201 18202; do
+    until curl -sf -o /dev/null http://127.0.0.1:$p/big; do sleep 0.1; done
+  done
+  set -- $(bench/alternate.py 10 1 "curl -sf -o /dev/null http://127.0.0.1:18200/big" "curl -sf -o /dev/null http://127.0.0.1:18201/big" "curl -sf -o /dev/null http://127.0.0.1:18202/big")
+  tp=$1 th=$2 tj=$3
+  $S rm -f "$pub" "$hst" "$big" >/dev/null
+  $S system reset -f >/dev/null
+  echo "network 100 MB through -p ${tp}s ($(python3 -c "print(round(100/$tp))") MB/s) host network ${th}s ($(python3 -c "print(round(100/$th))") MB/s; -p/host throughput $(python3 -c "print(round($th/$tp,2))")); with MTU 65535 ${tj}s (x$(python3 -c "print(round($th/$tj,2))") host)"
+fi
 if [ "$what" = small ] || [ "$what" = all ]; then
   cp -r "bench/workloads/small" "$work/small"
   build_phases small "$work/small" "date +%s%N >> $work/small/a.txt"

@@ -20,12 +20,26 @@ pub fn attach(
 ) -> Result<(), NetworkError> {
     let mut hostside = Netlink::open()?;
     let bridge = host::ensure_bridge(&mut hostside, net)?;
-    match hostside.add_veth(&ep.host_veth, bridge, &ep.ifname, ep.mac_bytes(), netns) {
+    match hostside.add_veth(
+        &ep.host_veth,
+        bridge,
+        &ep.ifname,
+        ep.mac_bytes(),
+        net.mtu,
+        netns,
+    ) {
         // The same container's previous namespace is still being torn down by the kernel
         // (a restart): its host end goes now.
         Err(NetworkError::Kernel { errno, .. }) if errno == libc::EEXIST => {
             hostside.delete_link(&ep.host_veth)?;
-            hostside.add_veth(&ep.host_veth, bridge, &ep.ifname, ep.mac_bytes(), netns)?;
+            hostside.add_veth(
+                &ep.host_veth,
+                bridge,
+                &ep.ifname,
+                ep.mac_bytes(),
+                net.mtu,
+                netns,
+            )?;
         }
         other => other?,
     }

@@ -148,6 +148,7 @@ mod tests {
                 .unwrap(),
             internal,
             labels: Default::default(),
+            mtu: 0,
             bridge: Network::bridge_name(&id.repeat(12)),
         }
     }

@@ -39,7 +39,7 @@ pub fn ensure_bridge(nl: &mut Netlink, net: &Network) -> Result<u32, NetworkErro
     if let Some(index) = nl.link_index(&net.bridge)? {
         return Ok(index);
     }
-    match nl.add_bridge(&net.bridge) {
+    match nl.add_bridge(&net.bridge, net.mtu) {
         Err(NetworkError::Kernel { errno, .. }) if errno == libc::EEXIST => {}
         other => other?,
     }

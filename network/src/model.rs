@@ -33,6 +33,13 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     /// The host's bridge device.
     pub bridge: String,
+    /// The MTU of the bridge and the containers' devices (`-o mtu`); 0: the kernel's, 1500.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mtu: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Network {

@@ -130,9 +130,12 @@ impl Netlink {
     }
 
     /// Makes a bridge named `name`.
-    pub fn add_bridge(&mut self, name: &str) -> Result<(), NetworkError> {
+    pub fn add_bridge(&mut self, name: &str, mtu: u32) -> Result<(), NetworkError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if mtu != 0 {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
@@ -154,6 +157,7 @@ impl Netlink {
         master: u32,
         peer: &str,
         mac: [u8; 6],
+        mtu: u32,
         peer_netns: BorrowedFd,
     ) -> Result<(), NetworkError> {
         let mut peer_msg = LinkMessage::default();
@@ -167,6 +171,10 @@ impl Netlink {
             .attributes
             .push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
         let mut msg = LinkMessage::default();
+        if mtu != 0 {
+            peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::IfName(host.to_string()));

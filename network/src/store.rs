@@ -36,6 +36,8 @@ pub struct NewNetwork {
     pub gateway: Option<Ipv4Addr>,
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
+    /// 0: the kernel's default.
+    pub mtu: u32,
 }
 
 /// What a container asks of a network when it joins it.
@@ -238,6 +240,7 @@ impl Networks {
             gateway,
             internal: req.internal,
             labels: req.labels,
+            mtu: req.mtu,
         };
         host::ensure_bridge(&mut nl, &net)?;
         if let Err(e) = self.write_json(&self.network_path(&net.id), &net) {

@@ -11,7 +11,7 @@ use strata_cache::fsutil;
 use strata_cache::Store;
 
 use crate::container::{ContainerRecord, Containers, HostConfig};
-use crate::options::VolumeSpec;
+use crate::options::{NetworkMode, VolumeSpec};
 use crate::volume::{Volume, Volumes};
 use crate::RuntimeError;
 
@@ -140,7 +140,13 @@ pub fn specs(
     } else {
         rec.short_id().to_string()
     };
-    let etc = etc_files(&dir.path, &hostname, h, network)?;
+    let (hostname, etc) = match &h.network_mode {
+        NetworkMode::Container(other) => shared_etc_files(store, other)?,
+        _ => (
+            hostname.clone(),
+            etc_files(&dir.path, &hostname, h, network)?,
+        ),
+    };
     let mut mounts = Vec::new();
     for b in &h.binds {
         mounts.push(user_mount(b, store)?);
@@ -318,6 +324,27 @@ fn volume_mount(v: &Volume, target: &str, readonly: bool) -> UserMount {
             readonly,
         },
     }
+}
+
+/// On another container's network (`--network container:NAME`), the container shares that
+/// one's hostname and its /etc/hosts, /etc/hostname and /etc/resolv.conf (the same files, so
+/// an edit in one is seen in both, as in Docker).
+fn shared_etc_files(
+    store: &Store,
+    other: &str,
+) -> Result<(String, Vec<(PathBuf, String)>), RuntimeError> {
+    let containers = Containers::new(store);
+    let dir = containers.dir(&containers.resolve(other)?.id).path;
+    let hostname_file = dir.join("hostname");
+    let hostname = fs::read_to_string(&hostname_file)
+        .map_err(|e| RuntimeError::io(&hostname_file, e))?
+        .trim_end()
+        .to_string();
+    let files = ["hosts", "hostname", "resolv.conf"]
+        .iter()
+        .map(|f| (dir.join(f), format!("/etc/{f}")))
+        .collect();
+    Ok((hostname, files))
 }
 
 /// /etc/hosts, /etc/hostname and /etc/resolv.conf as Docker writes them for the container's

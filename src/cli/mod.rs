@@ -280,6 +280,9 @@ pub enum NetworkCommand {
         /// Set metadata on a network (KEY=VALUE); repeatable
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Set driver options: com.docker.network.driver.mtu=N (or mtu=N); repeatable
+        #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+        opts: Vec<String>,
         name: String,
     },
     /// List networks

@@ -93,8 +93,20 @@ fn port_bindings(a: &CreateArgs, mode: &NetworkMode) -> Result<PortBindings> {
 }
 
 /// `--ip`, `--network-alias` and `--mac-address` need a network of the container's own; the
-/// first two a user-defined one, as in Docker.
+/// first two a user-defined one, as in Docker. A container on another's network takes its
+/// hostname and /etc files too, so it may not set them.
 fn check_network_flags(a: &CreateArgs, mode: &NetworkMode) -> Result<()> {
+    if matches!(mode, NetworkMode::Container(_)) {
+        if a.hostname.is_some() {
+            bail!("conflicting options: hostname and the network mode");
+        }
+        if !a.dns.is_empty() || !a.dns_search.is_empty() || !a.dns_options.is_empty() {
+            bail!("conflicting options: dns and the network mode");
+        }
+        if !a.add_hosts.is_empty() {
+            bail!("conflicting options: custom host-to-IP mapping and the network mode");
+        }
+    }
     let user_defined = matches!(mode, NetworkMode::Named(_));
     if let Some(ip) = &a.ip {
         ip.parse::<std::net::Ipv4Addr>()

@@ -16,6 +16,27 @@ use crate::output::{print_formatted, print_table, Format};
 /// stands behind them.
 const BUILTIN: [&str; 2] = ["host", "none"];
 
+/// The MTU `network create -o` asks for (Docker's and podman's option names); 0 for the
+/// kernel's default (1500, as Docker's). Any other option is refused.
+fn mtu_option(opts: &std::collections::BTreeMap<String, String>) -> Result<u32> {
+    let mut mtu = 0;
+    for (k, v) in opts {
+        match k.as_str() {
+            MTU_OPTION | "mtu" => {
+                mtu = v
+                    .parse()
+                    .ok()
+                    .filter(|m| (68..=65535).contains(m))
+                    .ok_or_else(|| anyhow!("invalid -o {k}={v}: an MTU from 68 to 65535"))?
+            }
+            _ => bail!("invalid -o {k}: the bridge driver knows {MTU_OPTION} (or mtu)"),
+        }
+    }
+    Ok(mtu)
+}
+
+const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+
 pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
     let nets = Networks::new(store);
     match command {
@@ -25,6 +46,7 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
             gateway,
             internal,
             labels,
+            opts,
             name,
         } => {
             let subnet = subnet
@@ -49,6 +71,7 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
                 gateway,
                 internal,
                 labels: super::key_values(&labels),
+                mtu: mtu_option(&super::key_values(&opts))?,
             })?;
             println!("{}", net.id);
             Ok(())
@@ -307,12 +330,21 @@ fn network_value(net: &Network, endpoints: &[Endpoint]) -> Value {
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": false,
         "Containers": containers,
-        "Options": {
-            "com.docker.network.bridge.name": net.bridge,
-            "com.docker.network.bridge.enable_ip_masquerade": (!net.internal).to_string(),
-        },
+        "Options": options(net),
         "Labels": net.labels,
     })
+}
+
+/// A network's driver options as `network inspect` shows them.
+fn options(net: &Network) -> Value {
+    let mut o = json!({
+        "com.docker.network.bridge.name": net.bridge,
+        "com.docker.network.bridge.enable_ip_masquerade": (!net.internal).to_string(),
+    });
+    if net.mtu != 0 {
+        o[MTU_OPTION] = json!(net.mtu.to_string());
+    }
+    o
 }
 
 /// `port CONTAINER [PRIVATE_PORT[/PROTO]]`.

@@ -157,6 +157,28 @@ fn user_networks_are_made_listed_refused_while_used_and_removed() {
     assert_eq!(from_peer(), "");
     s.ok(&["rm", "-f", "db", "peer"]);
     assert_eq!(s.ok(&["network", "rm", "backend"]), "backend\n");
+    // Driver options: the MTU (Docker's and podman's names), nothing else.
+    let err = s.fails(&["network", "create", "-o", "foo=1", "odd"]);
+    assert_eq!(
+        err,
+        "Error: invalid -o foo: the bridge driver knows com.docker.network.driver.mtu (or mtu)\n"
+    );
+    s.ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.driver.mtu=9000",
+        "jumbo",
+    ]);
+    let mtu = s.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Options \"com.docker.network.driver.mtu\"}}",
+        "jumbo",
+    ]);
+    assert_eq!(mtu, "9000\n");
+    assert_eq!(sh_on(&s, "jumbo", "cat /sys/class/net/eth0/mtu"), "9000\n");
     s.assert_check();
 }
 
@@ -501,5 +523,55 @@ fn twenty_containers_started_at_once_get_distinct_addresses_and_answer_by_name()
     let mut rm = vec!["rm", "-f"];
     rm.extend(names.iter().map(String::as_str));
     s.ok(&rm);
+    s.assert_check();
+}
+
+#[test]
+fn a_container_on_anothers_network_shares_its_hostname_and_etc_files() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&["network", "create", "--subnet", "10.89.248.0/24", "shared"]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "first",
+        "--network",
+        "shared",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let id = s.ok(&["inspect", "-f", "{{.Id}}", "first"]);
+    let short = &id.trim()[..12];
+    let seen = s.ok(&[
+        "run", "--rm", "--network", "container:first", "busybox", "sh", "-c",
+        "hostname; tail -n 1 /etc/hosts; grep nameserver /etc/resolv.conf; nslookup first | sed -n 's/^Address: //p'",
+    ]);
+    assert_eq!(
+        seen,
+        format!("{short}\n10.89.248.2\t{short}\nnameserver 10.89.248.1\n10.89.248.2\n")
+    );
+    for (flag, value, what) in [
+        ("-h", "other", "hostname"),
+        ("--dns", "10.0.0.1", "dns"),
+        ("--add-host", "x:10.0.0.1", "custom host-to-IP mapping"),
+    ] {
+        let err = s.fails(&[
+            "run",
+            "--rm",
+            "--network",
+            "container:first",
+            flag,
+            value,
+            "busybox",
+            "true",
+        ]);
+        assert_eq!(
+            err,
+            format!("Error: conflicting options: {what} and the network mode\n")
+        );
+    }
+    s.ok(&["rm", "-f", "first"]);
     s.assert_check();
 }
