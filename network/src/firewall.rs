@@ -22,10 +22,49 @@ pub fn table_name(root: &Path) -> String {
     format!("strata_{}", &digest.hex()[..10])
 }
 
-/// The table's text: `networks` with bridges, `endpoints` the live ones.
+/// The version of the rendering, in the table's comment with the digest of what it holds.
+const SIGNATURE: &str = "strata.firewall.v1";
+
+/// The table's text: `networks` with bridges, `endpoints` the live ones. Its comment signs
+/// the rest (see [`signature`]), so a check can tell whether the kernel holds what the store
+/// says without parsing nft's listing.
 pub fn render(table: &str, networks: &[Network], endpoints: &[Endpoint]) -> String {
+    let body = render_body(networks, endpoints);
+    let digest = strata_image::Digest::of(body.as_bytes());
+    format!(
+        "table ip {table} {{\n  comment \"{SIGNATURE} {}\"\n{body}}}\n",
+        &digest.hex()[..16]
+    )
+}
+
+/// The signature in a table's text (ours or nft's listing of it).
+pub fn signature(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("comment \""))
+        .and_then(|c| c.strip_suffix('"'))
+        .filter(|c| c.starts_with(SIGNATURE))
+}
+
+/// The signature of the table as the kernel holds it; `None` when there is no such table.
+pub fn applied_signature(table: &str) -> Result<Option<String>, NetworkError> {
+    let out = match Command::new("nft")
+        .args(["list", "table", "ip", table])
+        .output()
+    {
+        Ok(out) => out,
+        // No nft, no table.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(NetworkError::Firewall(format!("run nft: {e}"))),
+    };
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(Some(signature(&text).unwrap_or("unsigned").to_string()))
+}
+
+fn render_body(networks: &[Network], endpoints: &[Endpoint]) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "table ip {table} {{");
     let bridges: Vec<_> = networks
         .iter()
         .map(|n| format!("\"{}\"", n.bridge))
@@ -86,7 +125,7 @@ pub fn render(table: &str, networks: &[Network], endpoints: &[Endpoint]) -> Stri
         }
         let _ = writeln!(t, "    oifname \"{b}\" ip saddr 127.0.0.0/8 masquerade");
     }
-    t.push_str("  }\n}\n");
+    t.push_str("  }\n");
     t
 }
 
@@ -189,6 +228,7 @@ mod tests {
         assert_eq!(
             render("strata_t", &nets, &[ep]),
             r#"table ip strata_t {
+  comment "strata.firewall.v1 25ed1efca8a51bda"
   set bridges { type ifname; elements = { "sb-aaaaaaaaaaaa", "sb-bbbbbbbbbbbb" } }
   chain forward {
     type filter hook forward priority filter; policy accept;
@@ -217,5 +257,15 @@ mod tests {
 }
 "#
         );
+    }
+
+    #[test]
+    fn the_signature_is_read_back_from_nfts_listing() {
+        let listing = "table ip t {\n\tcomment \"strata.firewall.v1 25ed1efca8a51bda\"\n}\n";
+        assert_eq!(
+            signature(listing),
+            Some("strata.firewall.v1 25ed1efca8a51bda")
+        );
+        assert_eq!(signature("table ip x {\n\tcomment \"other\"\n}\n"), None);
     }
 }

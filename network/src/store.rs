@@ -242,9 +242,11 @@ impl Networks {
             labels: req.labels,
             mtu: req.mtu,
         };
-        host::ensure_bridge(&mut nl, &net)?;
-        if let Err(e) = self.write_json(&self.network_path(&net.id), &net) {
-            let _ = nl.delete_link(&net.bridge);
+        // The record first: killed before the bridge is made, a network leaves no device the
+        // store does not name (the bridge is made again by the first container to join).
+        self.write_json(&self.network_path(&net.id), &net)?;
+        if let Err(e) = host::ensure_bridge(&mut nl, &net) {
+            let _ = fs::remove_file(self.network_path(&net.id));
             return Err(e);
         }
         self.sync_firewall_locked()?;
@@ -535,18 +537,50 @@ impl Networks {
     }
 
     fn sync_firewall_locked(&self) -> Result<(), NetworkError> {
+        match self.expected_firewall()? {
+            Some(text) => firewall::apply(&self.table, &text),
+            None => firewall::remove(&self.table),
+        }
+    }
+
+    /// The store's firewall table as it should be: `None` without networks.
+    fn expected_firewall(&self) -> Result<Option<String>, NetworkError> {
         let networks = self.list()?;
         if networks.is_empty() {
-            return firewall::remove(&self.table);
+            return Ok(None);
         }
         let mut live = Vec::new();
         for n in &networks {
             live.extend(self.endpoints(&n.id)?.into_iter().filter(Endpoint::is_live));
         }
-        firewall::apply(
-            &self.table,
-            &firewall::render(&self.table, &networks, &live),
-        )
+        Ok(Some(firewall::render(&self.table, &networks, &live)))
+    }
+
+    /// What differs between the kernel's firewall table and the store (`system check`), if
+    /// anything: a table removed or edited behind strata's back, or rules of dead containers.
+    pub fn firewall_drift(&self) -> Result<Option<String>, NetworkError> {
+        let expected = self.expected_firewall()?;
+        if expected.is_none() && !self.dir.exists() {
+            // A store that never made a network made no table: no nft to run.
+            return Ok(None);
+        }
+        let applied = firewall::applied_signature(&self.table)?;
+        let table = &self.table;
+        Ok(match (expected, applied) {
+            (None, None) => None,
+            (None, Some(_)) => Some(format!("firewall table {table} is left without networks")),
+            (Some(_), None) => Some(format!("firewall table {table} is missing")),
+            (Some(e), Some(a)) if firewall::signature(&e) == Some(a.as_str()) => None,
+            (Some(_), Some(_)) => Some(format!(
+                "firewall table {table} differs from the store's networks and published ports"
+            )),
+        })
+    }
+
+    /// Renders the firewall table again from the store (`system check --repair`).
+    pub fn repair_firewall(&self) -> Result<(), NetworkError> {
+        let _lock = self.lock()?;
+        self.sync_firewall_locked()
     }
 }
 

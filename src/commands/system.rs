@@ -274,7 +274,8 @@ pub fn check(store: &Store, repair: bool) -> Result<()> {
 }
 
 /// Leaked network state: endpoints whose container died with its monitor (their address,
-/// published ports and any host veth); repairing renders the firewall table again.
+/// published ports and any host veth), and a firewall table that is not what the store says
+/// (removed or edited behind strata's back); repairing renders the table again.
 fn check_networks(store: &Store, repair: bool, report: &mut strata_cache::CheckReport) {
     let nets = strata_network::Networks::new(store);
     let Ok(stale) = nets.stale_endpoints() else {
@@ -299,6 +300,15 @@ fn check_networks(store: &Store, repair: bool, report: &mut strata_cache::CheckR
         }
     } else {
         report.garbage.extend(stale.iter().map(describe));
+    }
+    match nets.firewall_drift() {
+        Ok(None) => {}
+        Ok(Some(drift)) if repair => match nets.repair_firewall() {
+            Ok(()) => report.repaired.push(format!("rendered again: {drift}")),
+            Err(e) => report.errors.push(format!("{drift}: {e}")),
+        },
+        Ok(Some(drift)) => report.garbage.push(drift),
+        Err(e) => report.errors.push(format!("check the firewall table: {e}")),
     }
 }
 

@@ -460,6 +460,19 @@ fn a_killed_monitor_leaves_no_address_rule_or_server_after_system_check_repair()
     let rules = sh("nft list ruleset");
     assert!(!rules.contains("dport 18120"), "{rules}");
     wait_for_no_process_of(&s.root());
+    // A table edited or removed behind strata's back is found and made again.
+    let table = sh("nft list tables | grep -o 'strata_[0-9a-f]*' | while read t; do nft list table ip $t | grep -q 10.89.254.0/24 && echo $t; done; true");
+    let table = table.trim();
+    sh(&format!("nft delete table ip {table}"));
+    let check = s.run(&["system", "check"]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.contains(&format!("firewall table {table} is missing")),
+        "{report}"
+    );
+    let repaired = s.ok(&["system", "check", "--repair"]);
+    assert!(repaired.contains("rendered again"), "{repaired}");
+    assert!(sh(&format!("nft list table ip {table}")).contains("10.89.254.0/24"));
     s.ok(&["rm", "-f", "web"]);
     assert_eq!(serve(&s, "again", &["--network", "doomed"]), "10.89.254.2");
     s.ok(&["rm", "-f", "again"]);
