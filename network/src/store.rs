@@ -513,6 +513,27 @@ impl Networks {
         let _ = fs::remove_file(self.endpoint_path(&ep.network_id, &ep.container_id));
     }
 
+    /// Reclaims the dead endpoints of container `id` (`rm` of a container whose monitor was
+    /// killed: nobody else would give its addresses and ports back before the next check).
+    pub fn release(&self, container_id: &str) -> Result<(), NetworkError> {
+        let dead: Vec<Endpoint> = self
+            .container_endpoints(container_id)?
+            .into_iter()
+            .filter(|e| !e.is_live())
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.lock()?;
+        for ep in &dead {
+            self.drop_endpoint(ep);
+        }
+        if dead.iter().any(|e| !e.ports.is_empty()) {
+            self.sync_firewall_locked()?;
+        }
+        Ok(())
+    }
+
     /// Endpoints whose owners are all gone (a killed monitor and its container).
     pub fn stale_endpoints(&self) -> Result<Vec<Endpoint>, NetworkError> {
         Ok(self

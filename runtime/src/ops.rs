@@ -201,6 +201,8 @@ pub fn remove(
         Ok(())
     })?;
     Cgroup::of(&rec.id).destroy();
+    // A container whose monitor was killed left its endpoints to whoever comes next.
+    let _ = strata_network::Networks::new(&c.store).release(&rec.id);
     c.remove_dir(&rec.id)?;
     if let Some(v) = volumes {
         v.remove_anonymous_of(rec);

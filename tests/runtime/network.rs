@@ -588,3 +588,33 @@ fn a_container_on_anothers_network_shares_its_hostname_and_etc_files() {
     s.ok(&["rm", "-f", "first"]);
     s.assert_check();
 }
+
+#[test]
+fn rm_of_a_container_whose_run_was_killed_gives_its_address_and_port_back() {
+    let s = Strata::new();
+    s.busybox();
+    let mut run = Command::new(strata_bin())
+        .arg("--root")
+        .arg(s.root())
+        .args([
+            "run", "--name", "fg", "-p", "18130:80", "busybox", "httpd", "-f", "-p", "80",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        || s.ok(&["ps", "-q", "-f", "name=fg"]).len() > 1,
+        "the container's start",
+    );
+    wait_for(
+        || sh("nft list ruleset").contains("tcp dport 18130"),
+        "the port's rule",
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    s.ok(&["rm", "-f", "fg"]);
+    let check = s.ok(&["system", "check"]);
+    assert!(check.ends_with(" 0 errors, 0 garbage\n"), "{check}");
+    assert!(!sh("nft list ruleset").contains("tcp dport 18130"));
+}
