@@ -85,6 +85,20 @@ pub fn atomic_write(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Replaces `path` with `bytes` atomically (readers see the old file or the new one) but not
+/// durably: for state that means nothing after a reboot (a running container's network
+/// endpoints), where an fsync would only slow every container start.
+pub fn replace_file(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_dir.join(tmp_name("w"));
+    let result = fs::write(&tmp, bytes)
+        .at(&tmp)
+        .and_then(|()| fs::rename(&tmp, path).at(path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Removes a file or a whole tree, ignoring "not found".
 pub fn remove_any(path: &Path) -> Result<()> {
     let r = match fs::symlink_metadata(path) {

@@ -89,13 +89,28 @@ impl Networks {
             .join(format!("{container_id}.json"))
     }
 
+    /// Writes a network's record, durably.
     fn write_json<T: serde::Serialize>(&self, path: &Path, v: &T) -> Result<(), NetworkError> {
+        self.write_with(path, v, fsutil::atomic_write)
+    }
+
+    /// Writes what lasts only while processes live (endpoints, name servers): atomically but
+    /// without an fsync, which would cost every container start a few milliseconds.
+    fn write_volatile<T: serde::Serialize>(&self, path: &Path, v: &T) -> Result<(), NetworkError> {
+        self.write_with(path, v, fsutil::replace_file)
+    }
+
+    fn write_with<T: serde::Serialize>(
+        &self,
+        path: &Path,
+        v: &T,
+        write: fn(&Path, &Path, &[u8]) -> strata_cache::Result<()>,
+    ) -> Result<(), NetworkError> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| NetworkError::io(dir, e))?;
         }
         let bytes = serde_json::to_vec_pretty(v).expect("serializes");
-        fsutil::atomic_write(&self.tmp, path, &bytes)
-            .map_err(|e| NetworkError::Store(e.to_string()))
+        write(&self.tmp, path, &bytes).map_err(|e| NetworkError::Store(e.to_string()))
     }
 
     /// Every network, by name.
@@ -421,7 +436,7 @@ impl Networks {
             dns: req.dns,
             owners,
         };
-        self.write_json(&self.endpoint_path(&net.id, &ep.container_id), &ep)?;
+        self.write_volatile(&self.endpoint_path(&net.id, &ep.container_id), &ep)?;
         if reclaimed || !ep.ports.is_empty() {
             self.sync_firewall_locked()?;
         }
@@ -433,7 +448,7 @@ impl Networks {
         let _lock = self.lock()?;
         for mut ep in self.container_endpoints(container_id)? {
             ep.owners.push(owner);
-            self.write_json(&self.endpoint_path(&ep.network_id, container_id), &ep)?;
+            self.write_volatile(&self.endpoint_path(&ep.network_id, container_id), &ep)?;
         }
         Ok(())
     }
@@ -470,7 +485,7 @@ impl Networks {
         network_id: &str,
         owner: Owner,
     ) -> Result<(), NetworkError> {
-        self.write_json(&self.dns_server_path(network_id), &owner)
+        self.write_volatile(&self.dns_server_path(network_id), &owner)
     }
 
     pub(crate) fn forget_dns_server(&self, network_id: &str) {
