@@ -239,14 +239,44 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     after.split(' ').nth(19)?.parse().ok()
 }
 
-/// True when `pid` is alive and is the process that started at `start`.
+/// True when `pid` is alive and is the process that started at `start`. A zombie is not alive:
+/// a container's init whose monitor was killed is reaped by whoever adopted it, maybe late.
 pub fn same_process(pid: i32, start: u64) -> bool {
-    pid > 0 && process_start_time(pid) == Some(start)
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+        return false;
+    };
+    let mut fields = after.split(' ');
+    let state = fields.next();
+    !matches!(state, Some("Z" | "X")) && fields.nth(18).and_then(|f| f.parse().ok()) == Some(start)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_is_not_the_same_process_any_more() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = process_start_time(pid).unwrap();
+        // Exited but not reaped: a zombie keeps its /proc entry and its start time.
+        while fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(process_start_time(pid), Some(start));
+        assert!(!same_process(pid, start));
+        child.wait().unwrap();
+        assert!(same_process(
+            std::process::id() as i32,
+            process_start_time(std::process::id() as i32).unwrap()
+        ));
+    }
 
     #[test]
     fn atomic_writes_replace_the_file_whole_and_leave_nothing_behind() {
