@@ -195,6 +195,19 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
     }
 }
 
+/// Nanoseconds since the epoch → RFC 3339 with all nine fraction digits, as Docker prints
+/// event times (`2006-01-02T15:04:05.000000000Z`).
+pub fn rfc3339_nanos_fixed(nanos: i128) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let base = t
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]"
+        ))
+        .expect("a valid time formats");
+    format!("{base}.{:09}Z", t.nanosecond())
+}
+
 /// Seconds since the epoch → RFC 3339.
 pub fn rfc3339_from_unix(secs: i64) -> String {
     rfc3339(

@@ -13,6 +13,7 @@
 pub mod buildcache;
 pub mod check;
 pub mod error;
+pub mod events;
 pub mod fsutil;
 pub mod gc;
 pub mod hints;

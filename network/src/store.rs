@@ -55,6 +55,7 @@ pub struct JoinRequest {
 
 /// The store's networks.
 pub struct Networks {
+    store: Store,
     dir: PathBuf,
     tmp: PathBuf,
     lock_path: PathBuf,
@@ -64,6 +65,7 @@ pub struct Networks {
 impl Networks {
     pub fn new(store: &Store) -> Networks {
         Networks {
+            store: store.clone(),
             dir: store.root().join("networks"),
             tmp: store.tmp_dir(),
             lock_path: store.locks_dir().join("network.lock"),
@@ -265,7 +267,23 @@ impl Networks {
             return Err(e);
         }
         self.sync_firewall_locked()?;
+        self.event(&net, "create", &[]);
         Ok(net)
+    }
+
+    /// Records a network event (`strata events`): Docker's attributes name and type.
+    fn event(&self, net: &Network, action: &str, extra: &[(&str, &str)]) {
+        let mut attributes = BTreeMap::from([
+            ("name".to_string(), net.name.clone()),
+            ("type".to_string(), net.driver.clone()),
+        ]);
+        for (k, v) in extra {
+            attributes.insert(k.to_string(), v.to_string());
+        }
+        strata_cache::events::record(
+            &self.store,
+            &strata_cache::events::Event::new("network", action, &net.id, attributes),
+        );
     }
 
     /// `network rm`: refused while a live container is attached.
@@ -299,6 +317,7 @@ impl Networks {
         fs::remove_file(&p).map_err(|e| NetworkError::io(&p, e))?;
         let _ = fs::remove_dir_all(self.endpoints_dir(&net.id));
         self.sync_firewall_locked()?;
+        self.event(&net, "destroy", &[]);
         Ok(net)
     }
 
@@ -440,6 +459,7 @@ impl Networks {
         if reclaimed || !ep.ports.is_empty() {
             self.sync_firewall_locked()?;
         }
+        self.event(net, "connect", &[("container", &ep.container_id)]);
         Ok(ep)
     }
 
@@ -465,6 +485,9 @@ impl Networks {
         let _ = fs::remove_file(&p);
         if had_ports {
             self.sync_firewall_locked()?;
+        }
+        if let Ok(net) = self.find(network_id) {
+            self.event(&net, "disconnect", &[("container", container_id)]);
         }
         Ok(())
     }

@@ -105,7 +105,9 @@ pub fn new_record(
         layers: img.record.layers.clone(),
         pending_layers: Vec::new(),
     };
-    create_with_anonymous_volumes(store, rec, &anonymous)
+    let rec = create_with_anonymous_volumes(store, rec, &anonymous)?;
+    crate::events::record(store, &rec, "create", &[]);
+    Ok(rec)
 }
 
 /// A network or container `--network` names must exist when the container is made, as in

@@ -53,6 +53,20 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
         _ => return Err((125, format!("container {} is not running", rec.short_id()))),
     }
     let spec = process_spec(store, &rec, o)?;
+    // The log is opened here: from inside the container's namespaces the store is not there.
+    let mut events = strata_cache::events::EventSink::open(store);
+    let exec_id = strata_cache::fsutil::random_hex(32);
+    let mut record = |action: &str, extra: &[(&str, String)]| {
+        if let Some(sink) = &mut events {
+            let mut attrs = vec![("execID", exec_id.clone())];
+            attrs.extend(extra.iter().cloned());
+            sink.record(&crate::events::event(&rec, action, &attrs));
+        }
+    };
+    // Docker's actions name the command: `exec_create: sh -c …`.
+    let command = o.args.join(" ");
+    record(&format!("exec_create: {command}"), &[]);
+    record(&format!("exec_start: {command}"), &[]);
     join_container(&rec, st.pid, st.pid_start)?;
     let console = if o.tty { Some(open_console()?) } else { None };
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -93,7 +107,9 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
                 // SAFETY: taking ownership of the pty master's descriptor.
                 unsafe { OwnedFd::from_raw_fd(m.into_raw_fd()) }
             });
-            Ok(wait_relay(child, master, set))
+            let code = wait_relay(child, master, set);
+            record("exec_die", &[("exitCode", code.to_string())]);
+            Ok(code)
         }
     }
 }

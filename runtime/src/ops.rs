@@ -28,6 +28,12 @@ pub fn kill(c: &Containers, rec: &ContainerRecord, sig: Signal) -> Result<(), Ru
     })?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig)
         .map_err(|e| RuntimeError::Invalid(format!("kill {}: {e}", rec.short_id())))?;
+    crate::events::record(
+        &c.store,
+        rec,
+        "kill",
+        &[("signal", (sig as i32).to_string())],
+    );
     if st.status == Status::Paused {
         // A frozen process only acts on the signal once thawed.
         Cgroup::of(&rec.id).freeze(false)?;
@@ -129,11 +135,11 @@ pub fn stop(
     let sig = rec.config.stop_signal.signal();
     let t = timeout.or(rec.config.stop_timeout).unwrap_or(10).max(0) as u64;
     let _ = kill(c, rec, sig);
-    if wait_stopped(c, rec, Some(Duration::from_secs(t)))? {
-        return Ok(());
+    if !wait_stopped(c, rec, Some(Duration::from_secs(t)))? {
+        let _ = kill(c, rec, Signal::SIGKILL);
+        wait_stopped(c, rec, Some(Duration::from_secs(10)))?;
     }
-    let _ = kill(c, rec, Signal::SIGKILL);
-    wait_stopped(c, rec, Some(Duration::from_secs(10)))?;
+    crate::events::record(&c.store, rec, "stop", &[]);
     Ok(())
 }
 
@@ -159,6 +165,7 @@ pub fn pause(c: &Containers, rec: &ContainerRecord) -> Result<(), RuntimeError> 
         s.status = Status::Paused;
         Ok(())
     })?;
+    crate::events::record(&c.store, rec, "pause", &[]);
     Ok(())
 }
 
@@ -174,6 +181,7 @@ pub fn unpause(c: &Containers, rec: &ContainerRecord) -> Result<(), RuntimeError
         s.status = Status::Running;
         Ok(())
     })?;
+    crate::events::record(&c.store, rec, "unpause", &[]);
     Ok(())
 }
 
@@ -207,6 +215,7 @@ pub fn remove(
     if let Some(v) = volumes {
         v.remove_anonymous_of(rec);
     }
+    crate::events::record(&c.store, rec, "destroy", &[]);
     Ok(())
 }
 

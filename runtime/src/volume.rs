@@ -149,6 +149,7 @@ impl<'a> Volumes<'a> {
         // Written last and atomically: a volume without its meta is an interrupted create,
         // which the next create of the same name completes.
         self.store.atomic_write(&dir.join("meta.json"), &bytes)?;
+        self.event(name, "create");
         self.get(name)
     }
 
@@ -252,7 +253,17 @@ impl<'a> Volumes<'a> {
         let doomed = self.store.temp_dir("dead-volume")?;
         let dir = self.dir(name);
         fs::rename(&dir, &doomed).map_err(|e| RuntimeError::io(&dir, e))?;
+        self.event(name, "destroy");
         fs::remove_dir_all(&doomed).map_err(|e| RuntimeError::io(&doomed, e))
+    }
+
+    /// Records a volume event (`strata events`).
+    fn event(&self, name: &str, action: &str) {
+        let attributes = BTreeMap::from([("driver".to_string(), "local".to_string())]);
+        strata_cache::events::record(
+            self.store,
+            &strata_cache::events::Event::new("volume", action, name, attributes),
+        );
     }
 }
 

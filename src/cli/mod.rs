@@ -200,6 +200,8 @@ pub enum Command {
     #[command(subcommand)]
     Network(NetworkCommand),
     /// List port mappings or a specific mapping for the container
+    /// Get real time events: container, image, volume and network (streams until --until)
+    Events(EventsArgs),
     Port {
         container: String,
         /// PRIVATE_PORT[/PROTO]
@@ -252,6 +254,8 @@ pub enum SystemCommand {
     },
     /// Show store and system information
     Info,
+    /// Get real time events (as `events`)
+    Events(EventsArgs),
     /// Remove every container, network, image, volume and cache entry: an empty store, and
     /// nothing of it left on the host (bridges, firewall table)
     Reset {
@@ -259,6 +263,23 @@ pub enum SystemCommand {
         #[arg(short, long)]
         force: bool,
     },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    /// Show events created since a timestamp (2013-01-02T13:23:37Z), Unix seconds or a
+    /// duration ago (10m); default: from now on
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp (or duration ago); without it, stream until interrupted
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Filter events (type, event, container, image, label, network, volume); repeatable
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Format output with a Go template, or json
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -414,6 +414,11 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         other => other.write(store, &img, &tags)?,
     }
     v.done();
+    let name = tags
+        .first()
+        .map(|t| t.to_string())
+        .unwrap_or(img.id().to_string());
+    super::image_event(store, "build", &img.id().to_string(), &name);
     if let Some(spec) = &cache_to {
         let (steps, digest) = export_cache(store, &graph, spec, registries)?;
         if !quiet {

@@ -480,7 +480,7 @@ pub fn logs(store: &Store, a: &LogsArgs) -> Result<()> {
 
 /// A `logs --since/--until` time, in nanoseconds since the epoch: an RFC 3339 timestamp, Unix
 /// seconds (`1700000000.5`) or a Go duration before now (`10m`, `1h30m`).
-fn log_time(flag: &str, value: &str) -> Result<i128> {
+pub(crate) fn log_time(flag: &str, value: &str) -> Result<i128> {
     if let Some(t) = fsutil::parse_rfc3339_nanos(value) {
         return Ok(t);
     }

@@ -33,9 +33,15 @@ pub fn import(store: &Store, a: &ImportArgs) -> Result<()> {
         Box::new(File::open(&a.file).with_context(|| format!("open {}", a.file))?)
     };
     let img = store.import_rootfs(input, &a.file, cfg, a.message.clone(), None)?;
+    let id = img.id().to_string();
+    let name = reference
+        .as_ref()
+        .map(|r| r.to_string())
+        .unwrap_or(id.clone());
     if let Some(r) = reference {
         store.tag(&r, img.id())?;
     }
+    super::image_event(store, "import", &id, &name);
     println!("{}", img.id());
     Ok(())
 }
@@ -542,6 +548,7 @@ pub fn tag(store: &Store, source: &str, target: &str) -> Result<()> {
         bail!("refusing to create a tag with a digest reference: {target}");
     }
     store.tag(&r, &id)?;
+    super::image_event(store, "tag", &id.to_string(), &r.to_string());
     Ok(())
 }
 
@@ -578,6 +585,7 @@ fn remove_image(store: &Store, name: &str, force: bool) -> Result<()> {
                 rf.digests.remove(r);
                 Ok(())
             })?;
+            super::image_event(store, "untag", &id.to_string(), r);
             println!(
                 "Untagged: {}",
                 Reference::parse(r)
@@ -623,6 +631,7 @@ fn remove_image(store: &Store, name: &str, force: bool) -> Result<()> {
     }
     untag_all(store, &id)?;
     store.remove_image_record(&id)?;
+    super::image_event(store, "delete", &id.to_string(), &id.to_string());
     println!("Deleted: {id}");
     Ok(())
 }
@@ -650,6 +659,7 @@ fn untag_all(store: &Store, id: &Digest) -> Result<()> {
         Ok(gone)
     })?;
     for t in untagged {
+        super::image_event(store, "untag", &id.to_string(), &t);
         println!(
             "Untagged: {}",
             Reference::parse(&t).map(|x| x.familiar()).unwrap_or(t)
@@ -670,6 +680,7 @@ pub fn save(store: &Store, a: &SaveArgs) -> Result<()> {
             Ok(r) if refs.tags.get(&r.to_string()) == Some(&id) => vec![r],
             _ => Vec::new(),
         };
+        super::image_event(store, "save", &id.to_string(), n);
         list.push((img, tags));
     }
     match &a.output {
@@ -723,6 +734,11 @@ pub fn load(store: &Store, a: &LoadArgs) -> Result<()> {
         }
     };
     let loaded = store.load(input, &what)?;
+    for (img, tags) in &loaded {
+        let id = img.id().to_string();
+        let name = tags.first().map(|t| t.to_string()).unwrap_or(id.clone());
+        super::image_event(store, "load", &id, &name);
+    }
     if !a.quiet {
         for (img, tags) in loaded {
             if tags.is_empty() {

@@ -4,6 +4,7 @@ pub mod build;
 pub mod container_info;
 pub mod containers;
 pub mod create_flags;
+pub mod events;
 pub mod images;
 pub mod network_view;
 pub mod networks;
@@ -31,4 +32,13 @@ pub fn key_values(items: &[String]) -> std::collections::BTreeMap<String, String
 /// Opens the store, creating it on first use.
 pub fn open_store(root: &Path) -> Result<Store> {
     Store::open(root).with_context(|| format!("opening the store at {}", root.display()))
+}
+
+/// Records an image event (`strata events`): Docker's `image ACTION ID (name=NAME)`.
+pub fn image_event(store: &strata_cache::Store, action: &str, id: &str, name: &str) {
+    let attributes = std::collections::BTreeMap::from([("name".to_string(), name.to_string())]);
+    strata_cache::events::record(
+        store,
+        &strata_cache::events::Event::new("image", action, id, attributes),
+    );
 }

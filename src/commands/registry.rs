@@ -61,6 +61,12 @@ pub fn pull_cmd(store: &Store, cfg: &RegistryConfig, a: &PullArgs) -> Result<()>
     let reference = parse_reference(&a.image)?;
     let platform = wanted_platform(a.platform.as_deref())?;
     let pulled = pull_image(store, cfg, &reference, &platform, a.quiet)?;
+    super::image_event(
+        store,
+        "pull",
+        &reference.to_string(),
+        &reference.repository(),
+    );
     if !a.quiet {
         println!("Digest: {}", pulled.digest);
         let status = if pulled.downloaded {
@@ -108,6 +114,7 @@ pub fn push_cmd(store: &Store, cfg: &RegistryConfig, a: &PushArgs) -> Result<()>
     let (digest, size) = push::push(store, &client, &image, &target, opts, &progress)
         .with_context(|| format!("push {}", target.familiar()))?;
     progress.finish();
+    super::image_event(store, "push", &target.to_string(), &target.repository());
     if a.quiet {
         println!("{digest}");
     } else {

@@ -554,7 +554,7 @@ fn docker_function(name: &str, args: &[Val]) -> Result<Option<Val>> {
 fn fields(mut v: Val, path: &[String]) -> Result<Val> {
     for f in path {
         v = match &v.v {
-            Value::Object(o) => match o.get(f) {
+            Value::Object(o) => match o.get(f).or_else(|| field_by_go_name(o, f)) {
                 Some(Value::Null) => Val::zero(zero_of(f, false)),
                 Some(x) => Val {
                     fields: struct_of(f),
@@ -571,6 +571,16 @@ fn fields(mut v: Val, path: &[String]) -> Result<Val> {
         };
     }
     Ok(v)
+}
+
+/// A Go struct's field reached by its Go name where the data has its JSON name (`.Status` for
+/// an event's `status`, `.TimeNano` for `timeNano`): the one key equal but for case.
+fn field_by_go_name<'a>(o: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
+    let mut found = o.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
+    match (found.next(), found.next()) {
+        (Some((_, v)), None) => Some(v),
+        _ => None,
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {

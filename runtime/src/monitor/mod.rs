@@ -207,6 +207,7 @@ fn run_inner(
         s.oom_killed = false;
         Ok(())
     });
+    crate::events::record(store, &rec, "start", &[]);
     report_ready(opts.ready_fd, &Ready::Started);
     if let Some(fd) = opts.ready_fd {
         // SAFETY: the client has its answer; close our end.
@@ -231,6 +232,10 @@ fn run_inner(
     let oom = cg.oom_killed();
     cg.destroy();
     let code = if oom && code == 137 { 137 } else { code };
+    if oom {
+        crate::events::record(store, &rec, "oom", &[]);
+    }
+    crate::events::record(store, &rec, "die", &[("exitCode", code.to_string())]);
     // A foreground `--rm` returns its code to the caller itself: the record goes, and its
     // final state is only written if it cannot (a detached one keeps the write for `wait`).
     if opts.foreground && rec.host_config.auto_remove && auto_remove(store, &containers, &rec) {
@@ -380,6 +385,7 @@ fn auto_remove(store: &Store, containers: &Containers, rec: &ContainerRecord) ->
     let gone = containers.remove_dir(&rec.id).is_ok();
     if gone {
         crate::volume::Volumes::new(store).remove_anonymous_of(rec);
+        crate::events::record(store, rec, "destroy", &[]);
     }
     gone
 }
