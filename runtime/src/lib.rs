@@ -38,6 +38,7 @@ pub mod container;
 pub mod copy;
 pub mod create;
 pub mod devfilter;
+pub mod devices;
 pub mod events;
 pub mod exec;
 pub mod fdpass;

@@ -111,6 +111,9 @@ pub struct HostConfig {
     /// `--log-driver`, `--log-opt`.
     #[serde(default)]
     pub log_config: crate::logs::LogConfig,
+    /// `--device HOST[:CONTAINER[:PERMISSIONS]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<crate::devices::DeviceMapping>,
     /// `--device-cgroup-rule`: more device allow rules (v1 syntax).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub device_cgroup_rules: Vec<String>,

@@ -63,6 +63,9 @@ pub struct RootSpec {
     /// `--ipc host`: the host's IPC namespace instead of a new one.
     #[serde(default)]
     pub host_ipc: bool,
+    /// Device nodes beyond the standard ones (`--device`, `--privileged`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<crate::devices::DeviceNode>,
 }
 
 /// The process to run.
@@ -195,6 +198,7 @@ pub fn specs(
         shm_size: h.shm_size,
         host_uts,
         host_ipc: h.ipc_mode.is_host(),
+        devices: crate::devices::resolve(&h.devices, h.privileged)?.0,
     };
     let proc_ = ProcessSpec {
         args: rec.argv(),

@@ -169,6 +169,9 @@ pub struct CreateArgs {
     /// Security options (no-new-privileges[=true|false], seccomp=unconfined, label=...)
     #[arg(long)]
     pub security_opt: Vec<String>,
+    /// Add a host device to the container (HOST[:CONTAINER[:PERMISSIONS]]); repeatable
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
     /// Add a rule to the cgroup allowed devices list ('c|b|a MAJOR:MINOR rwm', * for any)
     #[arg(long = "device-cgroup-rule", value_name = "RULE")]
     pub device_cgroup_rules: Vec<String>,

@@ -92,6 +92,17 @@ fn port_bindings(a: &CreateArgs, mode: &NetworkMode) -> Result<PortBindings> {
     Ok(out)
 }
 
+/// `--device` values, each checked to name a device node on the host now (as Docker does at
+/// create time), not only when the container starts.
+fn devices(specs: &[String]) -> Result<Vec<strata_runtime::devices::DeviceMapping>> {
+    let mappings = specs
+        .iter()
+        .map(|d| strata_runtime::devices::parse(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    strata_runtime::devices::resolve(&mappings, false)?;
+    Ok(mappings)
+}
+
 /// `--ip`, `--network-alias` and `--mac-address` need a network of the container's own; the
 /// first two a user-defined one, as in Docker. A container on another's network takes its
 /// hostname and /etc files too, so it may not set them.
@@ -162,6 +173,7 @@ fn host_config(a: &CreateArgs) -> Result<HostConfig> {
         privileged: a.privileged,
         security_opt: parse_all(&a.security_opt)?,
         device_cgroup_rules: device_rules(&a.device_cgroup_rules)?,
+        devices: devices(&a.devices)?,
         log_config: LogConfig::parse(a.log_driver.as_deref(), &a.log_opts)?,
         init: a.init,
         auto_remove: a.rm,

@@ -714,3 +714,52 @@ fn flags_take_their_last_value_and_dockers_spellings() {
     ]);
     assert_eq!(o.status.code(), Some(125));
 }
+
+#[test]
+fn device_gives_a_host_device_with_its_permissions_and_privileged_gives_them_all() {
+    let s = Strata::new();
+    s.busybox();
+    // A character device every machine here has, outside Docker's standard set.
+    let dev = ["/dev/loop-control", "/dev/kmsg", "/dev/mem"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).exists())
+        .expect("a host device");
+    let host_mode = sh(&format!("ls -l {dev} | cut -c1-10"));
+    let script = format!("ls -l {dev} | cut -c1-10; echo > {dev} || echo refused");
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "--device",
+        &format!("{dev}:r"),
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{host_mode}refused\n")
+    );
+    // Elsewhere the container has no such node.
+    let out = s.run(&["run", "--rm", "busybox", "ls", dev]);
+    assert!(!out.status.success());
+    let err = s.fails(&["run", "--rm", "--device", "/dev/nope", "busybox", "true"]);
+    assert_eq!(
+        err,
+        "Error: error gathering device information while adding custom device \"/dev/nope\": No such file or directory (os error 2)\n"
+    );
+    assert_eq!(s.ok(&["ps", "-aq"]), "", "nothing was created");
+    // --privileged: the host's devices, mounts allowed, /sys writable.
+    let seen = s.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        &format!(
+            "ls -l {dev} | cut -c1-10; mount -t tmpfs none /tmp && echo mounted; grep -c ' /sys sysfs rw' /proc/mounts"
+        ),
+    ]);
+    assert_eq!(seen, format!("{host_mode}mounted\n1\n"));
+}

@@ -99,7 +99,7 @@ fn setup(
         Mode::empty(),
     )
     .ctx(|| format!("open rootfs {}", root.mountpoint.display()))?;
-    standard_mounts(&root_fd, root.shm_size)?;
+    standard_mounts(&root_fd, root.shm_size, &root.devices)?;
     // sysfs shows the network devices of the namespace it is mounted from.
     // The monitor's helper has made it meanwhile (see `netns`).
     match netns {

@@ -162,7 +162,11 @@ pub(super) fn mount_fixed(
     mount(source, via.as_str(), fstype, flags, data).ctx(|| format!("mount {target}"))
 }
 
-pub(super) fn standard_mounts(root_fd: &OwnedFd, shm_size: i64) -> Result<(), InitError> {
+pub(super) fn standard_mounts(
+    root_fd: &OwnedFd,
+    shm_size: i64,
+    devices: &[crate::devices::DeviceNode],
+) -> Result<(), InitError> {
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     mount_fixed(
         root_fd,
@@ -240,6 +244,9 @@ pub(super) fn standard_mounts(root_fd: &OwnedFd, shm_size: i64) -> Result<(), In
         )
         .ctx(|| format!("chmod /dev/{name}"))?;
     }
+    for node in devices {
+        make_device(&dev, node)?;
+    }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -251,6 +258,51 @@ pub(super) fn standard_mounts(root_fd: &OwnedFd, shm_size: i64) -> Result<(), In
         nix::unistd::symlinkat(target, &dev, link).ctx(|| format!("symlink /dev/{link}"))?;
     }
     Ok(())
+}
+
+/// Makes `node` in the container's /dev (`dev`, our own tmpfs: no symlink in it yet), its
+/// directories first, with the host node's mode and owner.
+fn make_device(dev: &OwnedFd, node: &crate::devices::DeviceNode) -> Result<(), InitError> {
+    let path = std::path::Path::new(&node.path);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut so_far = std::path::PathBuf::new();
+        for c in parent.components() {
+            so_far.push(c);
+            match nix::sys::stat::mkdirat(dev, &so_far, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e).ctx(|| format!("mkdir /dev/{}", so_far.display())),
+            }
+        }
+    }
+    let kind = if node.block {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    let mode = Mode::from_bits_truncate(node.mode);
+    mknodat(
+        dev,
+        path,
+        kind,
+        mode,
+        libc::makedev(node.major as u32, node.minor as u32),
+    )
+    .ctx(|| format!("mknod /dev/{}", node.path))?;
+    nix::sys::stat::fchmodat(
+        dev,
+        path,
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .ctx(|| format!("chmod /dev/{}", node.path))?;
+    nix::unistd::fchownat(
+        dev,
+        path,
+        Some(nix::unistd::Uid::from_raw(node.uid)),
+        Some(nix::unistd::Gid::from_raw(node.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .ctx(|| format!("chown /dev/{}", node.path))
 }
 
 /// /sys: a fresh read-only sysfs in a network namespace of the container's own, else the

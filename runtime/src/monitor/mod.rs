@@ -292,7 +292,16 @@ fn limits_of(rec: &ContainerRecord) -> Limits {
         nano_cpus: h.nano_cpus,
         cpuset_cpus: h.cpuset_cpus.clone(),
         restrict_devices: !h.privileged,
-        device_rules: h.device_cgroup_rules.clone(),
+        device_rules: h
+            .device_cgroup_rules
+            .iter()
+            .cloned()
+            .chain(
+                crate::devices::resolve(&h.devices, false)
+                    .map(|(_, rules)| rules)
+                    .unwrap_or_default(),
+            )
+            .collect(),
     }
 }
 
