@@ -60,6 +60,9 @@ pub fn new_record(
     opts: &CreateOptions,
 ) -> Result<ContainerRecord, RuntimeError> {
     check_network(store, &opts.host.network_mode)?;
+    if let crate::options::PidMode::Container(c) = &opts.host.pid_mode {
+        Containers::new(store).resolve(c)?;
+    }
     let img = store.image(image)?;
     let cfg = img.config.container();
     let (entrypoint, cmd) = command_of(&cfg, opts)?;

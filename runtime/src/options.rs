@@ -355,6 +355,52 @@ impl fmt::Display for NetworkMode {
 
 stored_as_text!(NetworkMode);
 
+/// `--pid`: a pid namespace of the container's own (its init is pid 1 there), the host's,
+/// or another running container's (`container:NAME`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PidMode {
+    #[default]
+    Private,
+    Host,
+    Container(String),
+}
+
+impl PidMode {
+    pub fn is_private(&self) -> bool {
+        *self == PidMode::Private
+    }
+}
+
+impl FromStr for PidMode {
+    type Err = RuntimeError;
+
+    /// `--pid`'s value, also as stored ("" for a private namespace).
+    fn from_str(s: &str) -> Result<Self, RuntimeError> {
+        match s {
+            "" | "private" => Ok(PidMode::Private),
+            "host" => Ok(PidMode::Host),
+            other => match other.strip_prefix("container:") {
+                Some("") | None => Err(RuntimeError::Invalid(format!(
+                    "invalid --pid {other:?}: host, container:NAME or a private namespace"
+                ))),
+                Some(name) => Ok(PidMode::Container(name.to_string())),
+            },
+        }
+    }
+}
+
+impl fmt::Display for PidMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PidMode::Private => Ok(()),
+            PidMode::Host => f.write_str("host"),
+            PidMode::Container(c) => write!(f, "container:{c}"),
+        }
+    }
+}
+
+stored_as_text!(PidMode);
+
 /// `--uts`, `--ipc`: a namespace of the container's own, or the host's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum NamespaceMode {

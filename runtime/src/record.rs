@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use strata_image::Digest;
 
 use crate::options::{
-    BindMount, Capability, NamespaceMode, NetworkMode, SecurityKind, SecurityOpt, StopSignal,
-    VolumeSpec,
+    BindMount, Capability, NamespaceMode, NetworkMode, PidMode, SecurityKind, SecurityOpt,
+    StopSignal, VolumeSpec,
 };
 use crate::RuntimeError;
 
@@ -149,6 +149,9 @@ pub struct HostConfig {
     /// `--ipc`: "host" shares the host's IPC namespace; empty for a private one.
     #[serde(default, skip_serializing_if = "NamespaceMode::is_private")]
     pub ipc_mode: NamespaceMode,
+    /// `--pid`: "host", "container:NAME", or empty for a private pid namespace.
+    #[serde(default, skip_serializing_if = "PidMode::is_private")]
+    pub pid_mode: PidMode,
 }
 
 /// Docker's restart policy: `no`, `always`, `unless-stopped` or `on-failure[:MAX]`.

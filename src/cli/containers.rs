@@ -114,6 +114,9 @@ pub struct CreateArgs {
     /// UTS namespace to use: host, or a private one (default)
     #[arg(long)]
     pub uts: Option<String>,
+    /// PID namespace to use: host, container:NAME, or a private one (default)
+    #[arg(long)]
+    pub pid: Option<String>,
     /// IPC namespace to use: host, or a private one (default; private and shareable)
     #[arg(long)]
     pub ipc: Option<String>,

@@ -206,6 +206,7 @@ fn host_config(a: &CreateArgs) -> Result<HostConfig> {
             a.ipc.as_deref().unwrap_or(""),
             &["", "private", "shareable"],
         )?,
+        pid_mode: a.pid.as_deref().unwrap_or("").parse()?,
         ..Default::default()
     })
 }

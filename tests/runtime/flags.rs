@@ -763,3 +763,84 @@ fn device_gives_a_host_device_with_its_permissions_and_privileged_gives_them_all
     ]);
     assert_eq!(seen, format!("{host_mode}mounted\n1\n"));
 }
+
+#[test]
+fn pid_host_and_pid_container_share_those_namespaces_and_leave_nothing_running() {
+    let s = Strata::new();
+    s.busybox();
+    let host_init = std::fs::read("/proc/1/cmdline").unwrap();
+    let seen = s.run(&[
+        "run",
+        "--rm",
+        "--pid",
+        "host",
+        "busybox",
+        "cat",
+        "/proc/1/cmdline",
+    ]);
+    assert_eq!(seen.stdout, host_init);
+    // Without a pid namespace of its own, what the container left running goes with it.
+    s.ok(&[
+        "run",
+        "--rm",
+        "--pid",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 9871 & sleep 0.1",
+    ]);
+    wait_for(
+        || {
+            !Command::new("pgrep")
+                .args(["-f", "sleep 9871"])
+                .status()
+                .unwrap()
+                .success()
+        },
+        "the container's leftover process to be killed",
+    );
+    s.ok(&["run", "-d", "--name", "first", "busybox", "sleep", "60"]);
+    let ps = s.ok(&[
+        "run",
+        "--rm",
+        "--pid",
+        "container:first",
+        "busybox",
+        "ps",
+        "-o",
+        "pid,comm",
+    ]);
+    assert_eq!(ps, "PID   COMMAND\n    1 sleep\n    3 ps\n");
+    let err = s.fails(&[
+        "run",
+        "--rm",
+        "--pid",
+        "container:nothere",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(err, "Error: no such container: nothere\n");
+    s.ok(&["stop", "-t", "0", "first"]);
+    s.ok(&[
+        "create",
+        "--name",
+        "second",
+        "--pid",
+        "container:first",
+        "busybox",
+        "true",
+    ]);
+    let err = s.fails(&["start", "second"]);
+    assert_eq!(
+        err,
+        "Error: second: cannot join PID of a non running container: first\n"
+    );
+    let err = s.fails(&["run", "--rm", "--pid", "bogus", "busybox", "true"]);
+    assert_eq!(
+        err,
+        "Error: invalid --pid \"bogus\": host, container:NAME or a private namespace\n"
+    );
+    s.ok(&["rm", "first", "second"]);
+    s.assert_check();
+}

@@ -26,7 +26,7 @@ use crate::init;
 use crate::launch::{IdMessage, InitFailure, MonitorLaunch, Ready, Target};
 use crate::logs::LogWriter;
 use crate::netns::{self, NetNs};
-use crate::options::NetworkMode;
+use crate::options::{NetworkMode, PidMode};
 use crate::spec::{ProcessSpec, RootSpec};
 use crate::RuntimeError;
 
@@ -152,10 +152,18 @@ fn run_inner(
         (code, msg)
     };
     let shared_netns = match &rec.host_config.network_mode {
-        NetworkMode::Container(other) => {
-            Some(other_container_netns(&containers, other).map_err(|e| fail_start(125, e))?)
-        }
+        NetworkMode::Container(other) => Some(
+            other_container_ns(&containers, other, "net", "network namespace")
+                .map_err(|e| fail_start(125, e))?,
+        ),
         _ => None,
+    };
+    let pid_ns = match &rec.host_config.pid_mode {
+        PidMode::Private => PidNs::Own,
+        PidMode::Host => PidNs::Host,
+        PidMode::Container(other) => PidNs::Join(
+            other_container_ns(&containers, other, "pid", "PID").map_err(|e| fail_start(125, e))?,
+        ),
     };
     let joined =
         crate::networking::join(store, &rec).map_err(|e| fail_start(125, e.to_string()))?;
@@ -183,7 +191,7 @@ fn run_inner(
             None => NetnsPlan::Own(made),
         }),
     };
-    let started = start(&rec, &root, &proc_, &limits, opts, netns);
+    let started = start(&rec, &root, &proc_, &limits, opts, netns, pid_ns);
     if let Some(writer) = record_writer {
         // Long gone by now: it exits as soon as it has written the id.
         let _ = waitpid(writer, None);
@@ -224,6 +232,13 @@ fn run_inner(
         opts.foreground && rec.config.attaches("stderr"),
     ];
     let code = supervise(child, io, log, opts.foreground, attached);
+    if !rec.host_config.pid_mode.is_private() {
+        // No pid namespace dies with init and takes the rest along: what the container left
+        // running is found by its cgroup.
+        for pid in cg.procs() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
     if joined.is_some() {
         // Leaving may render the firewall: nft is a child process.
         children_in_own_pid_namespace();
@@ -425,16 +440,31 @@ enum NetnsPlan<'a> {
     Shared(std::os::fd::OwnedFd),
 }
 
-/// Opens the network namespace of running container `key`.
-fn other_container_netns(containers: &Containers, key: &str) -> Result<OwnedFd, String> {
+/// Where the container's processes get their pids.
+enum PidNs {
+    /// A namespace of its own, init being pid 1 there.
+    Own,
+    Host,
+    /// Another container's.
+    Join(OwnedFd),
+}
+
+/// Opens namespace `kind` (`net`, `pid`) of running container `key`; `what` names it in
+/// Docker's error.
+fn other_container_ns(
+    containers: &Containers,
+    key: &str,
+    kind: &str,
+    what: &str,
+) -> Result<OwnedFd, String> {
     let other = containers.resolve(key).map_err(|e| e.to_string())?;
     let st = containers.state(&other.id).map_err(|e| e.to_string())?;
     if !st.is_running() || st.pid <= 0 {
         return Err(format!(
-            "cannot join network namespace of a non running container: {key}"
+            "cannot join {what} of a non running container: {key}"
         ));
     }
-    let path = format!("/proc/{}/ns/net", st.pid);
+    let path = format!("/proc/{}/ns/{kind}", st.pid);
     fs::File::open(&path)
         .map(OwnedFd::from)
         .map_err(|e| format!("open {path}: {e}"))
@@ -447,6 +477,7 @@ fn start(
     limits: &Limits,
     opts: &Options,
     netns: Option<NetnsPlan>,
+    pid_ns: PidNs,
 ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
     let (netns, netns_helper, plug) = match netns {
         None => (None, None, None),
@@ -468,8 +499,14 @@ fn start(
     };
     let w = Wiring::new(rec, p, opts)?;
     let signals = block_signals()?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-        .map_err(|e| (125, format!("unshare pid namespace: {e}")))?;
+    // The next child is born in the container's pid namespace.
+    match pid_ns {
+        PidNs::Own => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| (125, format!("unshare pid namespace: {e}")))?,
+        PidNs::Host => {}
+        PidNs::Join(fd) => nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| (125, format!("join the pid namespace: {e}")))?,
+    }
     // SAFETY: the monitor is single-threaded (a fresh exec), so the child may allocate.
     match unsafe { fork() } {
         Err(e) => Err((125, format!("fork: {e}"))),
