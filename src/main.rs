@@ -153,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Builder(BuilderCommand::Du) => system::builder_du(&store()?),
         Command::Volume(c) => volumes::run(&store()?, c),
         Command::Network(c) => commands::networks::run(&store()?, c),
+        Command::Stats(a) => commands::stats::stats(&store()?, &a),
         Command::Events(a) | Command::System(SystemCommand::Events(a)) => {
             commands::events::events(&store()?, &a)
         }

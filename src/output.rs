@@ -6,23 +6,41 @@ use serde_json::Value;
 
 /// Docker's `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits.
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut size = bytes as f64;
-    let mut i = 0;
-    while size >= 1000.0 && i < UNITS.len() - 1 {
-        size /= 1000.0;
-        i += 1;
-    }
-    format!("{}{}", format_g3(size), UNITS[i])
+    scaled(
+        bytes,
+        1000.0,
+        &["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"],
+        3,
+    )
 }
 
-/// `%.3g`: three significant digits, trailing zeros removed.
-fn format_g3(v: f64) -> String {
+/// Docker's `BytesSize` (memory in `stats`): binary units, 4 significant digits.
+pub fn binary_size(bytes: u64) -> String {
+    scaled(
+        bytes,
+        1024.0,
+        &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"],
+        4,
+    )
+}
+
+fn scaled(bytes: u64, base: f64, units: &[&str], digits: i32) -> String {
+    let mut size = bytes as f64;
+    let mut i = 0;
+    while size >= base && i < units.len() - 1 {
+        size /= base;
+        i += 1;
+    }
+    format!("{}{}", format_g(size, digits), units[i])
+}
+
+/// `%.Ng`: `n` significant digits, trailing zeros removed.
+fn format_g(v: f64, n: i32) -> String {
     if v == 0.0 {
         return "0".into();
     }
     let digits = v.abs().log10().floor() as i32 + 1;
-    let decimals = (3 - digits).max(0) as usize;
+    let decimals = (n - digits).max(0) as usize;
     let s = format!("{v:.decimals$}");
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -186,6 +204,10 @@ mod tests {
         assert_eq!(human_size(77_812_345), "77.8MB");
         assert_eq!(human_size(1_000), "1kB");
         assert_eq!(human_size(123_456_789_012), "123GB");
+        assert_eq!(binary_size(1_065_353), "1.016MiB");
+        assert_eq!(binary_size(16_777_216), "16MiB");
+        assert_eq!(binary_size(16_777_216_000), "15.62GiB");
+        assert_eq!(binary_size(0), "0B");
     }
 
     #[test]

@@ -60,8 +60,28 @@ pub fn version() -> Version {
     layout().0
 }
 
-/// v1 controllers strata uses (those mounted on this host).
-const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpu", "cpuset", "freezer", "devices"];
+/// v1 controllers strata uses (those mounted on this host). `cpuacct` and `blkio` only count:
+/// `stats` joins a container to them (and to `memory` and `pids`) when first asked.
+const V1_CONTROLLERS: [&str; 8] = [
+    "memory", "pids", "cpu", "cpuset", "freezer", "devices", "cpuacct", "blkio",
+];
+
+/// The v1 hierarchies `stats` reads.
+const V1_ACCOUNTING: [&str; 4] = ["cpuacct", "memory", "pids", "blkio"];
+
+/// What a container has used so far, as `stats` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time of all its processes.
+    pub cpu_ns: u64,
+    /// Memory in use, less the inactive file cache (Docker's figure).
+    pub memory: u64,
+    /// The memory limit; 0 when there is none.
+    pub memory_limit: u64,
+    pub pids: u64,
+    pub block_read: u64,
+    pub block_write: u64,
+}
 
 /// A container's cgroup.
 #[derive(Debug, Clone)]
@@ -363,6 +383,107 @@ impl Cgroup {
         d.and_then(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
+    }
+
+    /// Makes sure the container's processes are counted (`stats`): on v1, a container started
+    /// without limits is in none of the accounting hierarchies, so it is joined to them now,
+    /// its memory charges moving along; its start never pays for this. On v2 the controllers
+    /// are enabled for strata's containers.
+    pub fn ensure_accounting(&mut self, id: &str) -> Result<(), RuntimeError> {
+        match self.version {
+            Version::V2 => {
+                if let Some(parent) = self.dirs.first().and_then(|d| d.1.parent()) {
+                    for ctl in ["+memory", "+pids", "+cpu", "+io"] {
+                        let _ = fs::write(parent.join("cgroup.subtree_control"), ctl);
+                    }
+                }
+            }
+            Version::V1 => {
+                let members = self.procs();
+                for ctl in V1_ACCOUNTING {
+                    let root = Path::new(ROOT).join(ctl);
+                    if self.dir(ctl).is_some() || !root.is_dir() {
+                        continue;
+                    }
+                    let dir = root.join(PARENT).join(id);
+                    create_dir(&root.join(PARENT))?;
+                    create_dir(&dir)?;
+                    if ctl == "memory" {
+                        let _ = fs::write(dir.join("memory.move_charge_at_immigrate"), "3");
+                    }
+                    // Twice: a process forked while the first pass ran is caught by the second.
+                    for _ in 0..2 {
+                        for pid in &members {
+                            let _ = fs::write(dir.join("cgroup.procs"), pid.to_string());
+                        }
+                    }
+                    self.dirs.push((ctl.to_string(), dir));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The container's usage counters (zero where a controller is missing).
+    pub fn usage(&self) -> Usage {
+        let read = |ctl: &str, file: &str| {
+            self.dir(ctl)
+                .and_then(|d| fs::read_to_string(d.join(file)).ok())
+                .unwrap_or_default()
+        };
+        let num = |s: String| s.trim().parse::<u64>().unwrap_or(0);
+        let stat_field = |text: &str, key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0u64)
+        };
+        match self.version {
+            Version::V1 => {
+                let stat = read("memory", "memory.stat");
+                let used = num(read("memory", "memory.usage_in_bytes"));
+                let limit = num(read("memory", "memory.limit_in_bytes"));
+                let (mut r, mut w) = (0, 0);
+                for l in read("blkio", "blkio.throttle.io_service_bytes_recursive").lines() {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    match f.as_slice() {
+                        [_, "Read", n] => r += n.parse::<u64>().unwrap_or(0),
+                        [_, "Write", n] => w += n.parse::<u64>().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+                Usage {
+                    cpu_ns: num(read("cpuacct", "cpuacct.usage")),
+                    memory: used.saturating_sub(stat_field(&stat, "total_inactive_file")),
+                    // v1 says "unlimited" with a huge number.
+                    memory_limit: if limit >= (1 << 62) { 0 } else { limit },
+                    pids: num(read("pids", "pids.current")),
+                    block_read: r,
+                    block_write: w,
+                }
+            }
+            Version::V2 => {
+                let stat = read("", "memory.stat");
+                let used = num(read("", "memory.current"));
+                let (mut r, mut w) = (0, 0);
+                for l in read("", "io.stat").lines() {
+                    for kv in l.split_whitespace() {
+                        match kv.split_once('=') {
+                            Some(("rbytes", n)) => r += n.parse::<u64>().unwrap_or(0),
+                            Some(("wbytes", n)) => w += n.parse::<u64>().unwrap_or(0),
+                            _ => {}
+                        }
+                    }
+                }
+                Usage {
+                    cpu_ns: stat_field(&read("", "cpu.stat"), "usage_usec") * 1000,
+                    memory: used.saturating_sub(stat_field(&stat, "inactive_file")),
+                    memory_limit: num(read("", "memory.max")),
+                    pids: num(read("", "pids.current")),
+                    block_read: r,
+                    block_write: w,
+                }
+            }
+        }
     }
 
     /// Whether the kernel's OOM killer fired in this cgroup.

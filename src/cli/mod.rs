@@ -137,6 +137,8 @@ pub enum Command {
     Rename { container: String, new_name: String },
     /// Display the running processes of a container
     Top { container: String },
+    /// Display a live stream of containers' resource usage
+    Stats(StatsArgs),
     /// Create a new image from a container's changes
     Commit(CommitArgs),
     /// Export a container's filesystem as a tar archive
@@ -263,6 +265,23 @@ pub enum SystemCommand {
         #[arg(short, long)]
         force: bool,
     },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output with a Go template, table TEMPLATE, or json
+    #[arg(long)]
+    pub format: Option<String>,
+    pub containers: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -9,6 +9,7 @@ pub mod images;
 pub mod network_view;
 pub mod networks;
 pub mod registry;
+pub mod stats;
 pub mod system;
 pub mod volumes;
 

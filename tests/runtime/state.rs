@@ -676,3 +676,88 @@ fn system_df_measures_containers_and_volumes() {
     s.ok(&["volume", "rm", "kept"]);
     s.assert_check();
 }
+
+/// `stats --no-stream` rows as (name, cpu %, memory used in bytes, pids).
+fn stats_rows(s: &Strata, names: &[&str]) -> Vec<(String, f64, f64, String)> {
+    let mut args = vec![
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}",
+    ];
+    args.extend_from_slice(names);
+    s.ok(&args)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let unit = |v: &str| -> f64 {
+                let (num, mult) = [
+                    ("GiB", 1u64 << 30),
+                    ("MiB", 1 << 20),
+                    ("KiB", 1 << 10),
+                    ("B", 1),
+                ]
+                .iter()
+                .find_map(|(u, m)| v.strip_suffix(u).map(|n| (n, *m)))
+                .unwrap();
+                num.parse::<f64>().unwrap() * mult as f64
+            };
+            (
+                f[0].to_string(),
+                f[1].trim_end_matches('%').parse().unwrap(),
+                unit(f[2]),
+                f[5].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn stats_shows_a_busy_containers_cpu_and_memory_it_allocates() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "burn",
+        "busybox",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    s.ok(&["run", "-d", "--name", "idle", "busybox", "sleep", "600"]);
+    let rows = stats_rows(&s, &["burn", "idle"]);
+    assert_eq!(rows[0].0, "burn");
+    assert!(rows[0].1 > 30.0, "a busy loop's CPU: {rows:?}");
+    assert_eq!(rows[1].0, "idle");
+    assert!(rows[1].1 < 10.0, "an idle container's CPU: {rows:?}");
+    assert_eq!(rows[1].3, "1");
+    let before = rows[1].2;
+    s.ok(&[
+        "exec",
+        "idle",
+        "sh",
+        "-c",
+        "head -c 30000000 /dev/zero > /dev/shm/fill",
+    ]);
+    let after = stats_rows(&s, &["idle"])[0].2;
+    assert!(
+        after - before > 25e6,
+        "memory grows by what it holds: {before} -> {after}"
+    );
+    // Docker's columns; a stopped container named shows zeros.
+    s.ok(&["stop", "-t", "0", "burn"]);
+    let table = s.ok(&["stats", "--no-stream", "burn"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0],
+        "CONTAINER ID   NAME   CPU %   MEM USAGE / LIMIT   MEM %   NET I/O   BLOCK I/O   PIDS"
+    );
+    assert!(
+        lines[1].ends_with("burn   0.00%   0B / 0B             0.00%   0B / 0B   0B / 0B     0"),
+        "{table}"
+    );
+    s.ok(&["rm", "-f", "burn", "idle"]);
+    s.assert_check();
+}

@@ -245,7 +245,8 @@ fn run_inner(
     }
     leave_networks();
     let oom = cg.oom_killed();
-    cg.destroy();
+    // Found again: `stats` may have added hierarchies since the start.
+    crate::cgroup::Cgroup::of(&rec.id).destroy();
     let code = if oom && code == 137 { 137 } else { code };
     if oom {
         crate::events::record(store, &rec, "oom", &[]);
