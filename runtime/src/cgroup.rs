@@ -69,6 +69,26 @@ const V1_CONTROLLERS: [&str; 8] = [
 /// The v1 hierarchies `stats` reads.
 const V1_ACCOUNTING: [&str; 4] = ["cpuacct", "memory", "pids", "blkio"];
 
+/// The limits `update` changes; `None` leaves one as it is, 0 (or -1) lifts it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewLimits {
+    pub memory: Option<i64>,
+    /// Memory plus swap (`--memory-swap`; -1 unlimited).
+    pub memory_swap: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub cpu_shares: Option<i64>,
+    pub pids: Option<i64>,
+}
+
+/// A v1 limit file's value: the number, or -1 for none.
+fn limit_text(v: i64) -> String {
+    if v > 0 {
+        v.to_string()
+    } else {
+        "-1".into()
+    }
+}
+
 /// What a container has used so far, as `stats` shows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -397,29 +417,122 @@ impl Cgroup {
                         let _ = fs::write(parent.join("cgroup.subtree_control"), ctl);
                     }
                 }
+                Ok(())
             }
+            Version::V1 => self.join_v1(id, &V1_ACCOUNTING),
+        }
+    }
+
+    /// Changes a running container's limits (`update`); `None` leaves one as it is. On v1 the
+    /// container joins the hierarchies a new limit needs first.
+    pub fn update(&mut self, id: &str, new: &NewLimits) -> Result<(), RuntimeError> {
+        let needed: Vec<&str> = [
+            ("memory", new.memory.is_some() || new.memory_swap.is_some()),
+            ("pids", new.pids.is_some()),
+            ("cpu", new.nano_cpus.is_some() || new.cpu_shares.is_some()),
+        ]
+        .iter()
+        .filter(|(_, wanted)| *wanted)
+        .map(|(c, _)| *c)
+        .collect();
+        match self.version {
             Version::V1 => {
-                let members = self.procs();
-                for ctl in V1_ACCOUNTING {
-                    let root = Path::new(ROOT).join(ctl);
-                    if self.dir(ctl).is_some() || !root.is_dir() {
-                        continue;
-                    }
-                    let dir = root.join(PARENT).join(id);
-                    create_dir(&root.join(PARENT))?;
-                    create_dir(&dir)?;
-                    if ctl == "memory" {
-                        let _ = fs::write(dir.join("memory.move_charge_at_immigrate"), "3");
-                    }
-                    // Twice: a process forked while the first pass ran is caught by the second.
-                    for _ in 0..2 {
-                        for pid in &members {
-                            let _ = fs::write(dir.join("cgroup.procs"), pid.to_string());
+                self.join_v1(id, &needed)?;
+                if let Some(d) = self.dir("memory") {
+                    let memsw = d.join("memory.memsw.limit_in_bytes");
+                    let has_swap = memsw.exists();
+                    if let Some(m) = new.memory {
+                        // memsw may never be below memory: lift it first.
+                        if has_swap {
+                            write(&memsw, "-1")?;
                         }
+                        write(&d.join("memory.limit_in_bytes"), &limit_text(m))?;
+                        if has_swap {
+                            let swap = new.memory_swap.unwrap_or(if m > 0 { m * 2 } else { -1 });
+                            write(&memsw, &limit_text(swap))?;
+                        }
+                    } else if let (Some(s), true) = (new.memory_swap, has_swap) {
+                        write(&memsw, &limit_text(s))?;
                     }
-                    self.dirs.push((ctl.to_string(), dir));
+                }
+                if let (Some(p), Some(d)) = (new.pids, self.dir("pids")) {
+                    write(
+                        &d.join("pids.max"),
+                        &if p > 0 { p.to_string() } else { "max".into() },
+                    )?;
+                }
+                if let Some(d) = self.dir("cpu") {
+                    if let Some(n) = new.nano_cpus {
+                        write(&d.join("cpu.cfs_period_us"), "100000")?;
+                        let quota = if n > 0 {
+                            (n / 10_000).to_string()
+                        } else {
+                            "-1".into()
+                        };
+                        write(&d.join("cpu.cfs_quota_us"), &quota)?;
+                    }
+                    if let Some(s) = new.cpu_shares {
+                        write(&d.join("cpu.shares"), &s.to_string())?;
+                    }
                 }
             }
+            Version::V2 => {
+                self.ensure_accounting(id)?;
+                let d = self.dirs[0].1.clone();
+                let max = |v: i64| if v > 0 { v.to_string() } else { "max".into() };
+                if let Some(m) = new.memory {
+                    write(&d.join("memory.max"), &max(m))?;
+                }
+                if let Some(s) = new.memory_swap {
+                    let swap = if s > 0 {
+                        (s - new.memory.unwrap_or(0)).max(0)
+                    } else {
+                        -1
+                    };
+                    let _ = fs::write(d.join("memory.swap.max"), max(swap));
+                }
+                if let Some(p) = new.pids {
+                    write(&d.join("pids.max"), &max(p))?;
+                }
+                if let Some(n) = new.nano_cpus {
+                    let quota = if n > 0 {
+                        (n / 10_000).to_string()
+                    } else {
+                        "max".into()
+                    };
+                    write(&d.join("cpu.max"), &format!("{quota} 100000"))?;
+                }
+                if let Some(s) = new.cpu_shares {
+                    // Docker's conversion of v1 shares (2..262144) to v2 weights (1..10000).
+                    let weight = 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142;
+                    write(&d.join("cpu.weight"), &weight.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// v1: joins the container's processes to `controllers` it is not in yet.
+    fn join_v1(&mut self, id: &str, controllers: &[&str]) -> Result<(), RuntimeError> {
+        let members = self.procs();
+        for ctl in controllers {
+            let root = Path::new(ROOT).join(ctl);
+            if self.dir(ctl).is_some() || !root.is_dir() {
+                continue;
+            }
+            let dir = root.join(PARENT).join(id);
+            create_dir(&root.join(PARENT))?;
+            create_dir(&dir)?;
+            if *ctl == "memory" {
+                let _ = fs::write(dir.join("memory.move_charge_at_immigrate"), "3");
+            }
+            // Twice: a process forked while the first pass ran is caught by the second.
+            for _ in 0..2 {
+                for pid in &members {
+                    let _ = fs::write(dir.join("cgroup.procs"), pid.to_string());
+                }
+            }
+            self.dirs.push((ctl.to_string(), dir));
         }
         Ok(())
     }

@@ -219,6 +219,37 @@ pub fn remove(
     Ok(())
 }
 
+/// `update`: new limits (and restart policy) in the record, and on the running container's
+/// cgroup at once.
+pub fn update(
+    c: &Containers,
+    rec: &ContainerRecord,
+    new: &crate::cgroup::NewLimits,
+    restart: Option<crate::record::RestartPolicy>,
+) -> Result<(), RuntimeError> {
+    if rec.host_config.auto_remove && restart.as_ref().is_some_and(|r| !r.is_none()) {
+        return Err(RuntimeError::Invalid(
+            "restart policy cannot be updated because AutoRemove is enabled for the container"
+                .into(),
+        ));
+    }
+    let st = c.state(&rec.id)?;
+    if st.is_running() {
+        Cgroup::of(&rec.id).update(&rec.id, new)?;
+    }
+    let mut updated = rec.clone();
+    let h = &mut updated.host_config;
+    h.memory = new.memory.unwrap_or(h.memory);
+    h.memory_swap = new.memory_swap.unwrap_or(h.memory_swap);
+    h.nano_cpus = new.nano_cpus.unwrap_or(h.nano_cpus);
+    h.cpu_shares = new.cpu_shares.unwrap_or(h.cpu_shares);
+    h.pids_limit = new.pids.unwrap_or(h.pids_limit);
+    if let Some(r) = restart {
+        h.restart_policy = r;
+    }
+    c.save(&updated)
+}
+
 /// `wait`: blocks until the container stops; returns its exit code.
 pub fn wait(c: &Containers, rec: &ContainerRecord) -> Result<i32, RuntimeError> {
     wait_stopped(c, rec, None)?;

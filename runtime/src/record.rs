@@ -98,6 +98,12 @@ pub struct HostConfig {
     pub pids_limit: i64,
     #[serde(default)]
     pub nano_cpus: i64,
+    /// `--memory-swap` (as set by `update`; 0: twice the memory limit, -1: unlimited).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_swap: i64,
+    /// `--cpu-shares` (as set by `update`; 0: the default).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cpu_shares: i64,
     #[serde(default)]
     pub cpuset_cpus: String,
     #[serde(default)]
@@ -152,6 +158,10 @@ pub struct HostConfig {
     /// `--pid`: "host", "container:NAME", or empty for a private pid namespace.
     #[serde(default, skip_serializing_if = "PidMode::is_private")]
     pub pid_mode: PidMode,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Docker's restart policy: `no`, `always`, `unless-stopped` or `on-failure[:MAX]`.

@@ -139,6 +139,8 @@ pub enum Command {
     Top { container: String },
     /// Display a live stream of containers' resource usage
     Stats(StatsArgs),
+    /// Update configuration of one or more containers
+    Update(UpdateArgs),
     /// Create a new image from a container's changes
     Commit(CommitArgs),
     /// Export a container's filesystem as a tar archive
@@ -265,6 +267,30 @@ pub enum SystemCommand {
         #[arg(short, long)]
         force: bool,
     },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// Memory limit (e.g. 512m; 0 lifts it)
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short, long)]
+    pub cpu_shares: Option<i64>,
+    /// Tune container pids limit (-1 for unlimited)
+    #[arg(long, allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy to apply when a container exits
+    #[arg(long)]
+    pub restart: Option<String>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]

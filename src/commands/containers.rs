@@ -642,3 +642,48 @@ pub fn prune_stopped(store: &Store) -> Result<Vec<String>> {
     }
     Ok(removed)
 }
+
+/// `update`: new limits and restart policy for each container named (Docker prints each name).
+pub fn update(store: &Store, a: &crate::cli::UpdateArgs) -> Result<()> {
+    use super::create_flags::{nano_cpus, parse_memory, pids_limit};
+    let memory_swap = a
+        .memory_swap
+        .as_deref()
+        .map(|s| {
+            if s == "-1" {
+                Ok(-1)
+            } else {
+                strata_parser::instructions::parse_size(s)
+                    .map(|b| b as i64)
+                    .ok_or_else(|| anyhow!("invalid --memory-swap {s:?} (use e.g. 1g, or -1)"))
+            }
+        })
+        .transpose()?;
+    let new = strata_runtime::cgroup::NewLimits {
+        memory: a.memory.as_deref().map(parse_memory).transpose()?,
+        memory_swap,
+        nano_cpus: a.cpus.map(|c| nano_cpus(Some(c))).transpose()?,
+        cpu_shares: a.cpu_shares,
+        pids: a.pids_limit.map(|p| pids_limit(Some(p))).transpose()?,
+    };
+    let restart = a
+        .restart
+        .as_deref()
+        .map(strata_runtime::record::RestartPolicy::parse)
+        .transpose()?;
+    let c = Containers::new(store);
+    let mut failed = Vec::new();
+    for name in &a.containers {
+        let done = c
+            .resolve(name)
+            .and_then(|rec| ops::update(&c, &rec, &new, restart.clone()));
+        match done {
+            Ok(()) => println!("{name}"),
+            Err(e) => failed.push(format!("cannot update container {name}: {e}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}

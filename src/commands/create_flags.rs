@@ -219,7 +219,7 @@ fn parse_all<T: std::str::FromStr<Err = strata_runtime::RuntimeError>>(
 }
 
 /// `-m 512m` → bytes; Docker's minimum is 6 MB, and 0 means no limit.
-fn parse_memory(s: &str) -> Result<i64> {
+pub(crate) fn parse_memory(s: &str) -> Result<i64> {
     let bytes = strata_parser::instructions::parse_size(s)
         .ok_or_else(|| anyhow!("invalid memory value {s:?} (use e.g. 512m or 1g)"))?;
     if bytes != 0 && bytes < 6 << 20 {
@@ -228,7 +228,7 @@ fn parse_memory(s: &str) -> Result<i64> {
     Ok(bytes as i64)
 }
 
-fn pids_limit(p: Option<i64>) -> Result<i64> {
+pub(crate) fn pids_limit(p: Option<i64>) -> Result<i64> {
     match p {
         Some(p) if p < -1 || p == 0 => bail!("invalid --pids-limit {p}"),
         p => Ok(p.unwrap_or(0)),
@@ -236,7 +236,7 @@ fn pids_limit(p: Option<i64>) -> Result<i64> {
 }
 
 /// `--cpus` → billionths of a CPU, between 0.01 and the host's CPUs.
-fn nano_cpus(cpus: Option<f64>) -> Result<i64> {
+pub(crate) fn nano_cpus(cpus: Option<f64>) -> Result<i64> {
     let Some(c) = cpus else { return Ok(0) };
     let n = cgroup::host_cpu_count() as f64;
     if !(0.01..=n).contains(&c) {

@@ -761,3 +761,43 @@ fn stats_shows_a_busy_containers_cpu_and_memory_it_allocates() {
     s.ok(&["rm", "-f", "burn", "idle"]);
     s.assert_check();
 }
+
+#[test]
+fn update_changes_a_running_containers_limits_and_its_record() {
+    let s = Strata::new();
+    s.busybox();
+    s.ok(&["run", "-d", "--name", "up", "busybox", "sleep", "600"]);
+    let fill = "head -c 20000000 /dev/zero > /dev/shm/fill && rm /dev/shm/fill && echo held";
+    assert_eq!(s.ok(&["exec", "up", "sh", "-c", fill]), "held\n");
+    assert_eq!(
+        s.ok(&[
+            "update",
+            "--memory",
+            "16m",
+            "--pids-limit",
+            "50",
+            "--restart",
+            "on-failure:2",
+            "up"
+        ]),
+        "up\n"
+    );
+    let out = s.run(&["exec", "up", "sh", "-c", fill]);
+    assert!(!out.status.success(), "20 MB no longer fit in 16 MiB");
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}",
+            "up"
+        ]),
+        "16777216 50 on-failure\n"
+    );
+    let err = s.fails(&["update", "--memory", "64m", "nothere"]);
+    assert_eq!(
+        err,
+        "Error: cannot update container nothere: no such container: nothere\n"
+    );
+    s.ok(&["rm", "-f", "up"]);
+    s.assert_check();
+}

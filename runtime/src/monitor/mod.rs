@@ -331,7 +331,11 @@ fn record_exit(
     oom: bool,
 ) {
     let id = rec.id.as_str();
-    let policy = &rec.host_config.restart_policy;
+    // `update --restart` may have changed it since the start.
+    let fresh = containers.load(id).ok();
+    let policy = fresh.as_ref().map_or(&rec.host_config.restart_policy, |r| {
+        &r.host_config.restart_policy
+    });
     let mut again = None;
     let _ = containers.update_state(id, |s| {
         s.status = Status::Exited;
