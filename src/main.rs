@@ -81,6 +81,9 @@ fn reexec_fast_path() -> Option<i32> {
             let launch = MonitorLaunch::parse(&words)?;
             Some(strata_runtime::monitor::run(&open()?, &launch))
         }
+        (strata_runtime::health::HEALTH_COMMAND, [id]) => {
+            Some(strata_runtime::health::checker_main(&open()?, id.to_str()?))
+        }
         (strata_network::dns::DNS_COMMAND, [net]) => Some(strata_network::dns::server_main(
             strata_network::Networks::new(&open()?),
             net.to_str()?,

@@ -49,6 +49,8 @@ pub struct CreateOptions {
     pub network_aliases: Vec<String>,
     pub ip: Option<String>,
     pub mac_address: Option<String>,
+    /// `--health-*`, `--no-healthcheck`.
+    pub health: crate::health::HealthFlags,
     /// Every other host-side setting, as the record keeps it (its mounts are filled here).
     pub host: HostConfig,
 }
@@ -102,6 +104,7 @@ pub fn new_record(
             attach: opts.attach.clone(),
             exposed_ports: exposed_ports(&cfg, opts),
             mac_address: opts.mac_address.clone().unwrap_or_default(),
+            healthcheck: opts.health.merge(cfg.healthcheck.as_ref()),
         },
         networks: primary_network(&host, opts),
         host_config: host,

@@ -43,6 +43,7 @@ pub mod events;
 pub mod exec;
 pub mod fdpass;
 pub mod handoff;
+pub mod health;
 pub mod init;
 pub mod launch;
 pub mod logs;

@@ -54,6 +54,9 @@ pub struct RunConfig {
     /// `--mac-address`, for the first network.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mac_address: String,
+    /// The health check (the image's, with `--health-*` over it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<strata_image::spec::HealthConfig>,
 }
 
 impl RunConfig {
@@ -425,6 +428,9 @@ pub struct State {
     /// `stop` or `kill` was asked: the restart policy makes no more starts until a manual one.
     #[serde(default)]
     pub manually_stopped: bool,
+    /// The health check's status and last probes, for a container with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 impl State {
@@ -444,6 +450,7 @@ impl State {
             restarting: false,
             restart_delay_ms: 0,
             manually_stopped: false,
+            health: None,
         }
     }
     pub fn is_running(&self) -> bool {

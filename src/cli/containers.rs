@@ -114,6 +114,24 @@ pub struct CreateArgs {
     /// UTS namespace to use: host, or a private one (default)
     #[arg(long)]
     pub uts: Option<String>,
+    /// Command to run to check health
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 30s)
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 30s)
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    /// Start period for the container to initialize before starting health-retries countdown
+    #[arg(long)]
+    pub health_start_period: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long)]
+    pub health_retries: Option<i64>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// PID namespace to use: host, container:NAME, or a private one (default)
     #[arg(long)]
     pub pid: Option<String>,

@@ -25,7 +25,14 @@ fn status_text(st: &State) -> String {
     };
     match st.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", ago(&st.started_at)),
+        Status::Running => {
+            let health = match st.health.as_ref().map(|h| h.status.as_str()) {
+                Some("starting") => " (health: starting)".to_string(),
+                Some(s) => format!(" ({s})"),
+                None => String::new(),
+            };
+            format!("Up {}{health}", ago(&st.started_at))
+        }
         Status::Paused => format!("Up {} (Paused)", ago(&st.started_at)),
         Status::Exited if st.restarting => {
             format!("Restarting ({}) {} ago", st.exit_code, ago(&st.finished_at))
@@ -52,9 +59,16 @@ fn ps_rows(store: &Store, a: &PsArgs) -> Result<Vec<(ContainerRecord, State)>> {
     let f = Filters::parse(
         &a.filter,
         &[
-            "id", "name", "label", "exited", "status", "ancestor", "before", "since",
+            "id", "name", "label", "exited", "status", "ancestor", "before", "since", "health",
         ],
     )?;
+    if let Some(v) = f
+        .values("health")
+        .iter()
+        .find(|v| !["starting", "healthy", "unhealthy", "none"].contains(&v.as_str()))
+    {
+        bail!("invalid filter 'health={v}'");
+    }
     let exited = f
         .values("exited")
         .iter()
@@ -109,6 +123,10 @@ fn ps_rows(store: &Store, a: &PsArgs) -> Result<Vec<(ContainerRecord, State)>> {
             && f.matches("id", &rec.id)
             && f.matches_labels(&rec.config.labels)
             && f.matches("status", st.state_name())
+            && (!f.has("health")
+                || f.values("health")
+                    .iter()
+                    .any(|v| *v == st.health.as_ref().map_or("none", |h| h.status.as_str())))
             && (exited.is_empty()
                 || (st.status == Status::Exited && exited.contains(&st.exit_code)))
             && ancestors
@@ -280,7 +298,7 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
     let st = c.state(&rec.id)?;
     let dir = c.dir(&rec.id);
     let argv = rec.argv();
-    Ok(json!({
+    let mut v = json!({
         "Id": rec.id,
         "Created": rec.created,
         "Path": argv.first().cloned().unwrap_or_default(),
@@ -364,7 +382,12 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<Value> {
             "OnBuild": Value::Null,
         },
         "NetworkSettings": super::network_view::network_settings(store, rec),
-    }))
+    });
+    // Docker shows State.Health only for a container with a health check.
+    if let Some(h) = &st.health {
+        v["State"]["Health"] = json!(h);
+    }
+    Ok(v)
 }
 
 pub fn inspect(

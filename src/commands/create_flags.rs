@@ -58,7 +58,36 @@ pub fn create_options(a: &CreateArgs) -> Result<CreateOptions> {
         network_aliases: a.network_aliases.clone(),
         ip: a.ip.clone(),
         mac_address: a.mac_address.clone(),
+        health: health_flags(a)?,
         host: host_config(a)?,
+    })
+}
+
+/// `--health-*` and `--no-healthcheck` (durations as Go writes them: 30s, 1m30s, 500ms).
+fn health_flags(a: &CreateArgs) -> Result<strata_runtime::health::HealthFlags> {
+    let duration = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+        v.as_deref()
+            .map(|s| {
+                strata_parser::grammar::parse_duration(s)
+                    .ok()
+                    .filter(|d| *d >= 0)
+                    .ok_or_else(|| anyhow!("invalid {flag} {s:?}: a duration such as 30s"))
+            })
+            .transpose()
+    };
+    if a.no_healthcheck && (a.health_cmd.is_some() || a.health_interval.is_some()) {
+        bail!("--no-healthcheck conflicts with --health-* options");
+    }
+    if a.health_retries.is_some_and(|r| r < 0) {
+        bail!("--health-retries cannot be negative");
+    }
+    Ok(strata_runtime::health::HealthFlags {
+        cmd: a.health_cmd.clone(),
+        interval: duration("--health-interval", &a.health_interval)?,
+        timeout: duration("--health-timeout", &a.health_timeout)?,
+        start_period: duration("--health-start-period", &a.health_start_period)?,
+        retries: a.health_retries,
+        disabled: a.no_healthcheck,
     })
 }
 

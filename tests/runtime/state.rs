@@ -801,3 +801,99 @@ fn update_changes_a_running_containers_limits_and_its_record() {
     s.ok(&["rm", "-f", "up"]);
     s.assert_check();
 }
+
+#[test]
+fn a_failing_health_check_turns_unhealthy_after_its_retries_and_healthy_again() {
+    let s = Strata::new();
+    s.busybox();
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        .to_string();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        "--health-interval",
+        "100ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let status = || s.ok(&["ps", "--format", "{{.Status}}", "-f", "name=hc"]);
+    assert!(status().ends_with("(health: starting)\n"), "{}", status());
+    wait_for(|| status().ends_with("(unhealthy)\n"), "unhealthy");
+    assert_eq!(s.ok(&["ps", "-q", "-f", "health=unhealthy"]).len(), 13);
+    assert_eq!(s.ok(&["ps", "-q", "-f", "health=healthy"]), "");
+    let streak: u32 = s
+        .ok(&["inspect", "-f", "{{.State.Health.FailingStreak}}", "hc"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(streak >= 2, "{streak}");
+    s.ok(&["exec", "hc", "touch", "/tmp/ok"]);
+    wait_for(|| status().ends_with("(healthy)\n"), "healthy");
+    let log = s.ok(&[
+        "inspect",
+        "-f",
+        "{{len .State.Health.Log}} {{.State.Health.FailingStreak}}",
+        "hc",
+    ]);
+    assert!(
+        log.ends_with(" 0\n") && log.split(' ').next().unwrap().parse::<usize>().unwrap() <= 5,
+        "{log}"
+    );
+    let events = s.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        "0s",
+        "-f",
+        "event=health_status",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert_eq!(events, "health_status: unhealthy\nhealth_status: healthy\n");
+    // An image's HEALTHCHECK, and --no-healthcheck.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nHEALTHCHECK --interval=100ms CMD true\n",
+    )
+    .unwrap();
+    s.ok(&["build", "-q", "-t", "checked", ctx.path().to_str().unwrap()]);
+    s.ok(&["run", "-d", "--name", "img", "checked", "sleep", "600"]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "off",
+        "--no-healthcheck",
+        "checked",
+        "sleep",
+        "600",
+    ]);
+    wait_for(
+        || {
+            s.ok(&["ps", "--format", "{{.Status}}", "-f", "name=img"])
+                .ends_with("(healthy)\n")
+        },
+        "the image's check",
+    );
+    assert!(!s
+        .ok(&["ps", "--format", "{{.Status}}", "-f", "name=off"])
+        .contains('('));
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{json .State.Health}}", "off"]),
+        "null\n"
+    );
+    s.ok(&["rm", "-f", "hc", "img", "off"]);
+    s.assert_check();
+}

@@ -207,14 +207,22 @@ fn run_inner(
         j.add_init(store, child.as_raw());
     }
     let pid_start = process_start_time(child.as_raw()).unwrap_or(0);
+    let has_health = crate::health::probe_command(rec.config.healthcheck.as_ref()).is_some();
     let _ = containers.update_state(id, |s| {
         s.pid = child.as_raw();
         s.pid_start = pid_start;
         s.started_at = fsutil::now_rfc3339();
         s.exit_code = 0;
         s.oom_killed = false;
+        s.health = has_health.then(|| crate::health::Health {
+            status: "starting".into(),
+            ..Default::default()
+        });
         Ok(())
     });
+    if has_health && children_in_own_pid_namespace() {
+        crate::health::start_checker(store, &rec);
+    }
     crate::events::record(store, &rec, "start", &[]);
     report_ready(opts.ready_fd, &Ready::Started);
     if let Some(fd) = opts.ready_fd {
