@@ -603,8 +603,15 @@ fn rm_of_a_container_whose_run_was_killed_gives_its_address_and_port_back() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Started, not only claimed: its pid is recorded once init runs (a kill before that is
+    // an interrupted start, whose leftovers `system check` rightly reports).
     wait_for(
-        || s.ok(&["ps", "-q", "-f", "name=fg"]).len() > 1,
+        || {
+            s.run(&["inspect", "-f", "{{.State.Pid}}", "fg"])
+                .stdout
+                .iter()
+                .any(|b| (b'1'..=b'9').contains(b))
+        },
         "the container's start",
     );
     wait_for(
