@@ -194,7 +194,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Exec(a) => containers::exec(&root, &a),
         Command::Logs(a) => container_info::logs(&store()?, &a),
-        Command::Wait { containers: c } => containers::wait(&store()?, &c),
+        Command::Wait {
+            condition,
+            containers: c,
+        } => containers::wait(&store()?, &condition, &c),
         Command::Rename {
             container,
             new_name,

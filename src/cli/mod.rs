@@ -130,6 +130,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait {
+        /// Condition to wait for: not-running (default), removed, running, paused, healthy,
+        /// unhealthy
+        #[arg(long, default_value = "not-running")]
+        condition: String,
         #[arg(required = true)]
         containers: Vec<String>,
     },

@@ -407,11 +407,55 @@ pub fn rm(store: &Store, a: &RmArgs) -> Result<()> {
     })
 }
 
-pub fn wait(store: &Store, keys: &[String]) -> Result<()> {
+/// `wait [--condition C]`: the exit codes once the containers stop (Docker's not-running),
+/// or once they are removed; or, printing nothing, once they are running, paused, healthy or
+/// unhealthy (podman's conditions).
+pub fn wait(store: &Store, condition: &str, keys: &[String]) -> Result<()> {
+    use strata_runtime::container::Status;
+    const STATES: [&str; 4] = ["running", "paused", "healthy", "unhealthy"];
     let c = Containers::new(store);
-    for key in keys {
-        let rec = c.resolve(key)?;
-        println!("{}", ops::wait(&c, &rec)?);
+    match condition {
+        "not-running" | "next-exit" | "stopped" | "exited" => {
+            for key in keys {
+                let rec = c.resolve(key)?;
+                println!("{}", ops::wait(&c, &rec)?);
+            }
+        }
+        "removed" => {
+            for key in keys {
+                let rec = c.resolve(key)?;
+                let mut code = 0;
+                while let Ok(st) = c.state(&rec.id) {
+                    code = st.exit_code;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                println!("{code}");
+            }
+        }
+        cond if STATES.contains(&cond) => {
+            for key in keys {
+                let rec = c.resolve(key)?;
+                loop {
+                    let st = c.state(&rec.id)?;
+                    let health = st.health.as_ref().map(|h| h.status.as_str());
+                    let reached = match cond {
+                        "running" => st.status == Status::Running,
+                        "paused" => st.status == Status::Paused,
+                        other => health == Some(other),
+                    };
+                    if reached {
+                        break;
+                    }
+                    if cond != "running" && !st.is_running() && st.status != Status::Created {
+                        bail!("container {key} exited before it was {cond}");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        }
+        other => bail!(
+            "invalid --condition {other:?}: not-running, removed, running, paused, healthy or unhealthy"
+        ),
     }
     Ok(())
 }

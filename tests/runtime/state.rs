@@ -828,7 +828,8 @@ fn a_failing_health_check_turns_unhealthy_after_its_retries_and_healthy_again() 
     ]);
     let status = || s.ok(&["ps", "--format", "{{.Status}}", "-f", "name=hc"]);
     assert!(status().ends_with("(health: starting)\n"), "{}", status());
-    wait_for(|| status().ends_with("(unhealthy)\n"), "unhealthy");
+    assert_eq!(s.ok(&["wait", "--condition", "unhealthy", "hc"]), "");
+    assert!(status().ends_with("(unhealthy)\n"), "{}", status());
     assert_eq!(s.ok(&["ps", "-q", "-f", "health=unhealthy"]).len(), 13);
     assert_eq!(s.ok(&["ps", "-q", "-f", "health=healthy"]), "");
     let streak: u32 = s
@@ -838,7 +839,13 @@ fn a_failing_health_check_turns_unhealthy_after_its_retries_and_healthy_again() 
         .unwrap();
     assert!(streak >= 2, "{streak}");
     s.ok(&["exec", "hc", "touch", "/tmp/ok"]);
-    wait_for(|| status().ends_with("(healthy)\n"), "healthy");
+    assert_eq!(s.ok(&["wait", "--condition", "healthy", "hc"]), "");
+    assert!(status().ends_with("(healthy)\n"), "{}", status());
+    let err = s.fails(&["wait", "--condition", "sleepy", "hc"]);
+    assert_eq!(
+        err,
+        "Error: invalid --condition \"sleepy\": not-running, removed, running, paused, healthy or unhealthy\n"
+    );
     let log = s.ok(&[
         "inspect",
         "-f",
