@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -248,11 +248,6 @@ fn parse_lines(bytes: &[u8], partial: &mut Vec<u8>, out: &mut Vec<Event>) {
             out.push(e);
         }
     }
-}
-
-/// Whether the log exists (a store where nothing happened has none).
-pub fn exists(store: &Store) -> bool {
-    Path::new(&log_path(store)).exists()
 }
 
 #[cfg(test)]

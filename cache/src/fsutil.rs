@@ -242,31 +242,44 @@ pub fn tree_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// A process's start time from `/proc/<pid>/stat`, if it exists.
-pub fn process_start_time(pid: i32) -> Option<u64> {
+/// A process's state letter and start time from `/proc/<pid>/stat`, if it exists.
+fn process_stat(pid: i32) -> Option<(char, u64)> {
     if pid <= 0 {
         return None;
     }
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+/// A process's start time from `/proc/<pid>/stat`, if it exists.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    process_stat(pid).map(|(_, start)| start)
 }
 
 /// True when `pid` is alive and is the process that started at `start`. A zombie is not alive:
 /// a container's init whose monitor was killed is reaped by whoever adopted it, maybe late.
 pub fn same_process(pid: i32, start: u64) -> bool {
-    if pid <= 0 {
-        return false;
+    process_stat(pid).is_some_and(|(state, s)| !matches!(state, 'Z' | 'X') && s == start)
+}
+
+/// Forks a detached child: in a session of its own, every signal unblocked (a monitor blocks
+/// them all). `Some(child pid)` in the parent, `None` in the child.
+///
+/// # Safety
+/// The calling process must be single-threaded (the child may allocate).
+pub unsafe fn fork_detached() -> nix::Result<Option<i32>> {
+    use nix::unistd::{fork, setsid, ForkResult};
+    // SAFETY: the caller promises a single-threaded process.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(Some(child.as_raw())),
+        ForkResult::Child => {
+            let _ = setsid();
+            let _ = nix::sys::signal::SigSet::all().thread_unblock();
+            Ok(None)
+        }
     }
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
-        return false;
-    };
-    let mut fields = after.split(' ');
-    let state = fields.next();
-    !matches!(state, Some("Z" | "X")) && fields.nth(18).and_then(|f| f.parse().ok()) == Some(start)
 }
 
 #[cfg(test)]

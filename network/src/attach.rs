@@ -20,26 +20,22 @@ pub fn attach(
 ) -> Result<(), NetworkError> {
     let mut hostside = Netlink::open()?;
     let bridge = host::ensure_bridge(&mut hostside, net)?;
-    match hostside.add_veth(
-        &ep.host_veth,
-        bridge,
-        &ep.ifname,
-        ep.mac_bytes(),
-        net.mtu,
-        netns,
-    ) {
+    let add = |nl: &mut Netlink| {
+        nl.add_veth(
+            &ep.host_veth,
+            bridge,
+            &ep.ifname,
+            ep.mac_bytes(),
+            net.mtu,
+            netns,
+        )
+    };
+    match add(&mut hostside) {
         // The same container's previous namespace is still being torn down by the kernel
         // (a restart): its host end goes now.
         Err(NetworkError::Kernel { errno, .. }) if errno == libc::EEXIST => {
             hostside.delete_link(&ep.host_veth)?;
-            hostside.add_veth(
-                &ep.host_veth,
-                bridge,
-                &ep.ifname,
-                ep.mac_bytes(),
-                net.mtu,
-                netns,
-            )?;
+            add(&mut hostside)?;
         }
         other => other?,
     }

@@ -111,19 +111,16 @@ pub(crate) fn stop(nets: &Networks, net_id: &str) {
 /// caller gets the server's pid on stdout and returns) and serves until its network has no
 /// live container. Call it while the process is single-threaded: it forks.
 pub fn server_main(nets: Networks, net_id: &str) -> i32 {
-    use nix::unistd::{fork, setsid, ForkResult};
-    // SAFETY: the re-exec is single-threaded here.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { child }) => {
+    // SAFETY: the re-exec is single-threaded here. The monitor that started us blocks every
+    // signal: detached, they are unblocked, so `network rm` can stop us.
+    match unsafe { strata_cache::fsutil::fork_detached() } {
+        Ok(Some(child)) => {
             let _ = writeln!(std::io::stdout(), "{child}");
             return 0;
         }
-        Ok(ForkResult::Child) => {}
+        Ok(None) => {}
         Err(_) => return 1,
     }
-    let _ = setsid();
-    // The monitor that started us blocks every signal: `network rm` must be able to stop us.
-    let _ = nix::sys::signal::SigSet::all().thread_unblock();
     // Only the socket stays open (moved to fd 3; the starter's other descriptors, such as a
     // client's ready pipe, must not be held open by a server that outlives it); fds 0-2 go
     // to /dev/null so the starter sees the end of its pipe.

@@ -475,9 +475,9 @@ impl Networks {
 
     /// Takes the container off `network_id` in the store (its veth goes with its namespace, or
     /// by [`crate::attach::detach`]).
-    pub fn leave(&self, network_id: &str, container_id: &str) -> Result<(), NetworkError> {
+    pub fn leave(&self, net: &Network, container_id: &str) -> Result<(), NetworkError> {
         let _lock = self.lock()?;
-        let p = self.endpoint_path(network_id, container_id);
+        let p = self.endpoint_path(&net.id, container_id);
         let had_ports = fs::read(&p)
             .ok()
             .and_then(|b| serde_json::from_slice::<Endpoint>(&b).ok())
@@ -486,9 +486,7 @@ impl Networks {
         if had_ports {
             self.sync_firewall_locked()?;
         }
-        if let Ok(net) = self.find(network_id) {
-            self.event(&net, "disconnect", &[("container", container_id)]);
-        }
+        self.event(net, "disconnect", &[("container", container_id)]);
         Ok(())
     }
 

@@ -111,15 +111,12 @@ pub fn start_checker(store: &Store, rec: &ContainerRecord) {
 
 /// The checker's process: detaches, then probes until the container stops.
 pub fn checker_main(store: &Store, id: &str) -> i32 {
-    use nix::unistd::{fork, setsid, ForkResult};
     // SAFETY: the re-exec is single-threaded here.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => return 0,
-        Ok(ForkResult::Child) => {}
+    match unsafe { strata_cache::fsutil::fork_detached() } {
+        Ok(Some(_)) => return 0,
+        Ok(None) => {}
         Err(_) => return 1,
     }
-    let _ = setsid();
-    let _ = nix::sys::signal::SigSet::all().thread_unblock();
     // Nothing of the monitor's stays open here (a client's ready pipe would never see its end).
     // SAFETY: a single-threaded process closing descriptors it does not use.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };

@@ -79,7 +79,7 @@ pub fn join(store: &Store, rec: &ContainerRecord) -> Result<Option<Joined>, Runt
             };
             let ep = nets.join(&net, req, vec![Owner::me()])?;
             if let Err(e) = start_name_server(store, &nets, &net) {
-                let _ = nets.leave(&net.id, &rec.id);
+                let _ = nets.leave(&net, &rec.id);
                 return Err(e);
             }
             Ok::<_, RuntimeError>((net, ep))
@@ -153,7 +153,7 @@ impl Joined {
     pub fn leave(&self, store: &Store) {
         let nets = Networks::new(store);
         for (net, ep) in &self.attached {
-            let _ = nets.leave(&net.id, &ep.container_id);
+            let _ = nets.leave(net, &ep.container_id);
         }
     }
 
@@ -207,7 +207,7 @@ pub fn connect(
     if let Some(pid) = running_pid {
         let ep = nets.join(&net, join_request(rec, &settings)?, vec![Owner::of(pid)])?;
         if let Err(e) = start_name_server(store, &nets, &net) {
-            let _ = nets.leave(&net.id, &rec.id);
+            let _ = nets.leave(&net, &rec.id);
             return Err(e);
         }
         let has_route = nets
@@ -222,7 +222,7 @@ pub fn connect(
             });
         if let Err(e) = plugged {
             let _ = attach::detach(&ep);
-            let _ = nets.leave(&net.id, &rec.id);
+            let _ = nets.leave(&net, &rec.id);
             return Err(e);
         }
     }
@@ -257,7 +257,7 @@ pub fn disconnect(
     }
     if let Some(ep) = live {
         attach::detach(&ep)?;
-        nets.leave(&net.id, &rec.id)?;
+        nets.leave(&net, &rec.id)?;
     }
     let mut updated = rec.clone();
     updated.networks = wanted(rec)

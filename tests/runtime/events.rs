@@ -2,14 +2,6 @@
 
 use super::*;
 
-/// Now, as `events --since` takes it.
-fn now() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
-}
-
 /// The events recorded since `since`, with `args` (filters, format).
 fn past_events(s: &Strata, since: &str, args: &[&str]) -> String {
     let mut all = vec!["events", "--since", since, "--until", "0s"];
@@ -21,7 +13,7 @@ fn past_events(s: &Strata, since: &str, args: &[&str]) -> String {
 fn a_containers_life_is_listed_in_order_with_its_exit_code() {
     let s = Strata::new();
     s.busybox();
-    let since = now();
+    let since = unix_now();
     let out = s.run(&["run", "--name", "ev", "busybox", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3));
     s.ok(&["run", "-d", "--name", "ev2", "busybox", "sleep", "30"]);
@@ -95,7 +87,7 @@ fn a_containers_life_is_listed_in_order_with_its_exit_code() {
 #[test]
 fn images_and_volumes_have_their_events_too() {
     let s = Strata::new();
-    let since = now();
+    let since = unix_now();
     let id = s.busybox();
     s.ok(&["tag", "busybox", "mine:1"]);
     s.ok(&["rmi", "mine:1"]);

@@ -23,6 +23,14 @@ fn out(o: &std::process::Output) -> (String, String) {
     )
 }
 
+/// Now in Unix seconds with nanoseconds, as `events --since` takes it.
+fn unix_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
 fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
     let t = Instant::now();
     while !f() {

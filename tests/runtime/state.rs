@@ -806,11 +806,7 @@ fn update_changes_a_running_containers_limits_and_its_record() {
 fn a_failing_health_check_turns_unhealthy_after_its_retries_and_healthy_again() {
     let s = Strata::new();
     s.busybox();
-    let t0 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        .to_string();
+    let t0 = unix_now();
     s.ok(&[
         "run",
         "-d",

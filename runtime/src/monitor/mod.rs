@@ -392,9 +392,7 @@ fn restart_later(store: &Store, id: &str, delay_ms: u64) {
         return;
     }
     // SAFETY: the monitor is single-threaded; the child only sleeps and execs.
-    if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-        let _ = nix::unistd::setsid();
-        let _ = SigSet::all().thread_unblock();
+    if let Ok(None) = unsafe { fsutil::fork_detached() } {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = std::process::Command::new(exe)
             .arg0("strata")
