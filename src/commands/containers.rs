@@ -424,11 +424,17 @@ pub fn wait(store: &Store, condition: &str, keys: &[String]) -> Result<()> {
         "removed" => {
             for key in keys {
                 let rec = c.resolve(key)?;
-                let mut code = 0;
-                while let Ok(st) = c.state(&rec.id) {
-                    code = st.exit_code;
+                while c.state(&rec.id).is_ok() {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
+                // The record is gone with its exit code: the last `die` event keeps it.
+                let code = strata_cache::events::EventFollower::open(store)
+                    .next_events()
+                    .into_iter()
+                    .rev()
+                    .find(|e| e.actor.id == rec.id && e.action == "die")
+                    .and_then(|e| e.actor.attributes.get("exitCode").cloned())
+                    .unwrap_or_else(|| "0".into());
                 println!("{code}");
             }
         }

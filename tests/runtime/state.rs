@@ -793,12 +793,52 @@ fn update_changes_a_running_containers_limits_and_its_record() {
         ]),
         "16777216 50 on-failure\n"
     );
+    s.ok(&["update", "--cpus", "0.5", "--cpu-shares", "512", "up"]);
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.CpuShares}}",
+            "up"
+        ]),
+        "500000000 512\n"
+    );
+    assert_eq!(s.ok(&["wait", "--condition", "running", "up"]), "");
     let err = s.fails(&["update", "--memory", "64m", "nothere"]);
     assert_eq!(
         err,
         "Error: cannot update container nothere: no such container: nothere\n"
     );
-    s.ok(&["rm", "-f", "up"]);
+    // A restart policy given to a running container applies when it exits.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 2; exit 3",
+    ]);
+    s.ok(&["update", "--restart", "on-failure:1", "flaky"]);
+    wait_for(
+        || s.ok(&["inspect", "-f", "{{.RestartCount}}", "flaky"]) == "1\n",
+        "the restart the updated policy makes",
+    );
+    // `wait --condition removed` returns once a --rm container is gone, with its code.
+    s.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "brief",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.5; exit 4",
+    ]);
+    assert_eq!(s.ok(&["wait", "--condition", "removed", "brief"]), "4\n");
+    s.ok(&["rm", "-f", "up", "flaky"]);
     s.assert_check();
 }
 
