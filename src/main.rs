@@ -157,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volume(c) => volumes::run(&store()?, c),
         Command::Network(c) => commands::networks::run(&store()?, c),
         Command::Stats(a) => commands::stats::stats(&store()?, &a),
+        Command::Attach(a) => commands::attach::attach(&store()?, &a),
         Command::Update(a) => containers::update(&store()?, &a),
         Command::Events(a) | Command::System(SystemCommand::Events(a)) => {
             commands::events::events(&store()?, &a)

@@ -72,17 +72,10 @@ pub fn exec(store: &Store, o: &ExecOptions) -> Result<i32, (i32, String)> {
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| (125, format!("pipe: {e}")))?;
     let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGCHLD,
-    ] {
+    for s in crate::monitor::FORWARDED {
         set.add(s);
     }
+    set.add(Signal::SIGCHLD);
     set.thread_block()
         .map_err(|e| (125, format!("block signals: {e}")))?;
     // SAFETY: single-threaded helper process; the child execs or exits.

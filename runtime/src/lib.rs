@@ -6,6 +6,7 @@
 //! root, Docker's mounts, pivot_root, user, capabilities, seccomp, exec), [`exec`] (joining a
 //! running container), [`netns`] (the network namespace, made meanwhile by another process),
 //! [`handoff`] (a foreground run's exec into the monitor while a child writes the record),
+//! [`attach`] (clients joined to a running container's stdio through its monitor's socket),
 //! [`cgroup`] (v1 and v2), [`caps`], [`seccomp`] (Docker's profile compiled to a range search
 //! tree of classic BPF).
 //!
@@ -32,6 +33,7 @@ macro_rules! stored_as_text {
     };
 }
 
+pub mod attach;
 pub mod caps;
 pub mod cgroup;
 pub mod container;

@@ -141,6 +141,8 @@ pub enum Command {
     Rename { container: String, new_name: String },
     /// Display the running processes of a container
     Top { container: String },
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(AttachArgs),
     /// Display a live stream of containers' resource usage
     Stats(StatsArgs),
     /// Update configuration of one or more containers
@@ -298,6 +300,20 @@ pub struct UpdateArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct AttachArgs {
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q)
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
+    /// Do not attach STDIN
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Proxy all received signals to the process (without a TTY); --sig-proxy=false too
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", action = clap::ArgAction::Set)]
+    pub sig_proxy: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
 pub struct StatsArgs {
     /// Show all containers (default shows just running)
     #[arg(short, long)]

@@ -1,5 +1,6 @@
 //! One module per command family; each function takes its parsed arguments and the store.
 
+pub mod attach;
 pub mod build;
 pub mod container_info;
 pub mod containers;

@@ -1,5 +1,6 @@
 //! End to end: the container runtime through the binary, on the busybox fixture image.
 
+mod attach;
 mod events;
 mod flags;
 mod lifecycle;

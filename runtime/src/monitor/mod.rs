@@ -7,6 +7,8 @@ mod relay;
 
 use relay::{Supervisor, CONSOLE, ERR, OUT};
 
+use crate::attach::Hub;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -54,8 +56,9 @@ fn receive_id(fd: RawFd, pid: i32) -> Result<(String, Pid), (i32, String)> {
     }
 }
 
-/// Signals a foreground monitor forwards to the container.
-const FORWARDED: [Signal; 6] = [
+/// Signals a foreground monitor (and `exec`, and `attach --sig-proxy`) forwards to the
+/// container.
+pub const FORWARDED: [Signal; 6] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
@@ -224,6 +227,8 @@ fn run_inner(
         crate::health::start_checker(store, &rec);
     }
     crate::events::record(store, &rec, "start", &[]);
+    // Before the client hears of the start, so an `attach` right after `run -d` connects.
+    let hub = attach_hub(&containers, &rec, &io);
     report_ready(opts.ready_fd, &Ready::Started);
     if let Some(fd) = opts.ready_fd {
         // SAFETY: the client has its answer; close our end.
@@ -239,7 +244,7 @@ fn run_inner(
         opts.foreground && rec.config.attaches("stdout"),
         opts.foreground && rec.config.attaches("stderr"),
     ];
-    let code = supervise(child, io, log, opts.foreground, attached);
+    let (code, hub) = supervise(child, io, log, opts.foreground, attached, hub);
     if !rec.host_config.pid_mode.is_private() {
         // No pid namespace dies with init and takes the rest along: what the container left
         // running is found by its cgroup.
@@ -262,11 +267,34 @@ fn run_inner(
     crate::events::record(store, &rec, "die", &[("exitCode", code.to_string())]);
     // A foreground `--rm` returns its code to the caller itself: the record goes, and its
     // final state is only written if it cannot (a detached one keeps the write for `wait`).
-    if opts.foreground && rec.host_config.auto_remove && auto_remove(store, &containers, &rec) {
-        return Ok(code);
+    if !(opts.foreground && rec.host_config.auto_remove && auto_remove(store, &containers, &rec)) {
+        record_exit(store, &containers, &rec, code, oom);
     }
-    record_exit(store, &containers, &rec, code, oom);
+    // Attached clients hear of the exit once it is recorded (a `wait` or `rm` after `attach`
+    // finds the container stopped).
+    if let Some(h) = hub {
+        h.finish(code);
+    }
     Ok(code)
+}
+
+/// The `attach` socket, when the container's output passes through this monitor (always but
+/// for a foreground run without a TTY whose output goes straight to the terminal, and a
+/// build's RUN step, whose output is the build's).
+fn attach_hub(containers: &Containers, rec: &ContainerRecord, io: &Io) -> Option<Hub> {
+    let build = rec
+        .config
+        .labels
+        .contains_key(crate::container::BUILD_LABEL);
+    if build || (io.out.is_none() && io.console.is_none()) {
+        return None;
+    }
+    let input = io
+        .console
+        .as_ref()
+        .or(io.stdin.as_ref())
+        .map(|fd| fd.as_fd());
+    Hub::listen(&containers.dir(&rec.id).path, input).ok()
 }
 
 /// Claims the container for this monitor: only one may start it, and a start the restart
@@ -439,6 +467,8 @@ struct Io {
     err: Option<OwnedFd>,
     /// tty: the console master.
     console: Option<OwnedFd>,
+    /// A detached `-i` container without a TTY: the write end of its stdin pipe.
+    stdin: Option<OwnedFd>,
 }
 
 /// Where the container's network namespace comes from.
@@ -565,6 +595,8 @@ struct Wiring {
     console: Option<(OwnedFd, OwnedFd)>,
     /// stdin is /dev/null (detached, or not attached).
     stdin_null: bool,
+    /// A detached `-i` container without a TTY reads a pipe that `attach` clients write to.
+    stdin_pipe: Option<(OwnedFd, OwnedFd)>,
 }
 
 impl Wiring {
@@ -592,7 +624,13 @@ impl Wiring {
         } else {
             None
         };
+        let stdin_pipe = if !p.tty && !opts.foreground && rec.config.open_stdin {
+            Some(pipe().map_err(err)?)
+        } else {
+            None
+        };
         Ok(Wiring {
+            stdin_pipe,
             sync_w,
             sync_r,
             err_r,
@@ -611,7 +649,9 @@ impl Wiring {
         drop(self.err_r);
         // SAFETY: wiring the child's stdio before anything else runs.
         unsafe {
-            if self.stdin_null {
+            if let Some((r, _)) = &self.stdin_pipe {
+                libc::dup2(r.as_raw_fd(), 0);
+            } else if self.stdin_null {
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
                 libc::dup2(null, 0);
                 libc::close(null);
@@ -632,6 +672,7 @@ impl Wiring {
         }
         drop(self.out_pipe);
         drop(self.err_pipe);
+        drop(self.stdin_pipe);
         let console_fd = self.console.map(|(parent, child)| {
             drop(parent);
             let fd = child.as_raw_fd();
@@ -731,6 +772,7 @@ impl Wiring {
             out,
             err: errp,
             console: console_master,
+            stdin: self.stdin_pipe.map(|(_, w)| w),
         };
         Ok((child, io, cg))
     }
@@ -745,7 +787,8 @@ fn supervise(
     log: Option<LogWriter>,
     foreground: bool,
     attached: [bool; 2],
-) -> i32 {
+    hub: Option<Hub>,
+) -> (i32, Option<Hub>) {
     let stdin_tty = foreground
         && io.console.is_some()
         && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
@@ -772,6 +815,7 @@ fn supervise(
         buf: vec![0u8; 64 << 10],
         exit: None,
         open_streams,
+        hub,
     };
     s.relay_until_exit();
     if let Some(l) = &mut s.log {
@@ -781,7 +825,7 @@ fn supervise(
         let _ =
             nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &t);
     }
-    s.exit.unwrap_or(255)
+    (s.exit.unwrap_or(255), s.hub.take())
 }
 
 /// Waits for `child` (an exec'd process), forwarding signals and relaying its console.
@@ -793,11 +837,14 @@ pub fn relay(child: Pid, signals: SignalFd, console: Option<OwnedFd>) -> i32 {
             out: None,
             err: None,
             console,
+            stdin: None,
         },
         None,
         true,
         [true, true],
+        None,
     )
+    .0
 }
 
 /// The container's exit code if it has exited.
@@ -828,6 +875,18 @@ fn terminal_size(fd: RawFd) -> Option<(u16, u16)> {
         (libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0)
             .then_some((ws.ws_row, ws.ws_col))
     }
+}
+
+/// Sets the size of the terminal `fd` (which signals its foreground process group).
+pub(crate) fn set_winsize(fd: RawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a winsize we own.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
 
 /// Gives the terminal `to` the size of the terminal `from` (if it is one).

@@ -2,6 +2,7 @@
 //! the terminal, the terminal's input to the console.
 
 use super::*;
+use crate::attach::{Hub, Request};
 
 /// What the monitor polls, by key.
 pub(super) const SIGNALS: usize = 0;
@@ -23,6 +24,8 @@ pub(super) struct Supervisor {
     pub(super) exit: Option<i32>,
     /// Output streams not at EOF yet.
     pub(super) open_streams: BTreeSet<usize>,
+    /// `attach` clients (not for an exec's relay).
+    pub(super) hub: Option<Hub>,
 }
 
 impl Supervisor {
@@ -37,6 +40,9 @@ impl Supervisor {
                     SIGNALS => self.on_signal(),
                     OUT | ERR | CONSOLE => self.on_output(key, revents),
                     STDIN => self.on_stdin(),
+                    Hub::LISTENER => self.hub.as_mut().expect("polled").accept(),
+                    Hub::INPUT => self.hub.as_mut().expect("polled").write_input(),
+                    k if k >= Hub::CLIENT => self.on_client(k - Hub::CLIENT, revents),
                     _ => {}
                 }
             }
@@ -48,7 +54,10 @@ impl Supervisor {
 
     /// Polls what is open; the keys with events, or None to stop. After the exit, what is
     /// left is drained without blocking forever on a leaked writer.
-    fn wait(&self) -> Option<Vec<(usize, PollFlags)>> {
+    fn wait(&mut self) -> Option<Vec<(usize, PollFlags)>> {
+        if let Some(h) = &mut self.hub {
+            h.sweep();
+        }
         let stdin = std::io::stdin();
         let mut keys: Vec<usize> = vec![SIGNALS];
         let mut pfds: Vec<PollFd> = vec![PollFd::new(self.io.signals.as_fd(), PollFlags::POLLIN)];
@@ -60,9 +69,16 @@ impl Supervisor {
                 }
             }
         }
-        if self.stdin_open {
+        let input_full = self.hub.as_ref().is_some_and(Hub::input_full);
+        if self.stdin_open && !input_full {
             keys.push(STDIN);
             pfds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(h) = &self.hub {
+            for (key, fd, events) in h.poll_set() {
+                keys.push(key);
+                pfds.push(PollFd::new(fd, events));
+            }
         }
         let timeout = if self.exit.is_some() {
             PollTimeout::from(200u16)
@@ -129,6 +145,9 @@ impl Supervisor {
         if let Some(l) = &mut self.log {
             l.write(stream, data);
         }
+        if let Some(h) = &mut self.hub {
+            h.broadcast(stream, data);
+        }
         if self.attached[stream] {
             if stream == 0 {
                 let _ = std::io::stdout().write_all(data);
@@ -146,8 +165,34 @@ impl Supervisor {
             self.stdin_open = false;
             return;
         }
-        if let Some(c) = &self.io.console {
-            let _ = nix::unistd::write(c, &self.buf[..n as usize]);
+        let data = &self.buf[..n as usize];
+        match (&mut self.hub, &self.io.console) {
+            (Some(h), _) => h.add_input(data),
+            (None, Some(c)) => {
+                let _ = nix::unistd::write(c, data);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// An attached client's traffic: its input queued for the container, its terminal size
+    /// given to the console, its signals to the container (`--sig-proxy`).
+    fn on_client(&mut self, index: usize, revents: PollFlags) {
+        let readable =
+            revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
+        let Some(h) = &mut self.hub else { return };
+        for request in h.on_client(index, readable) {
+            match request {
+                Request::Resize(rows, cols) => {
+                    if let Some(c) = &self.io.console {
+                        set_winsize(c.as_raw_fd(), rows, cols);
+                    }
+                }
+                // SAFETY: forwarding a client's signal to the container's init.
+                Request::Signal(sig) => unsafe {
+                    libc::kill(self.child.as_raw(), sig);
+                },
+            }
         }
     }
 }
