@@ -13,7 +13,7 @@
 //! (backpressure instead of loss). Detach keys are the client's business: it just leaves.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -167,6 +167,35 @@ fn short_path(dir: &Path) -> Result<ShortPath, RuntimeError> {
     Ok(ShortPath { _dir: fd, path })
 }
 
+/// Binds `attach.sock` in `dir`, replacing a stale one; the listener and the socket's path.
+fn bind(dir: &Path) -> Result<(UnixListener, PathBuf), RuntimeError> {
+    let short = short_path(dir)?;
+    let socket_path = dir.join(SOCKET);
+    let _ = std::fs::remove_file(&short.path);
+    let listener =
+        UnixListener::bind(&short.path).map_err(|e| RuntimeError::io(&socket_path, e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| RuntimeError::io(&socket_path, e))?;
+    Ok((listener, socket_path))
+}
+
+/// For a client about to start the container's monitor: the attach socket, bound, with this
+/// client connected and `first` (its hello, its terminal size) sent. The monitor inherits the
+/// listener ([`Hub::adopt`]).
+pub fn preconnect(dir: &Path, first: &[Frame]) -> Result<(OwnedFd, UnixStream), RuntimeError> {
+    let (listener, socket_path) = bind(dir)?;
+    let mut client = connect(dir).map_err(|e| RuntimeError::io(&socket_path, e))?;
+    let mut bytes = Vec::new();
+    for f in first {
+        f.encode_into(&mut bytes);
+    }
+    client
+        .write_all(&bytes)
+        .map_err(|e| RuntimeError::io(&socket_path, e))?;
+    Ok((listener.into(), client))
+}
+
 /// Connects to the monitor of the container whose directory is `dir`.
 pub fn connect(dir: &Path) -> Result<UnixStream, std::io::Error> {
     let short = short_path(dir).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -225,27 +254,38 @@ pub struct Hub {
 
 impl Hub {
     /// Listens on `attach.sock` in the container directory `dir` (a stale one from an earlier
-    /// start is replaced). `input` is where clients' stdin goes; it is made non-blocking.
-    pub fn listen(dir: &Path, input: Option<BorrowedFd>) -> Result<Hub, RuntimeError> {
-        let short = short_path(dir)?;
-        let socket_path = dir.join(SOCKET);
-        let _ = std::fs::remove_file(&short.path);
-        let listener =
-            UnixListener::bind(&short.path).map_err(|e| RuntimeError::io(&socket_path, e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| RuntimeError::io(&socket_path, e))?;
-        let input = input.map(|fd| {
-            let _ = set_nonblocking(fd.as_raw_fd());
-            fd.as_raw_fd()
-        });
-        Ok(Hub {
+    /// start is replaced).
+    pub fn listen(dir: &Path) -> Result<Hub, RuntimeError> {
+        let (listener, socket_path) = bind(dir)?;
+        Ok(Hub::with(listener, socket_path))
+    }
+
+    /// The socket a client made and connected to before it started the monitor (inherited as
+    /// `fd`), its first client waiting with its hello and terminal size.
+    pub fn adopt(dir: &Path, fd: RawFd) -> Hub {
+        // SAFETY: the listener's descriptor, handed to the monitor alone across its exec.
+        let listener = unsafe { UnixListener::from_raw_fd(fd) };
+        let _ = listener.set_nonblocking(true);
+        Hub::with(listener, dir.join(SOCKET))
+    }
+
+    fn with(listener: UnixListener, socket_path: PathBuf) -> Hub {
+        Hub {
             listener,
             socket_path,
             clients: Vec::new(),
-            input,
+            input: None,
             queued_input: Vec::new(),
-        })
+        }
+    }
+
+    /// Where clients' stdin goes (the console master or the stdin pipe's write end, which
+    /// outlive the hub's relaying); made non-blocking.
+    pub fn set_input(&mut self, input: Option<BorrowedFd>) {
+        self.input = input.map(|fd| {
+            let _ = set_nonblocking(fd.as_raw_fd());
+            fd.as_raw_fd()
+        });
     }
 
     /// Forgets the clients that left or were dropped (between polls: keys are indices).
@@ -289,8 +329,10 @@ impl Hub {
         self.queued_input.len() >= INPUT_QUEUE_LIMIT
     }
 
-    /// Accepts the clients waiting.
-    pub fn accept(&mut self) {
+    /// Accepts the clients waiting and reads what they sent already (a hello, a terminal
+    /// size); returns what they asked.
+    pub fn accept(&mut self) -> Vec<Request> {
+        let mut asked = Vec::new();
         while let Ok((sock, _)) = self.listener.accept() {
             if sock.set_nonblocking(true).is_ok() {
                 self.clients.push(Client {
@@ -301,8 +343,10 @@ impl Hub {
                     greeted: false,
                     gone: false,
                 });
+                asked.extend(self.on_client(self.clients.len() - 1, true));
             }
         }
+        asked
     }
 
     /// Handles the events polled for client `i` (its key less [`Hub::CLIENT`]); returns what

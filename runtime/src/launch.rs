@@ -44,6 +44,9 @@ pub struct MonitorLaunch {
     pub ready_fd: Option<RawFd>,
     /// A start made by the restart policy, not by a user.
     pub policy_restart: bool,
+    /// `run -it`/`start -ai` on a terminal: the attach socket the client made, with the
+    /// client already connected, so it sees the container's output from the first byte.
+    pub attach_fd: Option<RawFd>,
 }
 
 impl MonitorLaunch {
@@ -59,11 +62,12 @@ impl MonitorLaunch {
             foreground: false,
             ready_fd: None,
             policy_restart: false,
+            attach_fd: None,
         }
     }
 
     /// The words after `--root ROOT`: `__monitor ID|- [--id-fd FD:PID [--netns-fd FD]]
-    /// [--foreground] [--ready-fd N] [--policy-restart]`.
+    /// [--foreground] [--ready-fd N] [--policy-restart] [--attach-fd N]`.
     pub fn words(&self) -> Vec<String> {
         let mut w = vec![MONITOR.to_string()];
         match &self.target {
@@ -95,6 +99,10 @@ impl MonitorLaunch {
         if self.policy_restart {
             w.push("--policy-restart".into());
         }
+        if let Some(fd) = self.attach_fd {
+            w.push("--attach-fd".into());
+            w.push(fd.to_string());
+        }
         w
     }
 
@@ -114,6 +122,7 @@ impl MonitorLaunch {
                 "--foreground" => launch.foreground = true,
                 "--policy-restart" => launch.policy_restart = true,
                 "--ready-fd" => launch.ready_fd = Some(it.next()?.parse().ok()?),
+                "--attach-fd" => launch.attach_fd = Some(it.next()?.parse().ok()?),
                 "--id-fd" => id_fd = Some(*it.next()?),
                 "--netns-fd" => netns_fd = Some(it.next()?.parse().ok()?),
                 _ => return None,
@@ -168,25 +177,30 @@ impl IdMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ready {
     Started,
-    Failed(String),
+    /// The exit code the client leaves with (Docker's 125/126/127) and why.
+    Failed(i32, String),
 }
 
 impl Ready {
     pub fn encode(&self) -> String {
         match self {
             Ready::Started => "ok".into(),
-            Ready::Failed(msg) => format!("error {msg}"),
+            Ready::Failed(code, msg) => format!("error {code} {msg}"),
         }
     }
 
     /// What arrived; nothing at all means the monitor died before it could say.
     pub fn decode(msg: &str) -> Ready {
         match msg.strip_prefix("error ") {
-            Some(rest) => Ready::Failed(rest.to_string()),
+            Some(rest) => match rest.split_once(' ').map(|(c, m)| (c.parse(), m)) {
+                Some((Ok(code), why)) => Ready::Failed(code, why.to_string()),
+                _ => Ready::Failed(125, rest.to_string()),
+            },
             None if msg.starts_with("ok") => Ready::Started,
-            None => {
-                Ready::Failed("the container monitor exited before starting the container".into())
-            }
+            None => Ready::Failed(
+                125,
+                "the container monitor exited before starting the container".into(),
+            ),
         }
     }
 }
@@ -237,6 +251,7 @@ mod tests {
             },
             MonitorLaunch {
                 policy_restart: true,
+                attach_fd: Some(4),
                 ..MonitorLaunch::of("x2")
             },
             MonitorLaunch {
@@ -248,6 +263,7 @@ mod tests {
                 foreground: true,
                 ready_fd: None,
                 policy_restart: false,
+                attach_fd: None,
             },
         ];
         for l in launches {
@@ -265,6 +281,7 @@ mod tests {
             foreground: true,
             ready_fd: None,
             policy_restart: false,
+            attach_fd: None,
         };
         let mut words = l.words();
         assert_eq!(words, ["__monitor", "-", "--id-fd", "5:", "--foreground"]);
@@ -302,10 +319,10 @@ mod tests {
             IdMessage::decode(""),
             IdMessage::Failed(125, "the container's record was not made".into())
         );
-        for r in [Ready::Started, Ready::Failed("cannot mount".into())] {
+        for r in [Ready::Started, Ready::Failed(127, "cannot mount".into())] {
             assert_eq!(Ready::decode(&r.encode()), r);
         }
-        assert!(matches!(Ready::decode(""), Ready::Failed(_)));
+        assert!(matches!(Ready::decode(""), Ready::Failed(125, _)));
         let f = InitFailure {
             code: 127,
             message: "exec: \"x\": not found\nsecond line".into(),

@@ -3,7 +3,7 @@
 //! detach keys are typed (the container runs on; Docker's "read escape sequence" and 1).
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use anyhow::{anyhow, bail, Result};
@@ -13,7 +13,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios::{self, SetArg, Termios};
 use strata_cache::Store;
 use strata_runtime::attach::{self, Frame};
-use strata_runtime::container::{Containers, Status};
+use strata_runtime::container::{ContainerRecord, Containers, Status};
 
 use crate::cli::AttachArgs;
 
@@ -32,10 +32,8 @@ pub fn attach(store: &Store, a: &AttachArgs) -> Result<()> {
         }
         _ => {}
     }
-    let tty = rec.config.tty;
     let with_stdin = rec.config.open_stdin && !a.no_stdin;
-    let stdin_tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
-    if tty && with_stdin && !stdin_tty {
+    if rec.config.tty && with_stdin && !stdin_is_a_terminal() {
         bail!("the input device is not a TTY");
     }
     let mut sock = attach::connect(&containers.dir(&rec.id).path).map_err(|e| {
@@ -45,51 +43,143 @@ pub fn attach(store: &Store, a: &AttachArgs) -> Result<()> {
             a.container
         )
     })?;
-    let hello = Frame::Hello {
-        stdin: with_stdin,
-        stdout: true,
-        stderr: true,
-    };
-    sock.write_all(&hello.encode())?;
-    let proxied: &[Signal] = if a.sig_proxy && !tty {
-        &strata_runtime::monitor::FORWARDED
-    } else {
-        &[]
-    };
-    let signals = block_signals(proxied)?;
-    let saved = (tty && with_stdin && stdin_tty).then(make_raw).flatten();
-    if tty {
-        send_size(&mut sock);
+    let mut first = vec![hello(with_stdin)];
+    first.extend(terminal_size().filter(|_| rec.config.tty));
+    for frame in first {
+        sock.write_all(&frame.encode())?;
     }
-    strata_runtime::events::record(store, &rec, "attach", &[]);
-    let session = Session {
+    let end = relay(
+        store,
+        &rec,
+        Terminal::take(&rec, with_stdin, a.sig_proxy)?,
         sock,
-        signals,
-        with_stdin,
-        keys: EscapeMatcher::new(keys),
-    };
-    let end = session.run();
-    if let Some(t) = saved {
-        let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &t);
-    }
+        keys,
+    );
     match end {
         End::Exited(code) => std::process::exit(code),
         End::Detached => {
-            strata_runtime::events::record(store, &rec, "detach", &[]);
             let _ = std::io::stdout().flush();
             eprintln!("read escape sequence");
             std::process::exit(1)
         }
-        // The monitor went without a word (killed): the container's recorded state has the
-        // code when it got that far.
-        End::Lost => {
-            let st = containers.state(&rec.id).ok();
-            match st.filter(|s| !s.is_running()) {
-                Some(s) => std::process::exit(s.exit_code),
-                None => bail!("lost the connection to the monitor of {}", a.container),
-            }
+        End::Lost => exit_as_recorded(&containers, &rec),
+    }
+}
+
+/// Whether `run -it`/`start -ai` go through [`start_attached`]: a terminal to attach
+/// (otherwise the client becomes the monitor, as for every other foreground run).
+pub fn attaches_a_terminal(rec: &ContainerRecord) -> bool {
+    rec.config.tty && rec.config.open_stdin && stdin_is_a_terminal()
+}
+
+/// `run -it` and `start -ai` on a terminal, as Docker's: attached before the start (nothing
+/// the container writes is missed), started by `start(listener)`, which hands the monitor
+/// the attach socket; the detach keys leave it running (quietly, exit 0, as `docker run`
+/// does), else the container's exit code is the command's.
+pub fn start_attached(
+    store: &Store,
+    rec: &ContainerRecord,
+    start: impl FnOnce(OwnedFd) -> Result<()>,
+) -> Result<()> {
+    let containers = Containers::new(store);
+    let mut first = vec![hello(true)];
+    first.extend(terminal_size());
+    let (listener, sock) = attach::preconnect(&containers.dir(&rec.id).path, &first)?;
+    // Taken before the start: the terminal is raw before the first prompt arrives.
+    let terminal = Terminal::take(rec, true, true)?;
+    if let Err(e) = start(listener) {
+        drop(terminal);
+        return Err(e);
+    }
+    match relay(
+        store,
+        rec,
+        terminal,
+        sock,
+        detach_keys(DEFAULT_DETACH_KEYS)?,
+    ) {
+        End::Exited(code) => std::process::exit(code),
+        End::Detached => Ok(()),
+        End::Lost => exit_as_recorded(&containers, rec),
+    }
+}
+
+/// The monitor went without a word (killed): the container's recorded state has the code
+/// when it got that far.
+fn exit_as_recorded(containers: &Containers, rec: &ContainerRecord) -> Result<()> {
+    match containers.state(&rec.id).ok().filter(|s| !s.is_running()) {
+        Some(s) => std::process::exit(s.exit_code),
+        None => bail!("lost the connection to the monitor of {}", rec.name),
+    }
+}
+
+fn hello(stdin: bool) -> Frame {
+    Frame::Hello {
+        stdin,
+        stdout: true,
+        stderr: true,
+    }
+}
+
+pub fn stdin_is_a_terminal() -> bool {
+    nix::unistd::isatty(std::io::stdin()).unwrap_or(false)
+}
+
+/// This side's terminal while attached: raw when the container has a TTY and gets our
+/// input, the signals we pass on (SIGWINCH, and `--sig-proxy`'s without a TTY); restored
+/// when dropped.
+struct Terminal {
+    signals: SignalFd,
+    saved: Option<Termios>,
+    with_stdin: bool,
+}
+
+impl Terminal {
+    fn take(rec: &ContainerRecord, with_stdin: bool, sig_proxy: bool) -> Result<Terminal> {
+        let tty = rec.config.tty;
+        let proxied: &[Signal] = if sig_proxy && !tty {
+            &strata_runtime::monitor::FORWARDED
+        } else {
+            &[]
+        };
+        Ok(Terminal {
+            signals: block_signals(proxied)?,
+            saved: (tty && with_stdin && stdin_is_a_terminal())
+                .then(make_raw)
+                .flatten(),
+            with_stdin,
+        })
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, t);
         }
     }
+}
+
+/// The attached session, with its events (`attach`, and `detach` when the keys end it).
+fn relay(
+    store: &Store,
+    rec: &ContainerRecord,
+    terminal: Terminal,
+    sock: UnixStream,
+    keys: Vec<u8>,
+) -> End {
+    strata_runtime::events::record(store, rec, "attach", &[]);
+    let session = Session {
+        sock,
+        terminal,
+        keys: EscapeMatcher::new(keys),
+    };
+    // The terminal is restored as the session ends.
+    let end = session.run();
+    if let End::Detached = end {
+        strata_runtime::events::record(store, rec, "detach", &[]);
+    }
+    end
 }
 
 enum End {
@@ -101,21 +191,20 @@ enum End {
 /// The attached session's poll loop.
 struct Session {
     sock: UnixStream,
-    signals: SignalFd,
-    with_stdin: bool,
+    terminal: Terminal,
     keys: EscapeMatcher,
 }
 
 impl Session {
     fn run(mut self) -> End {
-        let mut stdin_open = self.with_stdin;
+        let mut stdin_open = self.terminal.with_stdin;
         let mut inbuf = Vec::new();
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let stdin = std::io::stdin();
             let mut pfds = vec![
                 PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.terminal.signals.as_fd(), PollFlags::POLLIN),
             ];
             if stdin_open {
                 pfds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
@@ -174,17 +263,16 @@ impl Session {
     }
 
     fn on_signal(&mut self) {
-        let Ok(Some(si)) = self.signals.read_signal() else {
+        let Ok(Some(si)) = self.terminal.signals.read_signal() else {
             return;
         };
         let frame = match si.ssi_signo as i32 {
-            libc::SIGWINCH => {
-                send_size(&mut self.sock);
-                return;
-            }
-            sig => Frame::Signal(sig),
+            libc::SIGWINCH => terminal_size(),
+            sig => Some(Frame::Signal(sig)),
         };
-        let _ = self.sock.write_all(&frame.encode());
+        if let Some(f) = frame {
+            let _ = self.sock.write_all(&f.encode());
+        }
     }
 }
 
@@ -202,16 +290,14 @@ fn read_some(fd: i32, buf: &mut [u8]) -> usize {
     }
 }
 
-/// Tells the monitor this terminal's size (stdin's, else stdout's), if it is a terminal.
-fn send_size(sock: &mut UnixStream) {
-    for fd in [0, 1] {
+/// This terminal's size (stdin's, else stdout's) for the monitor, if it is a terminal.
+fn terminal_size() -> Option<Frame> {
+    [0, 1].into_iter().find_map(|fd| {
         // SAFETY: TIOCGWINSZ into a winsize we own.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
-            let _ = sock.write_all(&Frame::Resize(ws.ws_row, ws.ws_col).encode());
-            return;
-        }
-    }
+        let ok = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0;
+        ok.then_some(Frame::Resize(ws.ws_row, ws.ws_col))
+    })
 }
 
 /// Blocks SIGWINCH and the `proxied` signals, to be read from the returned signalfd.

@@ -119,7 +119,13 @@ fn exec_monitor(exe: &Path, root: &Path, id: &str) -> anyhow::Error {
 
 /// Starts a detached monitor and waits until it reports the container started.
 fn start_detached(root: &Path, id: &str) -> Result<()> {
+    start_detached_with(root, id, None)
+}
+
+/// [`start_detached`], the monitor handed `attach`'s socket (as fd 4) when a client made it.
+fn start_detached_with(root: &Path, id: &str, attach: Option<OwnedFd>) -> Result<()> {
     let exe = rootexe::protected_exe().map_err(exit125)?;
+    let attach_fd = attach.as_ref().map(|fd| fd.as_raw_fd());
     // CLOEXEC: only the dup2'd copy (fd 3, whose dup clears the flag) reaches the monitor.
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| exit125(format!("pipe: {e}")))?;
@@ -131,6 +137,7 @@ fn start_detached(root: &Path, id: &str) -> Result<()> {
         .args(
             MonitorLaunch {
                 ready_fd: Some(3),
+                attach_fd: attach_fd.map(|_| 4),
                 ..MonitorLaunch::of(id)
             }
             .words(),
@@ -145,6 +152,11 @@ fn start_detached(root: &Path, id: &str) -> Result<()> {
             if libc::dup2(wfd, 3) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            if let Some(fd) = attach_fd {
+                if libc::dup2(fd, 4) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -152,6 +164,7 @@ fn start_detached(root: &Path, id: &str) -> Result<()> {
         .spawn()
         .map_err(|e| exit125(format!("start the container monitor: {e}")))?;
     drop(w);
+    drop(attach);
     let result = strata_runtime::monitor::read_ready(r);
     // The monitor lives on as a session leader; reap it if it already exited.
     let _ = child.try_wait();
@@ -221,6 +234,12 @@ pub fn run(store: &Store, root: &Path, insecure: &[String], a: &RunArgs) -> Resu
         start_detached(root, &rec.id)?;
         println!("{}", rec.id);
         return Ok(());
+    }
+    if a.create.tty && a.create.interactive && super::attach::stdin_is_a_terminal() {
+        let rec = create_record(store, &a.create, image.as_ref()).map_err(exit125)?;
+        return super::attach::start_attached(store, &rec, |sock| {
+            start_detached_with(root, &rec.id, Some(sock))
+        });
     }
     run_foreground(store, root, a, image.as_ref())
 }
@@ -316,11 +335,25 @@ pub fn start(store: &Store, root: &Path, a: &StartArgs) -> Result<()> {
         if a.containers.len() != 1 {
             bail!("you cannot start and attach multiple containers at once");
         }
-        let rec = c.resolve(&a.containers[0])?;
+        let mut rec = c.resolve(&a.containers[0])?;
         if a.interactive && !rec.config.open_stdin {
-            let mut r = rec.clone();
-            r.config.open_stdin = true;
-            c.save(&r)?;
+            rec.config.open_stdin = true;
+            c.save(&rec)?;
+        }
+        if a.interactive && super::attach::attaches_a_terminal(&rec) {
+            if c.state(&rec.id)?.is_running() {
+                // Docker's `start -ai` of a running container attaches to it.
+                let args = crate::cli::AttachArgs {
+                    detach_keys: None,
+                    no_stdin: false,
+                    sig_proxy: true,
+                    container: rec.id.clone(),
+                };
+                return super::attach::attach(store, &args);
+            }
+            return super::attach::start_attached(store, &rec, |sock| {
+                start_detached_with(root, &rec.id, Some(sock))
+            });
         }
         return Err(become_monitor(root, &rec.id));
     }

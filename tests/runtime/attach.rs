@@ -250,3 +250,64 @@ fn attach_refuses_what_docker_refuses() {
     );
     s.ok(&["rm", "-f", "stopped", "tty"]);
 }
+
+#[test]
+fn run_it_detaches_with_the_keys_and_the_container_runs_on() {
+    let s = Strata::new();
+    s.busybox();
+    let cmd = s.cmd(&["run", "-it", "--name", "fg", "busybox", "sh"]);
+    let (mut child, mut master, rx) = spawn_on_pty(cmd, 24, 80);
+    let mut seen = String::new();
+    master.write_all(b"echo fore''ground; stty size\r").unwrap();
+    assert!(
+        read_pty_until(&rx, &mut seen, "foreground\r\n24 80"),
+        "{seen:?}"
+    );
+    // Docker's `run -it` leaves quietly on the detach keys.
+    master.write_all(&[0x10, 0x11]).unwrap();
+    assert_eq!(
+        wait_child(&mut child, "run -it").code(),
+        Some(0),
+        "{seen:?}"
+    );
+    assert!(!seen.contains("escape"), "{seen:?}");
+    assert_eq!(inspect(&s, "fg", "{{.State.Status}}"), "running");
+    // `start -ai` of the running container attaches to it; its exit is the command's.
+    let (mut again, mut master, rx) = spawn_on_pty(s.cmd(&["start", "-ai", "fg"]), 24, 80);
+    let mut seen = String::new();
+    wait_for(
+        || {
+            master.write_all(b"echo ag''ain\r").unwrap();
+            read_pty_within(&rx, &mut seen, "again\r\n", Duration::from_millis(300))
+        },
+        "start -ai attached",
+    );
+    master.write_all(b"exit 6\r").unwrap();
+    assert_eq!(
+        wait_child(&mut again, "start -ai").code(),
+        Some(6),
+        "{seen:?}"
+    );
+    // A `--rm` run: its code, and nothing left.
+    let cmd = s.cmd(&["run", "--rm", "-it", "busybox", "sh", "-c", "exit 9"]);
+    let (mut gone, _master, _rx) = spawn_on_pty(cmd, 24, 80);
+    assert_eq!(wait_child(&mut gone, "run --rm -it").code(), Some(9));
+    assert_eq!(
+        s.ok(&["ps", "-aq"]),
+        format!("{}\n", &inspect(&s, "fg", "{{.Id}}")[..12])
+    );
+    // A start that fails says why, with Docker's code, and gives the terminal back.
+    let cmd = s.cmd(&["run", "--rm", "-it", "busybox", "no-such-command"]);
+    let (mut failed, _master, rx) = spawn_on_pty(cmd, 24, 80);
+    let mut seen = String::new();
+    assert!(
+        read_pty_until(&rx, &mut seen, "no-such-command"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        wait_child(&mut failed, "run of a missing command").code(),
+        Some(127)
+    );
+    s.ok(&["rm", "fg"]);
+    s.assert_check();
+}

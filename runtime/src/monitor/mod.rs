@@ -74,7 +74,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 /// Runs the monitor; returns the exit code for the process to exit with.
 pub fn run(store: &Store, opts: &Options) -> i32 {
     let fail = |code: i32, msg: &str| {
-        report_ready(opts.ready_fd, &Ready::Failed(msg.to_string()));
+        report_ready(opts.ready_fd, &Ready::Failed(code, msg.to_string()));
         if opts.foreground {
             eprintln!("Error: {msg}");
         }
@@ -185,6 +185,17 @@ fn run_inner(
     if proc_.tty && opts.foreground {
         proc_.console_size = terminal_size(0);
     }
+    // `run -it`'s client is connected already: its terminal's size is the console's.
+    let mut early_hub = opts
+        .attach_fd
+        .map(|fd| Hub::adopt(&containers.dir(id).path, fd));
+    if let Some(h) = &mut early_hub {
+        for asked in h.accept() {
+            if let (true, crate::attach::Request::Resize(rows, cols)) = (proc_.tty, asked) {
+                proc_.console_size = Some((rows, cols));
+            }
+        }
+    }
     crate::init::clear_volatile_marker(&root);
     let limits = limits_of(&rec);
     let netns = match shared_netns {
@@ -228,7 +239,16 @@ fn run_inner(
     }
     crate::events::record(store, &rec, "start", &[]);
     // Before the client hears of the start, so an `attach` right after `run -d` connects.
-    let hub = attach_hub(&containers, &rec, &io);
+    let hub = early_hub.or_else(|| attach_hub(&containers, &rec, &io));
+    let hub = hub.map(|mut h| {
+        h.set_input(
+            io.console
+                .as_ref()
+                .or(io.stdin.as_ref())
+                .map(|fd| fd.as_fd()),
+        );
+        h
+    });
     report_ready(opts.ready_fd, &Ready::Started);
     if let Some(fd) = opts.ready_fd {
         // SAFETY: the client has its answer; close our end.
@@ -289,12 +309,7 @@ fn attach_hub(containers: &Containers, rec: &ContainerRecord, io: &Io) -> Option
     if build || (io.out.is_none() && io.console.is_none()) {
         return None;
     }
-    let input = io
-        .console
-        .as_ref()
-        .or(io.stdin.as_ref())
-        .map(|fd| fd.as_fd());
-    Hub::listen(&containers.dir(&rec.id).path, input).ok()
+    Hub::listen(&containers.dir(&rec.id).path).ok()
 }
 
 /// Claims the container for this monitor: only one may start it, and a start the restart
@@ -906,6 +921,6 @@ pub fn read_ready(fd: OwnedFd) -> Result<(), (i32, String)> {
     let _ = fs::File::from(fd).read_to_string(&mut msg);
     match Ready::decode(&msg) {
         Ready::Started => Ok(()),
-        Ready::Failed(why) => Err((125, why)),
+        Ready::Failed(code, why) => Err((code, why)),
     }
 }

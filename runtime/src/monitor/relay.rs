@@ -40,7 +40,10 @@ impl Supervisor {
                     SIGNALS => self.on_signal(),
                     OUT | ERR | CONSOLE => self.on_output(key, revents),
                     STDIN => self.on_stdin(),
-                    Hub::LISTENER => self.hub.as_mut().expect("polled").accept(),
+                    Hub::LISTENER => {
+                        let asked = self.hub.as_mut().expect("polled").accept();
+                        self.serve(asked);
+                    }
                     Hub::INPUT => self.hub.as_mut().expect("polled").write_input(),
                     k if k >= Hub::CLIENT => self.on_client(k - Hub::CLIENT, revents),
                     _ => {}
@@ -175,13 +178,19 @@ impl Supervisor {
         }
     }
 
-    /// An attached client's traffic: its input queued for the container, its terminal size
-    /// given to the console, its signals to the container (`--sig-proxy`).
+    /// An attached client's traffic: its input queued for the container, the rest served.
     fn on_client(&mut self, index: usize, revents: PollFlags) {
         let readable =
             revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
         let Some(h) = &mut self.hub else { return };
-        for request in h.on_client(index, readable) {
+        let asked = h.on_client(index, readable);
+        self.serve(asked);
+    }
+
+    /// Clients' requests: a terminal size for the console, signals for the container
+    /// (`--sig-proxy`).
+    fn serve(&mut self, asked: Vec<Request>) {
+        for request in asked {
             match request {
                 Request::Resize(rows, cols) => {
                     if let Some(c) = &self.io.console {
