@@ -12,8 +12,9 @@
 #  strace              the tests check which syscalls a durable write makes
 #  gcc libc6-dev       a static UDP echo server for the published-port tests
 #  linux-libc-dev      syscall numbers the seccomp test compares Docker's profile by
+#  uidmap passwd procps  rootless: newuidmap/newgidmap; useradd/usermod and pkill in its tests
 set -eu
-pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 nftables curl docker.io git python3 time strace linux-libc-dev gcc libc6-dev"
+pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 nftables curl docker.io git python3 time strace linux-libc-dev gcc libc6-dev uidmap passwd procps"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -111,6 +111,17 @@ fn starts_a_container(c: &Command) -> bool {
     )
 }
 
+/// Commands that start containers (or build, which runs and mounts them).
+fn runs_containers(c: &Command) -> bool {
+    starts_a_container(c)
+        || matches!(
+            c,
+            Command::Build(cli::BuildArgs { check: false, .. })
+                | Command::Restart(_)
+                | Command::Container(ContainerCommand::Restart(_))
+        )
+}
+
 /// The error and its causes on one line.
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -133,10 +144,36 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// The store when neither `--root` nor `STRATA_ROOT` says: the system's for root, else the
+/// user's data directory (as podman's).
+fn default_root() -> std::path::PathBuf {
+    if !strata_runtime::rootless::is_rootless() {
+        return strata_cache::store::DEFAULT_ROOT.into();
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    data.join("strata")
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     // Absolute, because containers and mounts use store paths from other working directories.
-    let root = std::path::absolute(&cli.globals.root)
-        .map_err(|e| anyhow::anyhow!("--root {}: {e}", cli.globals.root.display()))?;
+    let root = cli.globals.root.clone().unwrap_or_else(default_root);
+    let root = std::path::absolute(&root)
+        .map_err(|e| anyhow::anyhow!("--root {}: {e}", root.display()))?;
+    // Rootless: every command runs as root of the user's namespace (made before any mount),
+    // where the image's owners map to the user's subordinate ids.
+    if !nix::unistd::Uid::effective().is_root() {
+        if runs_containers(&cli.command) {
+            anyhow::bail!(
+                "rootless: containers and builds do not run without root yet (images, save, \
+                 load, pull, push and the system commands do); run this as root"
+            );
+        }
+        strata_runtime::rootless::enter()?;
+    }
     let store = || open_store(&root);
     let insecure = cli.globals.insecure_registries.clone();
     let registries = registry::RegistryConfig {

@@ -56,6 +56,7 @@ pub mod ops;
 pub mod options;
 pub mod record;
 pub mod rootexe;
+pub mod rootless;
 pub mod seccomp;
 pub mod spec;
 pub mod user;

@@ -34,9 +34,10 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug)]
 pub struct Globals {
-    /// Store directory
-    #[arg(long, global = true, env = "STRATA_ROOT", default_value = strata_cache::store::DEFAULT_ROOT)]
-    pub root: PathBuf,
+    /// Store directory [default: /var/lib/strata for root, else $XDG_DATA_HOME/strata or
+    /// ~/.local/share/strata]
+    #[arg(long, global = true, env = "STRATA_ROOT")]
+    pub root: Option<PathBuf>,
 
     /// Log level (error, warn, info, debug, trace)
     #[arg(long, global = true, default_value = "warn", env = "STRATA_LOG")]

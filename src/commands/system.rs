@@ -40,6 +40,19 @@ pub fn info(store: &Store) -> Result<()> {
     );
     println!("Architecture: {}", std::env::consts::ARCH);
     println!("CPUs: {}", strata_runtime::cgroup::host_cpu_count());
+    let rootless = strata_runtime::rootless::is_rootless();
+    println!("Rootless: {rootless}");
+    if rootless {
+        // The namespace's maps as the kernel has them (inside, `/etc/subuid` names nobody).
+        for (kind, file) in [("UID", "/proc/self/uid_map"), ("GID", "/proc/self/gid_map")] {
+            let map = std::fs::read_to_string(file).unwrap_or_default();
+            let ranges: Vec<String> = map
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(":"))
+                .collect();
+            println!("{kind} Mappings: {}", ranges.join(","));
+        }
+    }
     Ok(())
 }
 
@@ -319,11 +332,25 @@ pub fn reset(store: &Store) -> Result<()> {
     for rec in containers.list()? {
         strata_runtime::ops::remove(&containers, &rec, true, None)?;
     }
-    strata_network::Networks::new(store).remove_all()?;
+    let rootless = strata_runtime::rootless::is_rootless();
+    // A rootless store has no networks of the host's (bridges and firewall need root).
+    if !rootless {
+        strata_network::Networks::new(store).remove_all()?;
+    }
     let root = store.root();
     for entry in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
         let path = entry?.path();
         fsutil::remove_any(&path)?;
+    }
+    // Files the subordinate ids own could only go from inside the namespace: they are gone,
+    // so the namespace's pause process may go too (the next command makes another).
+    if rootless {
+        if let Some(pid) = strata_runtime::rootless::pause_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
     Ok(())
 }

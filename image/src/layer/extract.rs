@@ -520,7 +520,7 @@ impl Extractor<'_> {
                 Some(Gid::from_raw(owner.1)),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| self.io(path, e.into()))?;
+            .map_err(|e| self.chown_error(path, owner, e))?;
         }
         let t = TimeSpec::new(mtime, 0);
         utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
@@ -536,7 +536,23 @@ impl Extractor<'_> {
             Some(Uid::from_raw(owner.0)),
             Some(Gid::from_raw(owner.1)),
         )
-        .map_err(|e| self.io(path, e.into()))
+        .map_err(|e| self.chown_error(path, owner, e))
+    }
+
+    /// A chown that failed; EINVAL means the owner has no id in this user namespace (rootless
+    /// without subordinate ranges), which the error says how to give it.
+    fn chown_error(&self, path: &Path, owner: (u32, u32), e: nix::Error) -> LayerError {
+        if e != nix::errno::Errno::EINVAL {
+            return self.io(path, e.into());
+        }
+        LayerError::entry(
+            path.display().to_string(),
+            format!(
+                "owned by uid {} gid {}, which this user namespace does not map (add a range \
+                 for the user to /etc/subuid and /etc/subgid)",
+                owner.0, owner.1
+            ),
+        )
     }
 
     fn set_xattrs<R: Read>(

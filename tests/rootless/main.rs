@@ -1,0 +1,304 @@
+//! End to end as an ordinary user: a user made for the test (`useradd`, its own subordinate
+//! ranges or none) runs the strata binary without root.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+use common::{busybox_tar, strata_bin, Strata};
+
+/// useradd and userdel lock the system's account files: one at a time in this binary.
+static ACCOUNTS: Mutex<()> = Mutex::new(());
+
+/// The subordinate ranges test users get (any free range works: newuidmap only checks that
+/// the user owns it).
+const SUB_START: u32 = 600000;
+const SUB_COUNT: u32 = 65536;
+
+/// A user of the test's own, with a home in a temp dir holding a copy of the binary (the
+/// build tree need not be readable by others); deleted, with its processes, at the end.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+    exe: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestUser {
+    fn new(tag: &str, subordinate: bool) -> TestUser {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-rootless-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let name = format!("strl{}{tag}", std::process::id());
+        let home = dir.path().join("home");
+        {
+            let _held = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = Command::new("userdel").arg(&name).output();
+            run_ok(Command::new("useradd").args([
+                "-M",
+                "-d",
+                home.to_str().unwrap(),
+                "-s",
+                "/bin/sh",
+                "-K",
+                "SUB_UID_COUNT=0",
+                "-K",
+                "SUB_GID_COUNT=0",
+                &name,
+            ]));
+            if subordinate {
+                let range = format!("{SUB_START}-{}", SUB_START + SUB_COUNT - 1);
+                run_ok(Command::new("usermod").args([
+                    "--add-subuids",
+                    &range,
+                    "--add-subgids",
+                    &range,
+                    &name,
+                ]));
+            }
+        }
+        let id = |flag: &str| -> u32 {
+            let o = run_ok(Command::new("id").args([flag, &name]));
+            String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+        let exe = dir.path().join("strata");
+        std::fs::copy(strata_bin(), &exe).unwrap();
+        TestUser {
+            name,
+            uid,
+            gid,
+            home,
+            exe,
+            _dir: dir,
+        }
+    }
+
+    /// `program args` as this user, in its home, with a clean environment.
+    fn command(&self, program: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(program);
+        c.args(args)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .current_dir(&self.home)
+            .uid(self.uid)
+            .gid(self.gid)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn strata(&self, args: &[&str]) -> Output {
+        self.command(&self.exe, args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.strata(args);
+        assert!(
+            o.status.success(),
+            "strata {args:?} as {}: {o:?}",
+            self.name
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.strata(args);
+        assert!(
+            !o.status.success(),
+            "strata {args:?} succeeded as {}",
+            self.name
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    fn store(&self) -> PathBuf {
+        self.home.join(".local/share/strata")
+    }
+
+    /// A file the user can read (a copy in its home).
+    fn give(&self, file: &Path) -> PathBuf {
+        let to = self.home.join(file.file_name().unwrap());
+        std::fs::copy(file, &to).unwrap();
+        std::os::unix::fs::chown(&to, Some(self.uid), Some(self.gid)).unwrap();
+        to
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        // The pause process holding the user's namespace, and anything else of the user's.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", &self.uid.to_string()])
+            .status();
+        let _held = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = Command::new("userdel").arg(&self.name).output();
+        // What the subordinate ids own in the home cannot stop the temp dir going: root here.
+    }
+}
+
+fn run_ok(c: &mut Command) -> Output {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{c:?}: {o:?}");
+    o
+}
+
+/// A root filesystem archive whose files belong to uid/gid 0, 42 and 1000 (a setuid file and
+/// a non-empty directory among them), made by root here.
+fn owned_tar(dir: &Path) -> PathBuf {
+    let tree = dir.join("owned-tree");
+    let files = [
+        ("etc/zero", 0u32),
+        ("srv/data/fortytwo", 42),
+        ("home/user/thousand", 1000),
+    ];
+    for (path, owner) in files {
+        let p = tree.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("{owner}\n")).unwrap();
+        std::os::unix::fs::chown(&p, Some(owner), Some(owner)).unwrap();
+    }
+    std::os::unix::fs::chown(tree.join("srv/data"), Some(42), Some(42)).unwrap();
+    std::os::unix::fs::chown(tree.join("home/user"), Some(1000), Some(1000)).unwrap();
+    let setuid = tree.join("home/user/thousand");
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let tar = dir.join("owned.tar");
+    run_ok(Command::new("tar").args([
+        "--numeric-owner",
+        "--sort=name",
+        "--mtime=@0",
+        "-C",
+        tree.to_str().unwrap(),
+        "-cf",
+        tar.to_str().unwrap(),
+        "etc",
+        "srv",
+        "home",
+    ]));
+    tar
+}
+
+/// `tar -tv` of the single layer of image archive `saved` (a `save` output).
+fn layer_listing(saved: &Path, scratch: &Path) -> String {
+    let out = scratch.join("saved");
+    std::fs::create_dir_all(&out).unwrap();
+    run_ok(Command::new("tar").args(["-xf", saved.to_str().unwrap(), "-C", out.to_str().unwrap()]));
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    let layer = manifest.split("\"Layers\":[\"").nth(1).unwrap();
+    let layer = layer.split('"').next().unwrap();
+    let o = run_ok(Command::new("tar").args([
+        "--numeric-owner",
+        "-tvf",
+        out.join(layer).to_str().unwrap(),
+    ]));
+    // Owner, mode and name of each entry (sizes and times are not the question).
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {}", f[0], f[1], f[5])
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_user_with_subordinate_ids_keeps_every_owner_without_root() {
+    let user = TestUser::new("a", true);
+    let info = user.ok(&["info"]);
+    let store = user.store();
+    for line in [
+        format!("Store: {}", store.display()),
+        "Rootless: true".into(),
+        format!("UID Mappings: 0:{}:1,1:{SUB_START}:{SUB_COUNT}", user.uid),
+        format!("GID Mappings: 0:{}:1,1:{SUB_START}:{SUB_COUNT}", user.gid),
+    ] {
+        assert!(info.lines().any(|l| l == line), "{line:?} in {info}");
+    }
+    let root = Strata::new();
+    let tar = owned_tar(root.dir.path());
+    let user_tar = user.give(&tar);
+    user.ok(&["import", user_tar.to_str().unwrap(), "owned:1"]);
+    // The same layer as root's import of the same archive.
+    root.ok(&["import", tar.to_str().unwrap(), "owned:1"]);
+    let layers = "{{json .RootFS.Layers}}";
+    assert_eq!(
+        user.ok(&["inspect", "-f", layers, "owned:1"]),
+        root.ok(&["inspect", "-f", layers, "owned:1"])
+    );
+    // On the host the owners are the subordinate ids: 42 is the range's 42nd.
+    let diff_owner = |rel: &str| {
+        let layer_dirs = std::fs::read_dir(store.join("layers")).unwrap();
+        let layer = layer_dirs.map(|e| e.unwrap().path()).next().unwrap();
+        std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(layer.join("diff").join(rel)).unwrap(),
+        )
+    };
+    assert_eq!(diff_owner("etc/zero"), user.uid);
+    assert_eq!(diff_owner("srv/data/fortytwo"), SUB_START + 41);
+    assert_eq!(diff_owner("home/user/thousand"), SUB_START + 999);
+    // And `save` writes them back as they were.
+    user.ok(&["save", "-o", "saved.tar", "owned:1"]);
+    assert_eq!(
+        layer_listing(&user.home.join("saved.tar"), root.dir.path()),
+        "drwxr-xr-x 0/0 etc/\n\
+         -rw-r--r-- 0/0 etc/zero\n\
+         drwxr-xr-x 0/0 home/\n\
+         drwxr-xr-x 1000/1000 home/user/\n\
+         -rwsr-xr-x 1000/1000 home/user/thousand\n\
+         drwxr-xr-x 0/0 srv/\n\
+         drwxr-xr-x 42/42 srv/data/\n\
+         -rw-r--r-- 42/42 srv/data/fortytwo"
+    );
+    assert_eq!(
+        user.fails(&["run", "owned:1", "true"]),
+        "Error: rootless: containers and builds do not run without root yet (images, save, \
+         load, pull, push and the system commands do); run this as root\n"
+    );
+    // What the subordinate ids own goes with `system reset`, and the user can delete the rest.
+    user.ok(&["system", "reset", "--force"]);
+    let rm = user
+        .command(Path::new("/bin/rm"), &["-rf", store.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(rm.status.success(), "{rm:?}");
+    assert!(!store.exists());
+}
+
+#[test]
+fn a_user_without_subordinate_ids_imports_images_owned_by_root_only() {
+    let user = TestUser::new("b", false);
+    let info = user.ok(&["info"]);
+    assert!(
+        info.contains(&format!("UID Mappings: 0:{}:1\n", user.uid)),
+        "{info}"
+    );
+    let busybox = user.give(busybox_tar());
+    user.ok(&["import", busybox.to_str().unwrap(), "busybox:latest"]);
+    assert!(user.ok(&["images"]).contains("busybox "));
+    let scratch = tempfile::tempdir().unwrap();
+    let owned = user.give(&owned_tar(scratch.path()));
+    let err = user.fails(&["import", owned.to_str().unwrap(), "owned:1"]);
+    assert_eq!(
+        err,
+        format!(
+            "Error: {}: tar entry \"srv/data\": owned by uid 42 gid 42, which this user \
+             namespace does not map (add a range for the user to /etc/subuid and /etc/subgid)\n",
+            owned.display()
+        )
+    );
+    // The failed import left nothing behind.
+    assert_eq!(user.ok(&["images", "-q"]).lines().count(), 1);
+    user.ok(&["system", "reset", "--force"]);
+}
