@@ -111,15 +111,24 @@ fn starts_a_container(c: &Command) -> bool {
     )
 }
 
-/// Commands that start containers (or build, which runs and mounts them).
-fn runs_containers(c: &Command) -> bool {
-    starts_a_container(c)
-        || matches!(
-            c,
-            Command::Build(cli::BuildArgs { check: false, .. })
-                | Command::Restart(_)
-                | Command::Container(ContainerCommand::Restart(_))
-        )
+/// What rootless strata cannot do yet, refused in one line before anything is touched:
+/// builds, and containers on a bridge network (which needs the host's root).
+fn rootless_supports(c: &Command) -> anyhow::Result<()> {
+    if matches!(c, Command::Build(cli::BuildArgs { check: false, .. })) {
+        anyhow::bail!("rootless: builds do not run without root yet; run this as root");
+    }
+    let network = match c {
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => &a.create.network,
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => &a.network,
+        _ => return Ok(()),
+    };
+    if !(network == "none" || network == "host" || network.starts_with("container:")) {
+        anyhow::bail!(
+            "rootless: --network {network} needs root (bridges and their firewall are the \
+             host's); use --network none or host"
+        );
+    }
+    Ok(())
 }
 
 /// The error and its causes on one line.
@@ -166,12 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Rootless: every command runs as root of the user's namespace (made before any mount),
     // where the image's owners map to the user's subordinate ids.
     if !nix::unistd::Uid::effective().is_root() {
-        if runs_containers(&cli.command) {
-            anyhow::bail!(
-                "rootless: containers and builds do not run without root yet (images, save, \
-                 load, pull, push and the system commands do); run this as root"
-            );
-        }
+        rootless_supports(&cli.command)?;
         strata_runtime::rootless::enter()?;
     }
     let store = || open_store(&root);

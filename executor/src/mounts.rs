@@ -451,10 +451,11 @@ pub(crate) fn remove_mount_stubs(store: &Store, image: &Image, upper: &Path, tar
     }
 }
 
-/// Whether an upper directory hides the lower ones (`trusted.overlay.opaque=y`).
+/// Whether an upper directory hides the lower ones (`trusted.overlay.opaque=y`, rootless
+/// `user.`).
 fn is_opaque(fd: &std::os::fd::OwnedFd) -> bool {
     let path = format!("/proc/self/fd/{}\0", fd.as_raw_fd());
-    let name = b"trusted.overlay.opaque\0";
+    let name = format!("{}\0", strata_image::layer::overlay_opaque_xattr());
     let mut buf = [0u8; 4];
     // SAFETY: both names are NUL-terminated and `buf` is as long as the length passed.
     let n = unsafe {

@@ -180,6 +180,9 @@ impl Cgroup {
 
     /// Creates the cgroup and applies `limits`.
     pub fn create(id: &str, limits: &Limits) -> Result<Cgroup, RuntimeError> {
+        if strata_image::layer::in_user_namespace() {
+            return Cgroup::rootless(limits);
+        }
         let mut cg = Cgroup::of(id);
         if cg.version == Version::V1 {
             cg.dirs = Cgroup::v1_needed(id, limits);
@@ -220,6 +223,33 @@ impl Cgroup {
             return Err(e);
         }
         Ok(cg)
+    }
+
+    /// Rootless: the cgroup tree is root's (on v1 always; on v2 unless delegated, which
+    /// strata does not use yet), so a container gets none, and a limit is an error rather
+    /// than silently not applied.
+    fn rootless(l: &Limits) -> Result<Cgroup, RuntimeError> {
+        let asked: Vec<&str> = [
+            (l.memory > 0, "--memory"),
+            (l.pids > 0, "--pids-limit"),
+            (l.nano_cpus > 0, "--cpus"),
+            (!l.cpuset_cpus.is_empty(), "--cpuset-cpus"),
+        ]
+        .into_iter()
+        .filter_map(|(set, flag)| set.then_some(flag))
+        .collect();
+        if !asked.is_empty() {
+            let verb = if asked.len() == 1 { "needs" } else { "need" };
+            return Err(RuntimeError::Invalid(format!(
+                "rootless: {} {verb} a cgroup tree delegated to the user, which this host does \
+                 not give",
+                asked.join(", ")
+            )));
+        }
+        Ok(Cgroup {
+            version: Version::V1,
+            dirs: Vec::new(),
+        })
     }
 
     fn apply(&self, l: &Limits) -> Result<(), RuntimeError> {

@@ -34,7 +34,7 @@ pub fn reentered_from_a_container() -> bool {
     let Ok(path) = fs::read_link("/proc/self/exe") else {
         return false;
     };
-    if !path.starts_with(DIR) {
+    if !is_copy_path(&path) {
         return false;
     }
     match (fs::metadata(&path), fs::metadata("/proc/self/exe")) {
@@ -51,9 +51,21 @@ pub fn protected_exe() -> Result<PathBuf, RuntimeError> {
     if is_complete_copy(&dir, me.size()) {
         return Ok(exe);
     }
-    fs::create_dir_all(DIR).map_err(|e| RuntimeError::io(DIR, e))?;
+    // Rootless: /run is not the user's; the copies live in the user's runtime directory, in
+    // the mount namespace all the user's commands share.
+    let base = if crate::rootless::is_rootless() {
+        crate::rootless::runtime_dir()?.join("exe")
+    } else {
+        PathBuf::from(DIR)
+    };
+    let dir = base.join(copy_name(&me));
+    let exe = dir.join(EXE);
+    if is_complete_copy(&dir, me.size()) {
+        return Ok(exe);
+    }
+    fs::create_dir_all(&base).map_err(|e| RuntimeError::io(&base, e))?;
     let _lock = strata_cache::fsutil::FileLock::acquire(
-        &Path::new(DIR).join(".lock"),
+        &base.join(".lock"),
         strata_cache::fsutil::LockMode::Exclusive,
     )?;
     if is_complete_copy(&dir, me.size()) {
@@ -69,8 +81,26 @@ pub fn protected_exe() -> Result<PathBuf, RuntimeError> {
     make_copy(&dir, me.size()).inspect_err(|_| {
         let _ = umount2(&dir, MntFlags::MNT_DETACH);
     })?;
-    drop_stale_copies(&dir);
+    drop_stale_copies(&base, &dir);
     Ok(exe)
+}
+
+/// Whether `path` is a protected copy: `/run/strata/exe/strata-…/strata`, or the same under a
+/// rootless user's runtime directory (`…/strata/exe/…` or `/tmp/strata-UID/exe/…`).
+fn is_copy_path(path: &Path) -> bool {
+    if path.starts_with(DIR) {
+        return true;
+    }
+    let name = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let copy = path.parent();
+    let base = copy.and_then(Path::parent);
+    name(copy).starts_with("strata-")
+        && name(base) == "exe"
+        && name(base.and_then(Path::parent)).starts_with("strata")
 }
 
 /// `strata-<dev>-<inode>-<mtime>` of the installed binary: a rebuilt or upgraded binary gets
@@ -147,8 +177,8 @@ fn is_complete_copy(dir: &Path, size: u64) -> bool {
 /// strata): each holds memory, and every mount on the host is copied into each new container's
 /// mount namespace. A copy whose binary is still installed stays. Processes still running from
 /// a dropped copy keep it alive until they exit.
-fn drop_stale_copies(current: &Path) {
-    let Ok(entries) = fs::read_dir(DIR) else {
+fn drop_stale_copies(base: &Path, current: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {

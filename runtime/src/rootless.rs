@@ -148,7 +148,7 @@ fn host_uid() -> u32 {
 
 /// Where the user's pause process is recorded: `$XDG_RUNTIME_DIR/strata`, else
 /// `/tmp/strata-UID` (made 0700 and checked to be the user's own).
-fn runtime_dir() -> Result<PathBuf, RuntimeError> {
+pub(crate) fn runtime_dir() -> Result<PathBuf, RuntimeError> {
     let uid = Uid::effective().as_raw();
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d).join("strata"),

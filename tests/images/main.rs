@@ -45,11 +45,12 @@ fn raw_tar(entries: &[(&str, u8, &[u8], &str)]) -> Vec<u8> {
 
 // ---- concurrency and crashes ----------------------------------------------------------------
 
-/// An image of 16 layers of 150 small files each, saved (made once per test binary):
-/// deleting its layers takes long enough for a kill to land in the middle.
+/// An image of 16 layers of 150 small files each, saved (made once per test binary, into the
+/// build's temp dir: a static's store would never be dropped): deleting its layers takes long
+/// enough for a kill to land in the middle.
 fn deep_image_archive() -> &'static std::path::Path {
-    static DEEP: std::sync::OnceLock<(Strata, std::path::PathBuf)> = std::sync::OnceLock::new();
-    let (_, archive) = DEEP.get_or_init(|| {
+    static DEEP: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DEEP.get_or_init(|| {
         let s = Strata::new();
         s.busybox();
         let ctx = s.path("deep");
@@ -62,9 +63,9 @@ fn deep_image_archive() -> &'static std::path::Path {
         }
         fs::write(ctx.join("Dockerfile"), df).unwrap();
         s.ok(&["build", "-q", "-t", "deep", ctx.to_str().unwrap()]);
-        let archive = s.path("deep.tar");
+        let archive = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("deep-{}.tar", std::process::id()));
         s.ok(&["save", "-o", archive.to_str().unwrap(), "deep"]);
-        (s, archive)
-    });
-    archive
+        archive
+    })
 }

@@ -144,6 +144,8 @@ impl Drop for TestUser {
             .status();
         let _held = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
         let _ = Command::new("userdel").arg(&self.name).output();
+        // The runtime directory strata made without $XDG_RUNTIME_DIR.
+        let _ = std::fs::remove_dir_all(format!("/tmp/strata-{}", self.uid));
         // What the subordinate ids own in the home cannot stop the temp dir going: root here.
     }
 }
@@ -191,12 +193,18 @@ fn owned_tar(dir: &Path) -> PathBuf {
 
 /// `tar -tv` of the single layer of image archive `saved` (a `save` output).
 fn layer_listing(saved: &Path, scratch: &Path) -> String {
+    layer_listing_at(saved, scratch, 0)
+}
+
+/// `tar -tv` of layer `index` of image archive `saved`.
+fn layer_listing_at(saved: &Path, scratch: &Path, index: usize) -> String {
     let out = scratch.join("saved");
     std::fs::create_dir_all(&out).unwrap();
     run_ok(Command::new("tar").args(["-xf", saved.to_str().unwrap(), "-C", out.to_str().unwrap()]));
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
-    let layer = manifest.split("\"Layers\":[\"").nth(1).unwrap();
-    let layer = layer.split('"').next().unwrap();
+    let layers = manifest.split("\"Layers\":[").nth(1).unwrap();
+    let layers = layers.split(']').next().unwrap();
+    let layer = layers.split(',').nth(index).unwrap().trim_matches('"');
     let o = run_ok(Command::new("tar").args([
         "--numeric-owner",
         "-tvf",
@@ -261,11 +269,6 @@ fn a_user_with_subordinate_ids_keeps_every_owner_without_root() {
          drwxr-xr-x 42/42 srv/data/\n\
          -rw-r--r-- 42/42 srv/data/fortytwo"
     );
-    assert_eq!(
-        user.fails(&["run", "owned:1", "true"]),
-        "Error: rootless: containers and builds do not run without root yet (images, save, \
-         load, pull, push and the system commands do); run this as root\n"
-    );
     // What the subordinate ids own goes with `system reset`, and the user can delete the rest.
     user.ok(&["system", "reset", "--force"]);
     let rm = user
@@ -300,5 +303,89 @@ fn a_user_without_subordinate_ids_imports_images_owned_by_root_only() {
     );
     // The failed import left nothing behind.
     assert_eq!(user.ok(&["images", "-q"]).lines().count(), 1);
+    user.ok(&["system", "reset", "--force"]);
+}
+
+#[test]
+fn a_user_runs_execs_commits_and_removes_containers_without_root() {
+    let user = TestUser::new("c", true);
+    let busybox = user.give(busybox_tar());
+    user.ok(&[
+        "import",
+        "-c",
+        r#"CMD ["sh"]"#,
+        busybox.to_str().unwrap(),
+        "busybox",
+    ]);
+    let none = ["--network", "none"];
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "none", "busybox"];
+        all.extend_from_slice(args);
+        user.ok(&all)
+    };
+    // Root in the container is the user; the devices are the host's, bound.
+    assert_eq!(
+        run(&[
+            "sh",
+            "-c",
+            "id -u; tr -s ' ' < /proc/self/uid_map; echo x > /dev/null && ls /dev/null"
+        ]),
+        format!(
+            "0\n 0 {} 1\n 1 {SUB_START} {SUB_COUNT}\n/dev/null\n",
+            user.uid
+        )
+    );
+    user.ok(&[
+        &["run", "-d", "--name", "bg"][..],
+        &none,
+        &["busybox", "sleep", "100"],
+    ]
+    .concat());
+    // Files the container gives other owners, a whiteout and an opaque directory: the
+    // committed layer has them as a root build's would.
+    let script = "touch /made && chown 42:42 /made && rm /etc/group && rm -rf /usr && mkdir /usr \
+                  && touch /usr/new && stat -c %u /made";
+    assert_eq!(user.ok(&["exec", "bg", "sh", "-c", script]), "42\n");
+    assert_eq!(
+        user.ok(&["diff", "bg"]),
+        "C /etc\nD /etc/group\nA /made\nC /usr\nA /usr/new\n"
+    );
+    user.ok(&["commit", "bg", "made:1"]);
+    user.ok(&["save", "-o", "made.tar", "made:1"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let listing = layer_listing_at(&user.home.join("made.tar"), scratch.path(), 1);
+    assert_eq!(
+        listing,
+        "drwxr-xr-x 0/0 etc/\n\
+         -rw-r--r-- 0/0 etc/.wh.group\n\
+         -rw-r--r-- 42/42 made\n\
+         drwxr-xr-x 0/0 usr/\n\
+         -rw-r--r-- 0/0 usr/.wh..wh..opq\n\
+         -rw-r--r-- 0/0 usr/new"
+    );
+    assert_eq!(
+        user.ok(&[
+            &["run", "--rm"][..],
+            &none,
+            &["made:1", "sh", "-c", "ls /usr; ls /etc/group || true"]
+        ]
+        .concat()),
+        "new\n"
+    );
+    user.ok(&["stop", "-t", "1", "bg"]);
+    user.ok(&["rm", "bg"]);
+    // What cannot be had without root is refused in one line.
+    assert_eq!(
+        user.fails(&[&["run"][..], &none, &["-m", "16m", "busybox", "true"]].concat()),
+        "Error: rootless: --memory needs a cgroup tree delegated to the user, which this host \
+         does not give\n"
+    );
+    assert_eq!(
+        user.fails(&["run", "busybox", "true"]),
+        "Error: rootless: --network bridge needs root (bridges and their firewall are the \
+         host's); use --network none or host\n"
+    );
+    let check = user.ok(&["system", "check"]);
+    assert!(check.contains(" 0 errors, 0 garbage"), "{check}");
     user.ok(&["system", "reset", "--force"]);
 }

@@ -180,9 +180,10 @@ pub(crate) fn mount_layers(
     let (data, flags) = if writable {
         (
             format!(
-                "lowerdir={lowers},upperdir={},workdir={},index=off,volatile",
+                "lowerdir={lowers},upperdir={},workdir={},index=off,volatile{}",
                 m.upper.display(),
-                m.work.display()
+                m.work.display(),
+                strata_image::layer::overlay_mount_options()
             ),
             MsFlags::empty(),
         )

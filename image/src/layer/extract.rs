@@ -26,7 +26,7 @@ use pathrs::Root;
 use xattr::FileExt;
 
 use super::guard::ExtensionGuard;
-use super::{LayerError, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
+use super::{LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// Options for [`extract_layer`].
 #[derive(Debug, Clone)]
@@ -223,7 +223,7 @@ impl Extractor<'_> {
         let name_bytes = name.as_bytes();
         if name_bytes == OPAQUE_MARKER.as_bytes() {
             let dir = self.parent(parent, shown)?;
-            fset_xattr(&*dir, OVERLAY_OPAQUE_XATTR.as_bytes(), b"y")
+            fset_xattr(&*dir, super::overlay_opaque_xattr().as_bytes(), b"y")
                 .map_err(|e| self.io(parent, e))?;
             return Ok(true);
         }
@@ -570,7 +570,7 @@ impl Extractor<'_> {
                 continue;
             };
             // Overlay's own attributes are never taken from an archive.
-            if name.starts_with(b"trusted.overlay.") {
+            if super::is_overlay_xattr(name) {
                 continue;
             }
             match fset_xattr(&f, name, ext.value_bytes()) {

@@ -34,8 +34,45 @@ pub fn resolve_in_root(root: &Path, path: &str) -> std::io::Result<PathBuf> {
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// The name of an opaque-directory marker in tar form.
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
-/// The xattr overlayfs uses to mark an opaque directory.
+/// The xattr overlayfs uses to mark an opaque directory (as root).
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same in a user namespace (rootless), where overlayfs is mounted with `userxattr`.
+pub const USER_OVERLAY_OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+/// Whether this process runs in a user namespace (rootless strata): its uid map is not the
+/// host's identity map. Read once per process, so only after the process has joined its
+/// namespace (a rootless command does that first, see `strata_runtime::rootless`).
+pub fn in_user_namespace() -> bool {
+    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+    })
+}
+
+/// The opaque-directory xattr overlayfs reads here: `trusted.` needs the host's root, so
+/// in a user namespace overlayfs is mounted with `userxattr` and reads `user.`.
+pub fn overlay_opaque_xattr() -> &'static str {
+    if in_user_namespace() {
+        USER_OVERLAY_OPAQUE_XATTR
+    } else {
+        OVERLAY_OPAQUE_XATTR
+    }
+}
+
+/// Extra options for a writable overlay mount here (`,userxattr` in a user namespace).
+pub fn overlay_mount_options() -> &'static str {
+    if in_user_namespace() {
+        ",userxattr"
+    } else {
+        ""
+    }
+}
+
+/// Whether `name` is one of overlayfs's own xattrs (never taken from nor written to a tar).
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
 
 /// Errors of the layer codec. Every message names the entry or path it is about.
 #[derive(Debug, thiserror::Error)]

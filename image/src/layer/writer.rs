@@ -21,7 +21,7 @@ use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 use xattr::FileExt;
 
-use super::{LayerError, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
+use super::{LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// Options for [`write_layer_tar`].
 #[derive(Debug, Clone, Default)]
@@ -500,11 +500,11 @@ fn read_xattrs(f: &File) -> io::Result<(Xattrs, bool)> {
     };
     for name in names {
         let n = name.as_bytes();
-        if n == OVERLAY_OPAQUE_XATTR.as_bytes() {
+        if n == super::overlay_opaque_xattr().as_bytes() {
             opaque = f.get_xattr(&name)?.as_deref() == Some(b"y");
             continue;
         }
-        if n.starts_with(b"trusted.overlay.") || n == b"security.selinux" {
+        if super::is_overlay_xattr(n) || n == b"security.selinux" {
             continue;
         }
         if let Some(v) = f.get_xattr(&name)? {

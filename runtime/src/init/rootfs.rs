@@ -39,9 +39,10 @@ pub(super) fn mount_rootfs(root: &RootSpec) -> Result<(), InitError> {
     // Never empty: the container's init layer is always the top lower layer.
     let lowers = root.lowers.join(":");
     let data = format!(
-        "lowerdir={lowers},upperdir={},workdir={},index=off,volatile",
+        "lowerdir={lowers},upperdir={},workdir={},index=off,volatile{}",
         root.upper.display(),
-        root.work.display()
+        root.work.display(),
+        strata_image::layer::overlay_mount_options()
     );
     mount(
         Some("overlay"),
@@ -227,14 +228,20 @@ pub(super) fn standard_mounts(
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
-        mknodat(
+        let made = mknodat(
             &dev,
             name,
             SFlag::S_IFCHR,
             Mode::from_bits_truncate(0o666),
             libc::makedev(major, minor),
-        )
-        .ctx(|| format!("mknod /dev/{name}"))?;
+        );
+        if made == Err(nix::errno::Errno::EPERM) && strata_image::layer::in_user_namespace() {
+            // Rootless: no device nodes can be made; the host's are bound instead (as
+            // runc and podman do), keeping the host's modes.
+            bind_host_device(root_fd, &dev, name)?;
+            continue;
+        }
+        made.ctx(|| format!("mknod /dev/{name}"))?;
         // mknod honours the umask; devices must be 0666.
         nix::sys::stat::fchmodat(
             &dev,
@@ -258,6 +265,29 @@ pub(super) fn standard_mounts(
         nix::unistd::symlinkat(target, &dev, link).ctx(|| format!("symlink /dev/{link}"))?;
     }
     Ok(())
+}
+
+/// Binds the host's `/dev/NAME` onto an empty file made at the container's `/dev/NAME`.
+fn bind_host_device(root_fd: &OwnedFd, dev: &OwnedFd, name: &str) -> Result<(), InitError> {
+    let made = nix::fcntl::openat(
+        dev,
+        name,
+        nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_EXCL | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o666),
+    )
+    .ctx(|| format!("create /dev/{name}"))?;
+    drop(made);
+    let host = format!("/dev/{name}");
+    let target = open_fixed(root_fd, &host, false)?;
+    let via = format!("/proc/self/fd/{}", target.as_raw_fd());
+    mount(
+        Some(host.as_str()),
+        via.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {host}"))
 }
 
 /// Makes `node` in the container's /dev (`dev`, our own tmpfs: no symlink in it yet), its
