@@ -112,11 +112,8 @@ fn starts_a_container(c: &Command) -> bool {
 }
 
 /// What rootless strata cannot do yet, refused in one line before anything is touched:
-/// builds, and containers on a bridge network (which needs the host's root).
+/// containers on a bridge network (which needs the host's root).
 fn rootless_supports(c: &Command) -> anyhow::Result<()> {
-    if matches!(c, Command::Build(cli::BuildArgs { check: false, .. })) {
-        anyhow::bail!("rootless: builds do not run without root yet; run this as root");
-    }
     let network = match c {
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => &a.create.network,
         Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => &a.network,

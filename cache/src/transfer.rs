@@ -2,6 +2,7 @@
 //! that is both an OCI layout and a docker-save tar, and `load` of either format.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 
 use strata_image::archive::{self, ArchiveImage, ArchiveWriter, OciLayout};
@@ -215,6 +216,9 @@ impl Store {
         let invalid = |m: String| StoreError::Invalid(format!("{what}: {m}"));
         let (_, tar) = compress::decompress(input).map_err(|e| invalid(e.to_string()))?;
         let mut files = ArchiveFiles::default();
+        // Blobs this load added, to drop those no loaded image uses (the OCI manifests of an
+        // archive read through its docker manifest.json, say).
+        let mut added: BTreeSet<Digest> = BTreeSet::new();
         let mut a = tar::Archive::new(tar);
         for entry in a.entries().map_err(|e| invalid(e.to_string()))? {
             let mut entry = entry.map_err(|e| invalid(e.to_string()))?;
@@ -242,6 +246,7 @@ impl Store {
             if let Some(d) = archive::digest_of_blob_path(&path) {
                 if !self.has_blob(&d) {
                     self.ingest_blob(&mut entry, Some(&d), Some(size), &format!("{what}: {path}"))?;
+                    added.insert(d.clone());
                 }
                 files.blobs.insert(path, d);
             } else if path.ends_with(".json")
@@ -276,6 +281,18 @@ impl Store {
                 "neither manifest.json nor index.json found: not an image archive".into(),
             ));
         };
+        for p in &plan {
+            added.remove(&p.config);
+            for l in &p.layers {
+                added.remove(&l.digest);
+            }
+            if let Some(m) = &p.manifest {
+                added.remove(&m.digest);
+            }
+        }
+        for unused in &added {
+            let _ = std::fs::remove_file(self.blob_path(unused));
+        }
         let mut loaded = Vec::new();
         for p in plan {
             let img = self.import_planned(&p, what)?;

@@ -61,7 +61,7 @@ impl Executor<'_> {
                 ..Default::default()
             },
             host_config: HostConfig {
-                network_mode: network
+                network_mode: run_network(network)
                     .parse()
                     .map_err(|e: RuntimeError| self.step_error(step, e.to_string()))?,
                 mounts: run.mounts.binds.clone(),
@@ -152,5 +152,15 @@ impl Executor<'_> {
                 argv.join(" ")
             ),
         ))
+    }
+}
+
+/// The network a RUN step gets: as written, but rootless the default is the user's own (the
+/// host's, as rootless BuildKit's), since a bridge needs the host's root.
+fn run_network(written: &str) -> &str {
+    if written == "default" && strata_image::layer::in_user_namespace() {
+        "host"
+    } else {
+        written
     }
 }

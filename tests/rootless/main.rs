@@ -389,3 +389,108 @@ fn a_user_runs_execs_commits_and_removes_containers_without_root() {
     assert!(check.contains(" 0 errors, 0 garbage"), "{check}");
     user.ok(&["system", "reset", "--force"]);
 }
+
+/// Waits until a process of `uid` runs whose command line is `cmdline` (its words).
+fn wait_for_process(uid: u32, cmdline: &str) {
+    let t = std::time::Instant::now();
+    while !Command::new("pgrep")
+        .args(["-u", &uid.to_string(), "-fx", cmdline])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(t.elapsed().as_secs() < 20, "no {cmdline:?} of uid {uid}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Copies `examples/NAME` into the user's home (the source tree need not be readable by it).
+fn give_example(user: &TestUser, name: &str) -> PathBuf {
+    let to = user.home.join(name);
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    run_ok(Command::new("cp").args(["-r", from.to_str().unwrap(), to.to_str().unwrap()]));
+    run_ok(Command::new("chown").args([
+        "-R",
+        &format!("{}:{}", user.uid, user.gid),
+        to.to_str().unwrap(),
+    ]));
+    to
+}
+
+#[test]
+fn rootless_builds_give_the_image_ids_of_root_builds() {
+    let user = TestUser::new("d", true);
+    let root = Strata::new();
+    root.busybox();
+    // One base for both: `import` stamps its own time into the image.
+    let base = root.path("base.tar");
+    root.ok(&["save", "-o", base.to_str().unwrap(), "busybox"]);
+    let base = user.give(&base);
+    user.ok(&["load", "-i", base.to_str().unwrap()]);
+    for (example, tag) in [("hello", "hello"), ("static-site", "site")] {
+        let dir = give_example(&user, example);
+        let build = |ok: &dyn Fn(&[&str]) -> String, dir: &str| {
+            ok(&[
+                "build",
+                "-q",
+                "--build-arg",
+                "SOURCE_DATE_EPOCH=1700000000",
+                "-t",
+                tag,
+                dir,
+            ])
+        };
+        let as_user = build(&|a| user.ok(a), dir.to_str().unwrap());
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(example);
+        let as_root = build(&|a| root.ok(a), src.to_str().unwrap());
+        assert_eq!(as_user, as_root, "{example}");
+    }
+    assert_eq!(
+        user.ok(&["run", "--rm", "--network", "none", "hello"]),
+        "Hello, world! (uid 65534 in /app)\n"
+    );
+    // Killed mid-run (monitor and container at once): the store checks clean once repaired,
+    // and the user can still delete everything.
+    user.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "doomed",
+        "--user",
+        "0",
+        "--entrypoint",
+        "sleep",
+        "hello",
+        "100",
+    ]);
+    wait_for_process(user.uid, "sleep 100");
+    let _ = Command::new("pkill")
+        .args([
+            "-KILL",
+            "-u",
+            &user.uid.to_string(),
+            "-f",
+            "__monitor|sleep 100",
+        ])
+        .status();
+    user.ok(&["system", "check", "--repair"]);
+    let check = user.ok(&["system", "check"]);
+    assert!(check.contains(" 0 errors, 0 garbage"), "{check}");
+    user.ok(&["rm", "-f", "doomed"]);
+    user.ok(&["system", "reset", "--force"]);
+    let rm = user
+        .command(
+            Path::new("/bin/rm"),
+            &["-rf", user.store().to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+    assert!(rm.status.success(), "{rm:?}");
+}
