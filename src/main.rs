@@ -112,17 +112,18 @@ fn starts_a_container(c: &Command) -> bool {
 }
 
 /// What rootless strata cannot do yet, refused in one line before anything is touched:
-/// containers on a bridge network (which needs the host's root).
+/// containers on user networks (bridges of the host's, which need its root).
 fn rootless_supports(c: &Command) -> anyhow::Result<()> {
     let network = match c {
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => &a.create.network,
         Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => &a.network,
         _ => return Ok(()),
     };
-    if !(network == "none" || network == "host" || network.starts_with("container:")) {
+    let rootless_kinds = ["none", "host", "bridge", "default"];
+    if !(rootless_kinds.contains(&network.as_str()) || network.starts_with("container:")) {
         anyhow::bail!(
-            "rootless: --network {network} needs root (bridges and their firewall are the \
-             host's); use --network none or host"
+            "rootless: --network {network} needs root (user networks are bridges of the \
+             host's); use the default (user-mode) network, none or host"
         );
     }
     Ok(())

@@ -60,6 +60,7 @@ pub mod rootless;
 pub mod seccomp;
 pub mod spec;
 pub mod user;
+pub mod usermode;
 pub mod volume;
 
 use std::path::PathBuf;

@@ -54,7 +54,10 @@ pub fn port_bindings(rec: &ContainerRecord) -> PortBindings {
 /// `container:`).
 pub fn join(store: &Store, rec: &ContainerRecord) -> Result<Option<Joined>, RuntimeError> {
     let wanted = wanted(rec);
-    if wanted.is_empty() || matches!(rec.host_config.network_mode, NetworkMode::Container(_)) {
+    if wanted.is_empty()
+        || matches!(rec.host_config.network_mode, NetworkMode::Container(_))
+        || user_mode(rec)
+    {
         return Ok(None);
     }
     let nets = Networks::new(store);
@@ -273,4 +276,25 @@ pub fn disconnect(
         };
     }
     containers.save(&updated)
+}
+
+/// Whether the container's network is user-mode (rootless, on the default bridge: the host's
+/// bridges need root).
+pub fn user_mode(rec: &ContainerRecord) -> bool {
+    matches!(rec.host_config.network_mode, NetworkMode::Bridge)
+        && strata_image::layer::in_user_namespace()
+}
+
+/// Rootless: slirp4netns on the container's namespace `ns`, publishing its ports (reserved
+/// here first, so a port in use fails as it does for root, then let go for slirp4netns to
+/// bind).
+pub fn start_user_mode(
+    rec: &ContainerRecord,
+    ns: std::os::fd::BorrowedFd,
+) -> Result<crate::usermode::UserModeNet, RuntimeError> {
+    let reservation = ports::reserve(&port_bindings(rec))?;
+    let mappings = reservation.mappings.clone();
+    drop(reservation);
+    let api = crate::rootless::runtime_dir()?.join(format!("slirp-{}.sock", &rec.id[..12]));
+    crate::usermode::UserModeNet::start(ns, &api, &mappings).map_err(RuntimeError::Invalid)
 }

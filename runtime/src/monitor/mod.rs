@@ -12,7 +12,7 @@ use crate::attach::Hub;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -198,11 +198,13 @@ fn run_inner(
     }
     crate::init::clear_volatile_marker(&root);
     let limits = limits_of(&rec);
+    let user_mode = crate::networking::user_mode(&rec);
     let netns = match shared_netns {
         Some(fd) => Some(NetnsPlan::Shared(fd)),
-        None => netns.map(|made| match &joined {
-            Some(j) => NetnsPlan::Plugged(made, j),
-            None => NetnsPlan::Own(made),
+        None => netns.map(|made| match (&joined, user_mode) {
+            (Some(j), _) => NetnsPlan::Plugged(made, Plug::Networks(j)),
+            (None, true) => NetnsPlan::Plugged(made, Plug::UserMode(&rec)),
+            (None, false) => NetnsPlan::Own(made),
         }),
     };
     let started = start(&rec, &root, &proc_, &limits, opts, netns, pid_ns);
@@ -484,16 +486,37 @@ struct Io {
     console: Option<OwnedFd>,
     /// A detached `-i` container without a TTY: the write end of its stdin pipe.
     stdin: Option<OwnedFd>,
+    /// Rootless: the container's slirp4netns, stopped when the container has exited.
+    _user_net: Option<crate::usermode::UserModeNet>,
 }
 
 /// Where the container's network namespace comes from.
 enum NetnsPlan<'a> {
     /// Made by the helper, loopback only: init receives it.
     Own((NetNs, netns::Helper)),
-    /// Made by the helper and plugged into networks by the monitor while init sets up.
-    Plugged((NetNs, netns::Helper), &'a crate::networking::Joined),
+    /// Made by the helper and plugged in by the monitor while init sets up.
+    Plugged((NetNs, netns::Helper), Plug<'a>),
     /// Another container's (`--network container:NAME`).
     Shared(std::os::fd::OwnedFd),
+}
+
+/// What the monitor plugs into a namespace it made.
+enum Plug<'a> {
+    /// The store's networks (root).
+    Networks(&'a crate::networking::Joined),
+    /// Rootless: slirp4netns, with the container's published ports.
+    UserMode(&'a ContainerRecord),
+}
+
+impl Plug<'_> {
+    /// Plugs namespace `ns` in while init sets up.
+    fn plug(&self, ns: BorrowedFd) -> Result<(), RuntimeError> {
+        match self {
+            Plug::Networks(joined) => joined.plug(ns),
+            // Started before the container's pid namespace (see `start`).
+            Plug::UserMode(_) => Ok(()),
+        }
+    }
 }
 
 /// Where the container's processes get their pids.
@@ -535,11 +558,12 @@ fn start(
     netns: Option<NetnsPlan>,
     pid_ns: PidNs,
 ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
+    let mut user_net = None;
     let (netns, netns_helper, plug) = match netns {
         None => (None, None, None),
         Some(NetnsPlan::Own((ns, helper))) => (Some(ns), Some(helper), None),
         Some(NetnsPlan::Shared(fd)) => (Some(NetNs::Ready(fd)), None, None),
-        Some(NetnsPlan::Plugged((ns, helper), joined)) => {
+        Some(NetnsPlan::Plugged((ns, helper), plug)) => {
             // The monitor needs the namespace itself to plug it in: wait for it here.
             let received = ns.receive();
             let failed = helper.reap().err();
@@ -550,7 +574,15 @@ fn start(
             let for_init = fd
                 .try_clone()
                 .map_err(|e| (125, format!("duplicate the network namespace: {e}")))?;
-            (Some(NetNs::Ready(for_init)), None, Some((joined, fd)))
+            if let Plug::UserMode(rec) = plug {
+                // Before the pid namespace: slirp4netns must not be in the container's (its
+                // init, exiting, would wait for slirp4netns to be reaped, and this monitor
+                // for the init), and rootless this process cannot go back to its own.
+                let net = crate::networking::start_user_mode(rec, fd.as_fd())
+                    .map_err(|e| (125, e.to_string()))?;
+                user_net = Some(net);
+            }
+            (Some(NetNs::Ready(for_init)), None, Some((plug, fd)))
         }
     };
     let w = Wiring::new(rec, p, opts)?;
@@ -573,6 +605,10 @@ fn start(
         Ok(ForkResult::Parent { child }) => {
             drop(netns);
             w.watch_init(child, p, limits, &rec.id, signals, netns_helper, plug)
+                .map(|(child, mut io, cg)| {
+                    io._user_net = user_net;
+                    (child, io, cg)
+                })
         }
     }
 }
@@ -714,7 +750,7 @@ impl Wiring {
         id: &str,
         signals: SignalFd,
         netns_helper: Option<netns::Helper>,
-        plug: Option<(&crate::networking::Joined, OwnedFd)>,
+        plug: Option<(Plug, OwnedFd)>,
     ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
         drop(self.sync_r);
         drop(self.err_w);
@@ -732,7 +768,7 @@ impl Wiring {
         });
         // The container's networks are plugged in meanwhile too, before init may exec.
         let plugged = match plug {
-            Some((joined, ns)) => joined.plug(ns.as_fd()),
+            Some((plug, ns)) => plug.plug(ns.as_fd()),
             None => Ok(()),
         };
         let cg = match (cg, plugged) {
@@ -788,6 +824,7 @@ impl Wiring {
             err: errp,
             console: console_master,
             stdin: self.stdin_pipe.map(|(_, w)| w),
+            _user_net: None,
         };
         Ok((child, io, cg))
     }
@@ -853,6 +890,7 @@ pub fn relay(child: Pid, signals: SignalFd, console: Option<OwnedFd>) -> i32 {
             err: None,
             console,
             stdin: None,
+            _user_net: None,
         },
         None,
         true,
