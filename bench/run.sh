@@ -1,6 +1,6 @@
 #!/bin/sh
 # strata's benchmarks, next to the floors and peers in bench/workloads/README.md.
-# Usage: bench/run.sh [start|network|small|fanout|bigctx|dfscale|ctxscale|import|registry|all]   (default: all)
+# Usage: bench/run.sh [start|network|rootless|small|fanout|bigctx|dfscale|ctxscale|import|registry|all]   (default: all)
 # Needs root, hyperfine, runc, busybox-static (scripts/deps.sh installs them). Prints rows of
 # "workload phase: median (and the floor/peer measured in the same run)".
 set -eu
@@ -90,6 +90,38 @@ if [ "$what" = network ] || [ "$what" = all ]; then
   $S system reset -f >/dev/null
   echo "network 100 MB through -p ${tp}s ($(python3 -c "print(round(100/$tp))") MB/s) host network ${th}s ($(python3 -c "print(round(100/$th))") MB/s; -p/host throughput $(python3 -c "print(round($th/$tp,2))")); with MTU 65535 ${tj}s (x$(python3 -c "print(round($th/$tj,2))") host)"
 fi
+if [ "$what" = rootless ] || [ "$what" = all ]; then
+  # A user of the benchmark's own (subordinate ranges, home in $work). Every command, root's
+  # too, goes through the same setpriv wrapper, so the wrapper's cost is in all of them.
+  u=strata-bench$$
+  useradd -M -d "$work/home" -s /bin/sh -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 "$u"
+  usermod --add-subuids 700000-765535 --add-subgids 700000-765535 "$u"
+  trap 'pkill -KILL -u "$u" 2>/dev/null; sleep 0.2; userdel "$u" 2>/dev/null; rm -rf "/tmp/strata-$(id -u "$u" 2>/dev/null)"; $S system reset -f >/dev/null 2>&1; rm -rf "$work"' EXIT
+  chmod 755 "$work"
+  mkdir -p "$work/home" && cp "$work/busybox.tar" "$work/home/" && cp -r bench/workloads/small bench/workloads/fanout "$work/home/"
+  chown -R "$u:" "$work/home"
+  as_user="setpriv --reuid=$u --regid=$u --clear-groups env -i HOME=$work/home PATH=/usr/bin:/bin"
+  as_root="setpriv --reuid=0 --regid=0 --clear-groups env -i HOME=/root PATH=/usr/bin:/bin"
+  $as_user "$bin" import "$work/home/busybox.tar" busybox:latest >/dev/null
+  run_rl="$as_user $bin run --rm --network none busybox true"
+  run_root="$as_root $S run --rm --network none busybox true"
+  podman_rl="$as_user podman run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 busybox true"
+  if $as_user podman import -q "$work/home/busybox.tar" busybox >/dev/null 2>&1 && $podman_rl >/dev/null 2>&1; then
+    set -- $(bench/alternate.py 20 2 "$run_rl" "$run_root" "$podman_rl")
+    p=$3
+  else
+    set -- $(bench/alternate.py 20 2 "$run_rl" "$run_root") n/a
+    p=n/a
+  fi
+  rl=$1 rt=$2
+  echo "rootless run --rm --network none true: rootless ${rl}s root ${rt}s (x$(python3 -c "print(round($rl/$rt,2))") root) podman rootless ${p}s"
+  for w in small fanout; do
+    cp -r "bench/workloads/$w" "$work/$w-root"
+    set -- $(bench/alternate.py 5 1 --prepare sync "$as_user $bin build -q --no-cache $work/home/$w" "$as_root $S build -q --no-cache $work/$w-root")
+    echo "rootless build $w cold: rootless ${1}s root ${2}s (x$(python3 -c "print(round($1/$2,2))") root)"
+  done
+fi
+
 if [ "$what" = small ] || [ "$what" = all ]; then
   cp -r "bench/workloads/small" "$work/small"
   build_phases small "$work/small" "date +%s%N >> $work/small/a.txt"
