@@ -449,6 +449,21 @@ fn rootless_builds_give_the_image_ids_of_root_builds() {
         user.ok(&["run", "--rm", "--network", "none", "hello"]),
         "Hello, world! (uid 65534 in /app)\n"
     );
+    // Through the loopback registry and back into an emptied store.
+    let registry = common::registry::Registry::start(None);
+    let remote = format!("{}/hello:rootless", registry.addr());
+    user.ok(&["tag", "hello", &remote]);
+    user.ok(&["push", "-q", &remote]);
+    user.ok(&["system", "reset", "--force"]);
+    user.ok(&["pull", "-q", &remote]);
+    assert_eq!(
+        user.ok(&["images", "--no-trunc", "-q", &remote]).trim(),
+        root.ok(&["images", "--no-trunc", "-q", "hello"]).trim()
+    );
+    assert_eq!(
+        user.ok(&["run", "--rm", "--network", "none", &remote, "rootless"]),
+        "Hello, rootless! (uid 65534 in /app)\n"
+    );
     // Killed mid-run (monitor and container at once): the store checks clean once repaired,
     // and the user can still delete everything.
     user.ok(&[
@@ -462,7 +477,7 @@ fn rootless_builds_give_the_image_ids_of_root_builds() {
         "0",
         "--entrypoint",
         "sleep",
-        "hello",
+        &remote,
         "100",
     ]);
     wait_for_process(user.uid, "sleep 100");
