@@ -431,6 +431,10 @@ pub struct State {
     /// The health check's status and last probes, for a container with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::Health>,
+    /// Rootless: the ports its user-mode network publishes while it runs (root's are in the
+    /// network store's endpoints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_mode_ports: Vec<strata_network::PortMapping>,
 }
 
 impl State {
@@ -451,6 +455,7 @@ impl State {
             restart_delay_ms: 0,
             manually_stopped: false,
             health: None,
+            user_mode_ports: Vec::new(),
         }
     }
     pub fn is_running(&self) -> bool {

@@ -28,6 +28,7 @@ pub const CONTAINER_ADDRESS: &str = "10.0.2.100";
 pub struct UserModeNet {
     child: Child,
     api: PathBuf,
+    ports: Vec<PortMapping>,
     /// Closing it tells slirp4netns to exit (`--exit-fd`).
     _exit: OwnedFd,
 }
@@ -81,6 +82,7 @@ impl UserModeNet {
         let mut net = UserModeNet {
             child,
             api: api.to_path_buf(),
+            ports: ports.to_vec(),
             _exit: exit_w,
         };
         let mut said = [0u8; 1];
@@ -95,6 +97,11 @@ impl UserModeNet {
             net.forward(p)?;
         }
         Ok(net)
+    }
+
+    /// The ports it publishes.
+    pub fn ports(&self) -> &[PortMapping] {
+        &self.ports
     }
 
     /// Publishes one port through the API socket.

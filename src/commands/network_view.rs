@@ -14,6 +14,23 @@ fn live_endpoints(store: &Store, rec: &ContainerRecord) -> Vec<(Network, Endpoin
     strata_runtime::networking::live_endpoints(store, &rec.id)
 }
 
+/// The ports the container publishes now: its endpoints', or (rootless) its user-mode
+/// network's, kept in its state while it runs.
+fn published(
+    store: &Store,
+    rec: &ContainerRecord,
+    eps: &[(Network, Endpoint)],
+) -> Vec<strata_network::PortMapping> {
+    let mut ports: Vec<_> = eps.iter().flat_map(|(_, ep)| ep.ports.clone()).collect();
+    if eps.is_empty() {
+        let st = strata_runtime::container::Containers::new(store).state(&rec.id);
+        if let Some(st) = st.ok().filter(|s| s.is_running()) {
+            ports = st.user_mode_ports;
+        }
+    }
+    ports
+}
+
 /// `"80/tcp"` → its host bindings as Docker prints them, with every exposed port (`null` when
 /// not published).
 fn ports_value(rec: &ContainerRecord, eps: &[(Network, Endpoint)]) -> Value {
@@ -97,20 +114,19 @@ fn endpoint_value(net: &Network, ep: &Endpoint) -> Value {
 /// folded into ranges as Docker folds them.
 pub fn ports_column(store: &Store, rec: &ContainerRecord) -> String {
     let eps = live_endpoints(store, rec);
-    if eps.is_empty() {
+    let mappings = published(store, rec, &eps);
+    if eps.is_empty() && mappings.is_empty() {
         return String::new();
     }
     // (host ip, proto, container port) → host port; unpublished exposed ports have none.
     let mut published: Vec<(String, String, u16, Option<u16>)> = Vec::new();
-    for (_, ep) in &eps {
-        for p in &ep.ports {
-            published.push((
-                p.host_ip.to_string(),
-                p.proto.to_string(),
-                p.container_port,
-                Some(p.host_port),
-            ));
-        }
+    for p in &mappings {
+        published.push((
+            p.host_ip.to_string(),
+            p.proto.to_string(),
+            p.container_port,
+            Some(p.host_port),
+        ));
     }
     for key in rec.config.exposed_ports.keys() {
         if let Ok((port, proto)) = strata_network::ports::parse_port_key(key) {
@@ -187,20 +203,19 @@ pub fn port_lines(
         None => None,
     };
     let mut lines = Vec::new();
-    for (_, ep) in live_endpoints(store, rec) {
-        let mut ports = ep.ports.clone();
-        ports.sort_by_key(|p| (p.container_port, p.proto, p.host_ip, p.host_port));
-        for p in ports {
-            match wanted {
-                Some((port, proto)) if (port, proto) == (p.container_port, p.proto) => {
-                    lines.push(format!("{}:{}", p.host_ip, p.host_port));
-                }
-                Some(_) => {}
-                None => lines.push(format!(
-                    "{}/{} -> {}:{}",
-                    p.container_port, p.proto, p.host_ip, p.host_port
-                )),
+    let eps = live_endpoints(store, rec);
+    let mut ports = published(store, rec, &eps);
+    ports.sort_by_key(|p| (p.container_port, p.proto, p.host_ip, p.host_port));
+    for p in ports {
+        match wanted {
+            Some((port, proto)) if (port, proto) == (p.container_port, p.proto) => {
+                lines.push(format!("{}:{}", p.host_ip, p.host_port));
             }
+            Some(_) => {}
+            None => lines.push(format!(
+                "{}/{} -> {}:{}",
+                p.container_port, p.proto, p.host_ip, p.host_port
+            )),
         }
     }
     if lines.is_empty() {

@@ -566,6 +566,11 @@ fn rootless_containers_get_a_user_mode_network_with_published_ports() {
         "/etc",
     ]);
     assert_eq!(http_get(18410, "/hostname"), format!("{}\n", &id[..12]));
+    assert_eq!(user.ok(&["port", id.trim()]), "80/tcp -> 127.0.0.1:18410\n");
+    assert_eq!(
+        user.ok(&["ps", "--format", "{{.Ports}}"]),
+        "127.0.0.1:18410->80/tcp\n"
+    );
     user.ok(&["rm", "-f", id.trim()]);
     // Gone with the container: nothing answers there any more.
     assert!(std::net::TcpStream::connect(("127.0.0.1", 18410)).is_err());

@@ -223,6 +223,11 @@ fn run_inner(
         j.add_init(store, child.as_raw());
     }
     let pid_start = process_start_time(child.as_raw()).unwrap_or(0);
+    let user_mode_ports = io
+        ._user_net
+        .as_ref()
+        .map(|n| n.ports().to_vec())
+        .unwrap_or_default();
     let has_health = crate::health::probe_command(rec.config.healthcheck.as_ref()).is_some();
     let _ = containers.update_state(id, |s| {
         s.pid = child.as_raw();
@@ -230,6 +235,7 @@ fn run_inner(
         s.started_at = fsutil::now_rfc3339();
         s.exit_code = 0;
         s.oom_killed = false;
+        s.user_mode_ports = user_mode_ports;
         s.health = has_health.then(|| crate::health::Health {
             status: "starting".into(),
             ..Default::default()
@@ -394,6 +400,7 @@ fn record_exit(
         s.status = Status::Exited;
         s.exit_code = code;
         s.oom_killed = oom;
+        s.user_mode_ports.clear();
         s.pid = 0;
         s.finished_at = fsutil::now_rfc3339();
         if policy.restarts(code, s.restart_count, s.manually_stopped) {
