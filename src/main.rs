@@ -151,10 +151,10 @@ fn init_logging(level: &str) {
         .init();
 }
 
-/// The store when neither `--root` nor `STRATA_ROOT` says: the system's for root, else the
-/// user's data directory (as podman's).
+/// The store when neither `--root` nor `STRATA_ROOT` says: the system's for root, else (a
+/// rootless command, about to enter its namespace) the user's data directory, as podman's.
 fn default_root() -> std::path::PathBuf {
-    if !strata_runtime::rootless::is_rootless() {
+    if nix::unistd::Uid::effective().is_root() {
         return strata_cache::store::DEFAULT_ROOT.into();
     }
     let data = std::env::var_os("XDG_DATA_HOME")

@@ -6,6 +6,12 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
+/// A pipe (read end, write end), closed on exec.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), crate::RuntimeError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| crate::RuntimeError::io("pipe", e.into()))
+}
+
 /// A connected pair of unix stream sockets, closed on exec: the channel descriptors go over.
 pub fn socket_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};

@@ -280,9 +280,12 @@ pub fn disconnect(
 
 /// Whether the container's network is user-mode (rootless, on the default bridge: the host's
 /// bridges need root).
+///
+/// The monitor asks before it forks init, whatever the network: the answer is read once and
+/// both processes keep it (the cgroup and the overlay ask again after the fork).
 pub fn user_mode(rec: &ContainerRecord) -> bool {
-    matches!(rec.host_config.network_mode, NetworkMode::Bridge)
-        && strata_image::layer::in_user_namespace()
+    strata_image::layer::in_user_namespace()
+        && matches!(rec.host_config.network_mode, NetworkMode::Bridge)
 }
 
 /// Rootless: slirp4netns on the container's namespace `ns`, publishing its ports (reserved

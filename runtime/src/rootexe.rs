@@ -46,22 +46,21 @@ pub fn reentered_from_a_container() -> bool {
 /// The path to re-exec: a read-only copy of the running binary, made once per binary.
 pub fn protected_exe() -> Result<PathBuf, RuntimeError> {
     let me = fs::metadata("/proc/self/exe").map_err(|e| RuntimeError::io("/proc/self/exe", e))?;
-    let dir = Path::new(DIR).join(copy_name(&me));
-    let exe = dir.join(EXE);
+    let mut base = PathBuf::from(DIR);
+    let mut dir = base.join(copy_name(&me));
+    let mut exe = dir.join(EXE);
     if is_complete_copy(&dir, me.size()) {
         return Ok(exe);
     }
-    // Rootless: /run is not the user's; the copies live in the user's runtime directory, in
-    // the mount namespace all the user's commands share.
-    let base = if crate::rootless::is_rootless() {
-        crate::rootless::runtime_dir()?.join("exe")
-    } else {
-        PathBuf::from(DIR)
-    };
-    let dir = base.join(copy_name(&me));
-    let exe = dir.join(EXE);
-    if is_complete_copy(&dir, me.size()) {
-        return Ok(exe);
+    if crate::rootless::is_rootless() {
+        // /run is not the user's: the copies live in the user's runtime directory, in the
+        // mount namespace all the user's commands share.
+        base = crate::rootless::runtime_dir()?.join("exe");
+        dir = base.join(copy_name(&me));
+        exe = dir.join(EXE);
+        if is_complete_copy(&dir, me.size()) {
+            return Ok(exe);
+        }
     }
     fs::create_dir_all(&base).map_err(|e| RuntimeError::io(&base, e))?;
     let _lock = strata_cache::fsutil::FileLock::acquire(

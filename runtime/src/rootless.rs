@@ -15,7 +15,6 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -120,18 +119,15 @@ pub fn is_rootless() -> bool {
     !Uid::effective().is_root() || !in_initial_user_namespace()
 }
 
-/// Whether this process is in the host's user namespace (its uid map is the identity).
+/// Whether this process is in the host's user namespace (read now: `enter` changes it).
 pub fn in_initial_user_namespace() -> bool {
-    fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+    strata_image::layer::uid_map_is_identity()
 }
 
-/// The user's uid on the host, also from inside the namespace (where it is 0).
+/// The user's uid on the host, also from inside the namespace (where it is 0): this
+/// process's uid through its uid map (the host's identity map gives it back unchanged).
 fn host_uid() -> u32 {
     let own = Uid::effective().as_raw();
-    if in_initial_user_namespace() {
-        return own;
-    }
     fs::read_to_string("/proc/self/uid_map")
         .ok()
         .and_then(|m| {
@@ -220,15 +216,11 @@ fn join(pid: i32) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::io("pipe", e.into()))
-}
-
 /// Forks the pause process: it makes the user namespace, waits for its maps, makes the mount
 /// namespace and then only waits. Returns its pid once both namespaces exist.
 fn start_pause(map: &IdMapping) -> Result<i32, RuntimeError> {
-    let (from_child, to_parent) = pipe()?;
-    let (from_parent, to_child) = pipe()?;
+    let (from_child, to_parent) = crate::fdpass::pipe()?;
+    let (from_parent, to_child) = crate::fdpass::pipe()?;
     // SAFETY: the caller is single-threaded.
     let child = match unsafe { strata_cache::fsutil::fork_detached() } {
         Err(e) => return Err(RuntimeError::Invalid(format!("fork: {e}"))),

@@ -21,9 +21,6 @@ use std::process::{Child, Command, Stdio};
 
 use strata_network::model::{PortMapping, Proto};
 
-/// The container's address on its tap device (slirp4netns's default with `--configure`).
-pub const CONTAINER_ADDRESS: &str = "10.0.2.100";
-
 /// A running `slirp4netns` for one container, stopped when dropped.
 pub struct UserModeNet {
     child: Child,
@@ -31,10 +28,6 @@ pub struct UserModeNet {
     ports: Vec<PortMapping>,
     /// Closing it tells slirp4netns to exit (`--exit-fd`).
     _exit: OwnedFd,
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
 }
 
 impl UserModeNet {
@@ -46,6 +39,7 @@ impl UserModeNet {
         api: &Path,
         ports: &[PortMapping],
     ) -> Result<UserModeNet, String> {
+        let pipe = || crate::fdpass::pipe().map_err(|e| e.to_string());
         let (ready_r, ready_w) = pipe()?;
         let (exit_r, exit_w) = pipe()?;
         let ns_path = format!("/proc/{}/fd/{}", std::process::id(), netns.as_raw_fd());

@@ -145,7 +145,7 @@ impl Terminal {
         Ok(Terminal {
             signals: block_signals(proxied)?,
             saved: (tty && with_stdin && stdin_is_a_terminal())
-                .then(make_raw)
+                .then(strata_runtime::monitor::make_raw)
                 .flatten(),
             with_stdin,
         })
@@ -292,12 +292,10 @@ fn read_some(fd: i32, buf: &mut [u8]) -> usize {
 
 /// This terminal's size (stdin's, else stdout's) for the monitor, if it is a terminal.
 fn terminal_size() -> Option<Frame> {
-    [0, 1].into_iter().find_map(|fd| {
-        // SAFETY: TIOCGWINSZ into a winsize we own.
-        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-        let ok = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0;
-        ok.then_some(Frame::Resize(ws.ws_row, ws.ws_col))
-    })
+    [0, 1]
+        .into_iter()
+        .find_map(strata_runtime::monitor::terminal_size)
+        .map(|(rows, cols)| Frame::Resize(rows, cols))
 }
 
 /// Blocks SIGWINCH and the `proxied` signals, to be read from the returned signalfd.
@@ -309,15 +307,6 @@ fn block_signals(proxied: &[Signal]) -> Result<SignalFd> {
     }
     set.thread_block()?;
     Ok(SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?)
-}
-
-fn make_raw() -> Option<Termios> {
-    let stdin = std::io::stdin();
-    let saved = termios::tcgetattr(&stdin).ok()?;
-    let mut raw = saved.clone();
-    termios::cfmakeraw(&mut raw);
-    termios::tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
-    Some(saved)
 }
 
 /// Docker's detach key syntax: comma-separated keys, each one character or `ctrl-X` (X a

@@ -21,21 +21,10 @@ use common::{have, sh, Strata};
 
 /// `login -u tester --password-stdin` with `password` on stdin.
 fn login(s: &Strata, registry: &str, password: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = s
-        .cmd(&["login", "-u", "tester", "--password-stdin", registry])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    s.run_with_input(
+        &["login", "-u", "tester", "--password-stdin", registry],
+        password.as_bytes(),
+    )
 }
 
 /// busybox plus two RUN layers, tagged `app:1`; returns the image ID.

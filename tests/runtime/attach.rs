@@ -158,20 +158,7 @@ fn attach_writes_to_the_stdin_of_a_detached_interactive_container() {
     let s = Strata::new();
     s.busybox();
     s.ok(&["run", "-di", "--name", "ii", "busybox", "sh"]);
-    let mut child = s
-        .cmd(&["attach", "ii"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"echo piped; echo $((6*7))\nexit 4\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = s.run_with_input(&["attach", "ii"], b"echo piped; echo $((6*7))\nexit 4\n");
     assert_eq!(out(&o), ("piped\n42\n".into(), String::new()));
     assert_eq!(o.status.code(), Some(4));
     // The log has what the clients saw.

@@ -28,18 +28,8 @@ fn run_exit_codes_and_stream_separation() {
     let o = s.run(&["run", "--rm", "--pull", "never", "nosuchimage"]);
     assert_eq!(o.status.code(), Some(125));
     // stdin only with -i
-    let mut c = s
-        .cmd(&["run", "--rm", "-i", "busybox", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(b"piped in\n").unwrap();
-    assert_eq!(
-        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap(),
-        "piped in\n"
-    );
+    let o = s.run_with_input(&["run", "--rm", "-i", "busybox", "cat"], b"piped in\n");
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), "piped in\n");
     assert_eq!(
         s.ok(&["ps", "-aq"]).trim(),
         "",

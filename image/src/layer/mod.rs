@@ -44,10 +44,14 @@ pub const USER_OVERLAY_OPAQUE_XATTR: &str = "user.overlay.opaque";
 /// namespace (a rootless command does that first, see `strata_runtime::rootless`).
 pub fn in_user_namespace() -> bool {
     static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *IN.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/uid_map")
-            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-    })
+    *IN.get_or_init(|| !uid_map_is_identity())
+}
+
+/// Whether this process's uid map is the host's identity map (it is in the host's user
+/// namespace), read now.
+pub fn uid_map_is_identity() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
 }
 
 /// The opaque-directory xattr overlayfs reads here: `trusted.` needs the host's root, so

@@ -278,16 +278,21 @@ fn bind_host_device(root_fd: &OwnedFd, dev: &OwnedFd, name: &str) -> Result<(), 
     .ctx(|| format!("create /dev/{name}"))?;
     drop(made);
     let host = format!("/dev/{name}");
-    let target = open_fixed(root_fd, &host, false)?;
-    let via = format!("/proc/self/fd/{}", target.as_raw_fd());
+    bind_onto_file(root_fd, &host, Path::new(&host))
+}
+
+/// Binds `source` (a host path) onto the file `target` of the container's root.
+fn bind_onto_file(root_fd: &OwnedFd, target: &str, source: &Path) -> Result<(), InitError> {
+    let fd = open_fixed(root_fd, target, false)?;
+    let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
     mount(
-        Some(host.as_str()),
+        Some(source),
         via.as_str(),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .ctx(|| format!("bind {host}"))
+    .ctx(|| format!("bind {target}"))
 }
 
 /// Makes `node` in the container's /dev (`dev`, our own tmpfs: no symlink in it yet), its
@@ -390,16 +395,7 @@ pub(super) fn reopen_dir(fd: &OwnedFd) -> nix::Result<OwnedFd> {
 /// files the init layer provides (so nothing is written to the container's layer).
 pub(super) fn etc_files(root_fd: &OwnedFd, root: &RootSpec) -> Result<(), InitError> {
     for (host, target) in &root.etc_files {
-        let fd = open_fixed(root_fd, target, false)?;
-        let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        mount(
-            Some(host.as_path()),
-            via.as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .ctx(|| format!("bind {target}"))?;
+        bind_onto_file(root_fd, target, host)?;
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::attach::Hub;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -24,6 +24,7 @@ use strata_cache::Store;
 
 use crate::cgroup::{Cgroup, Limits};
 use crate::container::{process_start_time, ContainerRecord, Containers, Status};
+use crate::fdpass::pipe;
 use crate::init;
 use crate::launch::{IdMessage, InitFailure, MonitorLaunch, Ready, Target};
 use crate::logs::LogWriter;
@@ -66,10 +67,6 @@ pub const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR1,
     Signal::SIGUSR2,
 ];
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::io("pipe", e.into()))
-}
 
 /// Runs the monitor; returns the exit code for the process to exit with.
 pub fn run(store: &Store, opts: &Options) -> i32 {
@@ -202,8 +199,8 @@ fn run_inner(
     let netns = match shared_netns {
         Some(fd) => Some(NetnsPlan::Shared(fd)),
         None => netns.map(|made| match (&joined, user_mode) {
-            (Some(j), _) => NetnsPlan::Plugged(made, Plug::Networks(j)),
-            (None, true) => NetnsPlan::Plugged(made, Plug::UserMode(&rec)),
+            (Some(j), _) => NetnsPlan::Plugged(made, j),
+            (None, true) => NetnsPlan::UserMode(made, &rec),
             (None, false) => NetnsPlan::Own(made),
         }),
     };
@@ -224,7 +221,7 @@ fn run_inner(
     }
     let pid_start = process_start_time(child.as_raw()).unwrap_or(0);
     let user_mode_ports = io
-        ._user_net
+        .user_net
         .as_ref()
         .map(|n| n.ports().to_vec())
         .unwrap_or_default();
@@ -494,35 +491,27 @@ struct Io {
     /// A detached `-i` container without a TTY: the write end of its stdin pipe.
     stdin: Option<OwnedFd>,
     /// Rootless: the container's slirp4netns, stopped when the container has exited.
-    _user_net: Option<crate::usermode::UserModeNet>,
+    user_net: Option<crate::usermode::UserModeNet>,
 }
 
 /// Where the container's network namespace comes from.
 enum NetnsPlan<'a> {
     /// Made by the helper, loopback only: init receives it.
     Own((NetNs, netns::Helper)),
-    /// Made by the helper and plugged in by the monitor while init sets up.
-    Plugged((NetNs, netns::Helper), Plug<'a>),
+    /// Made by the helper and plugged into networks by the monitor while init sets up.
+    Plugged((NetNs, netns::Helper), &'a crate::networking::Joined),
+    /// Rootless: made by the helper and given to slirp4netns by the monitor.
+    UserMode((NetNs, netns::Helper), &'a ContainerRecord),
     /// Another container's (`--network container:NAME`).
     Shared(std::os::fd::OwnedFd),
 }
 
-/// What the monitor plugs into a namespace it made.
-enum Plug<'a> {
-    /// The store's networks (root).
-    Networks(&'a crate::networking::Joined),
-    /// Rootless: slirp4netns, with the container's published ports.
-    UserMode(&'a ContainerRecord),
-}
-
-impl Plug<'_> {
-    /// Plugs namespace `ns` in while init sets up.
-    fn plug(&self, ns: BorrowedFd) -> Result<(), RuntimeError> {
-        match self {
-            Plug::Networks(joined) => joined.plug(ns),
-            // Started before the container's pid namespace (see `start`).
-            Plug::UserMode(_) => Ok(()),
-        }
+/// The namespace the helper made, once it has sent it (the monitor needs it itself).
+fn receive_namespace(ns: NetNs, helper: netns::Helper) -> Result<OwnedFd, (i32, String)> {
+    let received = ns.receive();
+    match (received, helper.reap().err()) {
+        (Ok(fd), None) => Ok(fd),
+        (_, Some(why)) | (Err(why), None) => Err((125, why)),
     }
 }
 
@@ -570,26 +559,23 @@ fn start(
         None => (None, None, None),
         Some(NetnsPlan::Own((ns, helper))) => (Some(ns), Some(helper), None),
         Some(NetnsPlan::Shared(fd)) => (Some(NetNs::Ready(fd)), None, None),
-        Some(NetnsPlan::Plugged((ns, helper), plug)) => {
+        Some(NetnsPlan::Plugged((ns, helper), joined)) => {
             // The monitor needs the namespace itself to plug it in: wait for it here.
-            let received = ns.receive();
-            let failed = helper.reap().err();
-            let fd = match (received, failed) {
-                (Ok(fd), None) => fd,
-                (_, Some(why)) | (Err(why), None) => return Err((125, why)),
-            };
+            let fd = receive_namespace(ns, helper)?;
             let for_init = fd
                 .try_clone()
                 .map_err(|e| (125, format!("duplicate the network namespace: {e}")))?;
-            if let Plug::UserMode(rec) = plug {
-                // Before the pid namespace: slirp4netns must not be in the container's (its
-                // init, exiting, would wait for slirp4netns to be reaped, and this monitor
-                // for the init), and rootless this process cannot go back to its own.
-                let net = crate::networking::start_user_mode(rec, fd.as_fd())
-                    .map_err(|e| (125, e.to_string()))?;
-                user_net = Some(net);
-            }
-            (Some(NetNs::Ready(for_init)), None, Some((plug, fd)))
+            (Some(NetNs::Ready(for_init)), None, Some((joined, fd)))
+        }
+        Some(NetnsPlan::UserMode((ns, helper), rec)) => {
+            // Started here, before the pid namespace: slirp4netns must not be in the
+            // container's (its init, exiting, would wait for slirp4netns to be reaped, and
+            // this monitor for the init), and rootless this process cannot go back to its own.
+            let fd = receive_namespace(ns, helper)?;
+            let net = crate::networking::start_user_mode(rec, fd.as_fd())
+                .map_err(|e| (125, e.to_string()))?;
+            user_net = Some(net);
+            (Some(NetNs::Ready(fd)), None, None)
         }
     };
     let w = Wiring::new(rec, p, opts)?;
@@ -613,7 +599,7 @@ fn start(
             drop(netns);
             w.watch_init(child, p, limits, &rec.id, signals, netns_helper, plug)
                 .map(|(child, mut io, cg)| {
-                    io._user_net = user_net;
+                    io.user_net = user_net;
                     (child, io, cg)
                 })
         }
@@ -757,7 +743,7 @@ impl Wiring {
         id: &str,
         signals: SignalFd,
         netns_helper: Option<netns::Helper>,
-        plug: Option<(Plug, OwnedFd)>,
+        plug: Option<(&crate::networking::Joined, OwnedFd)>,
     ) -> Result<(Pid, Io, Cgroup), (i32, String)> {
         drop(self.sync_r);
         drop(self.err_w);
@@ -775,7 +761,7 @@ impl Wiring {
         });
         // The container's networks are plugged in meanwhile too, before init may exec.
         let plugged = match plug {
-            Some((plug, ns)) => plug.plug(ns.as_fd()),
+            Some((joined, ns)) => joined.plug(ns.as_fd()),
             None => Ok(()),
         };
         let cg = match (cg, plugged) {
@@ -831,7 +817,7 @@ impl Wiring {
             err: errp,
             console: console_master,
             stdin: self.stdin_pipe.map(|(_, w)| w),
-            _user_net: None,
+            user_net: None,
         };
         Ok((child, io, cg))
     }
@@ -897,7 +883,7 @@ pub fn relay(child: Pid, signals: SignalFd, console: Option<OwnedFd>) -> i32 {
             err: None,
             console,
             stdin: None,
-            _user_net: None,
+            user_net: None,
         },
         None,
         true,
@@ -918,7 +904,8 @@ fn reap(child: Pid) -> Option<i32> {
     }
 }
 
-fn make_raw() -> Option<nix::sys::termios::Termios> {
+/// Puts the terminal on stdin in raw mode; its settings before, to restore.
+pub fn make_raw() -> Option<nix::sys::termios::Termios> {
     let stdin = std::io::stdin();
     let saved = nix::sys::termios::tcgetattr(&stdin).ok()?;
     let mut raw = saved.clone();
@@ -928,7 +915,7 @@ fn make_raw() -> Option<nix::sys::termios::Termios> {
 }
 
 /// The (rows, columns) of the terminal on `fd`, if it is one with a size.
-fn terminal_size(fd: RawFd) -> Option<(u16, u16)> {
+pub fn terminal_size(fd: RawFd) -> Option<(u16, u16)> {
     // SAFETY: TIOCGWINSZ into a winsize we own.
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
