@@ -26,14 +26,16 @@ pub fn kill(c: &Containers, rec: &ContainerRecord, sig: Signal) -> Result<(), Ru
         s.manually_stopped = true;
         Ok(())
     })?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig)
-        .map_err(|e| RuntimeError::Invalid(format!("kill {}: {e}", rec.short_id())))?;
+    // Recorded before the signal goes: the monitor records the `die` it causes, and may do
+    // so before this process would get to its own line.
     crate::events::record(
         &c.store,
         rec,
         "kill",
         &[("signal", (sig as i32).to_string())],
     );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig)
+        .map_err(|e| RuntimeError::Invalid(format!("kill {}: {e}", rec.short_id())))?;
     if st.status == Status::Paused {
         // A frozen process only acts on the signal once thawed.
         Cgroup::of(&rec.id).freeze(false)?;
