@@ -88,6 +88,10 @@ fn reexec_fast_path() -> Option<i32> {
             strata_network::Networks::new(&open()?),
             net.to_str()?,
         )),
+        // Needs no store: the step's tree is named in the spec.
+        (strata_runtime::chroot::CHROOT, [f, n]) if f == "--spec-fd" => Some(
+            strata_runtime::chroot::helper_main(n.to_str()?.parse().ok()?),
+        ),
         (launch::EXEC, [f, n]) if f == "--spec-fd" => {
             Some(containers::exec_helper(&open()?, n.to_str()?.parse().ok()?))
         }

@@ -78,6 +78,8 @@ pub struct ExecOptions {
     pub secrets: mounts::BuildSecrets,
     /// `--ulimit`, for RUN steps.
     pub ulimits: Vec<strata_runtime::container::Ulimit>,
+    /// How RUN steps run (and so how layers are read and written: mounted, or copied).
+    pub isolation: strata_runtime::chroot::Isolation,
 }
 
 /// A cache beyond the store (a registry, `--cache-from`), asked when a key misses locally.
@@ -577,6 +579,7 @@ impl Executor<'_> {
                     lowers,
                     dir,
                     &state.config.get().user,
+                    self.opts.isolation,
                 )
                 .map_err(|e| self.step_error(step, e))?;
                 Ok(Some(outcome(state, made)))
@@ -591,6 +594,13 @@ impl Executor<'_> {
                 mounts,
                 insecure,
             } => {
+                let chroot = self.opts.isolation == strata_runtime::chroot::Isolation::Chroot;
+                if chroot && !mounts.is_empty() {
+                    return Err(self.step_error(
+                        step,
+                        "RUN --mount needs mounts, which --isolation chroot does without".into(),
+                    ));
+                }
                 if !mounts.is_empty() {
                     // Mount stubs are judged against the layers in the store.
                     self.settle(state, lowers)?;
@@ -624,7 +634,11 @@ impl Executor<'_> {
                     privileged: *insecure,
                     mounts: &prepared,
                 };
-                let upper = self.run_container(state, step, &run, lowers, v)?;
+                let upper = if chroot {
+                    self.run_chrooted(state, step, &run, lowers, v)?
+                } else {
+                    self.run_container(state, step, &run, lowers, v)?
+                };
                 mounts::remove_mount_stubs(self.store, &state.image, &upper, &prepared.targets);
                 drop(prepared);
                 Ok(Some(outcome(state, Some(upper))))
@@ -649,6 +663,7 @@ impl Executor<'_> {
                 let earlier = site.as_deref().and_then(|s| reuse::load(self.store, s));
                 let copied = copy::copy_step(
                     self.store,
+                    self.opts.isolation,
                     ctx,
                     &state.image,
                     lowers,

@@ -19,6 +19,7 @@ use strata_planner::model::{CopyFrom, RunMount};
 use strata_runtime::container::BindMount;
 
 use crate::copy::{copy_image_path_into, materialize_context, mount_image, Mounted};
+use strata_runtime::chroot::Isolation;
 
 /// Secrets and SSH agents given to a build (`--secret`, `--ssh`). Values live only in memory
 /// and, for the duration of a step, in a 0700 directory of the store's `tmp/`.
@@ -283,7 +284,8 @@ impl Preparing<'_> {
             }
             other => {
                 let img = (self.image_of)(other)?;
-                let mounted = mount_image(self.store, &img, !readonly)?;
+                // RUN --mount is refused under chroot isolation: these are always mounts.
+                let mounted = mount_image(self.store, &img, !readonly, Isolation::Oci)?;
                 let host = resolve_inside(&mounted.mnt, source)
                     .map_err(|e| format!("--mount source {e}"))?;
                 p.guards.push(Guard::Overlay(mounted));
@@ -326,7 +328,13 @@ impl Preparing<'_> {
             }
         };
         if let (true, Some((from, path))) = (created, seed) {
-            copy_image_path_into(self.store, &(self.image_of)(from)?, path, &dir)?;
+            copy_image_path_into(
+                self.store,
+                &(self.image_of)(from)?,
+                path,
+                &dir,
+                Isolation::Oci,
+            )?;
         }
         Ok(dir)
     }

@@ -110,7 +110,7 @@ impl Executor<'_> {
         // The monitor reports the start on its stdin (the container's is /dev/null anyway).
         let (ready_r, ready_w) =
             std::io::pipe().map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
-        let mut child = Command::new(exe)
+        let child = Command::new(exe)
             .arg("--root")
             .arg(self.store.root())
             .args(
@@ -130,13 +130,21 @@ impl Executor<'_> {
         // will be.
         let _ = std::io::read_to_string(ready_r);
         drop(named);
-        let mut tail: Vec<String> = Vec::new();
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
+        self.finish_step(step, argv, child, r, v)
+    }
+
+    /// Shows the output of a step's process (`out`, both its streams) as it comes, and
+    /// waits for the process: its failure is the step's, with its exit code.
+    fn finish_step(
+        &self,
+        step: &Step,
+        argv: &[String],
+        mut child: std::process::Child,
+        out: std::io::PipeReader,
+        v: &progress::Vertex<'_>,
+    ) -> Result<(), BuildError> {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
             v.output(&line);
-            tail.push(line);
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
         }
         let st = child
             .wait()
@@ -152,6 +160,76 @@ impl Executor<'_> {
                 argv.join(" ")
             ),
         ))
+    }
+
+    /// Runs a RUN step with chroot isolation: in a plain copy of the step's layers, through
+    /// the single-threaded `__chroot` helper; returns what the step changed as a layer
+    /// directory.
+    pub(crate) fn run_chrooted(
+        &self,
+        state: &State,
+        step: &Step,
+        run: &RunSpec<'_>,
+        lowers: &Lowers,
+        v: &progress::Vertex<'_>,
+    ) -> Result<PathBuf, BuildError> {
+        use strata_runtime::chroot;
+        if run.network == "none" {
+            return Err(self.step_error(
+                step,
+                "RUN --network=none needs a network namespace, which --isolation chroot \
+                 does without"
+                    .into(),
+            ));
+        }
+        let tree = copy::copy_layers(
+            self.store,
+            &state.image,
+            &lock(lowers),
+            true,
+            &chroot::prepare_rootfs,
+        )
+        .map_err(|e| self.step_error(step, e))?;
+        let mut env = run.env.to_vec();
+        env.extend(run.mounts.env.iter().cloned());
+        // As a container step's: the sandbox's name, not this host's.
+        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            env.push("HOSTNAME=buildkitsandbox".into());
+        }
+        let spec = chroot::ChrootSpec {
+            rootfs: tree.mnt.clone(),
+            process: strata_runtime::spec::ProcessSpec {
+                args: run.argv.to_vec(),
+                env,
+                cwd: run.workdir.to_string(),
+                user: run.user.to_string(),
+                caps: chroot::step_caps(),
+                no_new_privs: false,
+                seccomp: chroot::can_load_seccomp() && !run.privileged,
+                tty: false,
+                console_size: None,
+                init: false,
+                ulimits: self.opts.ulimits.clone(),
+                group_add: Vec::new(),
+                buildkit_groups: true,
+            },
+        };
+        let (r, w) = std::io::pipe().map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
+        let w2 = w
+            .try_clone()
+            .map_err(|e| BuildError::Other(format!("pipe: {e}")))?;
+        // The running binary itself: nothing runs from the tree before the helper has
+        // chrooted, and no container is around to reach it.
+        let child = chroot::spawn(
+            Path::new("/proc/self/exe"),
+            self.store.root(),
+            &spec,
+            w.into(),
+            w2.into(),
+        )
+        .map_err(|e| self.step_error(step, format!("start the chroot helper: {e}")))?;
+        self.finish_step(step, run.argv, child, r, v)?;
+        tree.into_upper().map_err(|e| self.step_error(step, e))
     }
 }
 

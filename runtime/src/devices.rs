@@ -13,6 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::RuntimeError;
 
+/// The character devices every container's /dev has, as Docker's: (name, major, minor).
+pub const STANDARD: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
 /// `--device` as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -7,6 +7,7 @@
 //! running container), [`netns`] (the network namespace, made meanwhile by another process),
 //! [`handoff`] (a foreground run's exec into the monitor while a child writes the record),
 //! [`attach`] (clients joined to a running container's stdio through its monitor's socket),
+//! [`chroot`] (build RUN steps without namespaces, for builds inside unprivileged containers),
 //! [`cgroup`] (v1 and v2), [`caps`], [`seccomp`] (Docker's profile compiled to a range search
 //! tree of classic BPF).
 //!
@@ -36,6 +37,7 @@ macro_rules! stored_as_text {
 pub mod attach;
 pub mod caps;
 pub mod cgroup;
+pub mod chroot;
 pub mod container;
 pub mod copy;
 pub mod create;

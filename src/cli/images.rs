@@ -197,6 +197,10 @@ pub struct BuildArgs {
     /// Ulimit options for RUN instructions (NAME=SOFT[:HARD])
     #[arg(long = "ulimit")]
     pub ulimits: Vec<String>,
+    /// How RUN steps run: oci (containers), chroot (no namespaces, for builds inside an
+    /// unprivileged container), or default (oci where this process may mount, else chroot)
+    #[arg(long, env = "STRATA_ISOLATION")]
+    pub isolation: Option<String>,
     /// Suppress the build output and print the image ID on success
     #[arg(short, long)]
     pub quiet: bool,

@@ -390,6 +390,9 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
                 .iter()
                 .map(|u| strata_runtime::container::parse_ulimit(u).map_err(|e| anyhow!("{e}")))
                 .collect::<Result<Vec<_>>>()?,
+            isolation: strata_runtime::chroot::Isolation::choose(a.isolation.as_deref())
+                .map_err(|e| anyhow!("--isolation: {e}"))?
+                .0,
         },
         progress: &progress,
         exe: std::sync::OnceLock::new(),

@@ -42,6 +42,7 @@ pub fn info(store: &Store) -> Result<()> {
     println!("CPUs: {}", strata_runtime::cgroup::host_cpu_count());
     let rootless = strata_runtime::rootless::is_rootless();
     println!("Rootless: {rootless}");
+    println!("Build Isolation: {}", build_isolation());
     if rootless {
         // The namespace's maps as the kernel has them (inside, `/etc/subuid` names nobody).
         for (kind, file) in [("UID", "/proc/self/uid_map"), ("GID", "/proc/self/gid_map")] {
@@ -54,6 +55,18 @@ pub fn info(store: &Store) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Which isolation a `build` here would use, and why (`STRATA_ISOLATION`, or what this
+/// process may do).
+fn build_isolation() -> String {
+    use strata_runtime::chroot::Isolation;
+    let asked = std::env::var("STRATA_ISOLATION").ok();
+    match Isolation::choose(asked.as_deref()) {
+        Ok((iso, None)) => format!("{iso} (STRATA_ISOLATION={})", asked.unwrap_or_default()),
+        Ok((iso, Some(why))) => format!("{iso} ({why})"),
+        Err(e) => format!("invalid (STRATA_ISOLATION: {e})"),
+    }
 }
 
 pub fn df(store: &Store) -> Result<()> {

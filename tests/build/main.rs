@@ -2,6 +2,7 @@
 
 mod basics;
 mod engine;
+mod isolation;
 mod semantics;
 mod sources;
 

@@ -400,6 +400,13 @@ fn wait_for_process(uid: u32, cmdline: &str) {
     }
 }
 
+/// SIGKILLs the processes of `uid` whose command lines match `pattern` (pkill's -f), all at once.
+fn kill_processes(uid: u32, pattern: &str) {
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-u", &uid.to_string(), "-f", pattern])
+        .status();
+}
+
 /// Copies `examples/NAME` into the user's home (the source tree need not be readable by it).
 fn give_example(user: &TestUser, name: &str) -> PathBuf {
     let to = user.home.join(name);
@@ -444,6 +451,18 @@ fn rootless_builds_give_the_image_ids_of_root_builds() {
             .join(example);
         let as_root = build(&|a| root.ok(a), src.to_str().unwrap());
         assert_eq!(as_user, as_root, "{example}");
+        // chroot isolation in the user's namespace: the same image again.
+        let chrooted = user.ok(&[
+            "build",
+            "-q",
+            "--no-cache",
+            "--isolation",
+            "chroot",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(chrooted, as_root, "{example} with chroot isolation");
     }
     assert_eq!(
         user.ok(&["run", "--rm", "--network", "none", "hello"]),
@@ -481,15 +500,24 @@ fn rootless_builds_give_the_image_ids_of_root_builds() {
         "100",
     ]);
     wait_for_process(user.uid, "sleep 100");
-    let _ = Command::new("pkill")
-        .args([
-            "-KILL",
-            "-u",
-            &user.uid.to_string(),
-            "-f",
-            "__monitor|sleep 100",
-        ])
-        .status();
+    kill_processes(user.uid, "__monitor|sleep 100");
+    // And a build killed mid-step, the build and its step's processes at once.
+    let slow = user.home.join("slow");
+    std::fs::create_dir(&slow).unwrap();
+    std::fs::write(
+        slow.join("Dockerfile"),
+        format!("FROM {remote}\nUSER 0\nRUN sleep 101\n"),
+    )
+    .unwrap();
+    let mut build = user
+        .command(&user.exe, &["build", "-q", slow.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_process(user.uid, "sleep 101");
+    kill_processes(user.uid, "build -q|__monitor|sleep 101");
+    let _ = build.wait();
     user.ok(&["system", "check", "--repair"]);
     let check = user.ok(&["system", "check"]);
     assert!(check.contains(" 0 errors, 0 garbage"), "{check}");

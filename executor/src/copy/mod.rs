@@ -15,8 +15,9 @@ mod tree;
 use dest::*;
 use link::*;
 pub(crate) use mount::{
-    copy_image_path_into, materialize_context, mount_image, mount_layers, Mounted,
+    copy_image_path_into, copy_layers, materialize_context, mount_image, mount_layers, Mounted,
 };
+use strata_runtime::chroot::Isolation;
 use tree::*;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -64,8 +65,9 @@ pub fn make_workdir(
     pending: &crate::Lowers,
     dir: &str,
     user: &str,
+    iso: Isolation,
 ) -> Result<Option<PathBuf>, String> {
-    let m = mount_layers(store, parent, &crate::lock(pending), true)?;
+    let m = mount_layers(store, parent, &crate::lock(pending), true, iso)?;
     let root = Root::open(&m.mnt).map_err(|e| e.to_string())?;
     let mut dest = Dest {
         root,
@@ -96,7 +98,7 @@ pub fn make_workdir(
         }
         dest.ensure_dir(&path, Some(own))?;
     }
-    Ok(Some(m.into_upper()))
+    Ok(Some(m.into_upper()?))
 }
 
 fn is_archive(path: &Path) -> bool {
@@ -125,8 +127,10 @@ struct FileJob<'a> {
 
 /// Performs a COPY/ADD over `parent` (with `--link`, into an empty directory). With `reuse`,
 /// unchanged context files are linked from the layer this COPY made last time.
+#[allow(clippy::too_many_arguments)]
 pub fn copy_step(
     store: &Store,
+    iso: Isolation,
     ctx: &Context,
     parent: &Image,
     pending: &crate::Lowers,
@@ -138,7 +142,7 @@ pub fn copy_step(
         Mounted::empty(store)?
     } else {
         // The pending layers cannot move while they are being mounted.
-        mount_layers(store, parent, &crate::lock(pending), true)?
+        mount_layers(store, parent, &crate::lock(pending), true, iso)?
     };
     let root = Root::open(&m.mnt).map_err(|e| e.to_string())?;
     let own = owner(&root, op.chown.as_deref())?;
@@ -161,6 +165,7 @@ pub fn copy_step(
     };
     let w = Writing {
         op,
+        iso,
         own,
         chmod: &chmod,
         target_of: &target_of,
@@ -192,7 +197,7 @@ pub fn copy_step(
     };
     dest.finish()?;
     drop(dest);
-    let upper = m.into_upper();
+    let upper = m.into_upper()?;
     if let Some(reuse) = reuse {
         // The overlay is gone: the new layer is a plain directory now.
         link_or_copy(ctx, reuse, to_link)?;
@@ -206,6 +211,8 @@ pub fn copy_step(
 /// What every kind of source of one COPY/ADD is written with.
 struct Writing<'a> {
     op: &'a CopyOp,
+    /// How `COPY --from`'s image is read (mounted, or copied under chroot isolation).
+    iso: Isolation,
     /// `--chown`, resolved in the destination.
     own: Option<(u32, u32)>,
     /// `--chmod` applied to a mode (of a directory or not).
@@ -346,7 +353,7 @@ impl Writing<'_> {
     /// `--parents`, at its own path below the destination.
     fn image_trees(&self, store: &Store, src_image: &Image, dest: &mut Dest) -> Result<(), String> {
         let op = self.op;
-        let sm = mount_image(store, src_image, false)?;
+        let sm = mount_image(store, src_image, false, self.iso)?;
         let src_root = Root::open(&sm.mnt).map_err(|e| e.to_string())?;
         let exclude = if op.exclude.is_empty() {
             None

@@ -1,6 +1,7 @@
 //! The overlay mounts a COPY writes through and reads from: an image's layers (and the
 //! pending layers above them) under a fresh upper directory, or an empty directory for
-//! `--link`.
+//! `--link`. With chroot isolation (no mounts allowed) the same views are plain copies of
+//! the layers, and a writable one's new layer is what changed since its snapshot.
 
 use super::*;
 
@@ -9,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use strata_cache::{fsutil, Image, Store};
+use strata_image::layer::Snapshot;
 use strata_planner::context::Context;
+use strata_runtime::chroot::Isolation;
 
 /// A directory mounted read-write over an image: lower = the image's layers, upper = a fresh
 /// directory that becomes the new layer. Dropped without [`Mounted::into_upper`] (an error, a
@@ -20,6 +23,10 @@ pub(crate) struct Mounted {
     work: PathBuf,
     mounted: bool,
     keep_upper: bool,
+    /// chroot isolation: `mnt` is a plain copy of the layers, to delete afterwards.
+    copied: bool,
+    /// A writable copy's state before the step: its changes since are the new layer.
+    snapshot: Option<Snapshot>,
 }
 
 impl Drop for Mounted {
@@ -27,7 +34,9 @@ impl Drop for Mounted {
         if self.mounted {
             let _ = umount2(&self.mnt, MntFlags::MNT_DETACH);
         }
-        if self.mnt != self.upper {
+        if self.copied {
+            let _ = fsutil::remove_any(&self.mnt);
+        } else if self.mnt != self.upper {
             let _ = fs::remove_dir(&self.mnt);
         }
         let _ = fsutil::remove_any(&self.work);
@@ -49,6 +58,8 @@ impl Mounted {
             work,
             mounted: false,
             keep_upper: false,
+            copied: false,
+            snapshot: None,
         })
     }
 
@@ -57,10 +68,15 @@ impl Mounted {
         self.mounted.then_some(self.upper.as_path())
     }
 
-    /// Unmounts and hands over the upper directory: the new layer.
-    pub(crate) fn into_upper(mut self) -> PathBuf {
+    /// Unmounts and hands over the upper directory: the new layer (for a copy, what changed
+    /// in it, written out now).
+    pub(crate) fn into_upper(mut self) -> Result<PathBuf, String> {
+        if let Some(snapshot) = &self.snapshot {
+            strata_image::layer::write_changes_into(&self.mnt, snapshot, &self.upper)
+                .map_err(|e| e.to_string())?;
+        }
         self.keep_upper = true;
-        self.upper.clone()
+        Ok(self.upper.clone())
     }
 }
 
@@ -71,8 +87,9 @@ pub(crate) fn copy_image_path_into(
     image: &Image,
     path: &str,
     dir: &Path,
+    iso: Isolation,
 ) -> Result<(), String> {
-    let m = mount_image(store, image, false)?;
+    let m = mount_image(store, image, false, iso)?;
     let src = Root::open(&m.mnt).map_err(|e| e.to_string())?;
     let mut dest = Dest {
         root: Root::open(dir).map_err(|e| e.to_string())?,
@@ -126,18 +143,44 @@ pub(crate) fn materialize_context(
     dest.finish()
 }
 
-/// The overlay lowerdir list (top first) of `image` with the `pending` layer directories
-/// (bottom first) of earlier build steps on top.
-pub(super) fn lowerdirs(
+/// A view with its directories made and nothing mounted yet.
+fn fresh(store: &Store) -> Result<Mounted, String> {
+    let e = |e: strata_cache::StoreError| e.to_string();
+    Ok(Mounted {
+        mnt: store.temp_dir("mnt").map_err(e)?,
+        upper: store.temp_dir("copy-layer").map_err(e)?,
+        work: store.temp_dir("copy-work").map_err(e)?,
+        mounted: false,
+        keep_upper: false,
+        copied: false,
+        snapshot: None,
+    })
+}
+
+/// [`mount_layers`] for chroot isolation: the layers copied into a plain tree, `prepare`d
+/// (a RUN step's device nodes), then, when `writable`, snapshotted.
+pub(crate) fn copy_layers(
     store: &Store,
     image: &Image,
     pending: &[PathBuf],
-) -> Result<String, String> {
-    if image.record.layers.is_empty() && pending.is_empty() {
-        let empty = store.temp_dir("empty").map_err(|e| e.to_string())?;
-        return Ok(empty.display().to_string());
+    writable: bool,
+    prepare: &dyn Fn(&Path) -> Result<(), String>,
+) -> Result<Mounted, String> {
+    let mut m = fresh(store)?;
+    m.copied = true;
+    let dirs = layer_dirs(store, image, pending);
+    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    strata_image::layer::materialize(&dirs, &m.mnt).map_err(|e| e.to_string())?;
+    prepare(&m.mnt)?;
+    if writable {
+        m.snapshot = Some(strata_image::layer::Snapshot::take(&m.mnt).map_err(|e| e.to_string())?);
     }
-    let dirs: Vec<String> = pending
+    Ok(m)
+}
+
+/// The layer directories of `image` with the `pending` ones (bottom first) above, top first.
+fn layer_dirs(store: &Store, image: &Image, pending: &[PathBuf]) -> Vec<PathBuf> {
+    pending
         .iter()
         .rev()
         .cloned()
@@ -149,13 +192,34 @@ pub(super) fn lowerdirs(
                 .rev()
                 .map(|l| store.layer_diff(l)),
         )
+        .collect()
+}
+
+/// The overlay lowerdir list (top first) of `image` with the `pending` layer directories
+/// (bottom first) of earlier build steps on top.
+pub(super) fn lowerdirs(
+    store: &Store,
+    image: &Image,
+    pending: &[PathBuf],
+) -> Result<String, String> {
+    if image.record.layers.is_empty() && pending.is_empty() {
+        let empty = store.temp_dir("empty").map_err(|e| e.to_string())?;
+        return Ok(empty.display().to_string());
+    }
+    let dirs: Vec<String> = layer_dirs(store, image, pending)
+        .iter()
         .map(|d| d.display().to_string())
         .collect();
     Ok(dirs.join(":"))
 }
 
-pub(crate) fn mount_image(store: &Store, image: &Image, writable: bool) -> Result<Mounted, String> {
-    mount_layers(store, image, &[], writable)
+pub(crate) fn mount_image(
+    store: &Store,
+    image: &Image,
+    writable: bool,
+    iso: Isolation,
+) -> Result<Mounted, String> {
+    mount_layers(store, image, &[], writable, iso)
 }
 
 /// [`mount_image`] with the `pending` layer directories of earlier steps on top.
@@ -164,18 +228,13 @@ pub(crate) fn mount_layers(
     image: &Image,
     pending: &[PathBuf],
     writable: bool,
+    iso: Isolation,
 ) -> Result<Mounted, String> {
-    let e = |e: strata_cache::StoreError| e.to_string();
-    let mnt = store.temp_dir("mnt").map_err(e)?;
-    let upper = store.temp_dir("copy-layer").map_err(e)?;
-    let work = store.temp_dir("copy-work").map_err(e)?;
-    let mut m = Mounted {
-        mnt,
-        upper,
-        work,
-        mounted: false,
-        keep_upper: false,
-    };
+    if iso == Isolation::Chroot {
+        let prepare = |_: &Path| Ok(());
+        return copy_layers(store, image, pending, writable, &prepare);
+    }
+    let mut m = fresh(store)?;
     let lowers = lowerdirs(store, image, pending)?;
     let (data, flags) = if writable {
         (

@@ -7,10 +7,12 @@
 mod changes;
 mod extract;
 mod guard;
+mod snapshot;
 mod writer;
 
 pub use changes::changes;
 pub use extract::{extract_into_root, extract_layer, ExtractOptions, ExtractStats};
+pub use snapshot::{materialize, write_changes_into, Changes, Snapshot};
 pub use writer::{
     write_contents_tar, write_entry_tar, write_flattened_tar, write_layer_tar, TarOptions,
 };

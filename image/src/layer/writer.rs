@@ -69,6 +69,21 @@ pub fn write_contents_tar<W: Write>(dir: OwnedFd, out: W, shown: &Path) -> Resul
     w.finish()
 }
 
+/// Writes the entries of the plain tree `dir` that `changes` names, as a layer in overlay
+/// order: a directory before what is below it, names sorted bytewise, a deleted name as its
+/// whiteout where the name would sort (as an overlay upper's whiteout device would).
+pub(super) fn write_changes_tar<W: Write>(
+    dir: &Path,
+    changes: &super::snapshot::Changes,
+    out: W,
+) -> Result<W, LayerError> {
+    let root = super::snapshot::open_root(dir)?;
+    let mut w = TarOut::plain(out, dir);
+    w.flatten = false;
+    w.walk_changes(&root, b"", changes)?;
+    w.finish()
+}
+
 const NO_OPTIONS: TarOptions = TarOptions { clamp_mtime: None };
 
 fn write_tree<W: Write>(
@@ -222,36 +237,87 @@ impl<'a, W: Write> TarOut<'a, W> {
         Ok(())
     }
 
-    /// A directory: `layers[0]` holds it; when flattening, the layers below it that also hold
-    /// it as a directory contribute their entries until an opaque one or a non-directory.
-    fn directory(
+    /// Writes the changed names of directory `prefix` (open as `dir`) and their whiteouts.
+    fn walk_changes(
         &mut self,
-        layers: &[OwnedFd],
+        dir: &OwnedFd,
+        prefix: &[u8],
+        changes: &super::snapshot::Changes,
+    ) -> Result<(), LayerError> {
+        let mut names = sorted_names(dir).map_err(|e| self.err(prefix, e))?;
+        let gone = changes.deleted.get(prefix);
+        if let Some(gone) = gone {
+            names.extend(gone.iter().cloned());
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            names.dedup();
+        }
+        let here = fstat(dir).map_err(|e| self.err(prefix, e))?;
+        for name in names {
+            let mut rel = prefix.to_vec();
+            rel.extend_from_slice(name.as_bytes());
+            if gone.is_some_and(|g| g.contains(&name)) {
+                let mut wh = prefix.to_vec();
+                wh.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+                wh.extend_from_slice(name.as_bytes());
+                self.marker(&wh, &here)?;
+                continue;
+            }
+            if !changes.emit.contains(&rel) {
+                continue;
+            }
+            let st = fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| self.err(&rel, e))?;
+            if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFDIR {
+                self.write_name(std::slice::from_ref(dir), &name, rel, prefix)?;
+                continue;
+            }
+            let opaque = changes.opaque.contains(&rel);
+            let (child, rel, _) = self.directory_entry(dir, &name, rel, &st)?;
+            if opaque {
+                let mut marker = rel.clone();
+                marker.extend_from_slice(OPAQUE_MARKER.as_bytes());
+                self.marker(&marker, &st)?;
+            }
+            self.walk_changes(&child, &rel, changes)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the entry of directory `name` (in `parent`) with its xattrs; gives it back open,
+    /// with its `rel/` prefix, and whether it is opaque.
+    fn directory_entry(
+        &mut self,
+        parent: &OwnedFd,
         name: &OsString,
         mut rel: Vec<u8>,
         st: &FileStat,
-    ) -> Result<(), LayerError> {
-        let open = |d: &OwnedFd| {
-            openat(
-                d,
-                name.as_os_str(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-        };
-        let fd = open(&layers[0]).map_err(|e| self.err(&rel, e))?;
+    ) -> Result<(OwnedFd, Vec<u8>, bool), LayerError> {
+        let fd = open_dir(parent, name.as_os_str()).map_err(|e| self.err(&rel, e))?;
         let file = File::from(fd);
         let (xattrs, opaque) = read_xattrs(&file).map_err(|e| self.err(&rel, e))?;
         rel.push(b'/');
         let mut meta = Meta::simple(tar::EntryType::Directory, st, None);
         meta.xattrs = xattrs;
         self.entry(&rel, meta)?;
+        Ok((OwnedFd::from(file), rel, opaque))
+    }
+
+    /// A directory: `layers[0]` holds it; when flattening, the layers below it that also hold
+    /// it as a directory contribute their entries until an opaque one or a non-directory.
+    fn directory(
+        &mut self,
+        layers: &[OwnedFd],
+        name: &OsString,
+        rel: Vec<u8>,
+        st: &FileStat,
+    ) -> Result<(), LayerError> {
+        let (top, rel, opaque) = self.directory_entry(&layers[0], name, rel, st)?;
         if opaque && !self.flatten {
             let mut marker = rel.clone();
             marker.extend_from_slice(OPAQUE_MARKER.as_bytes());
             self.marker(&marker, st)?;
         }
-        let mut children = vec![OwnedFd::from(file)];
+        let mut children = vec![top];
         if self.flatten && !opaque {
             for lower in &layers[1..] {
                 match fstatat(lower, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -261,7 +327,9 @@ impl<'a, W: Write> TarOut<'a, W> {
                         if SFlag::from_bits_truncate(lst.st_mode & SFlag::S_IFMT.bits())
                             == SFlag::S_IFDIR =>
                     {
-                        let f = File::from(open(lower).map_err(|e| self.err(&rel, e))?);
+                        let f = File::from(
+                            open_dir(lower, name.as_os_str()).map_err(|e| self.err(&rel, e))?,
+                        );
                         let (_, lower_opaque) = read_xattrs(&f).map_err(|e| self.err(&rel, e))?;
                         children.push(OwnedFd::from(f));
                         if lower_opaque {
@@ -472,8 +540,18 @@ fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Opens the directory `name` of `parent` without following a symlink.
+pub(super) fn open_dir(parent: &OwnedFd, name: &std::ffi::OsStr) -> nix::Result<OwnedFd> {
+    openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Directory entries sorted bytewise, without `.` and `..`.
-fn sorted_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+pub(super) fn sorted_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
     let dup = dir.as_fd().try_clone_to_owned()?;
     let mut d = Dir::from_fd(dup)?;
     let mut names = Vec::new();

@@ -220,14 +220,7 @@ pub(super) fn standard_mounts(
         nosuid_noexec_nodev,
         None,
     )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for (name, major, minor) in crate::devices::STANDARD {
         let made = mknodat(
             &dev,
             name,
