@@ -132,6 +132,13 @@ const DEVICE_ALLOW: [&str; 13] = [
     "c 10:229 rwm",
 ];
 
+/// What a rootless container cannot have: `what` ("pause needs") a cgroup of its own.
+pub fn no_rootless_cgroup(what: &str) -> RuntimeError {
+    RuntimeError::Invalid(format!(
+        "rootless: {what} a cgroup tree delegated to the user, which this host does not give"
+    ))
+}
+
 impl Cgroup {
     /// The cgroup of container `id`, without creating it.
     pub fn of(id: &str) -> Cgroup {
@@ -240,11 +247,7 @@ impl Cgroup {
         .collect();
         if !asked.is_empty() {
             let verb = if asked.len() == 1 { "needs" } else { "need" };
-            return Err(RuntimeError::Invalid(format!(
-                "rootless: {} {verb} a cgroup tree delegated to the user, which this host does \
-                 not give",
-                asked.join(", ")
-            )));
+            return Err(no_rootless_cgroup(&format!("{} {verb}", asked.join(", "))));
         }
         Ok(Cgroup {
             version: Version::V1,
@@ -389,7 +392,13 @@ impl Cgroup {
         match self.version {
             Version::V1 => {
                 let d = self.dir("freezer").ok_or_else(|| {
-                    RuntimeError::Invalid("the freezer cgroup controller is not available".into())
+                    if strata_image::layer::in_user_namespace() {
+                        no_rootless_cgroup("pause needs")
+                    } else {
+                        RuntimeError::Invalid(
+                            "the freezer cgroup controller is not available".into(),
+                        )
+                    }
                 })?;
                 let want = if frozen { "FROZEN" } else { "THAWED" };
                 write(&d.join("freezer.state"), want)?;
@@ -465,6 +474,9 @@ impl Cgroup {
         .filter(|(_, wanted)| *wanted)
         .map(|(c, _)| *c)
         .collect();
+        if !needed.is_empty() && strata_image::layer::in_user_namespace() {
+            return Err(no_rootless_cgroup("update needs"));
+        }
         match self.version {
             Version::V1 => {
                 self.join_v1(id, &needed)?;

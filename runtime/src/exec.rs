@@ -4,6 +4,7 @@
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
@@ -153,19 +154,29 @@ fn join_container(
     Cgroup::of(&rec.id)
         .add_self()
         .map_err(|e| (125, e.to_string()))?;
-    let ns = |name: &str| -> Result<OwnedFd, (i32, String)> {
-        let p = format!("/proc/{pid}/ns/{name}");
-        fs::File::open(&p)
-            .map(OwnedFd::from)
-            .map_err(|e| (125, format!("{p}: {e}")))
-    };
-    let fds = [
-        (ns("ipc")?, CloneFlags::CLONE_NEWIPC),
-        (ns("uts")?, CloneFlags::CLONE_NEWUTS),
-        (ns("net")?, CloneFlags::CLONE_NEWNET),
-        (ns("pid")?, CloneFlags::CLONE_NEWPID),
-        (ns("mnt")?, CloneFlags::CLONE_NEWNS),
-    ];
+    // A namespace the container shares with us (`--network host`, `--ipc host`...) is not
+    // joined: we are in it, and rootless we could not (the host's belong to its root).
+    let ns =
+        |name: &str, flag: CloneFlags| -> Result<Option<(OwnedFd, CloneFlags)>, (i32, String)> {
+            let p = format!("/proc/{pid}/ns/{name}");
+            let f = fs::File::open(&p).map_err(|e| (125, format!("{p}: {e}")))?;
+            let ours = fs::metadata(format!("/proc/self/ns/{name}"));
+            let same = match (f.metadata(), ours) {
+                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                _ => false,
+            };
+            Ok((!same).then(|| (OwnedFd::from(f), flag)))
+        };
+    let fds: Vec<(OwnedFd, CloneFlags)> = [
+        ns("ipc", CloneFlags::CLONE_NEWIPC)?,
+        ns("uts", CloneFlags::CLONE_NEWUTS)?,
+        ns("net", CloneFlags::CLONE_NEWNET)?,
+        ns("pid", CloneFlags::CLONE_NEWPID)?,
+        ns("mnt", CloneFlags::CLONE_NEWNS)?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     // The pid namespace we opened must still be the container's (the pid was not reused).
     if !same_process(pid, pid_start) {
         return Err((125, format!("container {} is not running", rec.short_id())));

@@ -258,6 +258,23 @@ pub fn wait(c: &Containers, rec: &ContainerRecord) -> Result<i32, RuntimeError> 
     Ok(c.state(&rec.id)?.exit_code)
 }
 
+/// The processes in the pid namespace of process `pid` (this one's namespace excepted: a
+/// container sharing it would list everything).
+fn in_pid_namespace_of(pid: i32) -> Vec<i32> {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let Some(target) = ns(&pid.to_string()).filter(|t| Some(t) != ns("self").as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| ns(&p.to_string()).as_ref() == Some(&target))
+        .collect()
+}
+
 /// Processes of a running container: (pid, ppid, uid, command line).
 pub fn top(
     c: &Containers,
@@ -272,6 +289,10 @@ pub fn top(
     }
     let mut out = Vec::new();
     let mut pids = Cgroup::of(&rec.id).procs();
+    if pids.is_empty() && st.pid > 0 {
+        // No cgroup (rootless): the processes of the container's pid namespace.
+        pids = in_pid_namespace_of(st.pid);
+    }
     pids.sort();
     for pid in pids {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -31,28 +31,30 @@ fn published(
     ports
 }
 
-/// `"80/tcp"` → its host bindings as Docker prints them, with every exposed port (`null` when
-/// not published).
-fn ports_value(rec: &ContainerRecord, eps: &[(Network, Endpoint)]) -> Value {
+/// `"80/tcp"` → its host bindings (`mappings`) as Docker prints them, with every exposed port
+/// (`null` when not published); `{}` off every network.
+fn ports_value(
+    rec: &ContainerRecord,
+    eps: &[(Network, Endpoint)],
+    mappings: &[strata_network::PortMapping],
+) -> Value {
     let mut ports: BTreeMap<String, Value> = BTreeMap::new();
-    if eps.is_empty() {
+    if eps.is_empty() && mappings.is_empty() {
         return json!({});
     }
     for key in rec.config.exposed_ports.keys() {
         ports.insert(key.clone(), Value::Null);
     }
-    for (_, ep) in eps {
-        for p in &ep.ports {
-            let key = format!("{}/{}", p.container_port, p.proto);
-            let entry = ports.entry(key).or_insert(Value::Null);
-            if entry.is_null() {
-                *entry = json!([]);
-            }
-            if let Value::Array(list) = entry {
-                list.push(
-                    json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}),
-                );
-            }
+    for p in mappings {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        let entry = ports.entry(key).or_insert(Value::Null);
+        if entry.is_null() {
+            *entry = json!([]);
+        }
+        if let Value::Array(list) = entry {
+            list.push(
+                json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}),
+            );
         }
     }
     json!(ports)
@@ -77,7 +79,7 @@ pub fn network_settings(store: &Store, rec: &ContainerRecord) -> Value {
     json!({
         "Bridge": "",
         "SandboxID": "",
-        "Ports": ports_value(rec, &eps),
+        "Ports": ports_value(rec, &eps, &published(store, rec, &eps)),
         "Gateway": field(&|n, _| json!(n.gateway.to_string()), json!("")),
         "IPAddress": field(&|_, e| json!(e.ip.to_string()), json!("")),
         "IPPrefixLen": field(&|n, _| json!(n.subnet.prefix_len()), json!(0)),

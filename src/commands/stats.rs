@@ -33,6 +33,10 @@ struct Sample {
 }
 
 pub fn stats(store: &Store, a: &StatsArgs) -> Result<()> {
+    if strata_runtime::rootless::is_rootless() {
+        // Without a cgroup nothing counts a container's use: no figures rather than zeros.
+        return Err(strata_runtime::cgroup::no_rootless_cgroup("stats needs").into());
+    }
     let c = Containers::new(store);
     let format = Format::parse(a.format.as_deref());
     loop {

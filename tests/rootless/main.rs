@@ -372,6 +372,27 @@ fn a_user_runs_execs_commits_and_removes_containers_without_root() {
         .concat()),
         "new\n"
     );
+    // Without a cgroup: `top` lists the container's pid namespace; what needs one is refused.
+    let top = user.ok(&["top", "bg"]);
+    assert!(
+        top.lines().skip(1).any(|l| l.ends_with(" sleep 100")),
+        "{top}"
+    );
+    let no_cgroup = |what: &str| {
+        format!("Error: rootless: {what} a cgroup tree delegated to the user, which this host does not give\n")
+    };
+    assert_eq!(user.fails(&["pause", "bg"]), no_cgroup("pause needs"));
+    assert_eq!(
+        user.fails(&["stats", "--no-stream", "bg"]),
+        no_cgroup("stats needs")
+    );
+    let update = user.fails(&["update", "--memory", "16m", "bg"]);
+    let why = no_cgroup("update needs");
+    assert!(
+        update.starts_with("Error: cannot update container ")
+            && update.ends_with(why.trim_start_matches("Error: ")),
+        "{update}"
+    );
     user.ok(&["stop", "-t", "1", "bg"]);
     user.ok(&["rm", "bg"]);
     // What cannot be had without root is refused in one line.
@@ -420,6 +441,68 @@ fn give_example(user: &TestUser, name: &str) -> PathBuf {
         to.to_str().unwrap(),
     ]));
     to
+}
+
+/// `scripts/demo.sh`'s strata commands (the README's main job), as the user.
+#[test]
+fn the_readme_main_job_runs_as_a_user() {
+    let user = TestUser::new("f", true);
+    let busybox = user.give(busybox_tar());
+    user.ok(&[
+        "import",
+        "-c",
+        r#"CMD ["sh"]"#,
+        busybox.to_str().unwrap(),
+        "busybox:latest",
+    ]);
+    let hello = give_example(&user, "hello");
+    user.ok(&["build", "-q", "-t", "hello", hello.to_str().unwrap()]);
+    assert_eq!(
+        user.ok(&["run", "--rm", "hello", "strata"]),
+        "Hello, strata! (uid 65534 in /app)\n"
+    );
+    let site = give_example(&user, "static-site");
+    user.ok(&["build", "-q", "-t", "static-site", site.to_str().unwrap()]);
+    let port = "18417";
+    let id = user.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        "host",
+        "static-site",
+        "httpd",
+        "-f",
+        "-p",
+        port,
+        "-h",
+        "/www",
+    ]);
+    let id = id.trim();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut page = String::new();
+    for _ in 0..100 {
+        let o = user.strata(&["exec", id, "wget", "-q", "-O", "-", &url]);
+        page = format!("{o:?}"); // what the last try said, if none succeeds
+        if o.status.success() {
+            page = String::from_utf8_lossy(&o.stdout).into_owned();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        page.contains("<h1>Hello from a strata-built image</h1>"),
+        "{page}"
+    );
+    user.ok(&["stop", "-t", "1", id]);
+    let images = user.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(images, "static-site:latest\nhello:latest\nbusybox:latest\n");
+    // `--rm` removed it once stopped.
+    assert_eq!(user.ok(&["ps", "-aq"]), "");
+    assert!(user
+        .ok(&["info"])
+        .contains("\nBuild Isolation: oci (this process may mount)\n"));
+    user.ok(&["system", "reset", "--force"]);
 }
 
 #[test]
@@ -598,6 +681,32 @@ fn rootless_containers_get_a_user_mode_network_with_published_ports() {
     assert_eq!(
         user.ok(&["ps", "--format", "{{.Ports}}"]),
         "127.0.0.1:18410->80/tcp\n"
+    );
+    assert_eq!(
+        user.ok(&[
+            "inspect",
+            "-f",
+            "{{json .NetworkSettings.Ports}}",
+            id.trim()
+        ]),
+        "{\"80/tcp\":[{\"HostIp\":\"127.0.0.1\",\"HostPort\":\"18410\"}]}\n"
+    );
+    // Another container on this one's network namespace reaches its server on loopback.
+    let joined = format!("container:{}", id.trim());
+    assert_eq!(
+        user.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            &joined,
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:80/hostname",
+        ]),
+        format!("{}\n", &id[..12])
     );
     user.ok(&["rm", "-f", id.trim()]);
     // Gone with the container: nothing answers there any more.
