@@ -128,6 +128,18 @@ impl TestUser {
     }
 
     /// A file the user can read (a copy in its home).
+    /// Imports the busybox fixture as `busybox:latest`, as the README's main job does.
+    fn import_busybox(&self) {
+        let busybox = self.give(busybox_tar());
+        self.ok(&[
+            "import",
+            "-c",
+            r#"CMD ["sh"]"#,
+            busybox.to_str().unwrap(),
+            "busybox:latest",
+        ]);
+    }
+
     fn give(&self, file: &Path) -> PathBuf {
         let to = self.home.join(file.file_name().unwrap());
         std::fs::copy(file, &to).unwrap();
@@ -309,14 +321,7 @@ fn a_user_without_subordinate_ids_imports_images_owned_by_root_only() {
 #[test]
 fn a_user_runs_execs_commits_and_removes_containers_without_root() {
     let user = TestUser::new("c", true);
-    let busybox = user.give(busybox_tar());
-    user.ok(&[
-        "import",
-        "-c",
-        r#"CMD ["sh"]"#,
-        busybox.to_str().unwrap(),
-        "busybox",
-    ]);
+    user.import_busybox();
     let none = ["--network", "none"];
     let run = |args: &[&str]| {
         let mut all = vec!["run", "--rm", "--network", "none", "busybox"];
@@ -447,14 +452,7 @@ fn give_example(user: &TestUser, name: &str) -> PathBuf {
 #[test]
 fn the_readme_main_job_runs_as_a_user() {
     let user = TestUser::new("f", true);
-    let busybox = user.give(busybox_tar());
-    user.ok(&[
-        "import",
-        "-c",
-        r#"CMD ["sh"]"#,
-        busybox.to_str().unwrap(),
-        "busybox:latest",
-    ]);
+    user.import_busybox();
     let hello = give_example(&user, "hello");
     user.ok(&["build", "-q", "-t", "hello", hello.to_str().unwrap()]);
     assert_eq!(
