@@ -176,6 +176,14 @@ fn bind_port(ip: Ipv4Addr, port: u16, proto: Proto) -> Result<(OwnedFd, u16), Ne
     };
     let sock = socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| NetworkError::Invalid(format!("socket: {e}")))?;
+    if proto == Proto::Tcp && strata_image::layer::in_user_namespace() {
+        // Rootless the port is let go for slirp4netns to listen on, which, as every server,
+        // binds with SO_REUSEADDR: a connection it closed, still in TIME_WAIT, does not make
+        // the port busy (a listener still does). Root's reservations are held, unlistened,
+        // for the container's life: there two reservations must exclude each other.
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReuseAddr, &true)
+            .map_err(|e| NetworkError::Invalid(format!("setsockopt: {e}")))?;
+    }
     let addr = SockaddrIn::from(SocketAddrV4::new(ip, port));
     bind(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr).map_err(|e| {
         let why = match e {

@@ -167,12 +167,14 @@ pub(crate) fn runtime_dir() -> Result<PathBuf, RuntimeError> {
 pub fn enter() -> Result<(), RuntimeError> {
     let dir = runtime_dir()?;
     let record = dir.join("pause.pid");
+    // Read as the user, before any join could make this process someone else.
+    let map = IdMapping::current();
     if let Some(pid) = live_pause(&record) {
         if join(pid).is_ok() {
             return Ok(());
         }
     }
-    let pid = start_pause(&IdMapping::current())?;
+    let pid = start_pause(&map)?;
     let text = format!(
         "{pid} {}\n",
         strata_cache::fsutil::process_start_time(pid).unwrap_or(0)
@@ -182,13 +184,16 @@ pub fn enter() -> Result<(), RuntimeError> {
     join(pid)
 }
 
-/// The pause process recorded in `record`, if it still runs.
+/// The pause process recorded in `record`, if it still runs (a zombie does not).
 fn live_pause(record: &Path) -> Option<i32> {
     let text = fs::read_to_string(record).ok()?;
     let mut f = text.split_whitespace();
     let pid: i32 = f.next()?.parse().ok()?;
     let start: u64 = f.next()?.parse().ok()?;
-    strata_cache::fsutil::same_process(pid, start).then_some(pid)
+    let alive = strata_cache::fsutil::same_process(pid, start)
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|st| st.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')));
+    alive.then_some(pid)
 }
 
 /// The pause process, if one runs: the pid to kill (`system reset`).
@@ -201,12 +206,18 @@ pub fn pause_pid() -> Option<i32> {
 /// still mean what the user meant).
 fn join(pid: i32) -> Result<(), RuntimeError> {
     let cwd = std::env::current_dir().ok();
+    // Both opened before either is joined: a pause process that just died (a zombie keeps
+    // its user namespace, not its mount namespace) must not leave us half inside.
+    let mut opened = Vec::new();
     for (ns, flag) in [
         ("user", CloneFlags::CLONE_NEWUSER),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         let path = format!("/proc/{pid}/ns/{ns}");
         let f = fs::File::open(&path).map_err(|e| RuntimeError::io(&path, e))?;
+        opened.push((f, flag, path));
+    }
+    for (f, flag, path) in opened {
         nix::sched::setns(f, flag)
             .map_err(|e| RuntimeError::Invalid(format!("join the user namespace ({path}): {e}")))?;
     }
