@@ -14,8 +14,9 @@
 #  linux-libc-dev      syscall numbers the seccomp test compares Docker's profile by
 #  uidmap passwd procps  rootless: newuidmap/newgidmap; useradd/usermod and pkill in its tests
 #  slirp4netns         rootless containers' user-mode network
+#  fuse-overlayfs      rootless overlays where the kernel will not mount overlayfs (and its test)
 set -eu
-pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 nftables curl docker.io git python3 time strace linux-libc-dev gcc libc6-dev uidmap passwd procps slirp4netns"
+pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 nftables curl docker.io git python3 time strace linux-libc-dev gcc libc6-dev uidmap passwd procps slirp4netns fuse-overlayfs"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

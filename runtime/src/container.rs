@@ -425,6 +425,8 @@ impl Containers {
 
     fn remove_files(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.dir(id);
+        // A fuse-overlayfs root a killed monitor left mounted (rootless).
+        crate::overlay::unmount_all(&dir.rootfs());
         // Out of sight first, then deleted: a half-removed container is never listed.
         let dead = self.store.temp_path("dead-container");
         fs::rename(&dir.path, &dead).map_err(|e| RuntimeError::io(&dir.path, e))?;

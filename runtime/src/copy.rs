@@ -34,6 +34,17 @@ pub struct ContainerFs {
     /// The container as messages name it.
     name: String,
     readonly_rootfs: bool,
+    /// A stopped container's fuse-overlayfs root, unmounted when done (its daemon would keep
+    /// this process's mount namespace for ever).
+    fuse: Option<crate::spec::RootSpec>,
+}
+
+impl Drop for ContainerFs {
+    fn drop(&mut self) {
+        if let Some(spec) = &self.fuse {
+            let _ = spec.unmount_fuse();
+        }
+    }
 }
 
 impl ContainerFs {
@@ -68,6 +79,7 @@ impl ContainerFs {
                 root,
                 name,
                 readonly_rootfs,
+                fuse: None,
             });
         }
         let (spec, _) = crate::spec::specs(
@@ -81,6 +93,7 @@ impl ContainerFs {
             root,
             name,
             readonly_rootfs,
+            fuse: spec.fuse.then_some(spec),
         })
     }
 

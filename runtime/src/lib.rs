@@ -56,6 +56,7 @@ pub mod netns;
 pub mod networking;
 pub mod ops;
 pub mod options;
+pub mod overlay;
 pub mod record;
 pub mod rootexe;
 pub mod rootless;

@@ -66,6 +66,10 @@ pub struct RootSpec {
     /// Device nodes beyond the standard ones (`--device`, `--privileged`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<crate::devices::DeviceNode>,
+    /// The root is a fuse-overlayfs mount the monitor makes (`overlay::Driver::Fuse`), not the
+    /// kernel overlay init mounts.
+    #[serde(default)]
+    pub fuse: bool,
 }
 
 /// The process to run.
@@ -98,6 +102,36 @@ pub struct ProcessSpec {
 }
 
 /// The default PATH, as Docker and BuildKit set it.
+impl RootSpec {
+    /// The layer directories, top first, as absolute paths.
+    pub fn lower_paths(&self) -> Vec<PathBuf> {
+        self.lowers
+            .iter()
+            .map(|l| self.layers_dir.join(l))
+            .collect()
+    }
+
+    /// Mounts the fuse-overlayfs root at the mountpoint (a leftover of a crash unmounted
+    /// first).
+    pub fn mount_fuse(&self) -> Result<(), String> {
+        crate::overlay::unmount_all(&self.mountpoint);
+        crate::overlay::mount_fuse(
+            &self.layers_dir,
+            &self.lowers.join(":"),
+            &self.upper,
+            &self.work,
+            &self.mountpoint,
+        )
+    }
+
+    /// Unmounts the fuse-overlayfs root and brings the upper directory to the kernel's form.
+    pub fn unmount_fuse(&self) -> Result<(), String> {
+        crate::overlay::unmount_all(&self.mountpoint);
+        crate::overlay::normalize_upper(&self.upper, &self.lower_paths())
+            .map_err(|e| format!("{}: {e}", self.upper.display()))
+    }
+}
+
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Docker's masked paths (bind-mounted over with /dev/null or an empty read-only tmpfs).
@@ -199,6 +233,7 @@ pub fn specs(
         host_uts,
         host_ipc: h.ipc_mode.is_host(),
         devices: crate::devices::resolve(&h.devices, h.privileged)?.0,
+        fuse: crate::overlay::Driver::current().0 == crate::overlay::Driver::Fuse,
     };
     let proc_ = ProcessSpec {
         args: rec.argv(),

@@ -26,7 +26,8 @@ pub fn info(store: &Store) -> Result<()> {
     let layers = store.list_layers()?.len();
     let containers = store.container_links()?.len();
     println!("Store: {}", store.root().display());
-    println!("Storage Driver: overlay");
+    let (driver, why) = strata_runtime::overlay::Driver::current();
+    println!("Storage Driver: {}", driver.name());
     println!("Cgroup Version: {}", cgroup_version());
     println!("Images: {images}");
     println!("Layers: {layers}");
@@ -42,6 +43,9 @@ pub fn info(store: &Store) -> Result<()> {
     println!("CPUs: {}", strata_runtime::cgroup::host_cpu_count());
     let rootless = strata_runtime::rootless::is_rootless();
     println!("Rootless: {rootless}");
+    if rootless || std::env::var_os(strata_runtime::overlay::DRIVER_VAR).is_some() {
+        println!("Storage Driver Chosen By: {why}");
+    }
     println!("Build Isolation: {}", build_isolation());
     if rootless {
         // The namespace's maps as the kernel has them (inside, `/etc/subuid` names nobody).

@@ -617,12 +617,136 @@ fn rootless_builds_give_the_image_ids_of_root_builds() {
 /// Rootless networking needs the tun device usable by users: Debian's default mode (0666),
 /// which some machine images tighten.
 fn tun_for_users() {
-    use std::os::unix::fs::PermissionsExt;
-    let tun = Path::new("/dev/net/tun");
-    let mode = std::fs::metadata(tun).unwrap().permissions().mode();
+    usable_by_users(Path::new("/dev/net/tun"));
+}
+
+/// A device node every user may open, as Debian makes `/dev/net/tun` and `/dev/fuse` (this
+/// machine's image has them 0600).
+fn usable_by_users(node: &Path) {
+    let mode = std::fs::metadata(node).unwrap().permissions().mode();
     if mode & 0o666 != 0o666 {
-        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(mode | 0o666)).unwrap();
+        std::fs::set_permissions(node, std::fs::Permissions::from_mode(mode | 0o666)).unwrap();
     }
+}
+
+/// A file `name` of the user's, with `mode`.
+fn scratch_file(user: &TestUser, name: &str, mode: u32) -> PathBuf {
+    let path = user.home.join(name);
+    std::fs::write(&path, name).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).unwrap();
+    path
+}
+
+/// The user's fuse-overlayfs daemons still running (zombies, which this machine's init may
+/// leave unreaped, are not).
+fn fuse_daemons(uid: u32) -> usize {
+    let o = run_ok(Command::new("ps").args(["-u", &uid.to_string(), "-o", "stat=,comm="]));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("fuse-overlayfs") && !l.trim_start().starts_with('Z'))
+        .count()
+}
+
+/// With fuse-overlayfs (chosen here; the probe picks it where the kernel will not mount
+/// overlayfs in a user namespace) containers, builds and copies work as with the kernel's,
+/// the layers are the same bytes, and no daemon outlives its mount.
+#[test]
+fn fuse_overlayfs_gives_the_layers_and_images_of_the_kernel_overlay() {
+    usable_by_users(Path::new("/dev/fuse"));
+    let user = TestUser::new("g", true);
+    let fuse = |args: &[&str]| -> String {
+        let o = user
+            .command(&user.exe, args)
+            .env("STRATA_STORAGE_DRIVER", "fuse-overlayfs")
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "strata {args:?} with fuse-overlayfs: {o:?}"
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let info = fuse(&["info"]);
+    assert!(
+        info.contains("\nStorage Driver: fuse-overlayfs\n"),
+        "{info}"
+    );
+    assert!(
+        info.contains("\nStorage Driver Chosen By: STRATA_STORAGE_DRIVER\n"),
+        "{info}"
+    );
+    let probed = user.ok(&["info"]);
+    // This kernel mounts overlayfs in a user namespace: the probe keeps it.
+    for line in [
+        "Storage Driver: overlay",
+        "Storage Driver Chosen By: the kernel mounts overlayfs in this user namespace",
+    ] {
+        assert!(probed.lines().any(|l| l == line), "{line:?} in {probed}");
+    }
+    // The same image as a root build of the same Dockerfile on the same base.
+    let root = Strata::new();
+    root.busybox();
+    let base = root.path("base.tar");
+    root.ok(&["save", "-o", base.to_str().unwrap(), "busybox"]);
+    fuse(&["load", "-i", user.give(&base).to_str().unwrap()]);
+    let hello = give_example(&user, "hello");
+    let by_fuse = fuse(&["build", "-q", "-t", "hello", hello.to_str().unwrap()]);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello");
+    let by_root = root
+        .cmd(&["build", "-q", src.to_str().unwrap()])
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert_eq!(by_fuse, String::from_utf8_lossy(&by_root.stdout));
+    assert_eq!(
+        fuse(&["run", "--rm", "--network", "none", "hello", "fuse"]),
+        "Hello, fuse! (uid 65534 in /app)\n"
+    );
+    // A container's changes: whiteouts and an opaque directory as the kernel writes them, a
+    // new directory not opaque, seen live by diff and committed after the stop.
+    let id = fuse(&["run", "-d", "--network", "none", "busybox", "sleep", "100"]);
+    let id = id.trim();
+    let script = "rm /etc/group && rm -rf /usr && mkdir /usr && touch /usr/new && mkdir /made \
+                  && touch /made/f";
+    fuse(&["exec", id, "sh", "-c", script]);
+    let changed = "C /etc\nD /etc/group\nA /made\nA /made/f\nC /usr\nA /usr/new\n";
+    assert_eq!(fuse(&["diff", id]), changed);
+    fuse(&["stop", "-t", "0", id]);
+    let copied = scratch_file(&user, "copied", 0o644);
+    fuse(&["cp", copied.to_str().unwrap(), &format!("{id}:/copied")]);
+    assert_eq!(fuse(&["diff", id]), format!("A /copied\n{changed}"));
+    fuse(&["commit", id, "made:1"]);
+    fuse(&["save", "-o", "made.tar", "made:1"]);
+    let scratch = tempfile::tempdir().unwrap();
+    assert_eq!(
+        layer_listing_at(&user.home.join("made.tar"), scratch.path(), 1),
+        "-rw-r--r-- 0/0 copied\n\
+         drwxr-xr-x 0/0 etc/\n\
+         -rw-r--r-- 0/0 etc/.wh.group\n\
+         drwxr-xr-x 0/0 made/\n\
+         -rw-r--r-- 0/0 made/f\n\
+         drwxr-xr-x 0/0 usr/\n\
+         -rw-r--r-- 0/0 usr/.wh..wh..opq\n\
+         -rw-r--r-- 0/0 usr/new"
+    );
+    // A monitor killed with its container leaves the mount: rm takes it away.
+    let doomed = fuse(&["run", "-d", "--network", "none", "busybox", "sleep", "102"]);
+    wait_for_process(user.uid, "sleep 102");
+    kill_processes(user.uid, "__monitor|sleep 102");
+    fuse(&["rm", "-f", doomed.trim(), id]);
+    let t = std::time::Instant::now();
+    while fuse_daemons(user.uid) > 0 {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "a fuse-overlayfs daemon outlived its mount"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let check = fuse(&["system", "check"]);
+    assert!(check.contains(" 0 errors, 0 garbage"), "{check}");
+    user.ok(&["system", "reset", "--force"]);
 }
 
 /// An HTTP GET of `path` from 127.0.0.1:`port`, retried until it answers; the body.

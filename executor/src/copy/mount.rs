@@ -27,6 +27,9 @@ pub(crate) struct Mounted {
     copied: bool,
     /// A writable copy's state before the step: its changes since are the new layer.
     snapshot: Option<Snapshot>,
+    /// A fuse-overlayfs mount: its lower directories (top first), for bringing its upper
+    /// directory to the kernel's form.
+    fuse_lowers: Option<Vec<PathBuf>>,
 }
 
 impl Drop for Mounted {
@@ -60,6 +63,7 @@ impl Mounted {
             keep_upper: false,
             copied: false,
             snapshot: None,
+            fuse_lowers: None,
         })
     }
 
@@ -71,6 +75,12 @@ impl Mounted {
     /// Unmounts and hands over the upper directory: the new layer (for a copy, what changed
     /// in it, written out now).
     pub(crate) fn into_upper(mut self) -> Result<PathBuf, String> {
+        if let Some(lowers) = &self.fuse_lowers {
+            strata_runtime::overlay::unmount_all(&self.mnt);
+            self.mounted = false;
+            strata_runtime::overlay::normalize_upper(&self.upper, lowers)
+                .map_err(|e| format!("{}: {e}", self.upper.display()))?;
+        }
         if let Some(snapshot) = &self.snapshot {
             strata_image::layer::write_changes_into(&self.mnt, snapshot, &self.upper)
                 .map_err(|e| e.to_string())?;
@@ -154,6 +164,7 @@ fn fresh(store: &Store) -> Result<Mounted, String> {
         keep_upper: false,
         copied: false,
         snapshot: None,
+        fuse_lowers: None,
     })
 }
 
@@ -236,6 +247,14 @@ pub(crate) fn mount_layers(
     }
     let mut m = fresh(store)?;
     let lowers = lowerdirs(store, image, pending)?;
+    if strata_runtime::overlay::Driver::current().0 == strata_runtime::overlay::Driver::Fuse {
+        // Read-only too: fuse-overlayfs always wants an upper directory (this one is
+        // discarded).
+        strata_runtime::overlay::mount_fuse(Path::new("/"), &lowers, &m.upper, &m.work, &m.mnt)?;
+        m.mounted = true;
+        m.fuse_lowers = Some(layer_dirs(store, image, pending));
+        return Ok(m);
+    }
     let (data, flags) = if writable {
         (
             format!(

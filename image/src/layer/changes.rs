@@ -56,6 +56,9 @@ fn walk(
         }
     }
     for name in names {
+        if super::is_fuse_marker(name.as_bytes()) {
+            continue;
+        }
         let rel = format!("{prefix}{}", name.to_string_lossy());
         let st = fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| LayerError::io(upper.join(&rel), e.into()))?;

@@ -75,9 +75,22 @@ pub fn overlay_mount_options() -> &'static str {
     }
 }
 
-/// Whether `name` is one of overlayfs's own xattrs (never taken from nor written to a tar).
+/// The xattr fuse-overlayfs marks an opaque directory with (unprivileged); its upper
+/// directories also hold `.wh..opq` and `.wh..wh..opq` marker entries of its own
+/// ([`is_fuse_marker`]) until `strata_runtime::overlay` brings them to the kernel's form.
+pub const FUSE_OPAQUE_XATTR: &str = "user.fuseoverlayfs.opaque";
+
+/// Whether `name` is one of overlayfs's (or fuse-overlayfs's) own xattrs (never taken from nor
+/// written to a tar).
 pub fn is_overlay_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name.starts_with(b"user.fuseoverlayfs.")
+}
+
+/// Whether `name` in a live fuse-overlayfs upper directory is one of its opaque markers.
+pub fn is_fuse_marker(name: &[u8]) -> bool {
+    name == b".wh..opq" || name == OPAQUE_MARKER.as_bytes()
 }
 
 /// Errors of the layer codec. Every message names the entry or path it is about.

@@ -176,6 +176,9 @@ impl<'a, W: Write> TarOut<'a, W> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         names.dedup();
         for name in names {
+            if super::is_fuse_marker(name.as_bytes()) {
+                continue;
+            }
             let mut rel = prefix.to_vec();
             rel.extend_from_slice(name.as_bytes());
             self.write_name(dirs, &name, rel, prefix)?;
@@ -578,7 +581,8 @@ fn read_xattrs(f: &File) -> io::Result<(Xattrs, bool)> {
     };
     for name in names {
         let n = name.as_bytes();
-        if n == super::overlay_opaque_xattr().as_bytes() {
+        if n == super::overlay_opaque_xattr().as_bytes() || n == super::FUSE_OPAQUE_XATTR.as_bytes()
+        {
             opaque = f.get_xattr(&name)?.as_deref() == Some(b"y");
             continue;
         }

@@ -15,13 +15,22 @@ pub fn clear_volatile_marker(root: &RootSpec) {
 /// Mounts a container that is not running where `cp` can reach it: its overlay at its rootfs
 /// directory, with its bind mounts and volumes but not its tmpfs mounts (they hold nothing
 /// while it is stopped: Docker's `cp` writes under them too), in a new mount namespace of the
-/// calling process, which must be single-threaded. The mounts end with the process; the
-/// working directory is kept.
+/// calling process, which must be single-threaded. The mounts end with the process (a
+/// fuse-overlayfs root, whose daemon would keep the namespace, the caller unmounts with
+/// [`RootSpec::unmount_fuse`]); the working directory is kept.
 pub fn mount_for_copy(root: &RootSpec) -> Result<(), InitError> {
     unshare_private(CloneFlags::CLONE_NEWNS)?;
     let cwd = File::open(".").ctx(|| "open the working directory".into())?;
     clear_volatile_marker(root);
-    let mounted = mount_rootfs(root);
+    let mounted = if root.fuse {
+        // Its daemon lives in this namespace: the caller unmounts it when done.
+        root.mount_fuse().map_err(|m| InitError {
+            code: 125,
+            message: m,
+        })
+    } else {
+        mount_rootfs(root)
+    };
     nix::unistd::fchdir(&cwd).ctx(|| "return to the working directory".into())?;
     mounted?;
     let rootfs =
@@ -34,6 +43,10 @@ pub fn mount_for_copy(root: &RootSpec) -> Result<(), InitError> {
 }
 
 pub(super) fn mount_rootfs(root: &RootSpec) -> Result<(), InitError> {
+    if root.fuse {
+        // The monitor mounted it before the namespaces were made.
+        return Ok(());
+    }
     // Relative lowerdirs keep the option string under the kernel's one-page limit.
     chdir(&root.layers_dir).ctx(|| format!("chdir {}", root.layers_dir.display()))?;
     // Never empty: the container's init layer is always the top lower layer.

@@ -204,6 +204,14 @@ fn run_inner(
             (None, false) => NetnsPlan::Own(made),
         }),
     };
+    if root.fuse {
+        // Here, in the user's mount namespace and before the container's pid namespace: the
+        // daemon must be in neither of the container's.
+        root.mount_fuse().map_err(|m| {
+            leave_networks();
+            fail_start(125, m)
+        })?;
+    }
     let started = start(&rec, &root, &proc_, &limits, opts, netns, pid_ns);
     if let Some(writer) = record_writer {
         // Long gone by now: it exits as soon as it has written the id.
@@ -213,6 +221,9 @@ fn run_inner(
         Ok(x) => x,
         Err((code, msg)) => {
             leave_networks();
+            if root.fuse {
+                let _ = root.unmount_fuse();
+            }
             return Err(fail_start(code, msg));
         }
     };
@@ -282,6 +293,11 @@ fn run_inner(
         children_in_own_pid_namespace();
     }
     leave_networks();
+    if root.fuse {
+        if let Err(e) = root.unmount_fuse() {
+            eprintln!("Error: {e}");
+        }
+    }
     let oom = cg.oom_killed();
     // Found again: `stats` may have added hierarchies since the start.
     crate::cgroup::Cgroup::of(&rec.id).destroy();
