@@ -139,9 +139,76 @@ pub fn no_rootless_cgroup(what: &str) -> RuntimeError {
     ))
 }
 
+/// Rootless: the cgroup v2 directory delegated to the user, under which its containers'
+/// cgroups go (`<it>/strata/<id>`), if strata runs inside one: the topmost directory above
+/// the user's pause process's cgroup that the user may write (systemd's `user@UID.service`
+/// for a `systemd-run --user --scope`, or a directory an administrator chowned to the user,
+/// as a CI runner's). Moving a process between cgroups takes write access to their common
+/// ancestor, so strata must run below it; from anywhere else there is none.
+pub fn delegated_to_user() -> Option<&'static Path> {
+    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let (version, root) = layout();
+            if version != Version::V2 || !strata_image::layer::in_user_namespace() {
+                return None;
+            }
+            let pid = crate::rootless::pause_pid().unwrap_or(std::process::id() as i32);
+            let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            let own = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+            topmost_writable(&root, own)
+        })
+        .as_deref()
+}
+
+/// The topmost directory from `root`/`own` upwards (never `root` itself) whose
+/// `cgroup.procs` and entries this process may write.
+fn topmost_writable(root: &Path, own: &str) -> Option<PathBuf> {
+    use nix::unistd::{access, AccessFlags};
+    let mut dir = root.join(own.trim_start_matches('/'));
+    let mut found = None;
+    while dir.starts_with(root) && dir != root {
+        let writable = |p: &Path| access(p, AccessFlags::W_OK).is_ok();
+        if !(writable(&dir) && writable(&dir.join("cgroup.procs"))) {
+            break;
+        }
+        found = Some(dir.clone());
+        dir.pop();
+    }
+    found
+}
+
+/// The controllers a rootless container's `limits` need that `dir`'s cgroup does not offer.
+fn missing_controllers(dir: &Path, l: &Limits) -> Vec<&'static str> {
+    let offered = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let has = |c: &str| offered.split_whitespace().any(|o| o == c);
+    [
+        (l.memory > 0, "memory", "--memory"),
+        (l.pids > 0, "pids", "--pids-limit"),
+        (l.nano_cpus > 0, "cpu", "--cpus"),
+        (!l.cpuset_cpus.is_empty(), "cpuset", "--cpuset-cpus"),
+    ]
+    .into_iter()
+    .filter(|(asked, ctl, _)| *asked && !has(ctl))
+    .map(|(_, _, flag)| flag)
+    .collect()
+}
+
 impl Cgroup {
     /// The cgroup of container `id`, without creating it.
     pub fn of(id: &str) -> Cgroup {
+        if strata_image::layer::in_user_namespace() {
+            return match delegated_to_user() {
+                Some(d) => Cgroup {
+                    version: Version::V2,
+                    dirs: vec![("".to_string(), d.join(PARENT).join(id))],
+                },
+                None => Cgroup {
+                    version: Version::V1,
+                    dirs: Vec::new(),
+                },
+            };
+        }
         let (version, root) = layout();
         let dirs = match version {
             Version::V2 => vec![("".to_string(), root.join(PARENT).join(id))],
@@ -188,7 +255,10 @@ impl Cgroup {
     /// Creates the cgroup and applies `limits`.
     pub fn create(id: &str, limits: &Limits) -> Result<Cgroup, RuntimeError> {
         if strata_image::layer::in_user_namespace() {
-            return Cgroup::rootless(limits);
+            return match delegated_to_user() {
+                Some(d) => Cgroup::delegated(d, id, limits),
+                None => Cgroup::rootless(limits),
+            };
         }
         let mut cg = Cgroup::of(id);
         if cg.version == Version::V1 {
@@ -232,9 +302,47 @@ impl Cgroup {
         Ok(cg)
     }
 
-    /// Rootless: the cgroup tree is root's (on v1 always; on v2 unless delegated, which
-    /// strata does not use yet), so a container gets none, and a limit is an error rather
-    /// than silently not applied.
+    /// Rootless in a delegated v2 tree: `<delegated>/strata/<id>`, with the controllers the
+    /// limits need (enabled down the tree as far as the user may; a limit whose controller
+    /// is not delegated is an error). The device filter stays root's: a user namespace makes
+    /// no device nodes but those bound from the host.
+    fn delegated(delegated: &Path, id: &str, limits: &Limits) -> Result<Cgroup, RuntimeError> {
+        let parent = delegated.join(PARENT);
+        create_dir(&parent)?;
+        for ctl in ["+memory", "+pids", "+cpu", "+cpuset"] {
+            let _ = fs::write(delegated.join("cgroup.subtree_control"), ctl);
+            let _ = fs::write(parent.join("cgroup.subtree_control"), ctl);
+        }
+        let dir = parent.join(id);
+        create_dir(&dir)?;
+        let cg = Cgroup {
+            version: Version::V2,
+            dirs: vec![("".to_string(), dir.clone())],
+        };
+        let missing = missing_controllers(&dir, limits);
+        if !missing.is_empty() {
+            cg.destroy();
+            let verb = if missing.len() == 1 { "needs" } else { "need" };
+            return Err(RuntimeError::Invalid(format!(
+                "rootless: {} {verb} a controller the cgroup delegated to the user ({}) does not \
+                 offer",
+                missing.join(", "),
+                delegated.display()
+            )));
+        }
+        let unfiltered = Limits {
+            restrict_devices: false,
+            ..limits.clone()
+        };
+        if let Err(e) = cg.apply(&unfiltered) {
+            cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    /// Rootless without a delegated tree (v1 always; v2 unless strata runs inside one): a
+    /// container gets no cgroup, and a limit is an error rather than silently not applied.
     fn rootless(l: &Limits) -> Result<Cgroup, RuntimeError> {
         let asked: Vec<&str> = [
             (l.memory > 0, "--memory"),
@@ -474,7 +582,7 @@ impl Cgroup {
         .filter(|(_, wanted)| *wanted)
         .map(|(c, _)| *c)
         .collect();
-        if !needed.is_empty() && strata_image::layer::in_user_namespace() {
+        if !needed.is_empty() && self.dirs.is_empty() && strata_image::layer::in_user_namespace() {
             return Err(no_rootless_cgroup("update needs"));
         }
         match self.version {

@@ -33,7 +33,9 @@ struct Sample {
 }
 
 pub fn stats(store: &Store, a: &StatsArgs) -> Result<()> {
-    if strata_runtime::rootless::is_rootless() {
+    if strata_runtime::rootless::is_rootless()
+        && strata_runtime::cgroup::delegated_to_user().is_none()
+    {
         // Without a cgroup nothing counts a container's use: no figures rather than zeros.
         return Err(strata_runtime::cgroup::no_rootless_cgroup("stats needs").into());
     }

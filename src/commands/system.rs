@@ -48,6 +48,10 @@ pub fn info(store: &Store) -> Result<()> {
     }
     println!("Build Isolation: {}", build_isolation());
     if rootless {
+        let delegated = strata_runtime::cgroup::delegated_to_user()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "none".into());
+        println!("Cgroup Delegated To User: {delegated}");
         // The namespace's maps as the kernel has them (inside, `/etc/subuid` names nobody).
         for (kind, file) in [("UID", "/proc/self/uid_map"), ("GID", "/proc/self/gid_map")] {
             let map = std::fs::read_to_string(file).unwrap_or_default();

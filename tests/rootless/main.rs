@@ -629,6 +629,138 @@ fn usable_by_users(node: &Path) {
     }
 }
 
+/// A cgroup v2 directory delegated to a user as systemd delegates `user@UID.service` (the
+/// directory and its `cgroup.procs`, `cgroup.threads`, `cgroup.subtree_control` are the
+/// user's), in this host's unified hierarchy; removed with everything below it at the end.
+struct DelegatedCgroup {
+    dir: PathBuf,
+    uid: u32,
+}
+
+impl DelegatedCgroup {
+    fn new(user: &TestUser) -> DelegatedCgroup {
+        let unified = Path::new(UNIFIED);
+        assert!(
+            unified.join("cgroup.procs").exists(),
+            "no cgroup v2 hierarchy at {UNIFIED}"
+        );
+        let dir = unified.join(format!("strata-test-{}-{}", std::process::id(), user.name));
+        std::fs::create_dir(&dir).unwrap();
+        for f in [
+            "",
+            "cgroup.procs",
+            "cgroup.threads",
+            "cgroup.subtree_control",
+        ] {
+            std::os::unix::fs::chown(dir.join(f), Some(user.uid), Some(user.gid)).unwrap();
+        }
+        DelegatedCgroup { dir, uid: user.uid }
+    }
+
+    /// `strata ARGS` as the user, started inside the delegated directory (as a job a CI
+    /// runner starts in its own delegated cgroup): its output.
+    fn strata(&self, user: &TestUser, args: &[&str]) -> Output {
+        Command::new("sh")
+            .args(["-c", r#"echo $$ > "$1" && shift && exec "$@""#, "sh"])
+            .arg(self.dir.join("cgroup.procs"))
+            .args(["setpriv", "--reuid", &user.uid.to_string(), "--regid"])
+            .arg(user.gid.to_string())
+            .arg("--clear-groups")
+            .arg(&user.exe)
+            .args(args)
+            .env_clear()
+            .env("HOME", &user.home)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("STRATA_CGROUP_V2_ROOT", UNIFIED)
+            .current_dir(&user.home)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for DelegatedCgroup {
+    fn drop(&mut self) {
+        kill_processes(self.uid, ".");
+        // Leaves first: a directory with children cannot go.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "for i in $(seq 100); do find {} -depth -type d -exec rmdir {{}} + 2>/dev/null; [ -d {0} ] || exit 0; sleep 0.05; done",
+                self.dir.display()
+            ))
+            .status();
+    }
+}
+
+const UNIFIED: &str = "/sys/fs/cgroup/unified";
+
+/// Where a cgroup v2 tree is delegated to the user, rootless containers get cgroups in it:
+/// pause, top and stats work, and a limit needs its controller delegated too (this host's
+/// unified hierarchy has none of the resource controllers: they are v1's here).
+#[test]
+fn a_delegated_cgroup_v2_tree_gives_rootless_containers_their_cgroups() {
+    let user = TestUser::new("h", true);
+    let cg = DelegatedCgroup::new(&user);
+    let ok = |args: &[&str]| {
+        let o = cg.strata(&user, args);
+        assert!(o.status.success(), "strata {args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(&[
+        "import",
+        user.give(busybox_tar()).to_str().unwrap(),
+        "busybox",
+    ]);
+    let info = ok(&["info"]);
+    let line = format!("Cgroup Delegated To User: {}", cg.dir.display());
+    assert!(info.lines().any(|l| l == line), "{line:?} in {info}");
+    let id = ok(&["run", "-d", "--network", "none", "busybox", "sleep", "100"]);
+    let id = id.trim();
+    let own = cg.dir.join("strata").join(id);
+    let members = std::fs::read_to_string(own.join("cgroup.procs")).unwrap();
+    assert_eq!(members.lines().count(), 1, "{members}");
+    ok(&["pause", id]);
+    assert_eq!(
+        std::fs::read_to_string(own.join("cgroup.freeze")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(
+        ok(&["ps", "--format", "{{.Status}}"]).trim(),
+        "Up Less than a second (Paused)"
+    );
+    ok(&["unpause", id]);
+    let top = ok(&["top", id]);
+    assert!(
+        top.lines().skip(1).any(|l| l.ends_with(" sleep 100")),
+        "{top}"
+    );
+    let o = cg.strata(
+        &user,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-m",
+            "16m",
+            "busybox",
+            "true",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "Error: rootless: --memory needs a controller the cgroup delegated to the user ({}) \
+             does not offer\n",
+            cg.dir.display()
+        )
+    );
+    ok(&["rm", "-f", id]);
+    assert!(!own.exists(), "the container's cgroup outlived it");
+    ok(&["system", "reset", "--force"]);
+}
+
 /// A file `name` of the user's, with `mode`.
 fn scratch_file(user: &TestUser, name: &str, mode: u32) -> PathBuf {
     let path = user.home.join(name);
