@@ -203,6 +203,22 @@ fn owned_tar(dir: &Path) -> PathBuf {
     tar
 }
 
+/// An xattr of `path`, read on the host (python3's `os.getxattr`).
+fn xattr_of(path: &Path, name: &str) -> Option<String> {
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys;print(os.getxattr(sys.argv[1],sys.argv[2]).decode())",
+        ])
+        .arg(path)
+        .arg(name)
+        .output()
+        .unwrap();
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
 /// `tar -tv` of the single layer of image archive `saved` (a `save` output).
 fn layer_listing(saved: &Path, scratch: &Path) -> String {
     layer_listing_at(saved, scratch, 0)
@@ -280,6 +296,36 @@ fn a_user_with_subordinate_ids_keeps_every_owner_without_root() {
          drwxr-xr-x 0/0 srv/\n\
          drwxr-xr-x 42/42 srv/data/\n\
          -rw-r--r-- 42/42 srv/data/fortytwo"
+    );
+    // A device node cannot be made in a user namespace: an empty file records it, and the
+    // layer is the same (its diff ID is root's, which made the node).
+    let tree = root.path("dev-tree");
+    std::fs::create_dir_all(tree.join("dev")).unwrap();
+    run_ok(Command::new("mknod").args([tree.join("dev/null").to_str().unwrap(), "c", "1", "3"]));
+    let dev_tar = root.path("dev.tar");
+    run_ok(Command::new("tar").args([
+        "--numeric-owner",
+        "-C",
+        tree.to_str().unwrap(),
+        "-cf",
+        dev_tar.to_str().unwrap(),
+        "dev",
+    ]));
+    user.ok(&["import", user.give(&dev_tar).to_str().unwrap(), "dev:1"]);
+    root.ok(&["import", dev_tar.to_str().unwrap(), "dev:1"]);
+    assert_eq!(
+        user.ok(&["inspect", "-f", layers, "dev:1"]),
+        root.ok(&["inspect", "-f", layers, "dev:1"])
+    );
+    let layer_dirs = std::fs::read_dir(store.join("layers")).unwrap();
+    let stand_in = layer_dirs
+        .map(|e| e.unwrap().path().join("diff/dev/null"))
+        .find(|p| p.exists())
+        .unwrap();
+    assert!(std::fs::metadata(&stand_in).unwrap().is_file());
+    assert_eq!(
+        xattr_of(&stand_in, "user.strata.device").as_deref(),
+        Some("c 1 3")
     );
     // What the subordinate ids own goes with `system reset`, and the user can delete the rest.
     user.ok(&["system", "reset", "--force"]);
@@ -492,7 +538,41 @@ fn the_readme_main_job_runs_as_a_user() {
         page.contains("<h1>Hello from a strata-built image</h1>"),
         "{page}"
     );
+    // Out of a running container with cp.
+    user.ok(&["cp", &format!("{id}:/www/index.html"), "page.html"]);
+    assert_eq!(
+        std::fs::read_to_string(user.home.join("page.html")).unwrap(),
+        page
+    );
     user.ok(&["stop", "-t", "1", id]);
+    // A named volume outlives its containers; create + start -a.
+    user.ok(&["volume", "create", "data"]);
+    let write = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "data:/d",
+        "busybox",
+    ];
+    user.ok(&[&write[..], &["sh", "-c", "echo kept > /d/f"]].concat());
+    user.ok(&[
+        "create",
+        "--name",
+        "reader",
+        "--network",
+        "none",
+        "-v",
+        "data:/d",
+        "busybox",
+        "cat",
+        "/d/f",
+    ]);
+    assert_eq!(user.ok(&["start", "-a", "reader"]), "kept\n");
+    user.ok(&["rm", "reader"]);
+    assert_eq!(user.ok(&["volume", "ls", "-q"]), "data\n");
+    user.ok(&["volume", "rm", "data"]);
     let images = user.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(images, "static-site:latest\nhello:latest\nbusybox:latest\n");
     // `--rm` removed it once stopped.
@@ -881,6 +961,17 @@ fn fuse_overlayfs_gives_the_layers_and_images_of_the_kernel_overlay() {
     user.ok(&["system", "reset", "--force"]);
 }
 
+/// This host's first IPv4 address that is not loopback.
+fn host_address() -> String {
+    let o = run_ok(Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let cidr = text
+        .lines()
+        .find_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
+        .expect("a global IPv4 address");
+    cidr.split('/').next().unwrap().to_string()
+}
+
 /// An HTTP GET of `path` from 127.0.0.1:`port`, retried until it answers; the body.
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
@@ -917,6 +1008,27 @@ fn rootless_containers_get_a_user_mode_network_with_published_ports() {
         ]),
         "10.0.2.100/24\ndefault via 10.0.2.2 dev tap0 \n"
     );
+    // Outbound: a server on the host's own address hears from the container (slirp4netns
+    // connects for it, as the user).
+    let host_ip = host_address();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    // The server reads a line and hangs up (nc ends when the other side does).
+    let server = std::thread::spawn(move || {
+        let (c, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(c), &mut line).unwrap();
+        line
+    });
+    user.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("echo outbound | nc {host_ip} {port}"),
+    ]);
+    assert_eq!(server.join().unwrap(), "outbound\n");
     let id = user.ok(&[
         "run",
         "-d",

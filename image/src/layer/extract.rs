@@ -368,8 +368,8 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// A device node (as root only; never a 0/0 character device, overlay's whiteout) or a
-    /// FIFO.
+    /// A device node (as root only, recorded on an empty file in a user namespace; never a 0/0
+    /// character device, overlay's whiteout) or a FIFO.
     fn node<R: Read>(
         &mut self,
         entry: &tar::Entry<'_, R>,
@@ -391,15 +391,39 @@ impl Extractor<'_> {
             return Err(at.bad("a 0/0 character device is a whiteout in overlay form; refusing it"));
         }
         let mode = Mode::from_bits_truncate(attrs.mode);
-        self.create(&at.dir, &at.parent, &at.name, false, || {
-            mknodat(
-                &*at.dir,
-                at.name.as_os_str(),
-                sflag,
-                mode,
-                libc::makedev(major, minor),
+        if is_dev && super::in_user_namespace() {
+            // No mknod in a user namespace: an empty file stands for the node, recording it
+            // (the layer writer gives the entry back as it came).
+            let fd = self.create(&at.dir, &at.parent, &at.name, false, || {
+                openat(
+                    &*at.dir,
+                    at.name.as_os_str(),
+                    OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_WRONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    mode,
+                )
+            })?;
+            let kind = if sflag == SFlag::S_IFCHR { 'c' } else { 'b' };
+            fset_xattr(
+                &fd,
+                super::DEVICE_XATTR.as_bytes(),
+                format!("{kind} {major} {minor}").as_bytes(),
             )
-        })?;
+            .map_err(|e| at.bad(&format!("record the device node: {e}")))?;
+        } else {
+            self.create(&at.dir, &at.parent, &at.name, false, || {
+                mknodat(
+                    &*at.dir,
+                    at.name.as_os_str(),
+                    sflag,
+                    mode,
+                    libc::makedev(major, minor),
+                )
+            })?;
+        }
         // mknod applies the umask: the node gets the archive's mode exactly (a 0666
         // /dev/null stays 0666). No symlink is followed (glibc refuses one).
         nix::sys::stat::fchmodat(

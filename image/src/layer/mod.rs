@@ -80,12 +80,17 @@ pub fn overlay_mount_options() -> &'static str {
 /// ([`is_fuse_marker`]) until `strata_runtime::overlay` brings them to the kernel's form.
 pub const FUSE_OPAQUE_XATTR: &str = "user.fuseoverlayfs.opaque";
 
-/// Whether `name` is one of overlayfs's (or fuse-overlayfs's) own xattrs (never taken from nor
-/// written to a tar).
+/// The xattr of an empty file standing for a device node in a user namespace (which may not
+/// make one): `c MAJOR MINOR` or `b MAJOR MINOR`. The layer writer writes the node back.
+pub const DEVICE_XATTR: &str = "user.strata.device";
+
+/// Whether `name` is one of overlayfs's (or fuse-overlayfs's, or strata's) own xattrs (never
+/// taken from nor written to a tar).
 pub fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.")
         || name.starts_with(b"user.overlay.")
         || name.starts_with(b"user.fuseoverlayfs.")
+        || name == DEVICE_XATTR.as_bytes()
 }
 
 /// Whether `name` in a live fuse-overlayfs upper directory is one of its opaque markers.

@@ -372,6 +372,15 @@ impl<'a, W: Write> TarOut<'a, W> {
             return Err(self.err(&rel, io::Error::other("file was replaced while reading")));
         }
         let mut file = File::from(fd);
+        if let Some(node) = recorded_device(&file, &now) {
+            // An empty file standing for a device node (user namespace): the node itself.
+            let kind = if node.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFBLK.bits() {
+                tar::EntryType::Block
+            } else {
+                tar::EntryType::Char
+            };
+            return self.entry(&rel, Meta::simple(kind, &node, None));
+        }
         let (xattrs, _) = read_xattrs(&file).map_err(|e| self.err(&rel, e))?;
         let mut meta = Meta::simple(tar::EntryType::Regular, &now, None);
         meta.size = now.st_size as u64;
@@ -543,6 +552,26 @@ fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The device node an empty file stands for ([`super::DEVICE_XATTR`]), as the stat of one.
+fn recorded_device(file: &File, st: &FileStat) -> Option<FileStat> {
+    if st.st_size != 0 {
+        return None;
+    }
+    let value = file.get_xattr(super::DEVICE_XATTR).ok()??;
+    let text = String::from_utf8(value).ok()?;
+    let mut f = text.split(' ');
+    let kind = match f.next()? {
+        "c" => SFlag::S_IFCHR,
+        "b" => SFlag::S_IFBLK,
+        _ => return None,
+    };
+    let (major, minor): (u32, u32) = (f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+    let mut node = *st;
+    node.st_mode = kind.bits() | (st.st_mode & 0o7777);
+    node.st_rdev = libc::makedev(major, minor);
+    Some(node)
+}
+
 /// Opens the directory `name` of `parent` without following a symlink.
 pub(super) fn open_dir(parent: &OwnedFd, name: &std::ffi::OsStr) -> nix::Result<OwnedFd> {
     openat(
@@ -600,6 +629,41 @@ fn read_xattrs(f: &File) -> io::Result<(Xattrs, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_device_node_is_written_as_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let stand_in = dir.path().join("null");
+        std::fs::write(&stand_in, b"").unwrap();
+        xattr::set(&stand_in, super::super::DEVICE_XATTR, b"c 1 3").unwrap();
+        let tar = write_layer_tar(dir.path(), Vec::new(), &TarOptions::default()).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries: Vec<_> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let h = e.header().clone();
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.entry_type(),
+                    h.device_major().unwrap(),
+                    h.device_minor().unwrap(),
+                    e.pax_extensions().unwrap().is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [(
+                "null".to_string(),
+                tar::EntryType::Char,
+                Some(1),
+                Some(3),
+                false
+            )]
+        );
+    }
 
     #[test]
     fn pax_record_length_counts_itself() {
