@@ -188,19 +188,20 @@ fn owned_tar(dir: &Path) -> PathBuf {
     let setuid = tree.join("home/user/thousand");
     std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
     let tar = dir.join("owned.tar");
-    run_ok(Command::new("tar").args([
-        "--numeric-owner",
-        "--sort=name",
-        "--mtime=@0",
-        "-C",
-        tree.to_str().unwrap(),
-        "-cf",
-        tar.to_str().unwrap(),
-        "etc",
-        "srv",
-        "home",
-    ]));
+    tar_of(&tree, &tar, &["etc", "srv", "home"]);
     tar
+}
+
+/// `tar` made of `entries` of `tree`, with numeric owners, names sorted, times 0.
+fn tar_of(tree: &Path, tar: &Path, entries: &[&str]) {
+    run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "--sort=name", "--mtime=@0", "-C"])
+            .arg(tree)
+            .arg("-cf")
+            .arg(tar)
+            .args(entries),
+    );
 }
 
 /// An xattr of `path`, read on the host (python3's `os.getxattr`).
@@ -303,14 +304,7 @@ fn a_user_with_subordinate_ids_keeps_every_owner_without_root() {
     std::fs::create_dir_all(tree.join("dev")).unwrap();
     run_ok(Command::new("mknod").args([tree.join("dev/null").to_str().unwrap(), "c", "1", "3"]));
     let dev_tar = root.path("dev.tar");
-    run_ok(Command::new("tar").args([
-        "--numeric-owner",
-        "-C",
-        tree.to_str().unwrap(),
-        "-cf",
-        dev_tar.to_str().unwrap(),
-        "dev",
-    ]));
+    tar_of(&tree, &dev_tar, &["dev"]);
     user.ok(&["import", user.give(&dev_tar).to_str().unwrap(), "dev:1"]);
     root.ok(&["import", dev_tar.to_str().unwrap(), "dev:1"]);
     assert_eq!(
