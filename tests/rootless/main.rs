@@ -623,6 +623,34 @@ fn rootless_builds_give_the_image_ids_of_root_builds() {
         user.ok(&["run", "--rm", "--network", "none", "hello"]),
         "Hello, world! (uid 65534 in /app)\n"
     );
+    // A build whose layer holds files of uid 0, 42 and 1000: the owners are kept, and the
+    // image is root's.
+    let owners = "FROM busybox\nRUN mkdir /o && touch /o/a /o/b /o/c && chown 42:42 /o/b \
+                  && chown 1000:1000 /o/c\n";
+    let user_ctx = user.home.join("owners");
+    std::fs::create_dir(&user_ctx).unwrap();
+    std::fs::write(user_ctx.join("Dockerfile"), owners).unwrap();
+    let root_ctx = root.path("owners");
+    std::fs::create_dir(&root_ctx).unwrap();
+    std::fs::write(root_ctx.join("Dockerfile"), owners).unwrap();
+    let build_owners = |ok: &dyn Fn(&[&str]) -> String, dir: &Path| {
+        let epoch = "SOURCE_DATE_EPOCH=1700000000";
+        let args = ["build", "-q", "--build-arg", epoch, "-t", "owners"];
+        ok(&[&args[..], &[dir.to_str().unwrap()]].concat())
+    };
+    assert_eq!(
+        build_owners(&|a| user.ok(a), &user_ctx),
+        build_owners(&|a| root.ok(a), &root_ctx)
+    );
+    user.ok(&["save", "-o", "owners.tar", "owners"]);
+    let scratch = tempfile::tempdir().unwrap();
+    assert_eq!(
+        layer_listing_at(&user.home.join("owners.tar"), scratch.path(), 1),
+        "drwxr-xr-x 0/0 o/\n\
+         -rw-r--r-- 0/0 o/a\n\
+         -rw-r--r-- 42/42 o/b\n\
+         -rw-r--r-- 1000/1000 o/c"
+    );
     // Through the loopback registry and back into an emptied store.
     let registry = common::registry::Registry::start(None);
     let remote = format!("{}/hello:rootless", registry.addr());
