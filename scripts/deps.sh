@@ -15,15 +15,23 @@
 #  uidmap passwd procps  rootless: newuidmap/newgidmap; useradd/usermod and pkill in its tests
 #  slirp4netns         rootless containers' user-mode network
 #  fuse-overlayfs      rootless overlays where the kernel will not mount overlayfs (and its test)
+#  qemu-user-static    foreign platforms' RUN steps (registered in binfmt_misc by binfmt.sh);
+#                      the arm64 architecture is added for the busybox-static:arm64 fixture
 set -eu
-pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 nftables curl docker.io git python3 time strace linux-libc-dev gcc libc6-dev uidmap passwd procps slirp4netns fuse-overlayfs"
+pkgs="busybox-static debootstrap skopeo umoci runc podman docker-registry apache2-utils zstd xz-utils bzip2 hyperfine iproute2 nftables curl docker.io git python3 time strace linux-libc-dev gcc libc6-dev uidmap passwd procps slirp4netns fuse-overlayfs qemu-user-static"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-if [ -n "$missing" ]; then
+update=""
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
+  update=yes
+fi
+if [ -n "$missing" ] || [ -n "$update" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # shellcheck disable=SC2086
   apt-get install -y -qq $missing >/dev/null
 fi
+"$(dirname "$0")/binfmt.sh"

@@ -51,9 +51,10 @@ impl Store {
         what: &str,
         config: spec::ContainerConfig,
         comment: Option<String>,
-        created: Option<String>,
+        platform: Option<&spec::Platform>,
     ) -> Result<Image> {
         let _lease = self.lease()?;
+        let platform = platform.cloned().unwrap_or_else(host_platform);
         let (_, tar) =
             compress::decompress(input).map_err(|e| StoreError::Invalid(format!("{what}: {e}")))?;
         let staging = self.temp_dir("import")?;
@@ -64,11 +65,12 @@ impl Store {
                 .map_err(|e| StoreError::Invalid(format!("{what}: {e}")))?;
             drop(rest);
             let layer = self.add_layer_from_dir(None, &tree, true, &TarOptions::default())?;
-            let created = created.unwrap_or_else(fsutil::now_rfc3339);
+            let created = fsutil::now_rfc3339();
             let cfg = ImageConfig {
                 created: Some(created.clone()),
-                architecture: host_arch().to_string(),
-                os: "linux".to_string(),
+                architecture: platform.architecture.clone(),
+                os: platform.os.clone(),
+                variant: platform.variant.clone(),
                 config: Some(config),
                 rootfs: spec::RootFs {
                     kind: "layers".into(),

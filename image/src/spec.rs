@@ -137,6 +137,66 @@ pub struct Platform {
     pub extra: BTreeMap<String, Value>,
 }
 
+impl Platform {
+    /// Parses `os/arch[/variant]` as in `--platform linux/amd64` (`x86_64` and `aarch64` are
+    /// taken for `amd64` and `arm64`).
+    pub fn parse(s: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        };
+        match parts.as_slice() {
+            [os, arch] | [os, arch, _] if parts.iter().all(|p| ok(p)) => Ok(Platform {
+                os: os.to_string(),
+                architecture: match *arch {
+                    "x86_64" | "x86-64" => "amd64",
+                    "aarch64" => "arm64",
+                    other => other,
+                }
+                .to_string(),
+                variant: parts.get(2).map(|v| v.to_string()),
+                os_version: None,
+                extra: Default::default(),
+            }),
+            _ => Err(format!(
+                "invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"
+            )),
+        }
+    }
+
+    /// Whether `have` (an image's or an index entry's) is this wanted platform: os and
+    /// architecture equal, and the variant too when one is wanted.
+    pub fn is_met_by(&self, have: &Platform) -> bool {
+        self.os == have.os
+            && self.architecture == have.architecture
+            && (self.variant.is_none() || self.variant == have.variant)
+    }
+
+    /// The platform of an image's config.
+    pub fn of_config(c: &ImageConfig) -> Platform {
+        Platform {
+            architecture: c.architecture.clone(),
+            os: c.os.clone(),
+            variant: c.variant.clone(),
+            os_version: None,
+            extra: Default::default(),
+        }
+    }
+}
+
+/// `os/arch[/variant]`.
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// An image manifest (OCI or Docker v2 schema 2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {

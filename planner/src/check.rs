@@ -56,15 +56,18 @@ pub fn check(
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
 ) -> Vec<ParseError> {
-    analyze(file, source, df, build_args).0
+    let auto = crate::plan::automatic_args(&crate::plan::host_platform());
+    analyze(file, source, df, build_args, &auto).0
 }
 
-/// [`check`], and the stage graph when there is no problem.
+/// [`check`], and the stage graph when there is no problem. `automatic`: BuildKit's platform
+/// arguments, in the global scope from the start.
 pub fn analyze(
     file: &str,
     source: &str,
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
+    automatic: &[(String, String)],
 ) -> (Vec<ParseError>, StageGraph) {
     let mut a = Analyzer {
         file,
@@ -72,7 +75,7 @@ pub fn analyze(
         escape: df.escape,
         build_args,
         errors: Vec::new(),
-        global: Vec::new(),
+        global: automatic.to_vec(),
         stages: Vec::new(),
         names: BTreeMap::new(),
     };

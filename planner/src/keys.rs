@@ -43,8 +43,11 @@ pub struct StepKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum KeyOp {
-    /// A stage `FROM scratch`.
-    Scratch,
+    /// A stage `FROM scratch` (for a platform other than the host's: its name).
+    Scratch {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        platform: Option<String>,
+    },
     /// A stage from an image, by ID.
     Image {
         id: Digest,

@@ -110,41 +110,12 @@ pub(crate) fn for_each_parallel<T: Sync>(
 
 /// Parses `os/arch[/variant]` as in `--platform linux/amd64`.
 pub fn parse_platform(s: &str) -> Result<Platform, String> {
-    let parts: Vec<&str> = s.split('/').collect();
-    let ok = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-    };
-    match parts.as_slice() {
-        [os, arch] | [os, arch, _] if ok(os) && ok(arch) && parts.iter().all(|p| ok(p)) => {
-            Ok(Platform {
-                os: os.to_string(),
-                architecture: normalize_arch(arch).to_string(),
-                variant: parts.get(2).map(|v| v.to_string()),
-                os_version: None,
-                extra: Default::default(),
-            })
-        }
-        _ => Err(format!(
-            "invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"
-        )),
-    }
-}
-
-fn normalize_arch(a: &str) -> &str {
-    match a {
-        "x86_64" | "x86-64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
+    Platform::parse(s)
 }
 
 /// Whether an index entry's platform fits the wanted one (a missing variant matches any).
 pub fn platform_matches(want: &Platform, have: &Platform) -> bool {
-    want.os == have.os
-        && want.architecture == have.architecture
-        && (want.variant.is_none() || want.variant == have.variant)
+    want.is_met_by(have)
 }
 
 #[cfg(test)]

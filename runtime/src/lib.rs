@@ -43,6 +43,7 @@ pub mod copy;
 pub mod create;
 pub mod devfilter;
 pub mod devices;
+pub mod emulation;
 pub mod events;
 pub mod exec;
 pub mod fdpass;

@@ -13,6 +13,9 @@ pub struct ImportArgs {
     /// Commit message
     #[arg(short, long)]
     pub message: Option<String>,
+    /// The platform the archive's programs are for (os/arch[/variant]; default: the host's)
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Tarball path, or - for standard input
     pub file: String,
     /// Name for the image, REPOSITORY[:TAG]
@@ -210,7 +213,7 @@ pub struct BuildArgs {
     /// Type of progress output: auto, tty, plain, quiet
     #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "quiet"])]
     pub progress: String,
-    /// Target platform (only the host's, linux/amd64 here, is supported)
+    /// Target platform (os/arch[/variant]; a foreign one runs its RUN steps through QEMU)
     #[arg(long)]
     pub platform: Option<String>,
     /// Output: type=image (default), type=oci|docker,dest=F.tar[,compression=gzip|zstd],

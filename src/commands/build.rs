@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use strata_image::compress::Compression;
 use strata_image::layer::TarOptions;
+use strata_image::spec::Platform;
 
 use crate::commands::registry::RegistryConfig;
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -338,16 +339,27 @@ fn step_error_render(src: &DockerfileSource, e: &BuildError) -> String {
     }
 }
 
+/// `--platform`: one platform (None: the host's), which this host must be able to run.
+fn build_platform(flag: Option<&str>) -> Result<Option<Platform>> {
+    let Some(text) = flag else {
+        return Ok(None);
+    };
+    if text.contains(',') {
+        bail!(
+            "--platform {text}: one platform per build for now (a multi-platform image index \
+             is not there yet); build each and tag them apart"
+        );
+    }
+    let p = Platform::parse(text).map_err(|e| anyhow!("--platform: {e}"))?;
+    strata_runtime::emulation::check_runnable(&p).map_err(|e| anyhow!("--platform {p}: {e}"))?;
+    Ok(Some(p))
+}
+
 pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Result<()> {
     if a.check {
         return check(a);
     }
-    if let Some(p) = &a.platform {
-        let host = format!("linux/{}", strata_cache::transfer::host_arch());
-        if p != &host {
-            bail!("--platform {p}: only the host platform ({host}) can be built");
-        }
-    }
+    let platform = build_platform(a.platform.as_deref())?;
     let tags: Vec<Reference> = a
         .tags
         .iter()
@@ -359,7 +371,15 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     let args = build_args(a)?;
     let epoch = source_date_epoch(&args)?;
     // The sources hold ADD's downloads, which the build reads: they live until it ends.
-    let (graph, _sources) = plan_build(store, a, registries, &src, &context, args, epoch)?;
+    let (graph, _sources) = plan_build(
+        store,
+        a,
+        registries,
+        &src,
+        &context,
+        (args, platform),
+        epoch,
+    )?;
     if a.dry_run {
         return dry_run(store, &graph, &context);
     }
@@ -465,7 +485,7 @@ fn plan_build<'a>(
     registries: &'a RegistryConfig,
     src: &DockerfileSource,
     context: &Context,
-    args: BTreeMap<String, String>,
+    (args, platform): (BTreeMap<String, String>, Option<Platform>),
     epoch: Option<i64>,
 ) -> Result<(BuildGraph, StoreImages<'a>)> {
     let df = parse_dockerfile(&src.name, &src.text).map_err(|e| anyhow!("{e}"))?;
@@ -493,6 +513,7 @@ fn plan_build<'a>(
         allow_network_host: entitled.1,
         ulimits: a.ulimits.clone(),
         named_contexts: named.dirs,
+        platform,
     };
     let graph = plan(
         &src.name, &src.text, &df, &opts, context, &mut stat, &sources,

@@ -83,7 +83,22 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
             .resolve_image(a.image())
             .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image()))?,
     };
+    if let Some(wanted) = &a.platform {
+        check_image_platform(store, a.image(), &id, wanted)?;
+    }
     Ok(strata_runtime::create::new_record(store, &id, &opts)?)
+}
+
+/// `--platform`: the image must be for it (and this host able to run it).
+fn check_image_platform(store: &Store, name: &str, id: &Digest, wanted: &str) -> Result<()> {
+    let want =
+        strata_image::spec::Platform::parse(wanted).map_err(|e| anyhow!("--platform: {e}"))?;
+    let config = store.image(id)?.config;
+    let has = strata_image::spec::Platform::of_config(&config);
+    if !want.is_met_by(&has) {
+        bail!("image {name} has no {want} variant (it has {has})");
+    }
+    strata_runtime::emulation::check_runnable(&want).map_err(|e| anyhow!("--platform {want}: {e}"))
 }
 
 pub fn create(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {
@@ -206,7 +221,11 @@ fn ensure_image(
     for r in insecure {
         cmd.arg("--insecure-registry").arg(r);
     }
-    cmd.args(["pull", a.image()]);
+    cmd.arg("pull");
+    if let Some(p) = &a.platform {
+        cmd.args(["--platform", p]);
+    }
+    cmd.arg(a.image());
     let stderr = io::stderr().as_fd().try_clone_to_owned().map_err(exit125)?;
     let o = cmd
         .stdin(Stdio::null())

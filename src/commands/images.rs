@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use strata_cache::{fsutil, Image, Store};
 use strata_image::reference::Reference;
 use strata_image::spec::ContainerConfig;
+use strata_image::spec::Platform;
 use strata_image::Digest;
 
 use crate::changes;
@@ -32,7 +33,13 @@ pub fn import(store: &Store, a: &ImportArgs) -> Result<()> {
     } else {
         Box::new(File::open(&a.file).with_context(|| format!("open {}", a.file))?)
     };
-    let img = store.import_rootfs(input, &a.file, cfg, a.message.clone(), None)?;
+    let platform = a
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()
+        .map_err(|e| anyhow!("--platform: {e}"))?;
+    let img = store.import_rootfs(input, &a.file, cfg, a.message.clone(), platform.as_ref())?;
     let id = img.id().to_string();
     let name = reference
         .as_ref()

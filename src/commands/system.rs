@@ -40,6 +40,11 @@ pub fn info(store: &Store) -> Result<()> {
             .unwrap_or_default()
     );
     println!("Architecture: {}", std::env::consts::ARCH);
+    let platforms: Vec<String> = strata_runtime::emulation::runnable()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    println!("Platforms: {}", platforms.join(", "));
     println!("CPUs: {}", strata_runtime::cgroup::host_cpu_count());
     let rootless = strata_runtime::rootless::is_rootless();
     println!("Rootless: {rootless}");

@@ -3,6 +3,7 @@
 mod basics;
 mod engine;
 mod isolation;
+mod platforms;
 mod semantics;
 mod sources;
 

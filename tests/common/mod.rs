@@ -147,6 +147,26 @@ pub fn busybox_tar() -> &'static Path {
     })
 }
 
+/// The arm64 busybox rootfs tarball (Debian's busybox-static:arm64), built once per test
+/// binary.
+pub fn busybox_arm64_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fixture-arm64-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tar = dir.join("busybox-arm64.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/busybox-rootfs.sh");
+        let st = Command::new(script)
+            .arg(&tar)
+            .arg("arm64")
+            .status()
+            .unwrap();
+        assert!(st.success(), "building the arm64 busybox fixture failed");
+        tar
+    })
+}
+
 /// Waits until no process has the store `root` on its command line (its monitors, pending
 /// restarts and helpers are gone): the event a test of "nothing happens later" waits for.
 pub fn wait_for_no_process_of(root: &Path) {

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use strata_image::spec::{ContainerConfig, ImageConfig};
+use strata_image::spec::{ContainerConfig, ImageConfig, Platform};
 use strata_image::Digest;
 use strata_parser::instructions::{From as FromLine, Instruction};
 
-use super::{host_arch, BuildConfig, Planner, StageBuilder, DEFAULT_PATH};
+use super::{host_platform, BuildConfig, Planner, StageBuilder, DEFAULT_PATH};
 use crate::keys::{KeyOp, StepKey};
 use crate::model::{Base, CopyFrom, StagePlan};
 use crate::PlanError;
@@ -39,7 +39,14 @@ impl Planner<'_> {
         f: &FromLine,
     ) -> Result<StageBuilder, PlanError> {
         let name = self.expand(ins, &f.image, &self.global_args.clone())?;
-        let (base, base_config, base_key, deps) = self.resolve_base(ins, &name)?;
+        let platform = match &f.platform {
+            Some(p) => {
+                let p = self.expand(ins, p, &self.global_args.clone())?;
+                Platform::parse(&p).map_err(|e| self.err(ins, format!("--platform: {e}")))?
+            }
+            None => self.opts.target_platform(),
+        };
+        let (base, base_config, base_key, deps) = self.resolve_base(ins, &name, &platform)?;
         let mut config = base_config.container();
         if config.env_get("PATH").is_none() {
             config.env.insert(0, format!("PATH={DEFAULT_PATH}"));
@@ -77,14 +84,22 @@ impl Planner<'_> {
     }
 
     /// What `FROM name` names: scratch, an earlier stage, or an image in the store.
-    fn resolve_base(&mut self, ins: &Instruction, name: &str) -> Result<Resolved, PlanError> {
+    fn resolve_base(
+        &mut self,
+        ins: &Instruction,
+        name: &str,
+        platform: &Platform,
+    ) -> Result<Resolved, PlanError> {
         if name == "scratch" {
             let config = ImageConfig {
-                architecture: host_arch().into(),
-                os: "linux".into(),
+                architecture: platform.architecture.clone(),
+                os: platform.os.clone(),
+                variant: platform.variant.clone(),
                 ..Default::default()
             };
-            let key = StepKey::base(KeyOp::Scratch).digest();
+            // The host's scratch keeps the key it always had.
+            let foreign = (*platform != host_platform()).then(|| platform.to_string());
+            let key = StepKey::base(KeyOp::Scratch { platform: foreign }).digest();
             return Ok((Base::Scratch, config, key, BTreeSet::new()));
         }
         if let Some(i) = self.stage_named(name) {
@@ -100,6 +115,16 @@ impl Planner<'_> {
         }
         match self.images.lookup(name).map_err(|e| self.err(ins, e))? {
             Some((id, config)) => {
+                let has = Platform::of_config(&config);
+                if !platform.is_met_by(&has) {
+                    return Err(self.err(
+                        ins,
+                        format!(
+                            "{name}: the image is for {has}, not {platform} (import or pull the \
+                             {platform} image under a name of its own)"
+                        ),
+                    ));
+                }
                 let key = StepKey::base(KeyOp::Image { id: id.clone() }).digest();
                 let base = Base::Image {
                     id,

@@ -17,7 +17,7 @@ mod run;
 use std::collections::{BTreeMap, BTreeSet};
 
 use petgraph::graph::DiGraph;
-use strata_image::spec::ImageConfig;
+use strata_image::spec::{ImageConfig, Platform};
 use strata_image::Digest;
 use strata_parser::instructions::{CommandLine, Dockerfile, Instruction, Kind};
 use strata_parser::shell::Lexer;
@@ -83,6 +83,27 @@ pub struct PlanOptions {
     /// `--build-context NAME=DIR`: local directories `COPY --from=NAME` (and bind mounts)
     /// read, by lower-cased name.
     pub named_contexts: BTreeMap<String, Context>,
+    /// `--platform`: the platform the stages are built for (None: the host's). A stage's
+    /// `FROM --platform=` chooses its own.
+    pub platform: Option<Platform>,
+}
+
+impl PlanOptions {
+    /// The platform stages are built for unless their FROM says otherwise.
+    pub fn target_platform(&self) -> Platform {
+        self.platform.clone().unwrap_or_else(host_platform)
+    }
+}
+
+/// This host's platform.
+pub fn host_platform() -> Platform {
+    Platform {
+        architecture: host_arch().into(),
+        os: "linux".into(),
+        variant: None,
+        os_version: None,
+        extra: Default::default(),
+    }
 }
 
 /// The state of one planning pass over the Dockerfile.
@@ -115,7 +136,9 @@ pub fn plan(
     stat: &mut StatCache,
     images: &dyn ImageSource,
 ) -> Result<BuildGraph, PlanError> {
-    let (problems, stage_graph) = crate::check::analyze(file, source, df, &opts.build_args);
+    let automatic = automatic_args(&opts.target_platform());
+    let (problems, stage_graph) =
+        crate::check::analyze(file, source, df, &opts.build_args, &automatic);
     if let Some(p) = problems.into_iter().next() {
         return Err(PlanError::Parse(p));
     }
@@ -139,7 +162,7 @@ pub fn plan(
             stat: &mut *stat,
             named_stats: BTreeMap::new(),
             escape: df.escape,
-            global_args: default_args(),
+            global_args: automatic.clone(),
             stages: Vec::new(),
             needed: &needed,
             wanted: None,
@@ -197,19 +220,21 @@ fn graph_of(
     })
 }
 
-/// BuildKit's automatic platform arguments.
-fn default_args() -> Vec<(String, String)> {
-    let arch = host_arch();
-    vec![
-        ("TARGETPLATFORM".into(), format!("linux/{arch}")),
-        ("TARGETOS".into(), "linux".into()),
-        ("TARGETARCH".into(), arch.into()),
-        ("TARGETVARIANT".into(), String::new()),
-        ("BUILDPLATFORM".into(), format!("linux/{arch}")),
-        ("BUILDOS".into(), "linux".into()),
-        ("BUILDARCH".into(), arch.into()),
-        ("BUILDVARIANT".into(), String::new()),
-    ]
+/// BuildKit's automatic platform arguments: the target's (`--platform`) and the host's.
+pub fn automatic_args(target: &Platform) -> Vec<(String, String)> {
+    let mut args = Vec::new();
+    for (prefix, p) in [("TARGET", target), ("BUILD", &host_platform())] {
+        args.extend([
+            (format!("{prefix}PLATFORM"), p.to_string()),
+            (format!("{prefix}OS"), p.os.clone()),
+            (format!("{prefix}ARCH"), p.architecture.clone()),
+            (
+                format!("{prefix}VARIANT"),
+                p.variant.clone().unwrap_or_default(),
+            ),
+        ]);
+    }
+    args
 }
 
 /// The host's architecture as OCI names it.

@@ -1,0 +1,123 @@
+//! `--platform`: foreign platforms' builds through QEMU user emulation (binfmt_misc), BuildKit's
+//! automatic platform arguments, `FROM --platform=$BUILDPLATFORM` stages run natively, and the
+//! one-line refusals.
+
+use super::*;
+
+/// busybox for amd64 and arm64 under tags of their own.
+fn two_bases(s: &Strata) {
+    s.busybox();
+    s.ok(&["tag", "busybox", "busybox:amd64"]);
+    let arm = common::busybox_arm64_tar().to_str().unwrap().to_string();
+    s.ok(&[
+        "import",
+        "--platform",
+        "linux/arm64",
+        "-c",
+        r#"CMD ["sh"]"#,
+        &arm,
+        "busybox:arm64",
+    ]);
+}
+
+const PER_PLATFORM: &str = r#"ARG TARGETARCH
+FROM busybox:${TARGETARCH}
+ARG TARGETARCH
+ARG TARGETPLATFORM
+ARG BUILDPLATFORM
+RUN uname -m > /arch && echo "$TARGETARCH $TARGETPLATFORM $BUILDPLATFORM" > /args
+CMD ["sh", "-c", "cat /arch /args; uname -m"]
+"#;
+
+#[test]
+fn a_foreign_platform_builds_and_runs_through_emulation() {
+    let s = Strata::new();
+    two_bases(&s);
+    let info = s.ok(&["info"]);
+    assert!(
+        info.contains("\nPlatforms: linux/amd64, linux/arm64\n"),
+        "{info}"
+    );
+    let ctx = context(&s, PER_PLATFORM);
+    build(&s, &ctx, &["--platform", "linux/arm64", "-t", "app:arm64"]);
+    build(&s, &ctx, &["-t", "app:amd64"]);
+    assert_eq!(
+        s.ok(&["run", "--rm", "--platform", "linux/arm64", "app:arm64"]),
+        "aarch64\narm64 linux/arm64 linux/amd64\naarch64\n"
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "app:amd64"]),
+        "x86_64\namd64 linux/amd64 linux/amd64\nx86_64\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Os}}/{{.Architecture}}",
+            "app:arm64"
+        ]),
+        "linux/arm64\n"
+    );
+    // The platform is in the keys: each build again is all cached, and they differ.
+    let (_, again) = build(&s, &ctx, &["--platform", "linux/arm64", "-t", "app:arm64"]);
+    assert_eq!(cached_steps(&again), 2, "{again}");
+    let ids = |t: &str| s.ok(&["images", "-q", "--no-trunc", t]);
+    assert_ne!(ids("app:arm64"), ids("app:amd64"));
+    s.assert_check();
+}
+
+#[test]
+fn a_build_platform_stage_runs_natively_and_feeds_the_target_platform() {
+    let s = Strata::new();
+    two_bases(&s);
+    let ctx = context(
+        &s,
+        "FROM --platform=$BUILDPLATFORM busybox:amd64 AS tools\n\
+         ARG TARGETARCH\n\
+         RUN echo \"built on $(uname -m) for $TARGETARCH\" > /made\n\
+         FROM busybox:arm64\n\
+         COPY --from=tools /made /made\n\
+         CMD [\"sh\", \"-c\", \"cat /made; uname -m\"]\n",
+    );
+    build(&s, &ctx, &["--platform", "linux/arm64", "-t", "cross"]);
+    assert_eq!(
+        s.ok(&["run", "--rm", "cross"]),
+        "built on x86_64 for arm64\naarch64\n"
+    );
+}
+
+#[test]
+fn platforms_an_image_or_the_host_lacks_are_refused_in_one_line() {
+    let s = Strata::new();
+    two_bases(&s);
+    let ctx = context(&s, "FROM busybox:amd64\nRUN true\n");
+    let err = build_fails(&s, &["build", "--platform", "linux/arm64", &ctx]);
+    assert!(
+        err.ends_with(
+            "Dockerfile:1:1: busybox:amd64: the image is for linux/amd64, not linux/arm64 \
+             (import or pull the linux/arm64 image under a name of its own)"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        s.fails(&["build", "--platform", "linux/s390x", &ctx]),
+        "Error: --platform linux/s390x: this host cannot run it: no emulator for it is \
+         registered in binfmt_misc (/proc/sys/fs/binfmt_misc/qemu-s390x: install \
+         qemu-user-static and register it, e.g. scripts/binfmt.sh)\n"
+    );
+    assert!(s
+        .fails(&["build", "--platform", "linux/amd64,linux/arm64", &ctx])
+        .contains("one platform per build for now"));
+    assert_eq!(
+        s.fails(&[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/arm64",
+            "busybox:amd64",
+            "true"
+        ]),
+        "Error: image busybox:amd64 has no linux/arm64 variant (it has linux/amd64)\n"
+    );
+}
