@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use strata_cache::Store;
-use strata_image::spec::ImageConfig;
+use strata_image::spec::{ImageConfig, Platform};
 use strata_image::{Digest, Reference};
 use strata_planner::model::{FetchedFile, FetchedTree};
 use strata_planner::plan::ImageSource;
@@ -109,20 +109,23 @@ impl StoreImages<'_> {
         }
     }
 
-    fn pull(&self, reference: &Reference) -> Result<(), String> {
+    fn pull(&self, reference: &Reference, platform: &Platform) -> Result<(), String> {
         if !self.quiet {
             eprintln!("pulling {}", reference.familiar());
         }
-        let platform = strata_cache::transfer::host_platform();
         let client = self.registries.client(reference.domain());
-        strata_registry::pull::pull(self.store, &client, reference, &platform, &NoProgress)
+        strata_registry::pull::pull(self.store, &client, reference, platform, &NoProgress)
             .map(|_| ())
             .map_err(|e| format!("pull {}: {e}", reference.familiar()))
     }
 }
 
 impl ImageSource for StoreImages<'_> {
-    fn lookup(&self, name: &str) -> Result<Option<(Digest, ImageConfig)>, String> {
+    fn lookup(
+        &self,
+        name: &str,
+        platform: &Platform,
+    ) -> Result<Option<(Digest, ImageConfig)>, String> {
         if let Some(dir) = self.dir_roots.get(&name.to_lowercase()) {
             return self
                 .store
@@ -142,8 +145,10 @@ impl ImageSource for StoreImages<'_> {
             && hex.bytes().all(|b| b.is_ascii_hexdigit())
             && self.local(name)?.is_some();
         match self.pull {
-            PullPolicy::Always if !is_id => self.pull(&reference)?,
-            PullPolicy::Missing if self.local(name)?.is_none() => self.pull(&reference)?,
+            PullPolicy::Always if !is_id => self.pull(&reference, platform)?,
+            PullPolicy::Missing if self.local(name)?.is_none() => {
+                self.pull(&reference, platform)?
+            }
             _ => {}
         }
         self.local(name)

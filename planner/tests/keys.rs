@@ -20,7 +20,11 @@ use strata_planner::plan::{plan, ImageSource, PlanOptions};
 struct FixedImages;
 
 impl ImageSource for FixedImages {
-    fn lookup(&self, name: &str) -> Result<Option<(Digest, ImageConfig)>, String> {
+    fn lookup(
+        &self,
+        name: &str,
+        _platform: &strata_image::spec::Platform,
+    ) -> Result<Option<(Digest, ImageConfig)>, String> {
         let cfg = ImageConfig {
             architecture: "amd64".into(),
             os: "linux".into(),

@@ -121,3 +121,21 @@ fn platforms_an_image_or_the_host_lacks_are_refused_in_one_line() {
         "Error: image busybox:amd64 has no linux/arm64 variant (it has linux/amd64)\n"
     );
 }
+
+/// A base a foreign stage pulls is pulled for the stage's platform.
+#[test]
+fn a_foreign_stage_pulls_its_base_for_its_platform() {
+    let s = Strata::new();
+    two_bases(&s);
+    let registry = common::registry::Registry::start(None);
+    let remote = format!("{}/busybox:arm64", registry.addr());
+    s.ok(&["tag", "busybox:arm64", &remote]);
+    s.ok(&["push", "-q", &remote]);
+    let fresh = Strata::new();
+    let ctx = context(&fresh, &format!("FROM {remote}\nRUN uname -m > /arch\n"));
+    build(&fresh, &ctx, &["--platform", "linux/arm64", "-t", "pulled"]);
+    assert_eq!(
+        fresh.ok(&["run", "--rm", "pulled", "cat", "/arch"]),
+        "aarch64\n"
+    );
+}

@@ -71,6 +71,7 @@ impl Planner<'_> {
                 .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]),
             config: BuildConfig::new(config),
             args: Vec::new(),
+            platform,
         };
         for t in triggers {
             let trig = strata_parser::parse_instruction(self.file, &t).map_err(PlanError::Parse)?;
@@ -113,7 +114,11 @@ impl Planner<'_> {
                 BTreeSet::from([i]),
             ));
         }
-        match self.images.lookup(name).map_err(|e| self.err(ins, e))? {
+        match self
+            .images
+            .lookup(name, platform)
+            .map_err(|e| self.err(ins, e))?
+        {
             Some((id, config)) => {
                 let has = Platform::of_config(&config);
                 if !platform.is_met_by(&has) {
@@ -174,7 +179,11 @@ impl Planner<'_> {
             b.plan.deps.insert(i);
             return Ok((CopyFrom::Stage(i), self.stages[i].final_key().clone()));
         }
-        match self.images.lookup(f).map_err(|e| self.err(ins, e))? {
+        match self
+            .images
+            .lookup(f, &b.platform)
+            .map_err(|e| self.err(ins, e))?
+        {
             Some((id, _)) => Ok((CopyFrom::Image(id.clone()), id)),
             None => Err(self.err(
                 ins,

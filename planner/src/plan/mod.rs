@@ -34,8 +34,13 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// Where base images and the remote sources of ADD come from (implemented by the caller:
 /// the store and the network).
 pub trait ImageSource {
-    /// Looks up an image by the name written in FROM (or `--from`), after expansion.
-    fn lookup(&self, name: &str) -> Result<Option<(Digest, ImageConfig)>, String>;
+    /// Looks up an image by the name written in FROM (or `--from`), after expansion, for
+    /// `platform` (what a pull asks the registry for).
+    fn lookup(
+        &self,
+        name: &str,
+        platform: &Platform,
+    ) -> Result<Option<(Digest, ImageConfig)>, String>;
 
     /// Downloads the URL of an `ADD`; the file must live until the build ends.
     fn fetch_url(&self, url: &str) -> Result<FetchedFile, String> {
@@ -252,6 +257,8 @@ struct StageBuilder {
     config: BuildConfig,
     /// ARGs in scope in this stage, with values.
     args: Vec<(String, String)>,
+    /// The platform the stage is built for.
+    platform: Platform,
     shell: Vec<String>,
 }
 
