@@ -1,6 +1,6 @@
 #!/bin/sh
 # strata's benchmarks, next to the floors and peers in bench/workloads/README.md.
-# Usage: bench/run.sh [start|network|rootless|small|fanout|bigctx|dfscale|ctxscale|import|registry|all]   (default: all)
+# Usage: bench/run.sh [start|network|rootless|multiarch|small|fanout|bigctx|dfscale|ctxscale|import|registry|all]   (default: all)
 # Needs root, hyperfine, runc, busybox-static (scripts/deps.sh installs them). Prints rows of
 # "workload phase: median (and the floor/peer measured in the same run)".
 set -eu
@@ -120,6 +120,21 @@ if [ "$what" = rootless ] || [ "$what" = all ]; then
     set -- $(bench/alternate.py 5 1 --prepare sync "$as_user $bin build -q --no-cache $work/home/$w" "$as_root $S build -q --no-cache $work/$w-root")
     echo "rootless build $w cold: rootless ${1}s root ${2}s (x$(python3 -c "print(round($1/$2,2))") root)"
   done
+fi
+
+if [ "$what" = multiarch ] || [ "$what" = all ]; then
+  # One RUN step (a shell loop: interpreted work, the emulator's worst case), native next to
+  # emulated (arm64 through qemu-user-static), cold, alternating; and a container start of each.
+  ./scripts/binfmt.sh
+  ./tests/fixtures/busybox-rootfs.sh "$work/busybox-arm64.tar" arm64
+  $S import --platform linux/arm64 "$work/busybox-arm64.tar" busybox:arm64 >/dev/null
+  $S tag busybox:latest busybox:amd64
+  mkdir -p "$work/loop"
+  printf 'ARG TARGETARCH\nFROM busybox:${TARGETARCH}\nRUN i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done\n' > "$work/loop/Dockerfile"
+  set -- $(bench/alternate.py 5 1 --prepare sync "$S build -q --no-cache $work/loop" "$S build -q --no-cache --platform linux/arm64 $work/loop")
+  echo "multiarch RUN loop cold: native ${1}s emulated arm64 ${2}s (x$(python3 -c "print(round($2/$1,2))") native)"
+  set -- $(bench/alternate.py 20 2 "$S run --rm --network none busybox:amd64 true" "$S run --rm --network none busybox:arm64 true")
+  echo "multiarch run --rm true: native ${1}s emulated arm64 ${2}s (x$(python3 -c "print(round($2/$1,2))") native)"
 fi
 
 if [ "$what" = small ] || [ "$what" = all ]; then
