@@ -3,6 +3,7 @@
 # Debian's busybox-static, build the example images and run them.
 #   ./scripts/demo.sh          static-site and hello examples
 #   ./scripts/demo.sh c-app    also the multi-stage C example (debootstraps debian:bookworm)
+#   ./scripts/demo.sh multiarch  also the cross-compiled example for amd64 and arm64 (QEMU)
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
@@ -32,5 +33,17 @@ if [ "${1:-}" = "c-app" ]; then
   $S import "$work/debian.tar" debian:bookworm >/dev/null
   $S build -t c-app examples/c-app
   $S run --rm c-app
+fi
+if [ "${1:-}" = "multiarch" ]; then
+  echo "== building examples/multiarch for linux/amd64 and linux/arm64"
+  ./tests/fixtures/debian-rootfs.sh "$work/debian.tar"
+  $S import "$work/debian.tar" debian:bookworm >/dev/null
+  ./tests/fixtures/busybox-rootfs.sh "$work/busybox-arm64.tar" arm64
+  $S import --platform linux/arm64 -c 'CMD ["sh"]' "$work/busybox-arm64.tar" busybox:arm64 >/dev/null
+  $S tag busybox:latest busybox:amd64
+  for arch in amd64 arm64; do
+    $S build --platform "linux/$arch" -t "multiarch:$arch" examples/multiarch
+    $S run --rm "multiarch:$arch"
+  done
 fi
 $S images

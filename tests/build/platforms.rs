@@ -139,3 +139,44 @@ fn a_foreign_stage_pulls_its_base_for_its_platform() {
         "aarch64\n"
     );
 }
+
+/// examples/multiarch: a C program built by a native Debian stage (the host's gcc, or Debian's
+/// cross compiler for arm64) into a busybox stage per platform; both binaries run, arm64's
+/// through emulation.
+#[test]
+fn examples_multiarch_cross_compiles_a_program_for_each_platform() {
+    let s = Strata::new();
+    two_bases(&s);
+    let debian = common::debian_tar().to_str().unwrap().to_string();
+    s.ok(&["import", &debian, "debian:bookworm"]);
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/multiarch");
+    let ctx = example.to_str().unwrap();
+    build(
+        &s,
+        ctx,
+        &["--platform", "linux/arm64", "-t", "multiarch:arm64"],
+    );
+    build(
+        &s,
+        ctx,
+        &["--platform", "linux/amd64", "-t", "multiarch:amd64"],
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "multiarch:arm64"]),
+        "hello from a program compiled for aarch64\n"
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "multiarch:amd64"]),
+        "hello from a program compiled for x86_64\n"
+    );
+    let arch = |t: &str| s.ok(&["image", "inspect", "-f", "{{.Architecture}}", t]);
+    assert_eq!(arch("multiarch:arm64"), "arm64\n");
+    // A rebuild is all cached.
+    let (_, again) = build(
+        &s,
+        ctx,
+        &["--platform", "linux/arm64", "-t", "multiarch:arm64"],
+    );
+    assert_eq!(cached_steps(&again), 6, "{again}");
+    s.assert_check();
+}

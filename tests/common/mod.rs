@@ -167,6 +167,19 @@ pub fn busybox_arm64_tar() -> &'static Path {
     })
 }
 
+/// The debian:bookworm rootfs tarball (`debootstrap --variant=minbase` from the machine's
+/// mirror), made once and kept in the target directory between runs.
+pub fn debian_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let tar = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-bookworm.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian-rootfs.sh");
+        let st = Command::new(script).arg(&tar).status().unwrap();
+        assert!(st.success(), "building the debian fixture failed");
+        tar
+    })
+}
+
 /// Waits until no process has the store `root` on its command line (its monitors, pending
 /// restarts and helpers are gone): the event a test of "nothing happens later" waits for.
 pub fn wait_for_no_process_of(root: &Path) {
