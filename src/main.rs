@@ -18,7 +18,7 @@ static GLOBAL: alloc::Strata = alloc::Strata;
 
 use cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use commands::containers::{self, ExitError};
-use commands::{container_info, images, open_store, registry, system, volumes};
+use commands::{container_info, images, manifests, open_store, registry, system, volumes};
 use strata_runtime::launch::{self, MonitorLaunch};
 
 fn main() -> ExitCode {
@@ -198,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => system::builder_prune(&store()?, all, keep_storage.as_deref()),
         Command::Builder(BuilderCommand::Du) => system::builder_du(&store()?),
         Command::Volume(c) => volumes::run(&store()?, c),
+        Command::Manifest(c) => manifests::run(&store()?, c),
         Command::Network(c) => commands::networks::run(&store()?, c),
         Command::Stats(a) => commands::stats::stats(&store()?, &a),
         Command::Attach(a) => commands::attach::attach(&store()?, &a),

@@ -243,6 +243,14 @@ impl Store {
                         r.errors.push(format!("tag {name}: image {id} is missing"));
                     }
                 }
+                for (name, members) in &refs.platforms {
+                    for (platform, id) in members {
+                        if !image_set.contains(id) {
+                            r.errors
+                                .push(format!("tag {name} ({platform}): image {id} is missing"));
+                        }
+                    }
+                }
             }
         }
 

@@ -81,13 +81,13 @@ impl Store {
             if prune == ImagePrune::Dangling {
                 roots.extend(refs.tags.values().cloned());
                 roots.extend(refs.digests.values().cloned());
+                roots.extend(refs.platform_members().cloned());
             }
             let kept = self.with_parents(&roots)?;
             for id in self.list_images()? {
                 if !kept.contains(&id) {
                     self.update_refs(|r| {
-                        r.tags.retain(|_, v| v != &id);
-                        r.digests.retain(|_, v| v != &id);
+                        r.forget(&id);
                         Ok(())
                     })?;
                     self.remove_image_record(&id)?;

@@ -61,6 +61,11 @@ pub struct Refs {
     /// `repository@manifest-digest` → image ID (Docker's RepoDigests).
     #[serde(default)]
     pub digests: BTreeMap<String, Digest>,
+    /// Multi-platform tags (`manifest create`, `build --platform a,b`): tag → platform
+    /// (`os/arch[/variant]`) → image ID. The tag itself (in `tags`) names the member for this
+    /// host's platform, or the first, so a command that takes one image takes that one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub platforms: BTreeMap<String, BTreeMap<String, Digest>>,
 }
 
 impl Refs {
@@ -72,6 +77,22 @@ impl Refs {
             .map(|(k, _)| k.clone())
             .collect()
     }
+    /// Every image a multi-platform tag holds.
+    pub fn platform_members(&self) -> impl Iterator<Item = &Digest> {
+        self.platforms.values().flat_map(|m| m.values())
+    }
+
+    /// Drops every reference to `id`: its tags and digests, and its place in multi-platform
+    /// tags (a tag left with no member goes).
+    pub fn forget(&mut self, id: &Digest) {
+        self.tags.retain(|_, v| v != id);
+        self.digests.retain(|_, v| v != id);
+        for members in self.platforms.values_mut() {
+            members.retain(|_, v| v != id);
+        }
+        self.platforms.retain(|_, m| !m.is_empty());
+    }
+
     pub fn digests_of(&self, id: &Digest) -> Vec<String> {
         self.digests
             .iter()
@@ -204,7 +225,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Points `reference` (a tag) at `id`.
+    /// Points `reference` (a tag) at `id` (one image, whatever it named before).
     pub fn tag(&self, reference: &Reference, id: &Digest) -> Result<()> {
         if !self.has_image(id) {
             return Err(StoreError::NotFound(format!("no such image: {id}")));
@@ -214,10 +235,64 @@ impl Store {
             if reference.digest().is_some() {
                 r.digests.insert(key, id.clone());
             } else {
+                // A tag pointed at one image is no longer a multi-platform one.
+                r.platforms.remove(&key);
                 r.tags.insert(key, id.clone());
             }
             Ok(())
         })
+    }
+
+    /// Points the tag `reference` at one image per platform (`members`, platform text →
+    /// image ID): the tag names the host's member, or the first.
+    pub fn tag_platforms(
+        &self,
+        reference: &Reference,
+        members: BTreeMap<String, Digest>,
+        host: &str,
+    ) -> Result<()> {
+        for id in members.values() {
+            if !self.has_image(id) {
+                return Err(StoreError::NotFound(format!("no such image: {id}")));
+            }
+        }
+        let primary = members
+            .get(host)
+            .or_else(|| members.values().next())
+            .cloned()
+            .ok_or_else(|| StoreError::Invalid("a multi-platform tag needs an image".into()))?;
+        let key = reference.to_string();
+        self.update_refs(|r| {
+            r.tags.insert(key.clone(), primary);
+            r.platforms.insert(key, members);
+            Ok(())
+        })
+    }
+
+    /// The per-platform members of the multi-platform tag `name`, if it is one.
+    pub fn platforms_of(&self, name: &str) -> Result<Option<BTreeMap<String, Digest>>> {
+        let Ok(r) = Reference::parse(name) else {
+            return Ok(None);
+        };
+        Ok(self.refs()?.platforms.get(&r.to_string()).cloned())
+    }
+
+    /// [`Store::resolve_image`] for a platform: a multi-platform tag's member for it (an
+    /// error listing the platforms it has when it has none), else the image `s` names.
+    pub fn resolve_image_for(&self, s: &str, wanted: &spec::Platform) -> Result<Digest> {
+        let Some(members) = self.platforms_of(s)? else {
+            return self.resolve_image(s);
+        };
+        for (text, id) in &members {
+            if spec::Platform::parse(text).is_ok_and(|p| wanted.is_met_by(&p)) {
+                return Ok(id.clone());
+            }
+        }
+        let has: Vec<&str> = members.keys().map(String::as_str).collect();
+        Err(StoreError::NotFound(format!(
+            "image {s} has no {wanted} variant (it has {})",
+            has.join(", ")
+        )))
     }
 
     /// Resolves what a user typed (`busybox`, `busybox:1`, an ID, an ID prefix, `sha256:...`)

@@ -98,12 +98,24 @@ impl<'a> StoreImages<'a> {
 }
 
 impl StoreImages<'_> {
-    fn local(&self, name: &str) -> Result<Option<(Digest, ImageConfig)>, String> {
-        match self.store.resolve_image(name) {
+    /// The local image `name` names for `platform` (a multi-platform tag's member for it; a
+    /// multi-platform tag without one is an error, never a pull).
+    fn local(
+        &self,
+        name: &str,
+        platform: &Platform,
+    ) -> Result<Option<(Digest, ImageConfig)>, String> {
+        let multi = self
+            .store
+            .platforms_of(name)
+            .map_err(|e| e.to_string())?
+            .is_some();
+        match self.store.resolve_image_for(name, platform) {
             Ok(id) => {
                 let img = self.store.image(&id).map_err(|e| e.to_string())?;
                 Ok(Some((id, img.config)))
             }
+            Err(strata_cache::StoreError::NotFound(m)) if multi => Err(m),
             Err(strata_cache::StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
@@ -143,15 +155,15 @@ impl ImageSource for StoreImages<'_> {
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         let is_id = hex.len() >= 12
             && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            && self.local(name)?.is_some();
+            && self.local(name, platform)?.is_some();
         match self.pull {
             PullPolicy::Always if !is_id => self.pull(&reference, platform)?,
-            PullPolicy::Missing if self.local(name)?.is_none() => {
+            PullPolicy::Missing if self.local(name, platform)?.is_none() => {
                 self.pull(&reference, platform)?
             }
             _ => {}
         }
-        self.local(name)
+        self.local(name, platform)
     }
 
     fn fetch_url(&self, url: &str) -> Result<FetchedFile, String> {

@@ -207,6 +207,9 @@ pub enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage multi-platform tags (local image indexes)
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
     /// Manage networks
     #[command(subcommand)]
     Network(NetworkCommand),
@@ -429,6 +432,30 @@ pub enum NetworkCommand {
         force: bool,
         network: String,
         container: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ManifestCommand {
+    /// Make a multi-platform tag of single-platform images (one per platform)
+    Create {
+        /// Replace the tag if it exists
+        #[arg(short, long)]
+        amend: bool,
+        /// The multi-platform tag
+        list: String,
+        /// The images, one per platform
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Add an image to a multi-platform tag (replacing its platform's)
+    Add { list: String, image: String },
+    /// Show a multi-platform tag's platforms and images
+    Inspect { list: String },
+    /// Remove multi-platform tags (their images stay)
+    Rm {
+        #[arg(required = true)]
+        lists: Vec<String>,
     },
 }
 

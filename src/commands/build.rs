@@ -339,32 +339,70 @@ fn step_error_render(src: &DockerfileSource, e: &BuildError) -> String {
     }
 }
 
-/// `--platform`: one platform (None: the host's), which this host must be able to run.
-fn build_platform(flag: Option<&str>) -> Result<Option<Platform>> {
+/// `--platform`: the platforms to build (empty: the host's), each one this host can run.
+fn build_platforms(flag: Option<&str>) -> Result<Vec<Platform>> {
     let Some(text) = flag else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    if text.contains(',') {
-        bail!(
-            "--platform {text}: one platform per build for now (a multi-platform image index \
-             is not there yet); build each and tag them apart"
-        );
+    let mut out: Vec<Platform> = Vec::new();
+    for one in text.split(',').map(str::trim) {
+        let p = Platform::parse(one).map_err(|e| anyhow!("--platform: {e}"))?;
+        strata_runtime::emulation::check_runnable(&p)
+            .map_err(|e| anyhow!("--platform {p}: {e}"))?;
+        if out.contains(&p) {
+            bail!("--platform {text}: {p} is named twice");
+        }
+        out.push(p);
     }
-    let p = Platform::parse(text).map_err(|e| anyhow!("--platform: {e}"))?;
-    strata_runtime::emulation::check_runnable(&p).map_err(|e| anyhow!("--platform {p}: {e}"))?;
-    Ok(Some(p))
+    Ok(out)
 }
 
 pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Result<()> {
     if a.check {
         return check(a);
     }
-    let platform = build_platform(a.platform.as_deref())?;
+    let platforms = build_platforms(a.platform.as_deref())?;
     let tags: Vec<Reference> = a
         .tags
         .iter()
         .map(|t| Reference::parse(t).map_err(|e| anyhow!("-t {t}: {e}")))
         .collect::<Result<_>>()?;
+    if platforms.len() < 2 {
+        build_for(store, a, registries, platforms.into_iter().next(), &tags)?;
+        return Ok(());
+    }
+    // Several platforms: one build each, then every tag names one image per platform.
+    if a.output.is_some() || a.cache_to.is_some() || a.iidfile.is_some() {
+        bail!(
+            "--platform with several platforms: -o, --cache-to and --iidfile of a \
+             multi-platform image are not there yet"
+        );
+    }
+    let mut members = BTreeMap::new();
+    for p in platforms {
+        if let Some(id) = build_for(store, a, registries, Some(p.clone()), &[])? {
+            members.insert(p.to_string(), id);
+        }
+    }
+    if members.is_empty() {
+        return Ok(()); // --dry-run
+    }
+    let host = strata_cache::transfer::host_platform().to_string();
+    for t in &tags {
+        store.tag_platforms(t, members.clone(), &host)?;
+    }
+    Ok(())
+}
+
+/// One build for `platform` (None: the host's), its image tagged `tags`; its ID (none for
+/// `--dry-run`).
+fn build_for(
+    store: &Store,
+    a: &BuildArgs,
+    registries: &RegistryConfig,
+    platform: Option<Platform>,
+    tags: &[Reference],
+) -> Result<Option<strata_image::Digest>> {
     let output = Output::parse(a.output.as_deref())?;
     let src = read_dockerfile(a)?;
     let context = load_context(a, &src)?;
@@ -381,7 +419,8 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         epoch,
     )?;
     if a.dry_run {
-        return dry_run(store, &graph, &context);
+        dry_run(store, &graph, &context)?;
+        return Ok(None);
     }
     let quiet = a.quiet || a.progress == "quiet";
     let progress = Progress::with_mode(Box::new(std::io::stderr()), progress_mode(a, quiet));
@@ -429,12 +468,12 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     v.log(&format!("writing image {} done", img.id()));
     match &output {
         Output::Image => {
-            for t in &tags {
+            for t in tags {
                 store.tag(t, img.id())?;
                 v.log(&format!("naming to {t} done"));
             }
         }
-        other => other.write(store, &img, &tags)?,
+        other => other.write(store, &img, tags)?,
     }
     v.done();
     let name = tags
@@ -458,7 +497,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     if quiet {
         println!("{}", img.id());
     }
-    Ok(())
+    Ok(Some(img.id().clone()))
 }
 
 /// `SOURCE_DATE_EPOCH` from the build arguments or the environment (BuildKit takes both).

@@ -77,9 +77,15 @@ pub fn create_record(
 fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<ContainerRecord> {
     let opts = crate::commands::create_flags::create_options(a)?;
     let _lease = store.lease()?;
-    let id = match image {
-        Some(id) => id.clone(),
-        None => store
+    let id = match (image, &a.platform) {
+        // A multi-platform tag's member for the platform asked for.
+        (_, Some(wanted)) if store.platforms_of(a.image())?.is_some() => {
+            let want = strata_image::spec::Platform::parse(wanted)
+                .map_err(|e| anyhow!("--platform: {e}"))?;
+            store.resolve_image_for(a.image(), &want)?
+        }
+        (Some(id), _) => id.clone(),
+        (None, _) => store
             .resolve_image(a.image())
             .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image()))?,
     };

@@ -554,7 +554,14 @@ pub fn tag(store: &Store, source: &str, target: &str) -> Result<()> {
     if r.digest().is_some() {
         bail!("refusing to create a tag with a digest reference: {target}");
     }
-    store.tag(&r, &id)?;
+    match store.platforms_of(source)? {
+        // A multi-platform tag's new name names all its platforms too.
+        Some(members) => {
+            let host = strata_cache::transfer::host_platform().to_string();
+            store.tag_platforms(&r, members, &host)?;
+        }
+        None => store.tag(&r, &id)?,
+    }
     super::image_event(store, "tag", &id.to_string(), &r.to_string());
     Ok(())
 }
@@ -576,6 +583,9 @@ pub fn rmi(store: &Store, a: &RmiArgs) -> Result<()> {
 }
 
 fn remove_image(store: &Store, name: &str, force: bool) -> Result<()> {
+    if let Some(members) = store.platforms_of(name)? {
+        return remove_platform_tag(store, name, members, force);
+    }
     let id = store.resolve_image(name)?;
     let refs = store.refs()?;
     let tags = refs.tags_of(&id);
@@ -590,6 +600,7 @@ fn remove_image(store: &Store, name: &str, force: bool) -> Result<()> {
             store.update_refs(|rf| {
                 rf.tags.remove(r);
                 rf.digests.remove(r);
+                rf.platforms.remove(r);
                 Ok(())
             })?;
             super::image_event(store, "untag", &id.to_string(), r);
@@ -643,6 +654,53 @@ fn remove_image(store: &Store, name: &str, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// `rmi` of a multi-platform tag: the tag goes, and each of its images that nothing else
+/// names or uses goes with it (as Docker removes an index and what only it held).
+fn remove_platform_tag(
+    store: &Store,
+    name: &str,
+    members: std::collections::BTreeMap<String, Digest>,
+    force: bool,
+) -> Result<()> {
+    let key = Reference::parse(name)?.to_string();
+    store.update_refs(|rf| {
+        rf.tags.remove(&key);
+        rf.platforms.remove(&key);
+        Ok(())
+    })?;
+    println!(
+        "Untagged: {}",
+        Reference::parse(&key)
+            .map(|x| x.familiar())
+            .unwrap_or_default()
+    );
+    let refs = store.refs()?;
+    let used: std::collections::BTreeSet<Digest> = store
+        .container_links()?
+        .into_iter()
+        .map(|c| c.image)
+        .collect();
+    for id in members.values() {
+        let named = !refs.tags_of(id).is_empty()
+            || !refs.digests_of(id).is_empty()
+            || refs.platform_members().any(|m| m == id);
+        if named || (used.contains(id) && !force) {
+            continue;
+        }
+        let has_children = store
+            .list_images()?
+            .into_iter()
+            .any(|c| store.image_record(&c).ok().and_then(|r| r.parent).as_ref() == Some(id));
+        if has_children || used.contains(id) {
+            continue;
+        }
+        store.remove_image_record(id)?;
+        super::image_event(store, "delete", &id.to_string(), &id.to_string());
+        println!("Deleted: {id}");
+    }
+    Ok(())
+}
+
 /// Removes every tag and digest reference of `id`, saying which.
 fn untag_all(store: &Store, id: &Digest) -> Result<()> {
     let untagged = store.update_refs(|rf| {
@@ -663,6 +721,13 @@ fn untag_all(store: &Store, id: &Digest) -> Result<()> {
                 true
             }
         });
+        // A multi-platform tag loses this member (and goes when its tag went or it is empty).
+        for members in rf.platforms.values_mut() {
+            members.retain(|_, v| v != id);
+        }
+        let tags = rf.tags.clone();
+        rf.platforms
+            .retain(|k, m| !m.is_empty() && tags.contains_key(k));
         Ok(gone)
     })?;
     for t in untagged {
@@ -675,9 +740,24 @@ fn untag_all(store: &Store, id: &Digest) -> Result<()> {
     Ok(())
 }
 
+/// What cannot take a multi-platform tag yet refuses it in one line (rather than write the
+/// host's image alone under the name).
+pub fn refuse_platform_tag(store: &Store, name: &str, what: &str) -> Result<()> {
+    if let Some(members) = store.platforms_of(name)? {
+        let platforms: Vec<&str> = members.keys().map(String::as_str).collect();
+        bail!(
+            "{what} {name}: a multi-platform tag ({}) is not written as one yet; {what} each \
+             platform's image by its own name",
+            platforms.join(", ")
+        );
+    }
+    Ok(())
+}
+
 pub fn save(store: &Store, a: &SaveArgs) -> Result<()> {
     let mut list = Vec::new();
     for n in &a.images {
+        refuse_platform_tag(store, n, "save")?;
         let id = store.resolve_image(n)?;
         let img = store.image(&id)?;
         let refs = store.refs()?;

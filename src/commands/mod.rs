@@ -7,6 +7,7 @@ pub mod containers;
 pub mod create_flags;
 pub mod events;
 pub mod images;
+pub mod manifests;
 pub mod network_view;
 pub mod networks;
 pub mod registry;

@@ -81,6 +81,7 @@ pub fn pull_cmd(store: &Store, cfg: &RegistryConfig, a: &PullArgs) -> Result<()>
 }
 
 pub fn push_cmd(store: &Store, cfg: &RegistryConfig, a: &PushArgs) -> Result<()> {
+    super::images::refuse_platform_tag(store, &a.image, "push")?;
     let id = store.resolve_image(&a.image)?;
     let image = store.image(&id)?;
     let target_name = a.destination.as_deref().unwrap_or(&a.image);

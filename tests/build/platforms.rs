@@ -20,6 +20,19 @@ fn two_bases(s: &Strata) {
     ]);
 }
 
+/// `PER_PLATFORM`'s image for arm64 (run with `--platform linux/arm64`) and for amd64 say
+/// what they were built for and run as.
+fn assert_runs_per_platform(s: &Strata, arm64: &str, amd64: &str) {
+    assert_eq!(
+        s.ok(&["run", "--rm", "--platform", "linux/arm64", arm64]),
+        "aarch64\narm64 linux/arm64 linux/amd64\naarch64\n"
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", amd64]),
+        "x86_64\namd64 linux/amd64 linux/amd64\nx86_64\n"
+    );
+}
+
 const PER_PLATFORM: &str = r#"ARG TARGETARCH
 FROM busybox:${TARGETARCH}
 ARG TARGETARCH
@@ -41,14 +54,7 @@ fn a_foreign_platform_builds_and_runs_through_emulation() {
     let ctx = context(&s, PER_PLATFORM);
     build(&s, &ctx, &["--platform", "linux/arm64", "-t", "app:arm64"]);
     build(&s, &ctx, &["-t", "app:amd64"]);
-    assert_eq!(
-        s.ok(&["run", "--rm", "--platform", "linux/arm64", "app:arm64"]),
-        "aarch64\narm64 linux/arm64 linux/amd64\naarch64\n"
-    );
-    assert_eq!(
-        s.ok(&["run", "--rm", "app:amd64"]),
-        "x86_64\namd64 linux/amd64 linux/amd64\nx86_64\n"
-    );
+    assert_runs_per_platform(&s, "app:arm64", "app:amd64");
     assert_eq!(
         s.ok(&[
             "image",
@@ -106,9 +112,17 @@ fn platforms_an_image_or_the_host_lacks_are_refused_in_one_line() {
          registered in binfmt_misc (/proc/sys/fs/binfmt_misc/qemu-s390x: install \
          qemu-user-static and register it, e.g. scripts/binfmt.sh)\n"
     );
-    assert!(s
-        .fails(&["build", "--platform", "linux/amd64,linux/arm64", &ctx])
-        .contains("one platform per build for now"));
+    // Each platform's stage needs its own base: the arm64 build of the two stops there.
+    let err = build_fails(
+        &s,
+        &["build", "--platform", "linux/amd64,linux/arm64", &ctx],
+    );
+    assert!(err.ends_with("the image is for linux/amd64, not linux/arm64 (import or pull the linux/arm64 image under a name of its own)"), "{err}");
+    assert_eq!(
+        s.fails(&["build", "--platform", "linux/arm64,linux/arm64", &ctx]),
+        "Error: --platform linux/arm64,linux/arm64: linux/arm64 is named twice
+"
+    );
     assert_eq!(
         s.fails(&[
             "run",
@@ -178,5 +192,135 @@ fn examples_multiarch_cross_compiles_a_program_for_each_platform() {
         &["--platform", "linux/arm64", "-t", "multiarch:arm64"],
     );
     assert_eq!(cached_steps(&again), 6, "{again}");
+    s.assert_check();
+}
+
+/// `manifest create`: one tag, an image per platform; FROM, run and build pick theirs.
+#[test]
+fn a_multi_platform_tag_gives_each_platform_its_image() {
+    let s = Strata::new();
+    two_bases(&s);
+    let amd = s.ok(&["images", "-q", "--no-trunc", "busybox:amd64"]);
+    let arm = s.ok(&["images", "-q", "--no-trunc", "busybox:arm64"]);
+    assert_eq!(
+        s.ok(&[
+            "manifest",
+            "create",
+            "multi:1",
+            "busybox:amd64",
+            "busybox:arm64"
+        ]),
+        "Created manifest list multi:1\n"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&s.ok(&["manifest", "inspect", "multi:1"])).unwrap();
+    let entries: Vec<(String, String)> = inspect["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["platform"]["architecture"].as_str().unwrap().to_string(),
+                m["image"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("amd64".to_string(), amd.trim().to_string()),
+            ("arm64".to_string(), arm.trim().to_string())
+        ]
+    );
+    // One row in `images`; a plain run takes the host's, --platform the other.
+    let rows = s.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}", "multi"]);
+    assert_eq!(rows, "multi:1\n");
+    assert_eq!(s.ok(&["run", "--rm", "multi:1", "uname", "-m"]), "x86_64\n");
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/arm64",
+            "multi:1",
+            "uname",
+            "-m"
+        ]),
+        "aarch64\n"
+    );
+    // FROM picks the build's platform's image.
+    let ctx = context(
+        &s,
+        "FROM multi:1\nRUN uname -m > /arch\nCMD [\"cat\", \"/arch\"]\n",
+    );
+    build(
+        &s,
+        &ctx,
+        &["--platform", "linux/arm64", "-t", "from-multi:arm64"],
+    );
+    build(&s, &ctx, &["-t", "from-multi:amd64"]);
+    assert_eq!(s.ok(&["run", "--rm", "from-multi:arm64"]), "aarch64\n");
+    assert_eq!(s.ok(&["run", "--rm", "from-multi:amd64"]), "x86_64\n");
+    // What it lacks, and what cannot take it yet, are one line each.
+    assert_eq!(
+        s.fails(&[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/riscv64",
+            "multi:1",
+            "true"
+        ]),
+        "Error: image multi:1 has no linux/riscv64 variant (it has linux/amd64, linux/arm64)\n"
+    );
+    assert_eq!(
+        s.fails(&["manifest", "create", "multi:1", "busybox:amd64"]),
+        "Error: refusing to amend an existing manifest list with no --amend flag\n"
+    );
+    assert!(s
+        .fails(&["save", "-o", s.path("m.tar").to_str().unwrap(), "multi:1"])
+        .starts_with("Error: save multi:1: a multi-platform tag (linux/amd64, linux/arm64)"));
+    // A second name names both platforms; rmi of a name leaves images other names hold.
+    s.ok(&["tag", "multi:1", "multi:2"]);
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/arm64",
+            "multi:2",
+            "uname",
+            "-m"
+        ]),
+        "aarch64\n"
+    );
+    assert_eq!(s.ok(&["rmi", "multi:1"]), "Untagged: multi:1\n");
+    s.ok(&["manifest", "rm", "multi:2"]);
+    assert!(s
+        .fails(&["manifest", "inspect", "multi:2"])
+        .contains("no such manifest"));
+    s.assert_check();
+}
+
+/// `build --platform a,b`: one build per platform, every tag naming both; rmi takes what
+/// only it held.
+#[test]
+fn a_build_for_two_platforms_tags_both() {
+    let s = Strata::new();
+    two_bases(&s);
+    let ctx = context(&s, PER_PLATFORM);
+    let platforms = "linux/amd64,linux/arm64";
+    build(&s, &ctx, &["--platform", platforms, "-t", "both"]);
+    assert_runs_per_platform(&s, "both", "both");
+    let (_, again) = build(&s, &ctx, &["--platform", platforms, "-t", "both"]);
+    assert_eq!(cached_steps(&again), 4, "{again}");
+    let out = s.ok(&["rmi", "both"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Untagged: both:latest");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("Deleted: ")).count(),
+        2,
+        "{out}"
+    );
     s.assert_check();
 }

@@ -1,0 +1,142 @@
+//! `manifest create|add|inspect|rm`: multi-platform tags made of single-platform images (a
+//! local image index: `Refs::platforms`), as Docker's and podman's `manifest` commands make
+//! manifest lists. `FROM`, `run --platform` and `build --platform` pick each platform's image.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::json;
+use strata_cache::Store;
+use strata_image::reference::Reference;
+use strata_image::spec::Platform;
+use strata_image::Digest;
+
+use crate::cli::ManifestCommand;
+
+pub fn run(store: &Store, c: ManifestCommand) -> Result<()> {
+    match c {
+        ManifestCommand::Create {
+            amend,
+            list,
+            images,
+        } => {
+            let reference = list_reference(&list)?;
+            if !amend && store.platforms_of(&list)?.is_some() {
+                bail!("refusing to amend an existing manifest list with no --amend flag");
+            }
+            let mut members = BTreeMap::new();
+            for image in &images {
+                add_member(store, &mut members, image, false)?;
+            }
+            tag(store, &reference, members)?;
+            println!("Created manifest list {}", reference.familiar());
+            Ok(())
+        }
+        ManifestCommand::Add { list, image } => {
+            let reference = list_reference(&list)?;
+            let mut members = store
+                .platforms_of(&list)?
+                .ok_or_else(|| anyhow!("{list}: no such manifest list"))?;
+            add_member(store, &mut members, &image, true)?;
+            tag(store, &reference, members)
+        }
+        ManifestCommand::Inspect { list } => {
+            let members = store
+                .platforms_of(&list)?
+                .ok_or_else(|| anyhow!("no such manifest: {list}"))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&describe(store, &members)?)?
+            );
+            Ok(())
+        }
+        ManifestCommand::Rm { lists } => {
+            let mut errors = Vec::new();
+            for list in &lists {
+                if let Err(e) = remove(store, list) {
+                    errors.push(format!("{list}: {e}"));
+                }
+            }
+            if !errors.is_empty() {
+                bail!("{}", errors.join("; "));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn list_reference(list: &str) -> Result<Reference> {
+    let r = Reference::parse(list).map_err(|e| anyhow!("{list}: {e}"))?;
+    if r.digest().is_some() {
+        bail!("{list}: a manifest list is named by a tag, not a digest");
+    }
+    Ok(r)
+}
+
+/// Adds `image` under its config's platform; another image already there is an error unless
+/// `replace`.
+fn add_member(
+    store: &Store,
+    members: &mut BTreeMap<String, Digest>,
+    image: &str,
+    replace: bool,
+) -> Result<()> {
+    let id = store.resolve_image(image)?;
+    let config = store.image(&id)?.config;
+    let platform = Platform::of_config(&config).to_string();
+    if let Some(other) = members.get(&platform) {
+        if !replace && other != &id {
+            bail!(
+                "{image}: the list has a {platform} image already ({})",
+                other.short()
+            );
+        }
+    }
+    members.insert(platform, id);
+    Ok(())
+}
+
+fn tag(store: &Store, reference: &Reference, members: BTreeMap<String, Digest>) -> Result<()> {
+    let host = strata_cache::transfer::host_platform().to_string();
+    store.tag_platforms(reference, members, &host)?;
+    Ok(())
+}
+
+/// An OCI index's shape, each entry naming its image by ID (the manifests themselves are
+/// made when the images are pushed or saved).
+fn describe(store: &Store, members: &BTreeMap<String, Digest>) -> Result<serde_json::Value> {
+    let mut manifests = Vec::new();
+    for (platform, id) in members {
+        let p = Platform::parse(platform).map_err(|e| anyhow!(e))?;
+        let size = store.image(id)?.config_bytes.len();
+        let mut platform = json!({"architecture": p.architecture, "os": p.os});
+        if let Some(v) = &p.variant {
+            platform["variant"] = json!(v);
+        }
+        manifests.push(json!({
+            "image": id.to_string(),
+            "configSize": size,
+            "platform": platform,
+        }));
+    }
+    Ok(json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+}
+
+/// Removes the multi-platform tag `list` (its images stay, as Docker's `manifest rm`).
+fn remove(store: &Store, list: &str) -> Result<()> {
+    let key = list_reference(list)?.to_string();
+    store.update_refs(|r| {
+        if r.platforms.remove(&key).is_none() {
+            return Err(strata_cache::StoreError::NotFound(format!(
+                "no such manifest list: {list}"
+            )));
+        }
+        r.tags.remove(&key);
+        Ok(())
+    })?;
+    Ok(())
+}
