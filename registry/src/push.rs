@@ -96,9 +96,67 @@ pub fn push(
     progress: &dyn Progress,
 ) -> Result<(Digest, u64), RegistryError> {
     let _lease = store.lease()?;
-    let repo = target.path();
-    let source = format!("{}/{repo}", client.domain);
-    let (manifest_type, manifest_bytes) = match reusable_manifest(store, image, opts) {
+    let reference = target.tag().unwrap_or("latest");
+    let (digest, size) = push_manifest(store, client, image, target, reference, opts, progress)?;
+    store.tag(&target.with_digest(digest.clone()), image.id())?;
+    Ok((digest, size))
+}
+
+/// Pushes a multi-platform tag's images (`members`: platform text → image), each manifest by
+/// its digest, then an index of them (OCI's, or Docker's manifest list with `--format
+/// docker`) under `target`'s tag; the index's digest and size.
+pub fn push_index(
+    store: &Store,
+    client: &Client,
+    members: &[(strata_image::spec::Platform, Image)],
+    target: &Reference,
+    opts: PushOptions,
+    progress: &dyn Progress,
+) -> Result<(Digest, u64), RegistryError> {
+    let _lease = store.lease()?;
+    let mut manifests = Vec::new();
+    for (platform, image) in members {
+        let (media_type, bytes) = manifest_for(store, image, opts)?;
+        let digest = Digest::of(&bytes);
+        push_manifest(
+            store,
+            client,
+            image,
+            target,
+            &digest.to_string(),
+            opts,
+            progress,
+        )?;
+        let mut desc = Descriptor::new(&media_type, digest, bytes.len() as u64);
+        desc.platform = Some(platform.clone());
+        manifests.push(desc);
+    }
+    let index_type = match opts.format.unwrap_or(Format::Oci) {
+        Format::Oci => media::OCI_INDEX,
+        Format::Docker => media::DOCKER_MANIFEST_LIST,
+    };
+    let index = strata_image::spec::Index {
+        schema_version: 2,
+        media_type: Some(index_type.to_string()),
+        manifests,
+        annotations: Default::default(),
+        extra: Default::default(),
+    };
+    let bytes = to_canonical_json(&index);
+    let reference = target.tag().unwrap_or("latest");
+    let digest = client.put_manifest(target.path(), reference, index_type, &bytes)?;
+    store.put_blob_bytes(&bytes)?;
+    Ok((digest, bytes.len() as u64))
+}
+
+/// The manifest `image` is pushed with: the one it came with when it still fits, else one
+/// made now (layers compressed as asked).
+fn manifest_for(
+    store: &Store,
+    image: &Image,
+    opts: PushOptions,
+) -> Result<(String, Vec<u8>), RegistryError> {
+    Ok(match reusable_manifest(store, image, opts) {
         Some(found) => found,
         None => {
             let format = opts.format.unwrap_or(Format::Oci);
@@ -120,7 +178,23 @@ pub fn push(
                 to_canonical_json(&manifest),
             )
         }
-    };
+    })
+}
+
+/// Uploads `image`'s blobs and puts its manifest under `reference` (a tag, or the manifest's
+/// own digest); the manifest's digest and size. The manifest is remembered with the image.
+fn push_manifest(
+    store: &Store,
+    client: &Client,
+    image: &Image,
+    target: &Reference,
+    reference: &str,
+    opts: PushOptions,
+    progress: &dyn Progress,
+) -> Result<(Digest, u64), RegistryError> {
+    let repo = target.path();
+    let source = format!("{}/{repo}", client.domain);
+    let (manifest_type, manifest_bytes) = manifest_for(store, image, opts)?;
     let manifest = Manifest::parse("manifest", &manifest_bytes)?;
     let items: Vec<(Digest, Descriptor)> = image
         .record
@@ -138,12 +212,10 @@ pub fn push(
     });
     layers?;
     config?;
-    let reference = target.tag().unwrap_or("latest");
     let digest = client.put_manifest(repo, reference, &manifest_type, &manifest_bytes)?;
     store.put_blob_bytes(&manifest_bytes)?;
     let desc = Descriptor::new(&manifest_type, digest.clone(), manifest_bytes.len() as u64);
     store.put_image(&image.config_bytes, None, vec![desc])?;
-    store.tag(&target.with_digest(digest.clone()), image.id())?;
     Ok((digest, manifest_bytes.len() as u64))
 }
 

@@ -81,7 +81,7 @@ pub fn pull_cmd(store: &Store, cfg: &RegistryConfig, a: &PullArgs) -> Result<()>
 }
 
 pub fn push_cmd(store: &Store, cfg: &RegistryConfig, a: &PushArgs) -> Result<()> {
-    super::images::refuse_platform_tag(store, &a.image, "push")?;
+    let platforms = store.platforms_of(&a.image)?;
     let id = store.resolve_image(&a.image)?;
     let image = store.image(&id)?;
     let target_name = a.destination.as_deref().unwrap_or(&a.image);
@@ -112,8 +112,19 @@ pub fn push_cmd(store: &Store, cfg: &RegistryConfig, a: &PushArgs) -> Result<()>
             target.repository()
         ));
     }
-    let (digest, size) = push::push(store, &client, &image, &target, opts, &progress)
-        .with_context(|| format!("push {}", target.familiar()))?;
+    let pushed = match platforms {
+        // A multi-platform tag goes up as an index of its images' manifests.
+        Some(members) => {
+            let mut images = Vec::new();
+            for (platform, id) in members {
+                let p = Platform::parse(&platform).map_err(|e| anyhow!(e))?;
+                images.push((p, store.image(&id)?));
+            }
+            push::push_index(store, &client, &images, &target, opts, &progress)
+        }
+        None => push::push(store, &client, &image, &target, opts, &progress),
+    };
+    let (digest, size) = pushed.with_context(|| format!("push {}", target.familiar()))?;
     progress.finish();
     super::image_event(store, "push", &target.to_string(), &target.repository());
     if a.quiet {

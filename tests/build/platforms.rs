@@ -324,3 +324,94 @@ fn a_build_for_two_platforms_tags_both() {
     );
     s.assert_check();
 }
+
+/// A multi-platform tag is pushed as an index of both platforms' manifests (skopeo reads it
+/// back); with SOURCE_DATE_EPOCH two stores push the same index digest; a pull picks a
+/// platform out of it.
+#[test]
+fn a_multi_platform_tag_is_pushed_as_an_index() {
+    let registry = common::registry::Registry::start(None);
+    let s = Strata::new();
+    two_bases(&s);
+    // Two machines with the same bases (as pulled: here loaded from one archive, since
+    // `import` stamps its own time and compresses as it goes).
+    let bases = s.path("bases.tar");
+    s.ok(&[
+        "save",
+        "-o",
+        bases.to_str().unwrap(),
+        "busybox:amd64",
+        "busybox:arm64",
+    ]);
+    let (one, two) = (Strata::new(), Strata::new());
+    for store in [&one, &two] {
+        store.ok(&["load", "-i", bases.to_str().unwrap()]);
+    }
+    let mut digests = Vec::new();
+    for (n, store) in [&one, &two].into_iter().enumerate() {
+        let ctx = context(store, PER_PLATFORM);
+        let o = store
+            .cmd(&[
+                "build",
+                "-q",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "-t",
+                "both",
+                &ctx,
+            ])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let remote = format!("{}/both:{n}", registry.addr());
+        store.ok(&["tag", "both", &remote]);
+        digests.push(store.ok(&["push", "-q", &remote]).trim().to_string());
+    }
+    let raws: Vec<String> = (0..2)
+        .map(|n| {
+            common::sh(&format!(
+                "skopeo inspect --raw --tls-verify=false docker://{}/both:{n}",
+                registry.addr()
+            ))
+        })
+        .collect();
+    assert_eq!(raws[0], raws[1]);
+    assert_eq!(digests[0], digests[1]);
+    let raw = common::sh(&format!(
+        "skopeo inspect --raw --tls-verify=false docker://{}/both:0",
+        registry.addr()
+    ));
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{} {}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap(),
+                m["mediaType"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        platforms,
+        [
+            "linux/amd64 application/vnd.oci.image.manifest.v1+json",
+            "linux/arm64 application/vnd.oci.image.manifest.v1+json"
+        ]
+    );
+    let fresh = Strata::new();
+    let remote = format!("{}/both:1", registry.addr());
+    fresh.ok(&["pull", "-q", "--platform", "linux/arm64", &remote]);
+    assert_eq!(
+        fresh.ok(&["run", "--rm", &remote, "uname", "-m"]),
+        "aarch64\n"
+    );
+}
