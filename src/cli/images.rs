@@ -54,6 +54,9 @@ pub struct InspectArgs {
     /// Only this type (image, container)
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// An image's variant for this platform (os/arch[/variant]) of a multi-platform tag
+    #[arg(long)]
+    pub platform: Option<String>,
     #[arg(required = true)]
     pub names: Vec<String>,
 }
@@ -72,6 +75,9 @@ pub struct HistoryArgs {
     /// Format output
     #[arg(long)]
     pub format: Option<String>,
+    /// The image's variant for this platform (os/arch[/variant])
+    #[arg(long)]
+    pub platform: Option<String>,
     pub image: String,
 }
 

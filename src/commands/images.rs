@@ -441,11 +441,28 @@ pub fn print_inspect(values: &[Value], format: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// The image `name` names for `platform` (`--platform`): a multi-platform tag's member for
+/// it, or a single image that is for it; one line listing what there is otherwise.
+pub fn resolve_for_platform(store: &Store, name: &str, platform: Option<&str>) -> Result<Digest> {
+    let Some(text) = platform else {
+        return Ok(store.resolve_image(name)?);
+    };
+    let want = Platform::parse(text).map_err(|e| anyhow!("--platform: {e}"))?;
+    let id = store.resolve_image_for(name, &want)?;
+    let has = Platform::of_config(&store.image(&id)?.config);
+    if !want.is_met_by(&has) {
+        bail!("image {name} has no {want} variant (it has {has})");
+    }
+    Ok(id)
+}
+
 pub fn inspect(store: &Store, a: &InspectArgs) -> Result<()> {
     let mut values = Vec::new();
     let mut failed = Vec::new();
     for n in &a.names {
-        match store.resolve_image(n).and_then(|id| store.image(&id)) {
+        let found = resolve_for_platform(store, n, a.platform.as_deref())
+            .and_then(|id| Ok(store.image(&id)?));
+        match found {
             Ok(img) => values.push(inspect_value(store, &img)?),
             Err(e) => failed.push(format!("{e}")),
         }
@@ -458,7 +475,7 @@ pub fn inspect(store: &Store, a: &InspectArgs) -> Result<()> {
 }
 
 pub fn history(store: &Store, a: &HistoryArgs) -> Result<()> {
-    let id = store.resolve_image(&a.image)?;
+    let id = resolve_for_platform(store, &a.image, a.platform.as_deref())?;
     let img = store.image(&id)?;
     // Each non-empty history entry matches the next layer, bottom up.
     let layer_sizes: Vec<u64> = img

@@ -248,6 +248,33 @@ fn a_multi_platform_tag_gives_each_platform_its_image() {
         ]),
         "aarch64\n"
     );
+    // image inspect and history take --platform.
+    let arch_of = |p: &str| {
+        s.ok(&[
+            "image",
+            "inspect",
+            "--platform",
+            p,
+            "-f",
+            "{{.Architecture}}",
+            "multi:1",
+        ])
+    };
+    assert_eq!(arch_of("linux/arm64"), "arm64\n");
+    assert_eq!(arch_of("linux/amd64"), "amd64\n");
+    let history = s.ok(&[
+        "history",
+        "-q",
+        "--no-trunc",
+        "--platform",
+        "linux/arm64",
+        "multi:1",
+    ]);
+    assert_eq!(history.lines().next(), Some(arm.trim()));
+    assert_eq!(
+        s.fails(&["history", "--platform", "linux/arm64", "busybox:amd64"]),
+        "Error: image busybox:amd64 has no linux/arm64 variant (it has linux/amd64)\n"
+    );
     // FROM picks the build's platform's image.
     let ctx = context(
         &s,
