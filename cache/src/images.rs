@@ -249,15 +249,15 @@ impl Store {
         &self,
         reference: &Reference,
         members: BTreeMap<String, Digest>,
-        host: &str,
     ) -> Result<()> {
+        let host = spec::Platform::host().to_string();
         for id in members.values() {
             if !self.has_image(id) {
                 return Err(StoreError::NotFound(format!("no such image: {id}")));
             }
         }
         let primary = members
-            .get(host)
+            .get(&host)
             .or_else(|| members.values().next())
             .cloned()
             .ok_or_else(|| StoreError::Invalid("a multi-platform tag needs an image".into()))?;

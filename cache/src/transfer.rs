@@ -19,26 +19,11 @@ use crate::fsutil;
 use crate::images::Image;
 use crate::store::Store;
 
+pub use strata_image::spec::host_arch;
+
 /// Platform strata runs images for.
 pub fn host_platform() -> Platform {
-    Platform {
-        architecture: host_arch().to_string(),
-        os: "linux".to_string(),
-        variant: None,
-        os_version: None,
-        extra: BTreeMap::new(),
-    }
-}
-
-/// The OCI name of the architecture strata was built for.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
+    Platform::host()
 }
 
 impl Store {

@@ -174,6 +174,17 @@ impl Platform {
             && (self.variant.is_none() || self.variant == have.variant)
     }
 
+    /// The platform strata runs images for: Linux on the architecture it was built for.
+    pub fn host() -> Platform {
+        Platform {
+            architecture: host_arch().to_string(),
+            os: "linux".to_string(),
+            variant: None,
+            os_version: None,
+            extra: Default::default(),
+        }
+    }
+
     /// The platform of an image's config.
     pub fn of_config(c: &ImageConfig) -> Platform {
         Platform {
@@ -183,6 +194,17 @@ impl Platform {
             os_version: None,
             extra: Default::default(),
         }
+    }
+}
+
+/// The OCI name of the architecture strata was built for.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
     }
 }
 

@@ -56,7 +56,7 @@ pub fn check(
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
 ) -> Vec<ParseError> {
-    let auto = crate::plan::automatic_args(&crate::plan::host_platform());
+    let auto = crate::plan::automatic_args(&strata_image::spec::Platform::host());
     analyze(file, source, df, build_args, &auto).0
 }
 

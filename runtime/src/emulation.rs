@@ -27,11 +27,6 @@ fn qemu_name(arch: &str) -> Option<&'static str> {
     })
 }
 
-/// This host's own platform.
-pub fn host() -> Platform {
-    strata_cache::transfer::host_platform()
-}
-
 /// Whether binfmt_misc has an enabled `qemu-<name>` entry with the fix-binary flag (without
 /// it the emulator is looked up by path at exec time, inside the container, and not found).
 fn emulated(name: &str) -> Result<(), String> {
@@ -61,7 +56,7 @@ fn emulated(name: &str) -> Result<(), String> {
 
 /// Whether this host can run programs for `p`; why not, in a phrase.
 pub fn check_runnable(p: &Platform) -> Result<(), String> {
-    let h = host();
+    let h = Platform::host();
     if p.os != h.os {
         return Err(format!("this host runs {} programs only", h.os));
     }
@@ -79,7 +74,7 @@ pub fn check_runnable(p: &Platform) -> Result<(), String> {
 
 /// The platforms this host can run: its own first, then the emulated ones.
 pub fn runnable() -> Vec<Platform> {
-    let h = host();
+    let h = Platform::host();
     let mut out = vec![h.clone()];
     for arch in [
         "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "mips64le",

@@ -387,9 +387,8 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     if members.is_empty() {
         return Ok(()); // --dry-run
     }
-    let host = strata_cache::transfer::host_platform().to_string();
     for t in &tags {
-        store.tag_platforms(t, members.clone(), &host)?;
+        store.tag_platforms(t, members.clone())?;
     }
     Ok(())
 }

@@ -77,34 +77,25 @@ pub fn create_record(
 fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<ContainerRecord> {
     let opts = crate::commands::create_flags::create_options(a)?;
     let _lease = store.lease()?;
-    let id = match (image, &a.platform) {
-        // A multi-platform tag's member for the platform asked for.
-        (_, Some(wanted)) if store.platforms_of(a.image())?.is_some() => {
-            let want = strata_image::spec::Platform::parse(wanted)
-                .map_err(|e| anyhow!("--platform: {e}"))?;
-            store.resolve_image_for(a.image(), &want)?
-        }
-        (Some(id), _) => id.clone(),
-        (None, _) => store
+    let named = match image {
+        Some(id) => id.clone(),
+        None => store
             .resolve_image(a.image())
             .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image()))?,
     };
-    if let Some(wanted) = &a.platform {
-        check_image_platform(store, a.image(), &id, wanted)?;
-    }
+    let id = match &a.platform {
+        None => named,
+        // A multi-platform tag's member for it, or an image that is for it, which this host
+        // must be able to run.
+        Some(wanted) => {
+            let id = super::images::resolve_for_platform(store, a.image(), Some(wanted))?;
+            let want = strata_image::spec::Platform::parse(wanted).map_err(|e| anyhow!(e))?;
+            strata_runtime::emulation::check_runnable(&want)
+                .map_err(|e| anyhow!("--platform {want}: {e}"))?;
+            id
+        }
+    };
     Ok(strata_runtime::create::new_record(store, &id, &opts)?)
-}
-
-/// `--platform`: the image must be for it (and this host able to run it).
-fn check_image_platform(store: &Store, name: &str, id: &Digest, wanted: &str) -> Result<()> {
-    let want =
-        strata_image::spec::Platform::parse(wanted).map_err(|e| anyhow!("--platform: {e}"))?;
-    let config = store.image(id)?.config;
-    let has = strata_image::spec::Platform::of_config(&config);
-    if !want.is_met_by(&has) {
-        bail!("image {name} has no {want} variant (it has {has})");
-    }
-    strata_runtime::emulation::check_runnable(&want).map_err(|e| anyhow!("--platform {want}: {e}"))
 }
 
 pub fn create(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {

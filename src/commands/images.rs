@@ -573,10 +573,7 @@ pub fn tag(store: &Store, source: &str, target: &str) -> Result<()> {
     }
     match store.platforms_of(source)? {
         // A multi-platform tag's new name names all its platforms too.
-        Some(members) => {
-            let host = strata_cache::transfer::host_platform().to_string();
-            store.tag_platforms(&r, members, &host)?;
-        }
+        Some(members) => store.tag_platforms(&r, members)?,
         None => store.tag(&r, &id)?,
     }
     super::image_event(store, "tag", &id.to_string(), &r.to_string());

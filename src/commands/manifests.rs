@@ -28,7 +28,7 @@ pub fn run(store: &Store, c: ManifestCommand) -> Result<()> {
             for image in &images {
                 add_member(store, &mut members, image, false)?;
             }
-            tag(store, &reference, members)?;
+            store.tag_platforms(&reference, members)?;
             println!("Created manifest list {}", reference.familiar());
             Ok(())
         }
@@ -38,7 +38,7 @@ pub fn run(store: &Store, c: ManifestCommand) -> Result<()> {
                 .platforms_of(&list)?
                 .ok_or_else(|| anyhow!("{list}: no such manifest list"))?;
             add_member(store, &mut members, &image, true)?;
-            tag(store, &reference, members)
+            Ok(store.tag_platforms(&reference, members)?)
         }
         ManifestCommand::Inspect { list } => {
             let members = store
@@ -93,12 +93,6 @@ fn add_member(
         }
     }
     members.insert(platform, id);
-    Ok(())
-}
-
-fn tag(store: &Store, reference: &Reference, members: BTreeMap<String, Digest>) -> Result<()> {
-    let host = strata_cache::transfer::host_platform().to_string();
-    store.tag_platforms(reference, members, &host)?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use strata_image::spec::{ContainerConfig, ImageConfig, Platform};
 use strata_image::Digest;
 use strata_parser::instructions::{From as FromLine, Instruction};
 
-use super::{host_platform, BuildConfig, Planner, StageBuilder, DEFAULT_PATH};
+use super::{BuildConfig, Planner, StageBuilder, DEFAULT_PATH};
 use crate::keys::{KeyOp, StepKey};
 use crate::model::{Base, CopyFrom, StagePlan};
 use crate::PlanError;
@@ -99,7 +99,7 @@ impl Planner<'_> {
                 ..Default::default()
             };
             // The host's scratch keeps the key it always had.
-            let foreign = (*platform != host_platform()).then(|| platform.to_string());
+            let foreign = (*platform != Platform::host()).then(|| platform.to_string());
             let key = StepKey::base(KeyOp::Scratch { platform: foreign }).digest();
             return Ok((Base::Scratch, config, key, BTreeSet::new()));
         }

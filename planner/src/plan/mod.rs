@@ -96,18 +96,7 @@ pub struct PlanOptions {
 impl PlanOptions {
     /// The platform stages are built for unless their FROM says otherwise.
     pub fn target_platform(&self) -> Platform {
-        self.platform.clone().unwrap_or_else(host_platform)
-    }
-}
-
-/// This host's platform.
-pub fn host_platform() -> Platform {
-    Platform {
-        architecture: host_arch().into(),
-        os: "linux".into(),
-        variant: None,
-        os_version: None,
-        extra: Default::default(),
+        self.platform.clone().unwrap_or_else(Platform::host)
     }
 }
 
@@ -228,7 +217,7 @@ fn graph_of(
 /// BuildKit's automatic platform arguments: the target's (`--platform`) and the host's.
 pub fn automatic_args(target: &Platform) -> Vec<(String, String)> {
     let mut args = Vec::new();
-    for (prefix, p) in [("TARGET", target), ("BUILD", &host_platform())] {
+    for (prefix, p) in [("TARGET", target), ("BUILD", &Platform::host())] {
         args.extend([
             (format!("{prefix}PLATFORM"), p.to_string()),
             (format!("{prefix}OS"), p.os.clone()),
@@ -240,15 +229,6 @@ pub fn automatic_args(target: &Platform) -> Vec<(String, String)> {
         ]);
     }
     args
-}
-
-/// The host's architecture as OCI names it.
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        o => o,
-    }
 }
 
 /// A stage being planned.
