@@ -322,6 +322,33 @@ fn a_multi_platform_tag_gives_each_platform_its_image() {
         "aarch64\n"
     );
     assert_eq!(s.ok(&["rmi", "multi:1"]), "Untagged: multi:1\n");
+    // manifest add replaces a platform's image: the amd64 slot now holds from-multi:amd64.
+    s.ok(&["manifest", "add", "multi:2", "from-multi:amd64"]);
+    let built = s.ok(&["images", "-q", "--no-trunc", "from-multi:amd64"]);
+    assert_eq!(
+        s.ok(&[
+            "image",
+            "inspect",
+            "--platform",
+            "linux/amd64",
+            "-f",
+            "{{.Id}}",
+            "multi:2"
+        ]),
+        built
+    );
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/arm64",
+            "multi:2",
+            "uname",
+            "-m"
+        ]),
+        "aarch64\n"
+    );
     s.ok(&["manifest", "rm", "multi:2"]);
     assert!(s
         .fails(&["manifest", "inspect", "multi:2"])
