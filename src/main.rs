@@ -198,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => system::builder_prune(&store()?, all, keep_storage.as_deref()),
         Command::Builder(BuilderCommand::Du) => system::builder_du(&store()?),
         Command::Volume(c) => volumes::run(&store()?, c),
-        Command::Manifest(c) => manifests::run(&store()?, c),
+        Command::Manifest(c) => manifests::run(&store()?, &registries, c),
         Command::Network(c) => commands::networks::run(&store()?, c),
         Command::Stats(a) => commands::stats::stats(&store()?, &a),
         Command::Attach(a) => commands::attach::attach(&store()?, &a),

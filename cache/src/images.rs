@@ -243,8 +243,8 @@ impl Store {
         })
     }
 
-    /// Points the tag `reference` at one image per platform (`members`, platform text →
-    /// image ID): the tag names the host's member, or the first.
+    /// Points the tag (or digest reference) `reference` at one image per platform (`members`,
+    /// platform text → image ID): the tag names the host's member, or the first.
     pub fn tag_platforms(
         &self,
         reference: &Reference,
@@ -263,7 +263,11 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid("a multi-platform tag needs an image".into()))?;
         let key = reference.to_string();
         self.update_refs(|r| {
-            r.tags.insert(key.clone(), primary);
+            if reference.digest().is_some() {
+                r.digests.insert(key.clone(), primary);
+            } else {
+                r.tags.insert(key.clone(), primary);
+            }
             r.platforms.insert(key, members);
             Ok(())
         })

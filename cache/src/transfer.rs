@@ -102,85 +102,71 @@ impl Store {
     }
 
     /// `save`: the images, with their tags, as one OCI-layout + docker-save tar.
-    pub fn save<W: Write>(&self, images: &[(Image, Vec<Reference>)], out: W) -> Result<W> {
-        self.save_with(images, out, Compression::None)
+    pub fn save<W: Write>(&self, items: &[(SaveItem, Vec<Reference>)], out: W) -> Result<W> {
+        self.save_with(items, out, Compression::None)
     }
 
     /// `save` with layers compressed (gzip or zstd blobs, made on demand and kept): what
-    /// `build -o type=oci,compression=...` writes.
+    /// `build -o type=oci,compression=...` writes. A multi-platform item is a nested index in
+    /// `index.json` (as Docker's containerd store and BuildKit write it); `manifest.json`,
+    /// which has no notion of platforms, lists its host member (or its first) under its tags.
     pub fn save_with<W: Write>(
         &self,
-        images: &[(Image, Vec<Reference>)],
+        items: &[(SaveItem, Vec<Reference>)],
         out: W,
         compression: Compression,
     ) -> Result<W> {
         let _lease = self.lease()?;
-        let err = |e: io::Error| StoreError::Invalid(format!("writing the archive: {e}"));
-        let mut w = ArchiveWriter::new(out);
-        let mut written = std::collections::BTreeSet::new();
-        let mut entries: Vec<(Descriptor, ArchiveImage)> = Vec::new();
-        for (img, tags) in images {
-            let config = Descriptor::new(
-                media::OCI_CONFIG,
-                img.id().clone(),
-                img.config_bytes.len() as u64,
-            );
-            if written.insert(config.digest.clone()) {
-                w.add_bytes(&archive::blob_path(&config.digest), &img.config_bytes)
-                    .map_err(err)?;
-            }
-            let mut layers = Vec::new();
-            for chain in &img.record.layers {
-                if compression != Compression::None {
-                    let desc = self.layer_blob(chain, compression)?;
-                    if written.insert(desc.digest.clone()) {
-                        let mut f = self.open_blob(&desc.digest)?;
-                        w.add_file(&archive::blob_path(&desc.digest), desc.size, &mut f)
-                            .map_err(err)?;
+        let mut w = ArchiveBlobs {
+            out: ArchiveWriter::new(out),
+            written: BTreeSet::new(),
+            compression,
+        };
+        let mut index_entries: Vec<(Descriptor, &[Reference])> = Vec::new();
+        let mut docker_entries: Vec<ArchiveImage> = Vec::new();
+        for (item, tags) in items {
+            match item {
+                SaveItem::Image(img) => {
+                    let (mdesc, ai) = w.image(self, img)?;
+                    index_entries.push((mdesc, tags));
+                    docker_entries.push(ArchiveImage {
+                        tags: tags.clone(),
+                        ..ai
+                    });
+                }
+                SaveItem::Platforms(members) => {
+                    let mut manifests = Vec::new();
+                    let mut primary = None;
+                    for (platform, img) in sorted_by_platform(members) {
+                        let (mut mdesc, ai) = w.image(self, img)?;
+                        mdesc.platform = Some(platform.clone());
+                        manifests.push(mdesc);
+                        if primary.is_none() || *platform == host_platform() {
+                            primary = Some(ai);
+                        }
                     }
-                    layers.push(desc);
-                    continue;
+                    let index = spec::to_canonical_json(&Index::new(media::OCI_INDEX, manifests));
+                    w.bytes(&index)?;
+                    let idesc =
+                        Descriptor::new(media::OCI_INDEX, Digest::of(&index), index.len() as u64);
+                    index_entries.push((idesc, tags));
+                    if let Some(ai) = primary {
+                        docker_entries.push(ArchiveImage {
+                            tags: tags.clone(),
+                            ..ai
+                        });
+                    }
                 }
-                let meta = self.layer_meta(chain)?;
-                let desc = Descriptor::new(media::OCI_LAYER, meta.diff_id.clone(), meta.size);
-                if written.insert(desc.digest.clone()) {
-                    let mut failure = None;
-                    w.add_file_with(&archive::blob_path(&desc.digest), meta.size, |out| {
-                        self.write_uncompressed_layer(chain, out).map_err(|e| {
-                            let msg = e.to_string();
-                            failure = Some(e);
-                            io::Error::other(msg)
-                        })
-                    })
-                    .map_err(|e| failure.take().unwrap_or_else(|| err(e)))?;
-                }
-                layers.push(desc);
             }
-            let ai = ArchiveImage {
-                config,
-                layers,
-                tags: tags.clone(),
-            };
-            let manifest = archive::archive_manifest(&ai);
-            let mdesc = Descriptor::new(
-                media::OCI_MANIFEST,
-                Digest::of(&manifest),
-                manifest.len() as u64,
-            );
-            if written.insert(mdesc.digest.clone()) {
-                w.add_bytes(&archive::blob_path(&mdesc.digest), &manifest)
-                    .map_err(err)?;
-            }
-            entries.push((mdesc, ai));
         }
-        let pairs: Vec<(Descriptor, &ArchiveImage)> =
-            entries.iter().map(|(d, a)| (d.clone(), a)).collect();
-        w.add_bytes(archive::INDEX_FILE, &archive::archive_index(&pairs))
+        let err = archive_write_error;
+        let mut w = w.out;
+        w.add_bytes(archive::INDEX_FILE, &archive::archive_index(&index_entries))
             .map_err(err)?;
-        let imgs: Vec<&ArchiveImage> = entries.iter().map(|(_, a)| a).collect();
+        let docker: Vec<&ArchiveImage> = docker_entries.iter().collect();
         w.add_bytes(
             archive::DOCKER_MANIFEST_FILE,
-            &archive::docker_manifest(&imgs),
+            &archive::docker_manifest(&docker),
         )
         .map_err(err)?;
         let layout = serde_json::to_vec(&OciLayout {
@@ -192,13 +178,49 @@ impl Store {
         w.finish().map_err(err)
     }
 
+    /// The OCI index `save` writes for a multi-platform image (layers uncompressed, entries
+    /// sorted by platform): its digest is the ID `images` shows for the tag, as Docker's
+    /// containerd store shows an index's.
+    pub fn platform_index(&self, members: &[(Platform, Image)]) -> Result<Descriptor> {
+        let mut manifests = Vec::new();
+        for (platform, img) in sorted_by_platform(members) {
+            let mut layers = Vec::new();
+            for chain in &img.record.layers {
+                let meta = self.layer_meta(chain)?;
+                layers.push(Descriptor::new(
+                    media::OCI_LAYER,
+                    meta.diff_id.clone(),
+                    meta.size,
+                ));
+            }
+            let manifest = archive::archive_manifest(&ArchiveImage {
+                config: Descriptor::new(
+                    media::OCI_CONFIG,
+                    img.id().clone(),
+                    img.config_bytes.len() as u64,
+                ),
+                layers,
+                tags: Vec::new(),
+            });
+            let mut d = Descriptor::new(
+                media::OCI_MANIFEST,
+                Digest::of(&manifest),
+                manifest.len() as u64,
+            );
+            d.platform = Some(platform.clone());
+            manifests.push(d);
+        }
+        let bytes = spec::to_canonical_json(&Index::new(media::OCI_INDEX, manifests));
+        Ok(Descriptor::new(
+            media::OCI_INDEX,
+            Digest::of(&bytes),
+            bytes.len() as u64,
+        ))
+    }
+
     /// `load`: a docker-save archive (old or new) or an OCI layout tar, plain or compressed.
     /// Returns the images loaded with their tags.
-    pub fn load<R: Read + Send>(
-        &self,
-        input: R,
-        what: &str,
-    ) -> Result<Vec<(Image, Vec<Reference>)>> {
+    pub fn load<R: Read + Send>(&self, input: R, what: &str) -> Result<Vec<Loaded>> {
         let _lease = self.lease()?;
         let invalid = |m: String| StoreError::Invalid(format!("{what}: {m}"));
         let (_, tar) = compress::decompress(input).map_err(|e| invalid(e.to_string()))?;
@@ -259,7 +281,13 @@ impl Store {
                 files.blobs.insert(path, d);
             }
         }
-        let plan = if let Some(m) = files.small.get(archive::DOCKER_MANIFEST_FILE) {
+        // manifest.json is Docker's (and lists one image per tag), but it cannot say that a
+        // tag names several platforms: an index.json that nests an index is read instead.
+        let plan = if let Some(m) = files
+            .small
+            .get(archive::DOCKER_MANIFEST_FILE)
+            .filter(|_| !files.nests_index())
+        {
             files.docker_plan(self, &m.clone(), what)?
         } else if files.small.contains_key(archive::INDEX_FILE) {
             files.oci_plan(self, what)?
@@ -268,25 +296,46 @@ impl Store {
                 "neither manifest.json nor index.json found: not an image archive".into(),
             ));
         };
-        for p in &plan {
-            added.remove(&p.config);
-            for l in &p.layers {
-                added.remove(&l.digest);
-            }
-            if let Some(m) = &p.manifest {
-                added.remove(&m.digest);
+        for entry in &plan {
+            for (_, p) in &entry.images {
+                added.remove(&p.config);
+                for l in &p.layers {
+                    added.remove(&l.digest);
+                }
+                if let Some(m) = &p.manifest {
+                    added.remove(&m.digest);
+                }
             }
         }
         for unused in &added {
             let _ = std::fs::remove_file(self.blob_path(unused));
         }
         let mut loaded = Vec::new();
-        for p in plan {
-            let img = self.import_planned(&p, what)?;
-            for t in &p.tags {
-                self.tag(t, img.id())?;
+        for entry in plan {
+            let mut images = Vec::new();
+            for (platform, p) in &entry.images {
+                images.push((platform.clone(), self.import_planned(p, what)?));
             }
-            loaded.push((img, p.tags));
+            match images.as_slice() {
+                [(_, img)] => {
+                    for t in &entry.tags {
+                        self.tag(t, img.id())?;
+                    }
+                }
+                several => {
+                    let members: BTreeMap<String, Digest> = several
+                        .iter()
+                        .filter_map(|(p, img)| Some((p.as_ref()?.to_string(), img.id().clone())))
+                        .collect();
+                    for t in &entry.tags {
+                        self.tag_platforms(t, members.clone())?;
+                    }
+                }
+            }
+            loaded.push(Loaded {
+                images,
+                tags: entry.tags,
+            });
         }
         Ok(loaded)
     }
@@ -331,11 +380,118 @@ impl Store {
     }
 }
 
+/// Members in the order an index lists them: by platform name.
+fn sorted_by_platform(members: &[(Platform, Image)]) -> Vec<&(Platform, Image)> {
+    let mut v: Vec<&(Platform, Image)> = members.iter().collect();
+    v.sort_by_key(|(p, _)| p.to_string());
+    v
+}
+
+/// What `save` writes under a list of tags: one image, or one image per platform.
+pub enum SaveItem {
+    Image(Box<Image>),
+    Platforms(Vec<(Platform, Image)>),
+}
+
+fn archive_write_error(e: io::Error) -> StoreError {
+    StoreError::Invalid(format!("writing the archive: {e}"))
+}
+
+/// An archive being written, with the blobs already in it (images share layers).
+struct ArchiveBlobs<W: Write> {
+    out: ArchiveWriter<W>,
+    written: BTreeSet<Digest>,
+    compression: Compression,
+}
+
+impl<W: Write> ArchiveBlobs<W> {
+    /// Adds a small blob (config, manifest, index) unless it is there.
+    fn bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let d = Digest::of(bytes);
+        if self.written.insert(d.clone()) {
+            self.out
+                .add_bytes(&archive::blob_path(&d), bytes)
+                .map_err(archive_write_error)?;
+        }
+        Ok(())
+    }
+
+    /// Adds an image's config, layers and OCI manifest; the manifest's descriptor and the
+    /// image as `manifest.json` names it (no tags yet).
+    fn image(&mut self, store: &Store, img: &Image) -> Result<(Descriptor, ArchiveImage)> {
+        let config = Descriptor::new(
+            media::OCI_CONFIG,
+            img.id().clone(),
+            img.config_bytes.len() as u64,
+        );
+        self.bytes(&img.config_bytes)?;
+        let mut layers = Vec::new();
+        for chain in &img.record.layers {
+            layers.push(self.layer(store, chain)?);
+        }
+        let ai = ArchiveImage {
+            config,
+            layers,
+            tags: Vec::new(),
+        };
+        let manifest = archive::archive_manifest(&ai);
+        self.bytes(&manifest)?;
+        let mdesc = Descriptor::new(
+            media::OCI_MANIFEST,
+            Digest::of(&manifest),
+            manifest.len() as u64,
+        );
+        Ok((mdesc, ai))
+    }
+
+    /// Adds one layer, compressed as asked (a blob made once and kept in the store) or as its
+    /// uncompressed tar (whose digest is its diffID).
+    fn layer(&mut self, store: &Store, chain: &Digest) -> Result<Descriptor> {
+        if self.compression != Compression::None {
+            let desc = store.layer_blob(chain, self.compression)?;
+            if self.written.insert(desc.digest.clone()) {
+                let mut f = store.open_blob(&desc.digest)?;
+                self.out
+                    .add_file(&archive::blob_path(&desc.digest), desc.size, &mut f)
+                    .map_err(archive_write_error)?;
+            }
+            return Ok(desc);
+        }
+        let meta = store.layer_meta(chain)?;
+        let desc = Descriptor::new(media::OCI_LAYER, meta.diff_id.clone(), meta.size);
+        if self.written.insert(desc.digest.clone()) {
+            let mut failure = None;
+            self.out
+                .add_file_with(&archive::blob_path(&desc.digest), meta.size, |out| {
+                    store.write_uncompressed_layer(chain, out).map_err(|e| {
+                        let msg = e.to_string();
+                        failure = Some(e);
+                        io::Error::other(msg)
+                    })
+                })
+                .map_err(|e| failure.take().unwrap_or_else(|| archive_write_error(e)))?;
+        }
+        Ok(desc)
+    }
+}
+
+/// What `load` added under one list of tags: an image, or one per platform (the tags then
+/// name them all, as a multi-platform tag).
+pub struct Loaded {
+    pub images: Vec<(Option<Platform>, Image)>,
+    pub tags: Vec<Reference>,
+}
+
 struct PlannedImage {
     config: Digest,
     layers: Vec<Descriptor>,
-    tags: Vec<Reference>,
     manifest: Option<Descriptor>,
+}
+
+/// The images an archive names under one list of tags (one per platform for an index).
+struct PlannedEntry {
+    images: Vec<(Option<Platform>, PlannedImage)>,
+    tags: Vec<Reference>,
 }
 
 #[derive(Default)]
@@ -366,7 +522,16 @@ impl ArchiveFiles {
         )))
     }
 
-    fn docker_plan(&self, store: &Store, manifest: &[u8], what: &str) -> Result<Vec<PlannedImage>> {
+    /// Whether `index.json` names an index (a multi-platform image) rather than manifests only.
+    fn nests_index(&self) -> bool {
+        let Some(bytes) = self.small.get(archive::INDEX_FILE) else {
+            return false;
+        };
+        Index::parse("index.json", bytes)
+            .is_ok_and(|i| i.manifests.iter().any(|d| media::is_index(&d.media_type)))
+    }
+
+    fn docker_plan(&self, store: &Store, manifest: &[u8], what: &str) -> Result<Vec<PlannedEntry>> {
         let entries: Vec<DockerArchiveEntry> =
             spec::from_json(&format!("{what}: manifest.json"), manifest)?;
         let mut out = Vec::new();
@@ -397,17 +562,22 @@ impl ArchiveFiles {
                         .map_err(|err| StoreError::Invalid(format!("{what}: RepoTags: {err}")))?,
                 );
             }
-            out.push(PlannedImage {
-                config,
-                layers,
+            out.push(PlannedEntry {
+                images: vec![(
+                    None,
+                    PlannedImage {
+                        config,
+                        layers,
+                        manifest: None,
+                    },
+                )],
                 tags,
-                manifest: None,
             });
         }
         Ok(out)
     }
 
-    fn oci_plan(&self, store: &Store, what: &str) -> Result<Vec<PlannedImage>> {
+    fn oci_plan(&self, store: &Store, what: &str) -> Result<Vec<PlannedEntry>> {
         let layout = self
             .small
             .get(archive::OCI_LAYOUT_FILE)
@@ -425,15 +595,6 @@ impl ArchiveFiles {
         )?;
         let mut out = Vec::new();
         for d in &index.manifests {
-            let Some(mdesc) = pick_manifest(store, d, what, 0)? else {
-                continue;
-            };
-            let mbytes = store.read_blob(&mdesc.digest, spec::MAX_JSON_BYTES)?;
-            let m = Manifest::parse(&format!("{what}: manifest {}", mdesc.digest), &mbytes)?;
-            check_size(store, &m.config, what, "config")?;
-            for l in &m.layers {
-                check_size(store, l, what, "layer")?;
-            }
             let tag = d
                 .annotations
                 .get(archive::ANNOTATION_IMAGE_NAME)
@@ -444,11 +605,44 @@ impl ArchiveFiles {
                         .filter(|n| n.contains('/') || n.contains(':'))
                         .and_then(|n| Reference::parse(n).ok())
                 });
-            out.push(PlannedImage {
-                config: m.config.digest.clone(),
-                layers: m.layers.clone(),
+            let mut images = Vec::new();
+            for (platform, mdesc) in platform_manifests(store, d, what, 0)? {
+                let mbytes = store.read_blob(&mdesc.digest, spec::MAX_JSON_BYTES)?;
+                let m = Manifest::parse(&format!("{what}: manifest {}", mdesc.digest), &mbytes)?;
+                // An index in an archive may list platforms whose blobs were left out (`save
+                // --platform`, an attestation): those are skipped, not an error.
+                if platform.is_some()
+                    && !std::iter::once(&m.config)
+                        .chain(&m.layers)
+                        .all(|b| store.has_blob(&b.digest))
+                {
+                    continue;
+                }
+                check_size(store, &m.config, what, "config")?;
+                for l in &m.layers {
+                    check_size(store, l, what, "layer")?;
+                }
+                images.push((
+                    platform,
+                    PlannedImage {
+                        config: m.config.digest.clone(),
+                        layers: m.layers.clone(),
+                        manifest: Some(mdesc),
+                    },
+                ));
+            }
+            if media::is_index(&d.media_type) && images.is_empty() {
+                return Err(StoreError::Invalid(format!(
+                    "{what}: index {} has no platform whose blobs are in the archive",
+                    d.digest
+                )));
+            }
+            if images.is_empty() {
+                continue;
+            }
+            out.push(PlannedEntry {
+                images,
                 tags: tag.into_iter().collect(),
-                manifest: Some(mdesc),
             });
         }
         Ok(out)
@@ -468,13 +662,15 @@ fn check_size(store: &Store, d: &Descriptor, what: &str, kind: &str) -> Result<(
     Ok(())
 }
 
-/// Follows an index entry to the image manifest for this platform.
-fn pick_manifest(
+/// The image manifests an `index.json` entry leads to: itself when it is one (no platform),
+/// else every real platform's of the index (nested indexes followed, attestations and
+/// unknown platforms left out), sorted by platform.
+fn platform_manifests(
     store: &Store,
     d: &Descriptor,
     what: &str,
     depth: u32,
-) -> Result<Option<Descriptor>> {
+) -> Result<Vec<(Option<Platform>, Descriptor)>> {
     let kind = if media::is_index(&d.media_type) {
         "index"
     } else {
@@ -484,25 +680,29 @@ fn pick_manifest(
         check_size(store, d, what, kind)?;
     }
     if media::is_manifest(&d.media_type) {
-        return Ok(Some(d.clone()));
+        return Ok(vec![(None, d.clone())]);
     }
     if !media::is_index(&d.media_type) || depth > 4 {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let bytes = store.read_blob(&d.digest, spec::MAX_JSON_BYTES)?;
     let idx = Index::parse(&format!("{what}: index {}", d.digest), &bytes)?;
-    let host = host_platform();
+    let mut found: BTreeMap<String, (Option<Platform>, Descriptor)> = BTreeMap::new();
     for m in &idx.manifests {
-        let fits = m
-            .platform
-            .as_ref()
-            .map(|p| p.os == host.os && p.architecture == host.architecture)
-            .unwrap_or(true);
-        if fits {
-            if let Some(found) = pick_manifest(store, m, what, depth + 1)? {
-                return Ok(Some(found));
+        if media::is_manifest(&m.media_type) {
+            let Some(p) = m.platform.clone().filter(|p| p.os != "unknown") else {
+                continue;
+            };
+            if store.has_blob(&m.digest) {
+                check_size(store, m, what, "manifest")?;
+                found.entry(p.to_string()).or_insert((Some(p), m.clone()));
+            }
+        } else if media::is_index(&m.media_type) && store.has_blob(&m.digest) {
+            for (p, desc) in platform_manifests(store, m, what, depth + 1)? {
+                let key = p.as_ref().map(|p| p.to_string()).unwrap_or_default();
+                found.entry(key).or_insert((p, desc));
             }
         }
     }
-    Ok(None)
+    Ok(found.into_values().collect())
 }

@@ -80,6 +80,32 @@ pub struct ExecOptions {
     pub ulimits: Vec<strata_runtime::container::Ulimit>,
     /// How RUN steps run (and so how layers are read and written: mounted, or copied).
     pub isolation: strata_runtime::chroot::Isolation,
+    /// Named in every progress line (`[linux/arm64 build 2/5]`) when several platforms'
+    /// builds run at once.
+    pub platform_label: Option<String>,
+}
+
+/// Stages several executors of one process run at once may share (one build per platform):
+/// a stage whose last step has the same cache key in two graphs (a `--platform=$BUILDPLATFORM`
+/// stage that does not use the target's arguments) makes the same image, so it runs once and
+/// the other executor waits for its result.
+#[derive(Default)]
+pub struct SharedStages {
+    cells: Mutex<BTreeMap<Digest, StageCell>>,
+}
+
+/// A shared stage's result, set by the executor that runs it.
+type StageCell = std::sync::Arc<std::sync::OnceLock<Result<Image, String>>>;
+
+impl SharedStages {
+    fn cell(&self, key: &Digest) -> StageCell {
+        self.cells
+            .lock()
+            .expect("shared stages lock")
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
 }
 
 /// A cache beyond the store (a registry, `--cache-from`), asked when a key misses locally.
@@ -97,6 +123,8 @@ pub struct Executor<'a> {
     pub graph: &'a BuildGraph,
     pub opts: ExecOptions,
     pub progress: &'a Progress,
+    /// Stages shared with the other executors of a several-platform build.
+    pub shared: Option<&'a SharedStages>,
     /// The strata binary to start containers with (the read-only view of ourselves), made
     /// when the first RUN step needs it: a fully cached build never does.
     pub exe: std::sync::OnceLock<PathBuf>,
@@ -157,11 +185,18 @@ impl Executor<'_> {
             &self.graph.graph,
             &self.graph.order,
             |s, results| {
-                self.run_stage(&self.graph.stages[s], results).map_err(|e| {
-                    let text = e.to_string();
-                    first_error.lock().expect("error lock").get_or_insert(e);
-                    text
-                })
+                let stage = &self.graph.stages[s];
+                let run = || {
+                    self.run_stage(stage, results).map_err(|e| {
+                        let text = e.to_string();
+                        first_error.lock().expect("error lock").get_or_insert(e);
+                        text
+                    })
+                };
+                match (self.shared, stage.steps.last()) {
+                    (Some(shared), Some(last)) => shared.cell(&last.key).get_or_init(run).clone(),
+                    _ => run(),
+                }
             },
             |d| format!("stage {} failed", self.graph.stages[d].display_name()),
         );
@@ -220,7 +255,13 @@ impl Executor<'_> {
         scope: &'scope Scope<'scope, 'env>,
     ) -> Result<Image, BuildError> {
         let total = stage.steps.len() + 1;
-        let label = |i: usize| format!("[{} {}/{}]", stage.display_name(), i, total);
+        let platform = self
+            .opts
+            .platform_label
+            .as_ref()
+            .map(|p| format!("{p} "))
+            .unwrap_or_default();
+        let label = |i: usize| format!("[{platform}{} {}/{}]", stage.display_name(), i, total);
         let base_name = match &stage.base {
             Base::Image { name, .. } => name.clone(),
             Base::Stage(i) => self.graph.stages[*i].display_name(),

@@ -176,11 +176,19 @@ fn cache_entries(
 /// the cache's manifest (or index).
 pub fn export_cache(
     store: &Store,
-    graph: &BuildGraph,
+    graphs: &[&BuildGraph],
     spec: &CacheSpec,
     registries: &RegistryConfig,
 ) -> Result<(usize, Digest), BuildError> {
-    let entries = cache_entries(store, graph, spec.max)?;
+    // One build per platform: their steps go into one cache (keys name the platform).
+    let mut entries: Vec<(Digest, Digest)> = Vec::new();
+    for graph in graphs {
+        for e in cache_entries(store, graph, spec.max)? {
+            if !entries.iter().any(|(k, _)| *k == e.0) {
+                entries.push(e);
+            }
+        }
+    }
     let digest = match &spec.target {
         CacheTarget::Registry(r) => strata_registry::cache::export(
             store,

@@ -103,15 +103,15 @@ pub fn archive_manifest(img: &ArchiveImage) -> Vec<u8> {
     spec::to_canonical_json(&m)
 }
 
-/// `index.json`: one entry per tag (or one untagged entry) per image.
-pub fn archive_index(images: &[(Descriptor, &ArchiveImage)]) -> Vec<u8> {
+/// `index.json`: one entry per tag (or one untagged entry) per image or nested index.
+pub fn archive_index(entries: &[(Descriptor, &[Reference])]) -> Vec<u8> {
     let mut manifests = Vec::new();
-    for (mdesc, img) in images {
-        if img.tags.is_empty() {
-            manifests.push(mdesc.clone());
+    for (desc, tags) in entries {
+        if tags.is_empty() {
+            manifests.push(desc.clone());
         }
-        for t in &img.tags {
-            let mut d = mdesc.clone();
+        for t in tags.iter() {
+            let mut d = desc.clone();
             d.annotations
                 .insert(ANNOTATION_IMAGE_NAME.into(), t.to_string());
             d.annotations.insert(
@@ -121,14 +121,7 @@ pub fn archive_index(images: &[(Descriptor, &ArchiveImage)]) -> Vec<u8> {
             manifests.push(d);
         }
     }
-    let i = Index {
-        schema_version: 2,
-        media_type: Some(media::OCI_INDEX.to_string()),
-        manifests,
-        annotations: BTreeMap::new(),
-        extra: BTreeMap::new(),
-    };
-    spec::to_canonical_json(&i)
+    spec::to_canonical_json(&Index::new(media::OCI_INDEX, manifests))
 }
 
 /// `manifest.json` of the docker-save format.

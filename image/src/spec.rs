@@ -285,6 +285,17 @@ pub struct Index {
 }
 
 impl Index {
+    /// An index of `media_type` (OCI index or Docker manifest list) listing `manifests`.
+    pub fn new(media_type: &str, manifests: Vec<Descriptor>) -> Self {
+        Index {
+            schema_version: 2,
+            media_type: Some(media_type.to_string()),
+            manifests,
+            annotations: BTreeMap::new(),
+            extra: BTreeMap::new(),
+        }
+    }
+
     /// Parses an index and rejects ambiguous documents (CVE-2021-41190).
     pub fn parse(what: &str, bytes: &[u8]) -> Result<Self, SpecError> {
         let i: Index = from_json(what, bytes)?;

@@ -67,45 +67,25 @@ pub fn pull(
 ) -> Result<Pulled, RegistryError> {
     let _lease = store.lease()?;
     let repo = reference.path();
-    let wanted = match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => "latest".to_string(),
-    };
+    let wanted = wanted_reference(reference);
     let (bytes, media_type, top_digest) = client.manifest(repo, &wanted)?;
     let (manifest_bytes, manifest_desc) = if media::is_index(&media_type) {
-        select_platform(client, repo, &wanted, &bytes, platform)?
+        let index = parse_index(client, repo, &wanted, &bytes)?;
+        let entry = select_platform(client, repo, &wanted, &index, platform)?;
+        fetch_manifest(client, repo, entry)?
     } else {
         let desc = Descriptor::new(&media_type, top_digest.clone(), bytes.len() as u64);
         (bytes.clone(), desc)
     };
-    let what = format!("{}/{repo}@{}", client.domain, manifest_desc.digest);
-    let manifest = Manifest::parse(&format!("manifest {what}"), &manifest_bytes)?;
     let blobs = RepoBlobs { client, repo };
-    let config_bytes = fetch_config(&blobs, &manifest.config, &what)?;
-    let config = ImageConfig::parse(&format!("config {}", manifest.config.digest), &config_bytes)?;
-    check_config_platform(&config, platform, &what)?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        return Err(RegistryError::Protocol(format!(
-            "{what}: the manifest lists {} layers but the config {} diff_ids",
-            manifest.layers.len(),
-            config.rootfs.diff_ids.len()
-        )));
-    }
-    let existed = store.has_image(&Digest::of(&config_bytes));
-    fetch_layers(
+    let (image, existed) = fetch_image(
         store,
         &blobs,
-        &manifest.layers,
-        &config.rootfs.diff_ids,
+        &manifest_bytes,
+        manifest_desc.clone(),
+        platform,
         progress,
     )?;
-    // Only verified content is written, and only now that every layer is in.
-    if top_digest != manifest_desc.digest {
-        store.put_blob_bytes(&bytes)?;
-    }
-    store.put_blob_bytes(&manifest_bytes)?;
-    let image = store.put_image(&config_bytes, None, vec![manifest_desc])?;
     let previous = reference
         .tag()
         .and_then(|_| store.resolve_image(&reference.to_string()).ok());
@@ -120,19 +100,149 @@ pub fn pull(
     })
 }
 
-/// Picks the entry of an index for `platform` and fetches that manifest.
-fn select_platform(
+/// What a pull of several platforms produced.
+pub struct PulledPlatforms {
+    /// One image per platform, sorted by platform.
+    pub images: Vec<(Platform, Image)>,
+    /// The index's digest.
+    pub digest: Digest,
+    /// False when every image was already in the store.
+    pub downloaded: bool,
+}
+
+/// Pulls the image index `reference` names keeping several platforms (`platforms`, or every
+/// real platform it lists when None): each one's image, and the tag names them all as a
+/// multi-platform tag (`@digest` names the host's, or the first).
+pub fn pull_platforms(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platforms: Option<&[Platform]>,
+    progress: &dyn Progress,
+) -> Result<PulledPlatforms, RegistryError> {
+    let _lease = store.lease()?;
+    let repo = reference.path();
+    let wanted = wanted_reference(reference);
+    let (bytes, media_type, top_digest) = client.manifest(repo, &wanted)?;
+    if !media::is_index(&media_type) {
+        return Err(RegistryError::NotFound(format!(
+            "{}/{repo}:{wanted} is a single-platform image, not an index of several",
+            client.domain
+        )));
+    }
+    let index = parse_index(client, repo, &wanted, &bytes)?;
+    let entries: Vec<&Descriptor> = match platforms {
+        Some(list) => list
+            .iter()
+            .map(|p| select_platform(client, repo, &wanted, &index, p))
+            .collect::<Result<_, _>>()?,
+        None => index
+            .manifests
+            .iter()
+            .filter(|m| {
+                media::is_manifest(&m.media_type)
+                    && m.platform.as_ref().is_some_and(|p| p.os != "unknown")
+            })
+            .collect(),
+    };
+    let blobs = RepoBlobs { client, repo };
+    let mut images: BTreeMap<String, (Platform, Image)> = BTreeMap::new();
+    let mut downloaded = false;
+    for entry in entries {
+        let platform = entry.platform.clone().expect("entries have platforms");
+        if images.contains_key(&platform.to_string()) {
+            continue;
+        }
+        let (manifest_bytes, desc) = fetch_manifest(client, repo, entry)?;
+        let (image, existed) =
+            fetch_image(store, &blobs, &manifest_bytes, desc, &platform, progress)?;
+        downloaded |= !existed;
+        images.insert(platform.to_string(), (platform, image));
+    }
+    let members: BTreeMap<String, Digest> = images
+        .iter()
+        .map(|(k, (_, img))| (k.clone(), img.id().clone()))
+        .collect();
+    if reference.tag().is_some() && reference.digest().is_none() {
+        downloaded |= store.platforms_of(&reference.to_string())?.as_ref() != Some(&members);
+        store.tag_platforms(reference, members.clone())?;
+    }
+    store.tag_platforms(&reference.with_digest(top_digest.clone()), members)?;
+    Ok(PulledPlatforms {
+        images: images.into_values().collect(),
+        digest: top_digest,
+        downloaded,
+    })
+}
+
+/// The tag or digest a reference asks a registry for.
+fn wanted_reference(reference: &Reference) -> String {
+    match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    }
+}
+
+/// Fetches one image's config and missing layers and records it with its manifest; the
+/// image, and whether the store had it already.
+fn fetch_image(
+    store: &Store,
+    blobs: &RepoBlobs,
+    manifest_bytes: &[u8],
+    manifest_desc: Descriptor,
+    platform: &Platform,
+    progress: &dyn Progress,
+) -> Result<(Image, bool), RegistryError> {
+    let what = format!(
+        "{}/{}@{}",
+        blobs.client.domain, blobs.repo, manifest_desc.digest
+    );
+    let manifest = Manifest::parse(&format!("manifest {what}"), manifest_bytes)?;
+    let config_bytes = fetch_config(blobs, &manifest.config, &what)?;
+    let config = ImageConfig::parse(&format!("config {}", manifest.config.digest), &config_bytes)?;
+    check_config_platform(&config, platform, &what)?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(RegistryError::Protocol(format!(
+            "{what}: the manifest lists {} layers but the config {} diff_ids",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    let existed = store.has_image(&Digest::of(&config_bytes));
+    fetch_layers(
+        store,
+        blobs,
+        &manifest.layers,
+        &config.rootfs.diff_ids,
+        progress,
+    )?;
+    store.put_blob_bytes(manifest_bytes)?;
+    let image = store.put_image(&config_bytes, None, vec![manifest_desc])?;
+    Ok((image, existed))
+}
+
+fn parse_index(
     client: &Client,
     repo: &str,
     wanted: &str,
-    index_bytes: &[u8],
-    platform: &Platform,
-) -> Result<(Vec<u8>, Descriptor), RegistryError> {
-    let index = Index::parse(
+    bytes: &[u8],
+) -> Result<Index, RegistryError> {
+    Ok(Index::parse(
         &format!("index {}/{repo}:{wanted}", client.domain),
-        index_bytes,
-    )?;
-    let entry = index
+        bytes,
+    )?)
+}
+
+/// Picks the entry of an index for `platform`.
+fn select_platform<'i>(
+    client: &Client,
+    repo: &str,
+    wanted: &str,
+    index: &'i Index,
+    platform: &Platform,
+) -> Result<&'i Descriptor, RegistryError> {
+    index
         .manifests
         .iter()
         .find(|m| {
@@ -169,7 +279,15 @@ fn select_platform(
                     have.join(", ")
                 }
             ))
-        })?;
+        })
+}
+
+/// Fetches the image manifest an index entry names, checking its size and kind.
+fn fetch_manifest(
+    client: &Client,
+    repo: &str,
+    entry: &Descriptor,
+) -> Result<(Vec<u8>, Descriptor), RegistryError> {
     if entry.size > MAX_JSON_BYTES {
         return Err(RegistryError::Protocol(format!(
             "manifest {}: {} bytes exceeds the 4 MiB limit",

@@ -135,17 +135,9 @@ pub fn push_index(
         Format::Oci => media::OCI_INDEX,
         Format::Docker => media::DOCKER_MANIFEST_LIST,
     };
-    let index = strata_image::spec::Index {
-        schema_version: 2,
-        media_type: Some(index_type.to_string()),
-        manifests,
-        annotations: Default::default(),
-        extra: Default::default(),
-    };
-    let bytes = to_canonical_json(&index);
+    let bytes = to_canonical_json(&strata_image::spec::Index::new(index_type, manifests));
     let reference = target.tag().unwrap_or("latest");
     let digest = client.put_manifest(target.path(), reference, index_type, &bytes)?;
-    store.put_blob_bytes(&bytes)?;
     Ok((digest, bytes.len() as u64))
 }
 

@@ -98,6 +98,9 @@ pub struct SaveArgs {
     /// Write to a file instead of standard output
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Save only this platform's image of a multi-platform tag (all of them by default)
+    #[arg(long)]
+    pub platform: Option<String>,
     #[arg(required = true)]
     pub images: Vec<String>,
 }
@@ -116,9 +119,13 @@ pub struct LoadArgs {
 pub struct PullArgs {
     /// NAME[:TAG|@DIGEST]
     pub image: String,
-    /// Platform to pull from a multi-platform image (os/arch[/variant])
+    /// Platform to pull from a multi-platform image (os/arch[/variant]); several,
+    /// comma-separated, keep each under the tag as a multi-platform image
     #[arg(long)]
     pub platform: Option<String>,
+    /// Keep every platform of a multi-platform image under the tag
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
     /// Print only the image reference
     #[arg(short, long)]
     pub quiet: bool,

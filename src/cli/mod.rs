@@ -450,8 +450,31 @@ pub enum ManifestCommand {
     },
     /// Add an image to a multi-platform tag (replacing its platform's)
     Add { list: String, image: String },
+    /// Set the platform an image of a multi-platform tag is listed for
+    Annotate {
+        list: String,
+        /// The member image (NAME[:TAG] or ID)
+        image: String,
+        /// Operating system
+        #[arg(long)]
+        os: Option<String>,
+        /// Architecture
+        #[arg(long)]
+        arch: Option<String>,
+        /// Architecture variant (v7, v8)
+        #[arg(long)]
+        variant: Option<String>,
+    },
     /// Show a multi-platform tag's platforms and images
     Inspect { list: String },
+    /// Push a multi-platform tag to a registry as an image index
+    Push {
+        /// Remove the local multi-platform tag after the push
+        #[arg(short, long)]
+        purge: bool,
+        #[command(flatten)]
+        push: PushArgs,
+    },
     /// Remove multi-platform tags (their images stay)
     Rm {
         #[arg(required = true)]

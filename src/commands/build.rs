@@ -10,12 +10,13 @@ use strata_image::spec::Platform;
 
 use crate::commands::registry::RegistryConfig;
 use anyhow::{anyhow, bail, Context as _, Result};
+use strata_cache::transfer::SaveItem;
 use strata_cache::Store;
 use strata_executor::explain::explain_miss;
 use strata_executor::progress::{Mode, Progress};
 use strata_executor::remote_cache::{export_cache, CacheSpec, ImportedCaches};
 use strata_executor::sources::{PullPolicy, StoreImages};
-use strata_executor::{BuildError, ExecOptions, Executor};
+use strata_executor::{BuildError, ExecOptions, Executor, SharedStages};
 use strata_image::reference::Reference;
 use strata_parser::ignore::Matcher;
 use strata_parser::parse_dockerfile;
@@ -367,121 +368,105 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         .iter()
         .map(|t| Reference::parse(t).map_err(|e| anyhow!("-t {t}: {e}")))
         .collect::<Result<_>>()?;
-    if platforms.len() < 2 {
-        build_for(store, a, registries, platforms.into_iter().next(), &tags)?;
-        return Ok(());
-    }
-    // Several platforms: one build each, then every tag names one image per platform.
-    if a.output.is_some() || a.cache_to.is_some() || a.iidfile.is_some() {
-        bail!(
-            "--platform with several platforms: -o, --cache-to and --iidfile of a \
-             multi-platform image are not there yet"
-        );
-    }
-    let mut members = BTreeMap::new();
-    for p in platforms {
-        if let Some(id) = build_for(store, a, registries, Some(p.clone()), &[])? {
-            members.insert(p.to_string(), id);
-        }
-    }
-    if members.is_empty() {
-        return Ok(()); // --dry-run
-    }
-    for t in &tags {
-        store.tag_platforms(t, members.clone())?;
-    }
-    Ok(())
-}
-
-/// One build for `platform` (None: the host's), its image tagged `tags`; its ID (none for
-/// `--dry-run`).
-fn build_for(
-    store: &Store,
-    a: &BuildArgs,
-    registries: &RegistryConfig,
-    platform: Option<Platform>,
-    tags: &[Reference],
-) -> Result<Option<strata_image::Digest>> {
     let output = Output::parse(a.output.as_deref())?;
-    let src = read_dockerfile(a)?;
-    let context = load_context(a, &src)?;
-    let args = build_args(a)?;
-    let epoch = source_date_epoch(&args)?;
-    // The sources hold ADD's downloads, which the build reads: they live until it ends.
-    let (graph, _sources) = plan_build(
-        store,
-        a,
-        registries,
-        &src,
-        &context,
-        (args, platform),
-        epoch,
-    )?;
-    if a.dry_run {
-        dry_run(store, &graph, &context)?;
-        return Ok(None);
+    if platforms.len() > 1 && matches!(output, Output::Tar { .. }) {
+        bail!("-o type=tar: a tarball holds one platform's files; use type=local (a directory per platform) or type=oci");
     }
-    let quiet = a.quiet || a.progress == "quiet";
-    let progress = Progress::with_mode(Box::new(std::io::stderr()), progress_mode(a, quiet));
     let cache_to = a
         .cache_to
         .as_deref()
         .map(|s| CacheSpec::parse("--cache-to", s))
         .transpose()
         .map_err(|e| anyhow!(e))?;
+    let quiet = a.quiet || a.progress == "quiet";
+    let progress = Progress::with_mode(Box::new(std::io::stderr()), progress_mode(a, quiet));
+    let targets: Vec<Option<Platform>> = if platforms.is_empty() {
+        vec![None]
+    } else {
+        platforms.into_iter().map(Some).collect()
+    };
+    let src = read_dockerfile(a)?;
+    let context = load_context(a, &src)?;
+    let args = build_args(a)?;
+    let epoch = source_date_epoch(&args)?;
+    // Every platform is planned before any runs: a base one of them lacks is found at once.
+    // The sources hold ADD's downloads, which the builds read: they live until the end.
+    let mut plans = Vec::new();
+    for platform in &targets {
+        let (graph, sources) = plan_build(
+            store,
+            a,
+            registries,
+            &src,
+            &context,
+            (args.clone(), platform.clone()),
+            epoch,
+        )?;
+        plans.push((platform.clone(), graph, sources));
+    }
+    if a.dry_run {
+        for (platform, graph, _) in &plans {
+            if let (Some(p), true) = (platform, targets.len() > 1) {
+                println!("platform {p}");
+            }
+            dry_run(store, graph, &context)?;
+        }
+        return Ok(());
+    }
     let remote = imported_caches(a, registries)?;
-    let exec = Executor {
-        remote_cache: remote
+    let shared = SharedStages::default();
+    let several = targets.len() > 1;
+    let run = Run {
+        store,
+        a,
+        src: &src,
+        context: &context,
+        epoch,
+        remote: remote
             .as_ref()
             .map(|r| r as &dyn strata_executor::RemoteCache),
-        store,
-        context: &context,
-        graph: &graph,
-        opts: ExecOptions {
-            no_cache: a.no_cache,
-            no_cache_stages: no_cache_stages(a, &graph)?,
-            file: src.name.clone(),
-            source_date_epoch: epoch,
-            secrets: build_secrets(a)?,
-            ulimits: a
-                .ulimits
-                .iter()
-                .map(|u| strata_runtime::container::parse_ulimit(u).map_err(|e| anyhow!("{e}")))
-                .collect::<Result<Vec<_>>>()?,
-            isolation: strata_runtime::chroot::Isolation::choose(a.isolation.as_deref())
-                .map_err(|e| anyhow!("--isolation: {e}"))?
-                .0,
-        },
         progress: &progress,
-        exe: std::sync::OnceLock::new(),
+        shared: &shared,
     };
-    let img = match exec.run() {
-        Ok(img) => img,
-        Err(e) => {
-            eprintln!("{}", step_error_render(&src, &e));
-            bail!("{}", e);
-        }
-    };
-    let img = with_labels(store, img, &a.labels)?;
-    let v = progress.start(&format!("exporting to {}", output.kind()));
-    v.log(&format!("writing image {} done", img.id()));
-    match &output {
-        Output::Image => {
-            for t in tags {
-                store.tag(t, img.id())?;
-                v.log(&format!("naming to {t} done"));
-            }
-        }
-        other => other.write(store, &img, tags)?,
+    // The platforms build at once (their RUN steps mostly wait on containers, and emulated
+    // ones on one core each); stages they share run once.
+    let results: Vec<Result<strata_cache::Image>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = plans
+            .iter()
+            .map(|(platform, graph, _)| {
+                let label = platform.as_ref().filter(|_| several).map(|p| p.to_string());
+                let run = &run;
+                scope.spawn(move || run.execute(graph, label))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a platform's build panicked")))
+            })
+            .collect()
+    });
+    let mut built = Vec::new();
+    for ((platform, graph, _), result) in plans.iter().zip(results) {
+        built.push((platform.clone(), result?, graph));
     }
-    v.done();
-    let name = tags
-        .first()
-        .map(|t| t.to_string())
-        .unwrap_or(img.id().to_string());
-    super::image_event(store, "build", &img.id().to_string(), &name);
+    let id = match built.as_slice() {
+        [(_, img, _)] => {
+            export(store, &output, &progress, img, &tags)?;
+            img.id().clone()
+        }
+        several => {
+            let members: Vec<(Platform, strata_cache::Image)> = several
+                .iter()
+                .map(|(p, img, _)| (p.clone().unwrap_or_else(Platform::host), img.clone()))
+                .collect();
+            export_platforms(store, &output, &progress, &members, &tags)?
+        }
+    };
     if let Some(spec) = &cache_to {
-        let (steps, digest) = export_cache(store, &graph, spec, registries)?;
+        let graphs: Vec<&BuildGraph> = built.iter().map(|(_, _, g)| *g).collect();
+        let (steps, digest) = export_cache(store, &graphs, spec, registries)?;
         if !quiet {
             eprintln!(
                 "exported cache of {steps} steps to {}@{digest}",
@@ -490,13 +475,142 @@ fn build_for(
         }
     }
     if let Some(p) = &a.iidfile {
-        std::fs::write(p, img.id().to_string())
-            .with_context(|| format!("write {}", p.display()))?;
+        std::fs::write(p, id.to_string()).with_context(|| format!("write {}", p.display()))?;
     }
     if quiet {
-        println!("{}", img.id());
+        println!("{id}");
     }
-    Ok(Some(img.id().clone()))
+    Ok(())
+}
+
+/// Writes a built image where `-o` says (the store: under its tags).
+fn export(
+    store: &Store,
+    output: &Output,
+    progress: &Progress,
+    img: &strata_cache::Image,
+    tags: &[Reference],
+) -> Result<()> {
+    let v = progress.start(&format!("exporting to {}", output.kind()));
+    v.log(&format!("writing image {} done", img.id()));
+    match output {
+        Output::Image => {
+            for t in tags {
+                store.tag(t, img.id())?;
+                v.log(&format!("naming to {t} done"));
+            }
+        }
+        other => other.write(store, &[(None, img.clone())], tags)?,
+    }
+    v.done();
+    let name = tags
+        .first()
+        .map(|t| t.to_string())
+        .unwrap_or(img.id().to_string());
+    super::image_event(store, "build", &img.id().to_string(), &name);
+    Ok(())
+}
+
+/// Writes the images of a several-platform build as one multi-platform image: in the store,
+/// every tag names them all; an archive holds their index; a directory holds one
+/// subdirectory per platform. The index's digest (the image's ID, as `images` shows it).
+fn export_platforms(
+    store: &Store,
+    output: &Output,
+    progress: &Progress,
+    members: &[(Platform, strata_cache::Image)],
+    tags: &[Reference],
+) -> Result<strata_image::Digest> {
+    let v = progress.start(&format!("exporting to {}", output.kind()));
+    for (p, img) in members {
+        v.log(&format!("writing image {} for {p} done", img.id()));
+    }
+    let index = store.platform_index(members)?;
+    v.log(&format!("writing image index {} done", index.digest));
+    match output {
+        Output::Image => {
+            let ids: BTreeMap<String, strata_image::Digest> = members
+                .iter()
+                .map(|(p, img)| (p.to_string(), img.id().clone()))
+                .collect();
+            for t in tags {
+                store.tag_platforms(t, ids.clone())?;
+                v.log(&format!("naming to {t} done"));
+            }
+        }
+        other => {
+            let listed: Vec<(Option<Platform>, strata_cache::Image)> = members
+                .iter()
+                .map(|(p, img)| (Some(p.clone()), img.clone()))
+                .collect();
+            other.write(store, &listed, tags)?
+        }
+    }
+    v.done();
+    for (_, img) in members {
+        let name = tags
+            .first()
+            .map(|t| t.to_string())
+            .unwrap_or(index.digest.to_string());
+        super::image_event(store, "build", &img.id().to_string(), &name);
+    }
+    Ok(index.digest)
+}
+
+/// What every platform's build of one `build` shares.
+struct Run<'a> {
+    store: &'a Store,
+    a: &'a BuildArgs,
+    src: &'a DockerfileSource,
+    context: &'a Context,
+    epoch: Option<i64>,
+    remote: Option<&'a dyn strata_executor::RemoteCache>,
+    progress: &'a Progress,
+    shared: &'a SharedStages,
+}
+
+impl Run<'_> {
+    /// Runs one platform's plan: its image, with the `--label`s.
+    fn execute(
+        &self,
+        graph: &BuildGraph,
+        platform_label: Option<String>,
+    ) -> Result<strata_cache::Image> {
+        let a = self.a;
+        let exec = Executor {
+            remote_cache: self.remote,
+            store: self.store,
+            context: self.context,
+            graph,
+            opts: ExecOptions {
+                no_cache: a.no_cache,
+                no_cache_stages: no_cache_stages(a, graph)?,
+                file: self.src.name.clone(),
+                source_date_epoch: self.epoch,
+                secrets: build_secrets(a)?,
+                ulimits: a
+                    .ulimits
+                    .iter()
+                    .map(|u| strata_runtime::container::parse_ulimit(u).map_err(|e| anyhow!("{e}")))
+                    .collect::<Result<Vec<_>>>()?,
+                isolation: strata_runtime::chroot::Isolation::choose(a.isolation.as_deref())
+                    .map_err(|e| anyhow!("--isolation: {e}"))?
+                    .0,
+                platform_label,
+            },
+            progress: self.progress,
+            shared: Some(self.shared),
+            exe: std::sync::OnceLock::new(),
+        };
+        let img = match exec.run() {
+            Ok(img) => img,
+            Err(e) => {
+                eprintln!("{}", step_error_render(self.src, &e));
+                bail!("{}", e);
+            }
+        };
+        with_labels(self.store, img, &a.labels)
+    }
 }
 
 /// `SOURCE_DATE_EPOCH` from the build arguments or the environment (BuildKit takes both).
@@ -724,7 +838,13 @@ impl Output {
         }
     }
 
-    fn write(&self, store: &Store, img: &strata_cache::Image, tags: &[Reference]) -> Result<()> {
+    /// Writes the image (or one per platform) to the archive or directory `-o` names.
+    fn write(
+        &self,
+        store: &Store,
+        images: &[(Option<Platform>, strata_cache::Image)],
+        tags: &[Reference],
+    ) -> Result<()> {
         let sink = |dest: &str| -> Result<Box<dyn Write>> {
             if dest == "-" {
                 if std::io::stdout().is_terminal() {
@@ -736,24 +856,37 @@ impl Output {
                 Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)))
             }
         };
-        let layers: Vec<PathBuf> = img
-            .record
-            .layers
-            .iter()
-            .rev()
-            .map(|l| store.layer_diff(l))
-            .collect();
-        let dirs: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
-        match self {
-            Output::Image => {}
-            Output::Archive {
-                dest, compression, ..
-            } => {
-                let mut w =
-                    store.save_with(&[(img.clone(), tags.to_vec())], sink(dest)?, *compression)?;
+        let layer_dirs = |img: &strata_cache::Image| -> Vec<PathBuf> {
+            img.record
+                .layers
+                .iter()
+                .rev()
+                .map(|l| store.layer_diff(l))
+                .collect()
+        };
+        match (self, images) {
+            (Output::Image, _) => {}
+            (
+                Output::Archive {
+                    dest, compression, ..
+                },
+                _,
+            ) => {
+                let item = match images {
+                    [(None, img)] => SaveItem::Image(Box::new(img.clone())),
+                    several => SaveItem::Platforms(
+                        several
+                            .iter()
+                            .map(|(p, img)| (p.clone().unwrap_or_else(Platform::host), img.clone()))
+                            .collect(),
+                    ),
+                };
+                let mut w = store.save_with(&[(item, tags.to_vec())], sink(dest)?, *compression)?;
                 w.flush()?;
             }
-            Output::Tar { dest } => {
+            (Output::Tar { dest }, [(_, img)]) => {
+                let layers = layer_dirs(img);
+                let dirs: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
                 let mut w = strata_image::layer::write_flattened_tar(
                     &dirs,
                     sink(dest)?,
@@ -761,30 +894,36 @@ impl Output {
                 )?;
                 w.flush()?;
             }
-            Output::Local { dest } => {
-                std::fs::create_dir_all(dest)
-                    .with_context(|| format!("create {}", dest.display()))?;
-                let (r, w) = std::io::pipe()?;
-                let dirs_owned = layers.clone();
-                let producer = std::thread::spawn(move || {
-                    let d: Vec<&Path> = dirs_owned.iter().map(PathBuf::as_path).collect();
-                    strata_image::layer::write_flattened_tar(
-                        &d,
-                        std::io::BufWriter::new(w),
-                        &TarOptions::default(),
-                    )
-                    .map(|_| ())
-                });
-                strata_image::layer::extract_layer(
-                    r,
-                    dest,
-                    &strata_image::layer::ExtractOptions::default(),
-                )?;
-                producer
-                    .join()
-                    .map_err(|_| anyhow!("tar writer panicked"))??;
+            (Output::Tar { .. }, _) => bail!("-o type=tar holds one platform's files"),
+            (Output::Local { dest }, [(_, img)]) => write_local(dest, layer_dirs(img))?,
+            // BuildKit's layout for several platforms: a directory each, `linux_arm64`.
+            (Output::Local { dest }, several) => {
+                for (p, img) in several {
+                    let p = p.clone().unwrap_or_else(Platform::host);
+                    write_local(&dest.join(p.to_string().replace('/', "_")), layer_dirs(img))?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// `-o type=local`: the image's files (its layers, upper first, flattened) in `dest`.
+fn write_local(dest: &Path, layers: Vec<PathBuf>) -> Result<()> {
+    std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
+    let (r, w) = std::io::pipe()?;
+    let producer = std::thread::spawn(move || {
+        let d: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
+        strata_image::layer::write_flattened_tar(
+            &d,
+            std::io::BufWriter::new(w),
+            &TarOptions::default(),
+        )
+        .map(|_| ())
+    });
+    strata_image::layer::extract_layer(r, dest, &strata_image::layer::ExtractOptions::default())?;
+    producer
+        .join()
+        .map_err(|_| anyhow!("tar writer panicked"))??;
+    Ok(())
 }

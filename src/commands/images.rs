@@ -6,6 +6,7 @@ use std::io::{self, IsTerminal, Read, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
+use strata_cache::transfer::SaveItem;
 use strata_cache::{fsutil, Image, Store};
 use strata_image::reference::Reference;
 use strata_image::spec::ContainerConfig;
@@ -185,7 +186,9 @@ fn image_rows(store: &Store, a: &ImagesArgs) -> Result<Vec<Row>> {
                 .unwrap_or_else(|| "<none>".into())
         };
         if tags.is_empty() {
-            if !a.all && parents.contains(id) {
+            // A multi-platform tag's other platforms are shown by its row (as Docker shows
+            // an index once), and are not dangling.
+            if (!a.all && parents.contains(id)) || refs.platform_members().any(|m| m == id) {
                 continue;
             }
             if filter.is_some() || wanted.dangling == Some(false) || !wanted.references.is_empty() {
@@ -739,9 +742,9 @@ fn untag_all(store: &Store, id: &Digest) -> Result<()> {
         for members in rf.platforms.values_mut() {
             members.retain(|_, v| v != id);
         }
-        let tags = rf.tags.clone();
+        let names: BTreeSet<String> = rf.tags.keys().chain(rf.digests.keys()).cloned().collect();
         rf.platforms
-            .retain(|k, m| !m.is_empty() && tags.contains_key(k));
+            .retain(|k, m| !m.is_empty() && names.contains(k));
         Ok(gone)
     })?;
     for t in untagged {
@@ -754,35 +757,48 @@ fn untag_all(store: &Store, id: &Digest) -> Result<()> {
     Ok(())
 }
 
-/// What cannot take a multi-platform tag yet refuses it in one line (rather than write the
-/// host's image alone under the name).
-pub fn refuse_platform_tag(store: &Store, name: &str, what: &str) -> Result<()> {
-    if let Some(members) = store.platforms_of(name)? {
-        let platforms: Vec<&str> = members.keys().map(String::as_str).collect();
-        bail!(
-            "{what} {name}: a multi-platform tag ({}) is not written as one yet; {what} each \
-             platform's image by its own name",
-            platforms.join(", ")
-        );
+/// The images a multi-platform tag names, each with its platform (None: `name` is not one).
+pub fn platform_images(store: &Store, name: &str) -> Result<Option<Vec<(Platform, Image)>>> {
+    let Some(members) = store.platforms_of(name)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for (text, id) in members {
+        let p = Platform::parse(&text).map_err(|e| anyhow!("{name}: platform {text}: {e}"))?;
+        out.push((p, store.image(&id)?));
     }
-    Ok(())
+    Ok(Some(out))
 }
 
 pub fn save(store: &Store, a: &SaveArgs) -> Result<()> {
     let mut list = Vec::new();
     for n in &a.images {
-        refuse_platform_tag(store, n, "save")?;
-        let id = store.resolve_image(n)?;
-        let img = store.image(&id)?;
         let refs = store.refs()?;
+        // A multi-platform tag is written as an index of its platforms' images (unless
+        // --platform picks one).
+        if let Some(members) = platform_images(store, n)?.filter(|_| a.platform.is_none()) {
+            let r = Reference::parse(n)?;
+            for (_, img) in &members {
+                super::image_event(store, "save", &img.id().to_string(), n);
+            }
+            list.push((SaveItem::Platforms(members), vec![r]));
+            continue;
+        }
+        let id = resolve_for_platform(store, n, a.platform.as_deref())?;
+        let img = store.image(&id)?;
         // Docker's rule: the tag named is written; an image named by its ID gets none (and
         // loads as <none>).
         let tags: Vec<Reference> = match Reference::parse(n) {
-            Ok(r) if refs.tags.get(&r.to_string()) == Some(&id) => vec![r],
+            Ok(r)
+                if refs.tags.get(&r.to_string()) == Some(&id)
+                    || store.platforms_of(n)?.is_some() =>
+            {
+                vec![r]
+            }
             _ => Vec::new(),
         };
         super::image_event(store, "save", &id.to_string(), n);
-        list.push((img, tags));
+        list.push((SaveItem::Image(Box::new(img)), tags));
     }
     match &a.output {
         Some(path) => {
@@ -835,17 +851,25 @@ pub fn load(store: &Store, a: &LoadArgs) -> Result<()> {
         }
     };
     let loaded = store.load(input, &what)?;
-    for (img, tags) in &loaded {
-        let id = img.id().to_string();
-        let name = tags.first().map(|t| t.to_string()).unwrap_or(id.clone());
-        super::image_event(store, "load", &id, &name);
+    for entry in &loaded {
+        for (_, img) in &entry.images {
+            let id = img.id().to_string();
+            let name = entry
+                .tags
+                .first()
+                .map(|t| t.to_string())
+                .unwrap_or(id.clone());
+            super::image_event(store, "load", &id, &name);
+        }
     }
     if !a.quiet {
-        for (img, tags) in loaded {
-            if tags.is_empty() {
-                println!("Loaded image ID: {}", img.id());
+        for entry in loaded {
+            if entry.tags.is_empty() {
+                for (_, img) in &entry.images {
+                    println!("Loaded image ID: {}", img.id());
+                }
             }
-            for t in tags {
+            for t in entry.tags {
                 println!("Loaded image: {}", t.familiar());
             }
         }

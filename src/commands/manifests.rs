@@ -1,4 +1,4 @@
-//! `manifest create|add|inspect|rm`: multi-platform tags made of single-platform images (a
+//! `manifest create|add|annotate|inspect|push|rm`: multi-platform tags made of single-platform images (a
 //! local image index: `Refs::platforms`), as Docker's and podman's `manifest` commands make
 //! manifest lists. `FROM`, `run --platform` and `build --platform` pick each platform's image.
 
@@ -12,8 +12,9 @@ use strata_image::spec::Platform;
 use strata_image::Digest;
 
 use crate::cli::ManifestCommand;
+use crate::commands::registry::{push_cmd, RegistryConfig};
 
-pub fn run(store: &Store, c: ManifestCommand) -> Result<()> {
+pub fn run(store: &Store, registries: &RegistryConfig, c: ManifestCommand) -> Result<()> {
     match c {
         ManifestCommand::Create {
             amend,
@@ -39,6 +40,30 @@ pub fn run(store: &Store, c: ManifestCommand) -> Result<()> {
                 .ok_or_else(|| anyhow!("{list}: no such manifest list"))?;
             add_member(store, &mut members, &image, true)?;
             Ok(store.tag_platforms(&reference, members)?)
+        }
+        ManifestCommand::Annotate {
+            list,
+            image,
+            os,
+            arch,
+            variant,
+        } => {
+            let reference = list_reference(&list)?;
+            let mut members = store
+                .platforms_of(&list)?
+                .ok_or_else(|| anyhow!("{list}: no such manifest list"))?;
+            annotate(store, &mut members, &image, (os, arch, variant))?;
+            Ok(store.tag_platforms(&reference, members)?)
+        }
+        ManifestCommand::Push { purge, push } => {
+            if store.platforms_of(&push.image)?.is_none() {
+                bail!("{}: no such manifest list", push.image);
+            }
+            push_cmd(store, registries, &push)?;
+            if purge {
+                remove(store, &push.image)?;
+            }
+            Ok(())
         }
         ManifestCommand::Inspect { list } => {
             let members = store
@@ -93,6 +118,48 @@ fn add_member(
         }
     }
     members.insert(platform, id);
+    Ok(())
+}
+
+/// Lists `image`, a member of the list, for another platform: the fields given replace its
+/// own (a new OS or architecture drops the variant unless one is given).
+fn annotate(
+    store: &Store,
+    members: &mut BTreeMap<String, Digest>,
+    image: &str,
+    (os, arch, variant): (Option<String>, Option<String>, Option<String>),
+) -> Result<()> {
+    let id = store.resolve_image(image)?;
+    let Some(old) = members
+        .iter()
+        .find(|(_, m)| **m == id)
+        .map(|(p, _)| p.clone())
+    else {
+        bail!("{image}: not in the manifest list");
+    };
+    let mut p = Platform::parse(&old).map_err(|e| anyhow!(e))?;
+    if os.is_some() || arch.is_some() {
+        p.variant = None;
+    }
+    p.os = os.unwrap_or(p.os);
+    p.architecture = arch.unwrap_or(p.architecture);
+    p.variant = variant.or(p.variant);
+    // Parsed again so `--arch x86_64` is stored as amd64, as everywhere else.
+    let text = format!(
+        "{}/{}{}",
+        p.os,
+        p.architecture,
+        p.variant.map(|v| format!("/{v}")).unwrap_or_default()
+    );
+    let p = Platform::parse(&text).map_err(|e| anyhow!("{text}: {e}"))?;
+    members.remove(&old);
+    if let Some(other) = members.get(&p.to_string()) {
+        bail!(
+            "{image}: the list has a {p} image already ({})",
+            other.short()
+        );
+    }
+    members.insert(p.to_string(), id);
     Ok(())
 }
 

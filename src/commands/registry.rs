@@ -57,10 +57,42 @@ pub fn pull_image(
     Ok(pulled)
 }
 
+/// Pulls several platforms of the index `reference` names (all when `platforms` is None).
+fn pull_platforms(
+    store: &Store,
+    cfg: &RegistryConfig,
+    reference: &Reference,
+    platforms: Option<&[Platform]>,
+    quiet: bool,
+) -> Result<strata_registry::pull::PulledPlatforms> {
+    let client = cfg.client(reference.domain());
+    let progress = LayerProgress::new(quiet, false);
+    let pulled = pull::pull_platforms(store, &client, reference, platforms, &progress)
+        .with_context(|| format!("pull {}", reference.familiar()))?;
+    progress.finish();
+    Ok(pulled)
+}
+
 pub fn pull_cmd(store: &Store, cfg: &RegistryConfig, a: &PullArgs) -> Result<()> {
     let reference = parse_reference(&a.image)?;
-    let platform = wanted_platform(a.platform.as_deref())?;
-    let pulled = pull_image(store, cfg, &reference, &platform, a.quiet)?;
+    let several = a.all_platforms || a.platform.as_deref().is_some_and(|p| p.contains(','));
+    let (digest, downloaded) = if several {
+        let platforms: Option<Vec<Platform>> = a
+            .platform
+            .as_deref()
+            .map(|list| {
+                list.split(',')
+                    .map(|p| wanted_platform(Some(p.trim())))
+                    .collect()
+            })
+            .transpose()?;
+        let pulled = pull_platforms(store, cfg, &reference, platforms.as_deref(), a.quiet)?;
+        (pulled.digest, pulled.downloaded)
+    } else {
+        let platform = wanted_platform(a.platform.as_deref())?;
+        let pulled = pull_image(store, cfg, &reference, &platform, a.quiet)?;
+        (pulled.digest, pulled.downloaded)
+    };
     super::image_event(
         store,
         "pull",
@@ -68,8 +100,8 @@ pub fn pull_cmd(store: &Store, cfg: &RegistryConfig, a: &PullArgs) -> Result<()>
         &reference.repository(),
     );
     if !a.quiet {
-        println!("Digest: {}", pulled.digest);
-        let status = if pulled.downloaded {
+        println!("Digest: {digest}");
+        let status = if downloaded {
             "Downloaded newer image for"
         } else {
             "Image is up to date for"
