@@ -112,12 +112,24 @@ fn platforms_an_image_or_the_host_lacks_are_refused_in_one_line() {
          registered in binfmt_misc (/proc/sys/fs/binfmt_misc/qemu-s390x: install \
          qemu-user-static and register it, e.g. scripts/binfmt.sh)\n"
     );
-    // Each platform's stage needs its own base: the arm64 build of the two stops there.
-    let err = build_fails(
-        &s,
-        &["build", "--platform", "linux/amd64,linux/arm64", &ctx],
+    // Each platform's stage needs its own base: every platform is planned before any runs,
+    // so the arm64 plan stops the build before the amd64 one starts.
+    let o = s.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        &ctx,
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "Error: {ctx}/Dockerfile:1:1: busybox:amd64: the image is for linux/amd64, not \
+             linux/arm64 (import or pull the linux/arm64 image under a name of its own)\n"
+        )
     );
-    assert!(err.ends_with("the image is for linux/amd64, not linux/arm64 (import or pull the linux/arm64 image under a name of its own)"), "{err}");
     assert_eq!(
         s.fails(&["build", "--platform", "linux/arm64,linux/arm64", &ctx]),
         "Error: --platform linux/arm64,linux/arm64: linux/arm64 is named twice
@@ -359,6 +371,30 @@ fn a_multi_platform_tag_gives_each_platform_its_image() {
 fn a_build_for_two_platforms_tags_both() {
     let s = Strata::new();
     two_bases(&s);
+    // The platforms build at once, and a stage both plans share (a `$BUILDPLATFORM` stage
+    // that does not read the target's arguments) runs once: both images hold its one output.
+    let ctx = context(
+        &s,
+        "ARG TARGETARCH\n\
+         FROM --platform=$BUILDPLATFORM busybox:amd64 AS tools\n\
+         RUN cat /proc/sys/kernel/random/uuid > /made\n\
+         FROM busybox:${TARGETARCH}\n\
+         COPY --from=tools /made /made\n",
+    );
+    let (_, progress) = build(
+        &s,
+        &ctx,
+        &["--platform", "linux/amd64,linux/arm64", "-t", "shared"],
+    );
+    let runs: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.contains("RUN cat /proc"))
+        .collect();
+    assert_eq!(runs.len(), 1, "{progress}");
+    let made = |p: &str| s.ok(&["run", "--rm", "--platform", p, "shared", "cat", "/made"]);
+    assert_eq!(made("linux/amd64"), made("linux/arm64"));
+    s.ok(&["rmi", "shared"]);
+
     let ctx = context(&s, PER_PLATFORM);
     let platforms = "linux/amd64,linux/arm64";
     build(&s, &ctx, &["--platform", platforms, "-t", "both"]);
