@@ -135,6 +135,13 @@ if [ "$what" = multiarch ] || [ "$what" = all ]; then
   echo "multiarch RUN loop cold: native ${1}s emulated arm64 ${2}s (x$(python3 -c "print(round($2/$1,2))") native)"
   set -- $(bench/alternate.py 20 2 "$S run --rm --network none busybox:amd64 true" "$S run --rm --network none busybox:arm64 true")
   echo "multiarch run --rm true: native ${1}s emulated arm64 ${2}s (x$(python3 -c "print(round($2/$1,2))") native)"
+  # examples/multiarch cold (its compiler stage runs natively, apt-get included) for the host
+  # alone and for amd64+arm64 at once (target: x1.3; the arm64 build adds the cross compiler's
+  # packages and an emulated COPY stage).
+  ./tests/fixtures/debian-rootfs.sh /var/tmp/strata-debian-bookworm.tar
+  $S import /var/tmp/strata-debian-bookworm.tar debian:bookworm >/dev/null
+  set -- $(bench/alternate.py 3 1 --prepare sync "$S build -q --no-cache examples/multiarch" "$S build -q --no-cache --platform linux/amd64,linux/arm64 examples/multiarch")
+  echo "multiarch examples/multiarch cold: one platform ${1}s two platforms ${2}s (x$(python3 -c "print(round($2/$1,2))") one)"
 fi
 
 if [ "$what" = small ] || [ "$what" = all ]; then

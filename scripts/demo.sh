@@ -41,9 +41,9 @@ if [ "${1:-}" = "multiarch" ]; then
   ./tests/fixtures/busybox-rootfs.sh "$work/busybox-arm64.tar" arm64
   $S import --platform linux/arm64 -c 'CMD ["sh"]' "$work/busybox-arm64.tar" busybox:arm64 >/dev/null
   $S tag busybox:latest busybox:amd64
+  $S build --platform linux/amd64,linux/arm64 -t multiarch examples/multiarch
   for arch in amd64 arm64; do
-    $S build --platform "linux/$arch" -t "multiarch:$arch" examples/multiarch
-    $S run --rm "multiarch:$arch"
+    $S run --rm --platform "linux/$arch" multiarch
   done
 fi
 $S images

@@ -242,3 +242,36 @@ const TEMPLATES: &[&str] = &[
     "{{upper .Os}} {{title .Os}} {{printf \"%q %5.5s|%-6s|\" .Config.User .Os .Architecture}} {{split .Architecture \"d\"}}",
     "{{range .Config.Env}}{{if eq . \"A=1\"}}{{continue}}{{end}}{{pad . 1 1}}{{truncate . 3}}{{end}}",
 ];
+
+/// A multi-platform tag saved by strata (a nested index in index.json, the host's image in
+/// manifest.json) loads into Docker as the host's image.
+#[test]
+fn docker_loads_a_multi_platform_save() {
+    if !have("dockerd") {
+        panic!("dockerd is required for the differential tests (apt-get install docker.io)");
+    }
+    let s = Strata::new();
+    s.busybox();
+    let arm = common::busybox_arm64_tar().to_str().unwrap().to_string();
+    s.ok(&["import", "--platform", "linux/arm64", &arm, "busybox:arm64"]);
+    s.ok(&["manifest", "create", "both", "busybox", "busybox:arm64"]);
+    let archive = s.path("both.tar");
+    s.ok(&["save", "-o", archive.to_str().unwrap(), "both"]);
+    let d = Dockerd::start();
+    let loaded = d.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("both:latest"), "{loaded}");
+    assert_eq!(
+        d.ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Os}}/{{.Architecture}}",
+            "both"
+        ]),
+        "linux/amd64\n"
+    );
+    let id = d.ok(&["create", "both", "true"]).trim().to_string();
+    let exported = s.path("both-docker.tar");
+    d.ok(&["export", "-o", exported.to_str().unwrap(), &id]);
+    assert!(sh(&format!("tar -tf {}", exported.display())).contains("bin/busybox"));
+}

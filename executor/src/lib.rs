@@ -15,7 +15,9 @@
 //! (`schedule`): a stage starts when the stages it needs are done, on a pool with a thread per
 //! stage (RUN steps mostly wait on their containers, so parallelism is bounded by the plan,
 //! not by the CPU count); containers are started by spawning the single-threaded strata
-//! monitor, so no namespace is ever created from this multi-threaded process.
+//! monitor, so no namespace is ever created from this multi-threaded process. A build for
+//! several platforms runs one executor per platform at once; [`SharedStages`] lets a stage
+//! whose last cache key is the same in two plans run once.
 
 mod copy;
 pub mod explain;
