@@ -680,17 +680,47 @@ fn remove_platform_tag(
     force: bool,
 ) -> Result<()> {
     let key = Reference::parse(name)?.to_string();
-    store.update_refs(|rf| {
+    let ids: BTreeSet<&Digest> = members.values().collect();
+    let untagged = store.update_refs(|rf| {
+        let mut gone = vec![key.clone()];
         rf.tags.remove(&key);
         rf.platforms.remove(&key);
-        Ok(())
+        // With its last tag go the digest references of its images (as Docker's rmi of a
+        // pulled image's last tag also untags `repo@digest`).
+        let tagged = rf.tags.values().any(|id| ids.contains(id))
+            || rf
+                .platforms
+                .iter()
+                .any(|(k, m)| !k.contains('@') && m.values().any(|id| ids.contains(id)));
+        if !tagged {
+            let by_digest: Vec<String> = rf
+                .digests
+                .iter()
+                .filter(|(_, id)| ids.contains(id))
+                .map(|(k, _)| k.clone())
+                .chain(
+                    rf.platforms
+                        .iter()
+                        .filter(|(k, m)| k.contains('@') && m.values().any(|id| ids.contains(id)))
+                        .map(|(k, _)| k.clone()),
+                )
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect();
+            for k in by_digest {
+                rf.digests.remove(&k);
+                rf.platforms.remove(&k);
+                gone.push(k);
+            }
+        }
+        Ok(gone)
     })?;
-    println!(
-        "Untagged: {}",
-        Reference::parse(&key)
-            .map(|x| x.familiar())
-            .unwrap_or_default()
-    );
+    for k in untagged {
+        println!(
+            "Untagged: {}",
+            Reference::parse(&k).map(|x| x.familiar()).unwrap_or(k)
+        );
+    }
     let refs = store.refs()?;
     let used: std::collections::BTreeSet<Digest> = store
         .container_links()?
