@@ -66,13 +66,13 @@ pub fn run(store: &Store, registries: &RegistryConfig, c: ManifestCommand) -> Re
             Ok(())
         }
         ManifestCommand::Inspect { list } => {
-            let members = store
-                .platforms_of(&list)?
-                .ok_or_else(|| anyhow!("no such manifest: {list}"))?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&describe(store, &members)?)?
-            );
+            let value = match store.platforms_of(&list)? {
+                Some(members) => describe(store, &members)?,
+                // Not a local list: the registry's manifest or index, as Docker's `manifest
+                // inspect` shows (CI scripts ask it whether an image was pushed).
+                None => remote_manifest(registries, &list)?,
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
         ManifestCommand::Rm { lists } => {
@@ -185,6 +185,25 @@ fn describe(store: &Store, members: &BTreeMap<String, Digest>) -> Result<serde_j
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": manifests,
     }))
+}
+
+/// The manifest (or index) `name` names in its registry.
+fn remote_manifest(registries: &RegistryConfig, name: &str) -> Result<serde_json::Value> {
+    let no_such = || anyhow!("no such manifest: {name}");
+    let Ok(r) = Reference::parse(name) else {
+        return Err(no_such());
+    };
+    let wanted = match (r.digest(), r.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, t) => t.unwrap_or("latest").to_string(),
+    };
+    let client = registries.client(r.domain());
+    let (bytes, _, _) = match client.manifest(r.path(), &wanted) {
+        Ok(found) => found,
+        Err(strata_registry::RegistryError::NotFound(_)) => return Err(no_such()),
+        Err(e) => bail!("manifest inspect {name}: {e}"),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| anyhow!("{name}: the registry's manifest: {e}"))
 }
 
 /// Removes the multi-platform tag `list` (its images stay, as Docker's `manifest rm`).

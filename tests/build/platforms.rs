@@ -359,9 +359,10 @@ fn a_multi_platform_tag_gives_each_platform_its_image() {
         "aarch64\n"
     );
     s.ok(&["manifest", "rm", "multi:2"]);
-    assert!(s
-        .fails(&["manifest", "inspect", "multi:2"])
-        .contains("no such manifest"));
+    assert_eq!(
+        s.fails(&["manifest", "add", "multi:2", "busybox:amd64"]),
+        "Error: multi:2: no such manifest list\n"
+    );
     s.assert_check();
 }
 
@@ -701,8 +702,8 @@ fn an_index_is_pulled_keeping_several_platforms_and_manifest_lists_are_pushed() 
         "manifest", "push", "-q", "--purge", "--format", "docker", "list", &docker,
     ]);
     assert_eq!(
-        s.fails(&["manifest", "inspect", "list"]),
-        "Error: no such manifest: list\n"
+        s.fails(&["manifest", "add", "list", "busybox:amd64"]),
+        "Error: list: no such manifest list\n"
     );
     let raw = |r: &str| {
         common::sh(&format!(
@@ -732,6 +733,18 @@ fn an_index_is_pulled_keeping_several_platforms_and_manifest_lists_are_pushed() 
             "- application/vnd.docker.distribution.manifest.v2+json",
             "v8 application/vnd.docker.distribution.manifest.v2+json"
         ]
+    );
+    // `manifest inspect` of a name with no local list asks its registry, as Docker's does.
+    let remote: serde_json::Value =
+        serde_json::from_str(&s.ok(&["manifest", "inspect", &oci])).unwrap();
+    assert_eq!(
+        remote,
+        serde_json::from_str::<serde_json::Value>(&raw(&oci)).unwrap()
+    );
+    let missing = format!("{}/list:none", registry.addr());
+    assert_eq!(
+        s.fails(&["manifest", "inspect", &missing]),
+        format!("Error: no such manifest: {missing}\n")
     );
     assert_eq!(
         index_platforms(&raw(&oci)),
