@@ -380,11 +380,6 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         .map_err(|e| anyhow!(e))?;
     let quiet = a.quiet || a.progress == "quiet";
     let progress = Progress::with_mode(Box::new(std::io::stderr()), progress_mode(a, quiet));
-    let targets: Vec<Option<Platform>> = if platforms.is_empty() {
-        vec![None]
-    } else {
-        platforms.into_iter().map(Some).collect()
-    };
     let src = read_dockerfile(a)?;
     let context = load_context(a, &src)?;
     let args = build_args(a)?;
@@ -392,7 +387,7 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     // Every platform is planned before any runs: a base one of them lacks is found at once.
     // The sources hold ADD's downloads, which the builds read: they live until the end.
     let mut plans = Vec::new();
-    for platform in &targets {
+    for platform in targets(platforms) {
         let (graph, sources) = plan_build(
             store,
             a,
@@ -402,11 +397,11 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             (args.clone(), platform.clone()),
             epoch,
         )?;
-        plans.push((platform.clone(), graph, sources));
+        plans.push((platform, graph, sources));
     }
     if a.dry_run {
         for (platform, graph, _) in &plans {
-            if let (Some(p), true) = (platform, targets.len() > 1) {
+            if let (Some(p), true) = (platform, plans.len() > 1) {
                 println!("platform {p}");
             }
             dry_run(store, graph, &context)?;
@@ -415,7 +410,6 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
     }
     let remote = imported_caches(a, registries)?;
     let shared = SharedStages::default();
-    let several = targets.len() > 1;
     let run = Run {
         store,
         a,
@@ -428,44 +422,24 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         progress: &progress,
         shared: &shared,
     };
-    // The platforms build at once (their RUN steps mostly wait on containers, and emulated
-    // ones on one core each); stages they share run once.
-    let results: Vec<Result<strata_cache::Image>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = plans
-            .iter()
-            .map(|(platform, graph, _)| {
-                let label = platform.as_ref().filter(|_| several).map(|p| p.to_string());
-                let run = &run;
-                scope.spawn(move || run.execute(graph, label))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a platform's build panicked")))
-            })
-            .collect()
-    });
-    let mut built = Vec::new();
-    for ((platform, graph, _), result) in plans.iter().zip(results) {
-        built.push((platform.clone(), result?, graph));
-    }
+    let graphs: Vec<(Option<Platform>, &BuildGraph)> =
+        plans.iter().map(|(p, g, _)| (p.clone(), g)).collect();
+    let built = run.all(&graphs)?;
     let id = match built.as_slice() {
-        [(_, img, _)] => {
+        [(_, img)] => {
             export(store, &output, &progress, img, &tags)?;
             img.id().clone()
         }
         several => {
             let members: Vec<(Platform, strata_cache::Image)> = several
                 .iter()
-                .map(|(p, img, _)| (p.clone().unwrap_or_else(Platform::host), img.clone()))
+                .map(|(p, img)| (p.clone().unwrap_or_else(Platform::host), img.clone()))
                 .collect();
             export_platforms(store, &output, &progress, &members, &tags)?
         }
     };
     if let Some(spec) = &cache_to {
-        let graphs: Vec<&BuildGraph> = built.iter().map(|(_, _, g)| *g).collect();
+        let graphs: Vec<&BuildGraph> = graphs.iter().map(|(_, g)| *g).collect();
         let (steps, digest) = export_cache(store, &graphs, spec, registries)?;
         if !quiet {
             eprintln!(
@@ -474,6 +448,11 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             );
         }
     }
+    report_id(a, &id, quiet)
+}
+
+/// `--iidfile` and `-q`: the image's ID (an index's digest for several platforms).
+fn report_id(a: &BuildArgs, id: &strata_image::Digest, quiet: bool) -> Result<()> {
     if let Some(p) = &a.iidfile {
         std::fs::write(p, id.to_string()).with_context(|| format!("write {}", p.display()))?;
     }
@@ -481,6 +460,15 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         println!("{id}");
     }
     Ok(())
+}
+
+/// What each build is for: the platforms asked for, or the host's (None) when none was.
+fn targets(platforms: Vec<Platform>) -> Vec<Option<Platform>> {
+    if platforms.is_empty() {
+        vec![None]
+    } else {
+        platforms.into_iter().map(Some).collect()
+    }
 }
 
 /// Writes a built image where `-o` says (the store: under its tags).
@@ -570,6 +558,37 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Runs every platform's plan at once (their RUN steps mostly wait on containers, and
+    /// emulated ones on one core each; stages they share run once): each one's image, in
+    /// order, or the first failure once all have ended.
+    fn all(
+        &self,
+        graphs: &[(Option<Platform>, &BuildGraph)],
+    ) -> Result<Vec<(Option<Platform>, strata_cache::Image)>> {
+        let several = graphs.len() > 1;
+        let results: Vec<Result<strata_cache::Image>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = graphs
+                .iter()
+                .map(|(platform, graph)| {
+                    let label = platform.as_ref().filter(|_| several).map(|p| p.to_string());
+                    scope.spawn(move || self.execute(graph, label))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a platform's build panicked")))
+                })
+                .collect()
+        });
+        graphs
+            .iter()
+            .zip(results)
+            .map(|((p, _), r)| Ok((p.clone(), r?)))
+            .collect()
+    }
+
     /// Runs one platform's plan: its image, with the `--label`s.
     fn execute(
         &self,
