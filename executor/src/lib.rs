@@ -16,8 +16,8 @@
 //! stage (RUN steps mostly wait on their containers, so parallelism is bounded by the plan,
 //! not by the CPU count); containers are started by spawning the single-threaded strata
 //! monitor, so no namespace is ever created from this multi-threaded process. A build for
-//! several platforms runs one executor per platform at once; [`SharedStages`] lets a stage
-//! whose last cache key is the same in two plans run once.
+//! several platforms runs one executor per platform at once; [`SharedWork`] lets a stage
+//! or a step whose cache key is the same in two plans run once.
 
 mod copy;
 pub mod explain;
@@ -87,21 +87,50 @@ pub struct ExecOptions {
     pub platform_label: Option<String>,
 }
 
-/// Stages several executors of one process run at once may share (one build per platform):
-/// a stage whose last step has the same cache key in two graphs (a `--platform=$BUILDPLATFORM`
-/// stage that does not use the target's arguments) makes the same image, so it runs once and
-/// the other executor waits for its result.
+/// Work the executors of one several-platform build (one per platform, run at once) share:
+/// - a stage whose last step has the same cache key in two plans (a `--platform=$BUILDPLATFORM`
+///   stage that does not read the target's arguments) makes the same image: it runs once and
+///   the other executor waits for its result;
+/// - a step whose key is in two plans (say `RUN go mod download` before `ARG TARGETARCH` in a
+///   `$BUILDPLATFORM` stage) runs in one executor at a time, which records it before letting
+///   go, so the next finds it in the cache.
 #[derive(Default)]
-pub struct SharedStages {
-    cells: Mutex<BTreeMap<Digest, StageCell>>,
+pub struct SharedWork {
+    stages: Mutex<BTreeMap<Digest, StageCell>>,
+    /// The step keys of more than one plan, each with its gate: held while the step runs and
+    /// is recorded, and true once an executor of this build recorded it.
+    steps: BTreeMap<Digest, Mutex<bool>>,
 }
 
 /// A shared stage's result, set by the executor that runs it.
 type StageCell = std::sync::Arc<std::sync::OnceLock<Result<Image, String>>>;
 
-impl SharedStages {
-    fn cell(&self, key: &Digest) -> StageCell {
-        self.cells
+impl SharedWork {
+    /// What the plans of one build (one per platform) may share.
+    pub fn new(graphs: &[&BuildGraph]) -> SharedWork {
+        let mut plans_with: BTreeMap<&Digest, usize> = BTreeMap::new();
+        for g in graphs {
+            let keys: std::collections::BTreeSet<&Digest> = g
+                .order
+                .iter()
+                .flat_map(|&s| g.stages[s].steps.iter().map(|st| &st.key))
+                .collect();
+            for k in keys {
+                *plans_with.entry(k).or_default() += 1;
+            }
+        }
+        SharedWork {
+            stages: Mutex::default(),
+            steps: plans_with
+                .into_iter()
+                .filter(|(_, n)| *n > 1)
+                .map(|(k, _)| (k.clone(), Mutex::new(false)))
+                .collect(),
+        }
+    }
+
+    fn stage(&self, key: &Digest) -> StageCell {
+        self.stages
             .lock()
             .expect("shared stages lock")
             .entry(key.clone())
@@ -125,8 +154,8 @@ pub struct Executor<'a> {
     pub graph: &'a BuildGraph,
     pub opts: ExecOptions,
     pub progress: &'a Progress,
-    /// Stages shared with the other executors of a several-platform build.
-    pub shared: Option<&'a SharedStages>,
+    /// Stages and steps shared with the other executors of a several-platform build.
+    pub shared: Option<&'a SharedWork>,
     /// The strata binary to start containers with (the read-only view of ourselves), made
     /// when the first RUN step needs it: a fully cached build never does.
     pub exe: std::sync::OnceLock<PathBuf>,
@@ -196,7 +225,7 @@ impl Executor<'_> {
                     })
                 };
                 match (self.shared, stage.steps.last()) {
-                    (Some(shared), Some(last)) => shared.cell(&last.key).get_or_init(run).clone(),
+                    (Some(shared), Some(last)) => shared.stage(&last.key).get_or_init(run).clone(),
                     _ => run(),
                 }
             },
@@ -310,7 +339,13 @@ impl Executor<'_> {
                 }
                 continue;
             }
-            if !self.skips_cache(stage) {
+            // A step another plan shares: one executor at a time runs and records it.
+            let mut gate = self
+                .shared
+                .and_then(|s| s.steps.get(&step.key))
+                .map(|g| g.lock().unwrap_or_else(|e| e.into_inner()));
+            let recorded_by_other = gate.as_deref().copied().unwrap_or(false);
+            if !self.skips_cache(stage) || recorded_by_other {
                 if let Some(rec) = self.store.cache_get(&step.key)? {
                     self.settle(&mut state, lowers)?;
                     if let Some(img) = self.store.cache_image(&rec, Some(state.image.id()))? {
@@ -347,14 +382,19 @@ impl Executor<'_> {
                 // The stage's last step stays on screen while what is left is recorded (a
                 // large layer's hash takes a while, with nothing else running).
                 .and_then(|_| {
-                    if last {
+                    if last || gate.is_some() {
                         self.settle(&mut state, lowers)
                     } else {
                         Ok(())
                     }
                 });
             match outcome {
-                Ok(()) => v.done(),
+                Ok(()) => {
+                    if let Some(recorded) = gate.as_deref_mut() {
+                        *recorded = true;
+                    }
+                    v.done()
+                }
                 Err(e) => {
                     v.error(&e.to_string());
                     // The steps before this one are done: they are recorded for the next build.

@@ -16,7 +16,7 @@ use strata_executor::explain::explain_miss;
 use strata_executor::progress::{Mode, Progress};
 use strata_executor::remote_cache::{export_cache, CacheSpec, ImportedCaches};
 use strata_executor::sources::{PullPolicy, StoreImages};
-use strata_executor::{BuildError, ExecOptions, Executor, SharedStages};
+use strata_executor::{BuildError, ExecOptions, Executor, SharedWork};
 use strata_image::reference::Reference;
 use strata_parser::ignore::Matcher;
 use strata_parser::parse_dockerfile;
@@ -409,7 +409,9 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         return Ok(());
     }
     let remote = imported_caches(a, registries)?;
-    let shared = SharedStages::default();
+    let graphs: Vec<(Option<Platform>, &BuildGraph)> =
+        plans.iter().map(|(p, g, _)| (p.clone(), g)).collect();
+    let shared = SharedWork::new(&graphs.iter().map(|(_, g)| *g).collect::<Vec<_>>());
     let run = Run {
         store,
         a,
@@ -422,8 +424,6 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         progress: &progress,
         shared: &shared,
     };
-    let graphs: Vec<(Option<Platform>, &BuildGraph)> =
-        plans.iter().map(|(p, g, _)| (p.clone(), g)).collect();
     let built = run.all(&graphs)?;
     let id = match built.as_slice() {
         [(_, img)] => {
@@ -554,7 +554,7 @@ struct Run<'a> {
     epoch: Option<i64>,
     remote: Option<&'a dyn strata_executor::RemoteCache>,
     progress: &'a Progress,
-    shared: &'a SharedStages,
+    shared: &'a SharedWork,
 }
 
 impl Run<'_> {

@@ -395,6 +395,37 @@ fn a_build_for_two_platforms_tags_both() {
     let made = |p: &str| s.ok(&["run", "--rm", "--platform", p, "shared", "cat", "/made"]);
     assert_eq!(made("linux/amd64"), made("linux/arm64"));
     s.ok(&["rmi", "shared"]);
+    // A step both plans share before the stage reads the target's arguments runs once too,
+    // even with --no-cache: the other platform's build finds it recorded.
+    let ctx = context(
+        &s,
+        "ARG TARGETARCH\n\
+         FROM --platform=$BUILDPLATFORM busybox:amd64 AS tools\n\
+         RUN cat /proc/sys/kernel/random/uuid > /made\n\
+         ARG TARGETARCH\n\
+         RUN echo $TARGETARCH >> /made\n\
+         FROM busybox:${TARGETARCH}\n\
+         COPY --from=tools /made /made\n",
+    );
+    build(
+        &s,
+        &ctx,
+        &[
+            "--no-cache",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "shared",
+        ],
+    );
+    let (amd, arm) = (made("linux/amd64"), made("linux/arm64"));
+    let lines = |t: &str| t.lines().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(lines(&amd)[0], lines(&arm)[0]);
+    assert_eq!(
+        (lines(&amd)[1].as_str(), lines(&arm)[1].as_str()),
+        ("amd64", "arm64")
+    );
+    s.ok(&["rmi", "shared"]);
 
     let ctx = context(&s, PER_PLATFORM);
     let platforms = "linux/amd64,linux/arm64";
