@@ -411,11 +411,7 @@ fn load_refuses_archives_that_lie() {
             let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
             m["layers"][0]["size"] = serde_json::json!(12);
             let bytes = serde_json::to_vec(&m).unwrap();
-            let hex = sh(&format!(
-                "printf '%s' '{}' | sha256sum",
-                String::from_utf8_lossy(&bytes)
-            ));
-            let hex = hex.split_whitespace().next().unwrap().to_string();
+            let hex = sha256_hex(&bytes);
             fs::write(dir.join("blobs/sha256").join(&hex), &bytes).unwrap();
             let mut index = index.clone();
             index["manifests"][0]["digest"] = serde_json::json!(format!("sha256:{hex}"));
@@ -436,4 +432,82 @@ fn load_refuses_archives_that_lie() {
 
     assert_eq!(t.ok(&["images", "-q"]).trim(), "");
     t.assert_check();
+}
+
+/// An archive whose `index.json` nests an index (a multi-platform image): the platforms whose
+/// blobs are all in the archive load, the others (a `save --platform` archive lists them too)
+/// are skipped, and an index with none of them is one line.
+#[test]
+fn load_of_a_nested_index_keeps_the_platforms_the_archive_holds() {
+    let s = Strata::new();
+    s.busybox();
+    let good = s.path("good.tar");
+    s.ok(&["save", "-o", good.to_str().unwrap(), "busybox"]);
+    // An index of busybox's manifest (linux/amd64) and of one the archive lacks (arm64).
+    let nested = |name: &str, with_amd64: bool| -> std::path::PathBuf {
+        let dir = s.path(name);
+        fs::create_dir(&dir).unwrap();
+        sh(&format!("tar -xf {} -C {}", good.display(), dir.display()));
+        let top: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let mut amd64 = top["manifests"][0].clone();
+        amd64.as_object_mut().unwrap().remove("annotations");
+        amd64["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
+        let absent = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", "ab".repeat(32)),
+            "size": 400,
+            "platform": {"architecture": "arm64", "os": "linux"},
+        });
+        let members = if with_amd64 {
+            vec![amd64, absent]
+        } else {
+            vec![absent]
+        };
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": members,
+        }))
+        .unwrap();
+        let hex = sha256_hex(&index);
+        fs::write(dir.join("blobs/sha256").join(&hex), &index).unwrap();
+        let mut top = top.clone();
+        top["manifests"][0]["mediaType"] =
+            serde_json::json!("application/vnd.oci.image.index.v1+json");
+        top["manifests"][0]["digest"] = serde_json::json!(format!("sha256:{hex}"));
+        top["manifests"][0]["size"] = serde_json::json!(index.len());
+        fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+        let tar = s.path(&format!("{name}.tar"));
+        sh(&format!("tar -C {} -cf {} .", dir.display(), tar.display()));
+        tar
+    };
+    let t = Strata::new();
+    let partial = nested("partial", true);
+    assert_eq!(
+        t.ok(&["load", "-i", partial.to_str().unwrap()]),
+        "Loaded image: busybox:latest\n"
+    );
+    assert_eq!(
+        t.ok(&["images", "-q", "--no-trunc", "busybox"]),
+        s.ok(&["images", "-q", "--no-trunc", "busybox"])
+    );
+    t.assert_check();
+    let empty = nested("empty", false);
+    let u = Strata::new();
+    let err = u.fails(&["load", "-i", empty.to_str().unwrap()]);
+    assert!(
+        err.ends_with("has no platform whose blobs are in the archive\n"),
+        "{err}"
+    );
+    assert_eq!(u.ok(&["images", "-a", "-q"]), "");
+}
+
+/// The hex SHA-256 of `bytes` (JSON without single quotes), by sha256sum.
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = sh(&format!(
+        "printf '%s' '{}' | sha256sum",
+        String::from_utf8_lossy(bytes)
+    ));
+    out.split_whitespace().next().unwrap().to_string()
 }
