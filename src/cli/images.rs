@@ -229,11 +229,19 @@ pub struct BuildArgs {
     /// Target platform (os/arch[/variant]; a foreign one runs its RUN steps through QEMU)
     #[arg(long)]
     pub platform: Option<String>,
-    /// Output: type=image (default), type=oci|docker,dest=F.tar[,compression=gzip|zstd],
+    /// Output: type=image[,name=N][,push=true] (default), type=registry (pushed),
+    /// type=oci|docker,dest=F.tar[,compression=gzip|zstd],
     /// type=tar,dest=F.tar, type=local,dest=DIR; `-` is a tar on standard output, a bare path
     /// a local directory
     #[arg(short, long)]
     pub output: Option<String>,
+    /// Push the image (every platform's, as an index) to the registry its -t names, once
+    /// built (-o type=registry)
+    #[arg(long)]
+    pub push: bool,
+    /// Keep the image in the store (what a build does by default; BuildKit's flag)
+    #[arg(long)]
+    pub load: bool,
     /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR]; repeatable
     #[arg(long = "secret")]
     pub secrets: Vec<String>,

@@ -369,6 +369,18 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
         .map(|t| Reference::parse(t).map_err(|e| anyhow!("-t {t}: {e}")))
         .collect::<Result<_>>()?;
     let output = Output::parse(a.output.as_deref())?;
+    let mut tags = tags;
+    let push = match &output {
+        Output::Image { name, push } => {
+            tags.extend(name.iter().cloned());
+            *push || a.push
+        }
+        _ if a.push => bail!("--push: -o writes the image elsewhere; push is for the store's"),
+        _ => false,
+    };
+    if push && tags.is_empty() {
+        bail!("--push: name the image with -t REGISTRY/NAME[:TAG]");
+    }
     if platforms.len() > 1 && matches!(output, Output::Tar { .. }) {
         bail!("-o type=tar: a tarball holds one platform's files; use type=local (a directory per platform) or type=oci");
     }
@@ -448,7 +460,41 @@ pub fn build(store: &Store, a: &BuildArgs, registries: &RegistryConfig) -> Resul
             );
         }
     }
+    if push {
+        push_tags(store, registries, &progress, &tags)?;
+    }
     report_id(a, &id, quiet)
+}
+
+/// `--push`: each tag goes to its registry (a several-platform image as an index).
+fn push_tags(
+    store: &Store,
+    registries: &RegistryConfig,
+    progress: &Progress,
+    tags: &[Reference],
+) -> Result<()> {
+    for t in tags {
+        let v = progress.start(&format!("pushing {t}"));
+        let pushed = super::registry::push_image(
+            store,
+            registries,
+            &t.to_string(),
+            t,
+            strata_registry::push::PushOptions::default(),
+            true,
+        );
+        match pushed {
+            Ok((digest, _)) => {
+                v.log(&format!("pushed {digest}"));
+                v.done();
+            }
+            Err(e) => {
+                v.error(&e.to_string());
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--iidfile` and `-q`: the image's ID (an index's digest for several platforms).
@@ -482,7 +528,7 @@ fn export(
     let v = progress.start(&format!("exporting to {}", output.kind()));
     v.log(&format!("writing image {} done", img.id()));
     match output {
-        Output::Image => {
+        Output::Image { .. } => {
             for t in tags {
                 store.tag(t, img.id())?;
                 v.log(&format!("naming to {t} done"));
@@ -516,7 +562,7 @@ fn export_platforms(
     let index = store.platform_index(members)?;
     v.log(&format!("writing image index {} done", index.digest));
     match output {
-        Output::Image => {
+        Output::Image { .. } => {
             let ids: BTreeMap<String, strata_image::Digest> = members
                 .iter()
                 .map(|(p, img)| (p.to_string(), img.id().clone()))
@@ -780,7 +826,11 @@ fn dry_run(store: &Store, graph: &BuildGraph, context: &Context) -> Result<()> {
 
 /// Where a build's result goes (`-o`).
 enum Output {
-    Image,
+    /// The store, under the `-t` names and `name=`; pushed to their registries with `push`.
+    Image {
+        name: Option<Reference>,
+        push: bool,
+    },
     Archive {
         dest: String,
         oci: bool,
@@ -796,7 +846,12 @@ enum Output {
 
 impl Output {
     fn parse(s: Option<&str>) -> Result<Output> {
-        let Some(s) = s else { return Ok(Output::Image) };
+        let Some(s) = s else {
+            return Ok(Output::Image {
+                name: None,
+                push: false,
+            });
+        };
         if s == "-" {
             return Ok(Output::Tar { dest: "-".into() });
         }
@@ -818,7 +873,18 @@ impl Output {
                 .ok_or_else(|| anyhow!("-o {s}: dest= is required"))
         };
         let out = match kv.get("type").map(String::as_str).unwrap_or("local") {
-            "image" => Output::Image,
+            t @ ("image" | "registry") => Output::Image {
+                name: kv
+                    .get("name")
+                    .map(|n| Reference::parse(n).map_err(|e| anyhow!("-o {s}: name={n}: {e}")))
+                    .transpose()?,
+                push: t == "registry"
+                    || match kv.get("push").map(String::as_str) {
+                        None | Some("false") => false,
+                        Some("true") => true,
+                        Some(o) => bail!("-o {s}: push={o:?} is not true or false"),
+                    },
+            },
             t @ ("oci" | "docker") => Output::Archive {
                 dest: dest()?,
                 oci: t == "oci",
@@ -840,7 +906,7 @@ impl Output {
             ),
         };
         for k in kv.keys() {
-            if !["type", "dest", "compression", "name"].contains(&k.as_str()) {
+            if !["type", "dest", "compression", "name", "push"].contains(&k.as_str()) {
                 bail!("-o {s}: unknown key {k:?}");
             }
         }
@@ -849,7 +915,7 @@ impl Output {
 
     fn kind(&self) -> &'static str {
         match self {
-            Output::Image => "image",
+            Output::Image { .. } => "image",
             Output::Archive { oci: true, .. } => "oci image format",
             Output::Archive { .. } => "docker image format",
             Output::Tar { .. } => "client tarball",
@@ -884,7 +950,7 @@ impl Output {
                 .collect()
         };
         match (self, images) {
-            (Output::Image, _) => {}
+            (Output::Image { .. }, _) => {}
             (
                 Output::Archive {
                     dest, compression, ..

@@ -113,14 +113,8 @@ pub fn pull_cmd(store: &Store, cfg: &RegistryConfig, a: &PullArgs) -> Result<()>
 }
 
 pub fn push_cmd(store: &Store, cfg: &RegistryConfig, a: &PushArgs) -> Result<()> {
-    let platforms = store.platforms_of(&a.image)?;
-    let id = store.resolve_image(&a.image)?;
-    let image = store.image(&id)?;
     let target_name = a.destination.as_deref().unwrap_or(&a.image);
     let target = parse_reference(target_name)?;
-    if target.digest().is_some() {
-        bail!("push {target_name}: cannot push to a digest reference; name a tag");
-    }
     let compression = match a.compression.as_str() {
         "zstd" => Compression::Zstd,
         "none" => Compression::None,
@@ -136,9 +130,40 @@ pub fn push_cmd(store: &Store, cfg: &RegistryConfig, a: &PushArgs) -> Result<()>
         compression,
         format,
     };
+    let (digest, size) = push_image(store, cfg, &a.image, &target, opts, a.quiet)?;
+    if a.quiet {
+        println!("{digest}");
+    } else {
+        println!(
+            "{}: digest: {digest} size: {size}",
+            target.tag().unwrap_or("latest")
+        );
+    }
+    Ok(())
+}
+
+/// Pushes the image (or multi-platform tag, as an index) `name` names to `target`, drawing
+/// progress unless `quiet`; the pushed manifest's (or index's) digest and size.
+pub fn push_image(
+    store: &Store,
+    cfg: &RegistryConfig,
+    name: &str,
+    target: &Reference,
+    opts: PushOptions,
+    quiet: bool,
+) -> Result<(strata_image::Digest, u64)> {
+    let platforms = store.platforms_of(name)?;
+    let id = store.resolve_image(name)?;
+    let image = store.image(&id)?;
+    if target.digest().is_some() {
+        bail!(
+            "push {}: cannot push to a digest reference; name a tag",
+            target.familiar()
+        );
+    }
     let client = cfg.client(target.domain());
-    let progress = LayerProgress::new(a.quiet, true);
-    if !a.quiet {
+    let progress = LayerProgress::new(quiet, true);
+    if !quiet {
         progress.line(&format!(
             "The push refers to repository [{}]",
             target.repository()
@@ -152,22 +177,14 @@ pub fn push_cmd(store: &Store, cfg: &RegistryConfig, a: &PushArgs) -> Result<()>
                 let p = Platform::parse(&platform).map_err(|e| anyhow!(e))?;
                 images.push((p, store.image(&id)?));
             }
-            push::push_index(store, &client, &images, &target, opts, &progress)
+            push::push_index(store, &client, &images, target, opts, &progress)
         }
-        None => push::push(store, &client, &image, &target, opts, &progress),
+        None => push::push(store, &client, &image, target, opts, &progress),
     };
-    let (digest, size) = pushed.with_context(|| format!("push {}", target.familiar()))?;
+    let pushed = pushed.with_context(|| format!("push {}", target.familiar()))?;
     progress.finish();
     super::image_event(store, "push", &target.to_string(), &target.repository());
-    if a.quiet {
-        println!("{digest}");
-    } else {
-        println!(
-            "{}: digest: {digest} size: {size}",
-            target.tag().unwrap_or("latest")
-        );
-    }
-    Ok(())
+    Ok(pushed)
 }
 
 pub fn login(cfg: &RegistryConfig, a: &LoginArgs) -> Result<()> {

@@ -833,3 +833,60 @@ fn an_index_is_pulled_keeping_several_platforms_and_manifest_lists_are_pushed() 
     );
     fresh.assert_check();
 }
+
+/// `build --push` (and `-o type=registry,name=…`) sends what it built to the registry: a
+/// several-platform build as an index, a single one as a manifest.
+#[test]
+fn build_push_sends_every_platform_to_the_registry() {
+    let registry = common::registry::Registry::start(None);
+    let s = Strata::new();
+    two_bases(&s);
+    let ctx = context(&s, PER_PLATFORM);
+    let both = format!("{}/app:both", registry.addr());
+    build(
+        &s,
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--push",
+            "-t",
+            &both,
+        ],
+    );
+    let raw = |r: &str| {
+        common::sh(&format!(
+            "skopeo inspect --raw --tls-verify=false docker://{r}"
+        ))
+    };
+    assert_eq!(index_platforms(&raw(&both)), BOTH_OCI);
+    let one = format!("{}/app:one", registry.addr());
+    build(&s, &ctx, &["-o", &format!("type=registry,name={one}")]);
+    let manifest: serde_json::Value = serde_json::from_str(&raw(&one)).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    // The store keeps what it pushed.
+    assert_eq!(s.ok(&["run", "--rm", &one, "cat", "/arch"]), "x86_64\n");
+    assert_eq!(
+        build_fails(&s, &["build", "--push", &ctx]),
+        "Error: --push: name the image with -t REGISTRY/NAME[:TAG]"
+    );
+    assert_eq!(
+        build_fails(
+            &s,
+            &[
+                "build",
+                "--push",
+                "-t",
+                &one,
+                "-o",
+                "type=oci,dest=x.tar",
+                &ctx
+            ]
+        ),
+        "Error: --push: -o writes the image elsewhere; push is for the store's"
+    );
+    s.assert_check();
+}
