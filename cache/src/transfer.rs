@@ -178,20 +178,19 @@ impl Store {
         w.finish().map_err(err)
     }
 
-    /// The OCI index `save` writes for a multi-platform image (layers uncompressed, entries
-    /// sorted by platform): its digest is the ID `images` shows for the tag, as Docker's
-    /// containerd store shows an index's.
-    pub fn platform_index(&self, members: &[(Platform, Image)]) -> Result<Descriptor> {
+    /// The OCI index `save_with` writes for a multi-platform image with layers compressed as
+    /// `compression` says (entries sorted by platform), without writing anything: its digest
+    /// is the ID `build --iidfile` and `-q` give for a several-platform build.
+    pub fn platform_index(
+        &self,
+        members: &[(Platform, Image)],
+        compression: Compression,
+    ) -> Result<Descriptor> {
         let mut manifests = Vec::new();
         for (platform, img) in sorted_by_platform(members) {
             let mut layers = Vec::new();
             for chain in &img.record.layers {
-                let meta = self.layer_meta(chain)?;
-                layers.push(Descriptor::new(
-                    media::OCI_LAYER,
-                    meta.diff_id.clone(),
-                    meta.size,
-                ));
+                layers.push(self.archive_layer(chain, compression)?);
             }
             let manifest = archive::archive_manifest(&ArchiveImage {
                 config: Descriptor::new(
@@ -215,6 +214,20 @@ impl Store {
             media::OCI_INDEX,
             Digest::of(&bytes),
             bytes.len() as u64,
+        ))
+    }
+
+    /// A layer's descriptor in an archive: its compressed blob (made once and kept), or its
+    /// uncompressed tar, whose digest is its diffID.
+    fn archive_layer(&self, chain: &Digest, compression: Compression) -> Result<Descriptor> {
+        if compression != Compression::None {
+            return self.layer_blob(chain, compression);
+        }
+        let meta = self.layer_meta(chain)?;
+        Ok(Descriptor::new(
+            media::OCI_LAYER,
+            meta.diff_id.clone(),
+            meta.size,
         ))
     }
 
@@ -447,22 +460,19 @@ impl<W: Write> ArchiveBlobs<W> {
     /// Adds one layer, compressed as asked (a blob made once and kept in the store) or as its
     /// uncompressed tar (whose digest is its diffID).
     fn layer(&mut self, store: &Store, chain: &Digest) -> Result<Descriptor> {
-        if self.compression != Compression::None {
-            let desc = store.layer_blob(chain, self.compression)?;
-            if self.written.insert(desc.digest.clone()) {
-                let mut f = store.open_blob(&desc.digest)?;
-                self.out
-                    .add_file(&archive::blob_path(&desc.digest), desc.size, &mut f)
-                    .map_err(archive_write_error)?;
-            }
+        let desc = store.archive_layer(chain, self.compression)?;
+        if !self.written.insert(desc.digest.clone()) {
             return Ok(desc);
         }
-        let meta = store.layer_meta(chain)?;
-        let desc = Descriptor::new(media::OCI_LAYER, meta.diff_id.clone(), meta.size);
-        if self.written.insert(desc.digest.clone()) {
+        if self.compression != Compression::None {
+            let mut f = store.open_blob(&desc.digest)?;
+            self.out
+                .add_file(&archive::blob_path(&desc.digest), desc.size, &mut f)
+                .map_err(archive_write_error)?;
+        } else {
             let mut failure = None;
             self.out
-                .add_file_with(&archive::blob_path(&desc.digest), meta.size, |out| {
+                .add_file_with(&archive::blob_path(&desc.digest), desc.size, |out| {
                     store.write_uncompressed_layer(chain, out).map_err(|e| {
                         let msg = e.to_string();
                         failure = Some(e);

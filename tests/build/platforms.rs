@@ -589,6 +589,32 @@ fn a_two_platform_build_is_written_and_read_as_an_index() {
     ));
     let iid = fs::read_to_string(&iid).unwrap();
     assert_eq!(iid, format!("sha256:{}", index_digest.trim()));
+    // With compressed layers the index differs, and --iidfile follows it.
+    let gz = s.path("both-gz.tar");
+    let gz_iid = s.path("gz-iid");
+    build(
+        &s,
+        &ctx,
+        &[
+            "--platform",
+            platforms,
+            "--iidfile",
+            gz_iid.to_str().unwrap(),
+            "-o",
+            &format!("type=oci,dest={},compression=gzip", gz.display()),
+        ],
+    );
+    let raw_gz = common::sh(&format!(
+        "skopeo inspect --raw oci-archive:{}",
+        gz.display()
+    ));
+    let gz_digest = common::sh(&format!(
+        "printf %s '{}' | sha256sum | cut -d' ' -f1",
+        raw_gz.trim_end()
+    ));
+    let gz_iid = fs::read_to_string(&gz_iid).unwrap();
+    assert_eq!(gz_iid, format!("sha256:{}", gz_digest.trim()));
+    assert_ne!(gz_iid, iid);
     // skopeo copies every platform out of it.
     let layout = s.path("layout");
     common::sh(&format!(
