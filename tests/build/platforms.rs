@@ -544,6 +544,19 @@ fn index_platforms(raw: &str) -> Vec<String> {
         .collect()
 }
 
+/// The index an OCI archive's `index.json` names, as skopeo reads it, and its digest.
+fn archive_index(archive: &std::path::Path) -> (String, String) {
+    let raw = common::sh(&format!(
+        "skopeo inspect --raw oci-archive:{}",
+        archive.display()
+    ));
+    let hex = common::sh(&format!(
+        "printf %s '{}' | sha256sum | cut -d' ' -f1",
+        raw.trim_end()
+    ));
+    (raw, format!("sha256:{}", hex.trim()))
+}
+
 const BOTH_OCI: [&str; 2] = [
     "linux/amd64 application/vnd.oci.image.manifest.v1+json",
     "linux/arm64 application/vnd.oci.image.manifest.v1+json",
@@ -578,17 +591,10 @@ fn a_two_platform_build_is_written_and_read_as_an_index() {
             &format!("type=local,dest={},mode=max", cache.display()),
         ],
     );
-    let raw = common::sh(&format!(
-        "skopeo inspect --raw oci-archive:{}",
-        archive.display()
-    ));
+    let (raw, index_digest) = archive_index(&archive);
     assert_eq!(index_platforms(&raw), BOTH_OCI);
-    let index_digest = common::sh(&format!(
-        "printf %s '{}' | sha256sum | cut -d' ' -f1",
-        raw.trim_end()
-    ));
     let iid = fs::read_to_string(&iid).unwrap();
-    assert_eq!(iid, format!("sha256:{}", index_digest.trim()));
+    assert_eq!(iid, index_digest);
     // With compressed layers the index differs, and --iidfile follows it.
     let gz = s.path("both-gz.tar");
     let gz_iid = s.path("gz-iid");
@@ -604,16 +610,8 @@ fn a_two_platform_build_is_written_and_read_as_an_index() {
             &format!("type=oci,dest={},compression=gzip", gz.display()),
         ],
     );
-    let raw_gz = common::sh(&format!(
-        "skopeo inspect --raw oci-archive:{}",
-        gz.display()
-    ));
-    let gz_digest = common::sh(&format!(
-        "printf %s '{}' | sha256sum | cut -d' ' -f1",
-        raw_gz.trim_end()
-    ));
     let gz_iid = fs::read_to_string(&gz_iid).unwrap();
-    assert_eq!(gz_iid, format!("sha256:{}", gz_digest.trim()));
+    assert_eq!(gz_iid, archive_index(&gz).1);
     assert_ne!(gz_iid, iid);
     // skopeo copies every platform out of it.
     let layout = s.path("layout");
