@@ -84,7 +84,10 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
             .map_err(|e| anyhow!("unable to find image '{}' locally: {e}", a.image()))?,
     };
     let id = match &a.platform {
-        None => named,
+        None => {
+            warn_if_foreign(store, &named)?;
+            named
+        }
         // A multi-platform tag's member for it, or an image that is for it, which this host
         // must be able to run.
         Some(wanted) => {
@@ -96,6 +99,21 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
         }
     };
     Ok(strata_runtime::create::new_record(store, &id, &opts)?)
+}
+
+/// Docker's warning for an image of another platform run without `--platform` (it runs,
+/// through emulation where the host has it).
+fn warn_if_foreign(store: &Store, id: &Digest) -> Result<()> {
+    let config = store.image(id)?.config;
+    let image = strata_image::spec::Platform::of_config(&config);
+    let host = strata_image::spec::Platform::host();
+    if !config.architecture.is_empty() && !host.is_met_by(&image) {
+        eprintln!(
+            "WARNING: The requested image's platform ({image}) does not match the detected \
+             host platform ({host}) and no specific platform was requested"
+        );
+    }
+    Ok(())
 }
 
 pub fn create(store: &Store, root: &Path, insecure: &[String], a: &CreateArgs) -> Result<()> {

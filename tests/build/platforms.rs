@@ -55,6 +55,14 @@ fn a_foreign_platform_builds_and_runs_through_emulation() {
     build(&s, &ctx, &["--platform", "linux/arm64", "-t", "app:arm64"]);
     build(&s, &ctx, &["-t", "app:amd64"]);
     assert_runs_per_platform(&s, "app:arm64", "app:amd64");
+    // Without --platform it runs too, with Docker's warning.
+    let o = s.run(&["run", "--rm", "--network", "none", "app:arm64"]);
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "WARNING: The requested image's platform (linux/arm64) does not match the detected \
+         host platform (linux/amd64) and no specific platform was requested\n"
+    );
     assert_eq!(
         s.ok(&[
             "image",
