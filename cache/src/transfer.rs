@@ -231,9 +231,14 @@ impl Store {
         ))
     }
 
-    /// `load`: a docker-save archive (old or new) or an OCI layout tar, plain or compressed.
-    /// Returns the images loaded with their tags.
-    pub fn load<R: Read + Send>(&self, input: R, what: &str) -> Result<Vec<Loaded>> {
+    /// `load`: a docker-save archive (old or new) or an OCI layout tar, plain or compressed;
+    /// with `platform`, only that platform's images. Returns the images loaded with their tags.
+    pub fn load<R: Read + Send>(
+        &self,
+        input: R,
+        what: &str,
+        platform: Option<&Platform>,
+    ) -> Result<Vec<Loaded>> {
         let _lease = self.lease()?;
         let invalid = |m: String| StoreError::Invalid(format!("{what}: {m}"));
         let (_, tar) = compress::decompress(input).map_err(|e| invalid(e.to_string()))?;
@@ -309,6 +314,10 @@ impl Store {
                 "neither manifest.json nor index.json found: not an image archive".into(),
             ));
         };
+        let plan = match platform {
+            Some(wanted) => self.only_platform(plan, wanted, what)?,
+            None => plan,
+        };
         for entry in &plan {
             for (_, p) in &entry.images {
                 added.remove(&p.config);
@@ -351,6 +360,48 @@ impl Store {
             });
         }
         Ok(loaded)
+    }
+
+    /// `load --platform`: the planned images for `wanted` (an index entry's platform, else
+    /// the config's); none is an error naming those the archive has.
+    fn only_platform(
+        &self,
+        plan: Vec<PlannedEntry>,
+        wanted: &Platform,
+        what: &str,
+    ) -> Result<Vec<PlannedEntry>> {
+        let mut seen = BTreeSet::new();
+        let mut kept = Vec::new();
+        for mut entry in plan {
+            let mut images = Vec::new();
+            for (listed, p) in entry.images {
+                let have = match &listed {
+                    Some(l) => l.clone(),
+                    None => {
+                        let bytes = self.read_blob(&p.config, spec::MAX_JSON_BYTES)?;
+                        let cfg =
+                            ImageConfig::parse(&format!("{what}: config {}", p.config), &bytes)?;
+                        Platform::of_config(&cfg)
+                    }
+                };
+                seen.insert(have.to_string());
+                if wanted.is_met_by(&have) {
+                    images.push((listed, p));
+                }
+            }
+            if !images.is_empty() {
+                entry.images = images;
+                kept.push(entry);
+            }
+        }
+        if kept.is_empty() {
+            let seen: Vec<String> = seen.into_iter().collect();
+            return Err(StoreError::NotFound(format!(
+                "{what}: no image for {wanted} in the archive (it has {})",
+                seen.join(", ")
+            )));
+        }
+        Ok(kept)
     }
 
     /// Unpacks the layers of one planned image (skipping those present) and records it.

@@ -113,6 +113,9 @@ pub struct LoadArgs {
     /// Suppress the load output
     #[arg(short, long)]
     pub quiet: bool,
+    /// Load only this platform's image (os/arch[/variant])
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -880,7 +880,13 @@ pub fn load(store: &Store, a: &LoadArgs) -> Result<()> {
             (Box::new(io::stdin()), "stdin".into())
         }
     };
-    let loaded = store.load(input, &what)?;
+    let platform = a
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()
+        .map_err(|e| anyhow!("--platform: {e}"))?;
+    let loaded = store.load(input, &what, platform.as_ref())?;
     for entry in &loaded {
         for (_, img) in &entry.images {
             let id = img.id().to_string();

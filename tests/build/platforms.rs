@@ -660,6 +660,35 @@ fn a_two_platform_build_is_written_and_read_as_an_index() {
         assert_runs_per_platform(&fresh, "both", "both");
         fresh.assert_check();
     }
+    // `load --platform` takes one platform's image out of the index.
+    let fresh = Strata::new();
+    fresh.ok(&[
+        "load",
+        "--platform",
+        "linux/arm64",
+        "-i",
+        saved.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fresh.ok(&["image", "inspect", "-f", "{{.Architecture}}", "both"]),
+        "arm64\n"
+    );
+    assert_eq!(fresh.ok(&["images", "-a", "-q"]).lines().count(), 1);
+    fresh.assert_check();
+    assert_eq!(
+        fresh.fails(&[
+            "load",
+            "--platform",
+            "linux/s390x",
+            "-i",
+            saved.to_str().unwrap()
+        ]),
+        format!(
+            "Error: {}: no image for linux/s390x in the archive (it has linux/amd64, \
+             linux/arm64)\n",
+            saved.display()
+        )
+    );
     // `save --platform` writes one platform's image under the tag.
     let arm = s.path("arm.tar");
     s.ok(&[
