@@ -212,7 +212,7 @@ pub struct CreateArgs {
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pub pull: String,
     /// The platform the image must be for (os/arch[/variant]); pulls pick it
-    #[arg(long)]
+    #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
     pub platform: Option<String>,
     /// The image, then the command and its arguments. One list, so that flag parsing stops at
     /// the image as Docker's does: `run IMAGE -u x` runs `-u x`, whatever strata's flags are.

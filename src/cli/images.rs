@@ -124,10 +124,10 @@ pub struct PullArgs {
     pub image: String,
     /// Platform to pull from a multi-platform image (os/arch[/variant]); several,
     /// comma-separated, keep each under the tag as a multi-platform image
-    #[arg(long)]
+    #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
     pub platform: Option<String>,
-    /// Keep every platform of a multi-platform image under the tag
-    #[arg(long, conflicts_with = "platform")]
+    /// Keep every platform of a multi-platform image under the tag (--platform is ignored)
+    #[arg(long)]
     pub all_platforms: bool,
     /// Print only the image reference
     #[arg(short, long)]
@@ -229,8 +229,9 @@ pub struct BuildArgs {
     /// Type of progress output: auto, tty, plain, quiet
     #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "quiet"])]
     pub progress: String,
-    /// Target platform (os/arch[/variant]; a foreign one runs its RUN steps through QEMU)
-    #[arg(long)]
+    /// Target platform (os/arch[/variant]; a foreign one runs its RUN steps through QEMU);
+    /// several, comma-separated, build a multi-platform image
+    #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
     pub platform: Option<String>,
     /// Output: type=image[,name=N][,push=true] (default), type=registry (pushed),
     /// type=oci|docker,dest=F.tar[,compression=gzip|zstd],

@@ -80,6 +80,7 @@ pub fn pull_cmd(store: &Store, cfg: &RegistryConfig, a: &PullArgs) -> Result<()>
         let platforms: Option<Vec<Platform>> = a
             .platform
             .as_deref()
+            .filter(|_| !a.all_platforms)
             .map(|list| {
                 list.split(',')
                     .map(|p| wanted_platform(Some(p.trim())))

@@ -55,6 +55,27 @@ fn a_foreign_platform_builds_and_runs_through_emulation() {
     build(&s, &ctx, &["--platform", "linux/arm64", "-t", "app:arm64"]);
     build(&s, &ctx, &["-t", "app:amd64"]);
     assert_runs_per_platform(&s, "app:arm64", "app:amd64");
+    // DOCKER_DEFAULT_PLATFORM stands for --platform, as for Docker's build and run.
+    let with_default = |args: &[&str]| {
+        let o = s
+            .cmd(args)
+            .env("DOCKER_DEFAULT_PLATFORM", "linux/arm64")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    with_default(&["build", "-q", "-t", "app:default", &ctx]);
+    assert_eq!(
+        with_default(&["run", "--rm", "--network", "none", "app:default"]),
+        (
+            "aarch64\narm64 linux/arm64 linux/amd64\naarch64\n".to_string(),
+            String::new()
+        )
+    );
     // Without --platform it runs too, with Docker's warning.
     let o = s.run(&["run", "--rm", "--network", "none", "app:arm64"]);
     assert!(o.status.success());

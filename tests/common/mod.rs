@@ -52,6 +52,7 @@ impl Strata {
         let mut c = Command::new(strata_bin());
         c.arg("--root").arg(self.root()).args(args);
         c.env_remove("STRATA_ROOT");
+        c.env_remove("DOCKER_DEFAULT_PLATFORM");
         // Registry credentials stay inside the test.
         c.env("DOCKER_CONFIG", self.dir.path().join("docker-config"));
         c
