@@ -2,8 +2,9 @@
 //!
 //! Main types: [`Store`] (layout, leases and locks, content-addressed blobs), [`LayerMeta`]
 //! (unpacked layers in overlayfs form under `layers/<chainID>`), [`ImageRecord`] / [`Refs`]
-//! (images and tags), [`CacheRecord`] (build cache), garbage collection ([`ImagePrune`]) and
-//! the integrity check ([`CheckReport`]).
+//! (images, tags, and multi-platform tags naming one image per platform), [`transfer`]
+//! (`import`, and `save`/`load` of images and image indexes), [`CacheRecord`] (build cache),
+//! garbage collection ([`ImagePrune`]) and the integrity check ([`CheckReport`]).
 //!
 //! Key design decision: nothing becomes visible until it is complete. Content is written under
 //! `tmp/`, synced, and renamed into place; metadata is replaced atomically under a lock; and

@@ -1,7 +1,8 @@
 //! strata-registry: the OCI distribution client.
 //!
 //! Main types: [`client::Client`] (one registry: auth, redirects, retries, capped reads),
-//! [`pull::pull`] and [`push::push`] (whole images), [`auth`] (Docker's `config.json`
+//! [`pull::pull`] and [`push::push`] (whole images), [`pull::pull_platforms`] and
+//! [`push::push_index`] (several platforms' images under one index), [`auth`] (Docker's `config.json`
 //! credentials and helpers), [`remote`] (the URLs and git repositories of `ADD`) and
 //! [`Progress`] (per-layer events for the CLI to draw).
 //!
