@@ -121,6 +121,43 @@ impl StoreImages<'_> {
         }
     }
 
+    /// Whether `--pull missing` pulls `name` for `platform`: nothing local has the name, or
+    /// what has it was pulled (a `repo@digest` reference names it) for other platforms only —
+    /// a build for two platforms pulls its base for each. An image imported or built under the
+    /// name is never replaced by a pull: a platform it lacks is the planner's one-line error.
+    fn missing_for(&self, name: &str, platform: &Platform) -> Result<bool, String> {
+        let refs = self.store.refs().map_err(|e| e.to_string())?;
+        let Ok(r) = Reference::parse(name) else {
+            return Ok(self.local(name, platform)?.is_none());
+        };
+        let key = r.to_string();
+        let named: Vec<&Digest> = match (refs.platforms.get(&key), refs.tags.get(&key)) {
+            (Some(members), _) => {
+                let has = members
+                    .keys()
+                    .any(|p| Platform::parse(p).is_ok_and(|p| platform.is_met_by(&p)));
+                if has {
+                    return Ok(false);
+                }
+                members.values().collect()
+            }
+            (None, Some(id)) => {
+                let img = self.store.image(id).map_err(|e| e.to_string())?;
+                if platform.is_met_by(&Platform::of_config(&img.config)) {
+                    return Ok(false);
+                }
+                vec![id]
+            }
+            (None, None) => return Ok(self.local(name, platform)?.is_none()),
+        };
+        let pulled_as = format!("{}@", r.repository());
+        Ok(r.digest().is_none()
+            && refs
+                .digests
+                .iter()
+                .any(|(k, id)| k.starts_with(&pulled_as) && named.contains(&id)))
+    }
+
     fn pull(&self, reference: &Reference, platform: &Platform) -> Result<(), String> {
         if !self.quiet {
             eprintln!("pulling {}", reference.familiar());
@@ -158,7 +195,7 @@ impl ImageSource for StoreImages<'_> {
             && self.local(name, platform)?.is_some();
         match self.pull {
             PullPolicy::Always if !is_id => self.pull(&reference, platform)?,
-            PullPolicy::Missing if self.local(name, platform)?.is_none() => {
+            PullPolicy::Missing if self.missing_for(name, platform)? => {
                 self.pull(&reference, platform)?
             }
             _ => {}

@@ -69,13 +69,21 @@ pub fn pull(
     let repo = reference.path();
     let wanted = wanted_reference(reference);
     let (bytes, media_type, top_digest) = client.manifest(repo, &wanted)?;
-    let (manifest_bytes, manifest_desc) = if media::is_index(&media_type) {
-        let index = parse_index(client, repo, &wanted, &bytes)?;
-        let entry = select_platform(client, repo, &wanted, &index, platform)?;
-        fetch_manifest(client, repo, entry)?
+    let index = if media::is_index(&media_type) {
+        Some(parse_index(client, repo, &wanted, &bytes)?)
     } else {
-        let desc = Descriptor::new(&media_type, top_digest.clone(), bytes.len() as u64);
-        (bytes.clone(), desc)
+        None
+    };
+    let (manifest_bytes, manifest_desc, listed) = match &index {
+        Some(index) => {
+            let entry = select_platform(client, repo, &wanted, index, platform)?;
+            let (bytes, desc) = fetch_manifest(client, repo, entry)?;
+            (bytes, desc, entry.platform.clone())
+        }
+        None => {
+            let desc = Descriptor::new(&media_type, top_digest.clone(), bytes.len() as u64);
+            (bytes.clone(), desc, None)
+        }
     };
     let blobs = RepoBlobs { client, repo };
     let (image, existed) = fetch_image(
@@ -89,15 +97,63 @@ pub fn pull(
     let previous = reference
         .tag()
         .and_then(|_| store.resolve_image(&reference.to_string()).ok());
-    if reference.tag().is_some() && reference.digest().is_none() {
-        store.tag(reference, image.id())?;
+    let by_digest = reference.with_digest(top_digest.clone());
+    // Another platform of the same index pulled before stays under the tag with this one (as
+    // Docker's containerd store keeps an index's platforms), so a build for two platforms
+    // that pulls its base for each leaves `run` of the tag working.
+    let members = match (&index, &listed) {
+        (Some(index), Some(p)) => same_index_members(store, &by_digest, index, p, image.id())?,
+        _ => BTreeMap::new(),
+    };
+    let is_tag = reference.tag().is_some() && reference.digest().is_none();
+    if members.len() > 1 {
+        if is_tag {
+            store.tag_platforms(reference, members.clone())?;
+        }
+        store.tag_platforms(&by_digest, members)?;
+    } else {
+        if is_tag {
+            store.tag(reference, image.id())?;
+        }
+        store.tag(&by_digest, image.id())?;
     }
-    store.tag(&reference.with_digest(top_digest.clone()), image.id())?;
     Ok(Pulled {
         downloaded: !existed || previous.as_ref() != Some(image.id()),
         image,
         digest: top_digest,
     })
+}
+
+/// The platforms of `index` the store holds under `by_digest` (its `repo@digest` reference),
+/// with `id` for `platform`.
+fn same_index_members(
+    store: &Store,
+    by_digest: &Reference,
+    index: &Index,
+    platform: &Platform,
+    id: &Digest,
+) -> Result<BTreeMap<String, Digest>, RegistryError> {
+    let key = by_digest.to_string();
+    let mut members = match store.platforms_of(&key)? {
+        Some(m) => m,
+        None => {
+            let mut m = BTreeMap::new();
+            // One image pulled from this index before: its entry names its platform.
+            if let Some(old) = store.refs()?.digests.get(&key) {
+                let record = store.image_record(old)?;
+                let entry = index
+                    .manifests
+                    .iter()
+                    .find(|e| record.manifests.iter().any(|m| m.digest == e.digest));
+                if let Some(p) = entry.and_then(|e| e.platform.as_ref()) {
+                    m.insert(p.to_string(), old.clone());
+                }
+            }
+            m
+        }
+    };
+    members.insert(platform.to_string(), id.clone());
+    Ok(members)
 }
 
 /// What a pull of several platforms produced.

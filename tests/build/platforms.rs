@@ -531,6 +531,45 @@ fn a_multi_platform_tag_is_pushed_as_an_index() {
         fresh.ok(&["run", "--rm", &remote, "uname", "-m"]),
         "aarch64\n"
     );
+    // A pull of the host's platform from the same index keeps arm64 under the tag too.
+    fresh.ok(&["pull", "-q", &remote]);
+    assert_eq!(unames(&fresh, &remote), ["x86_64\n", "aarch64\n"]);
+    fresh.assert_check();
+    // So does a two-platform build that pulls its base for each platform.
+    let other = Strata::new();
+    let ctx = context(&other, &format!("FROM {remote}\nRUN uname -m > /built\n"));
+    build(
+        &other,
+        &ctx,
+        &["--platform", "linux/amd64,linux/arm64", "-t", "on-both"],
+    );
+    let built_on =
+        |p: &str| other.ok(&["run", "--rm", "--platform", p, "on-both", "cat", "/built"]);
+    assert_eq!(built_on("linux/amd64"), "x86_64\n");
+    assert_eq!(built_on("linux/arm64"), "aarch64\n");
+    let o = other.run(&["run", "--rm", &remote, "uname", "-m"]);
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&o.stdout).as_ref(),
+            String::from_utf8_lossy(&o.stderr).as_ref()
+        ),
+        ("x86_64\n", "")
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&other.ok(&["manifest", "inspect", &remote])).unwrap();
+    assert_eq!(listed["manifests"].as_array().unwrap().len(), 2);
+    other.assert_check();
+}
+
+/// What `uname -m` prints in `image` run for the host and with `--platform linux/arm64`.
+fn unames(s: &Strata, image: &str) -> [String; 2] {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[image, "uname", "-m"]);
+        s.ok(&args)
+    };
+    [run(&[]), run(&["--platform", "linux/arm64"])]
 }
 
 /// The bases of `two_bases` saved once, so other stores get the very same images (an import
@@ -876,19 +915,7 @@ fn an_index_is_pulled_keeping_several_platforms_and_manifest_lists_are_pushed() 
         args.extend_from_slice(flags);
         args.push(&oci);
         assert_eq!(fresh.ok(&args), format!("{oci}\n"));
-        assert_eq!(fresh.ok(&["run", "--rm", &oci, "uname", "-m"]), "x86_64\n");
-        assert_eq!(
-            fresh.ok(&[
-                "run",
-                "--rm",
-                "--platform",
-                "linux/arm64",
-                &oci,
-                "uname",
-                "-m"
-            ]),
-            "aarch64\n"
-        );
+        assert_eq!(unames(&fresh, &oci), ["x86_64\n", "aarch64\n"]);
         let inspect: serde_json::Value =
             serde_json::from_str(&fresh.ok(&["manifest", "inspect", &oci])).unwrap();
         assert_eq!(inspect["manifests"].as_array().unwrap().len(), 2);
