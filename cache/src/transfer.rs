@@ -145,10 +145,8 @@ impl Store {
                             primary = Some(ai);
                         }
                     }
-                    let index = spec::to_canonical_json(&Index::new(media::OCI_INDEX, manifests));
+                    let (index, idesc) = platform_index_of(manifests);
                     w.bytes(&index)?;
-                    let idesc =
-                        Descriptor::new(media::OCI_INDEX, Digest::of(&index), index.len() as u64);
                     index_entries.push((idesc, tags));
                     if let Some(ai) = primary {
                         docker_entries.push(ArchiveImage {
@@ -188,33 +186,37 @@ impl Store {
     ) -> Result<Descriptor> {
         let mut manifests = Vec::new();
         for (platform, img) in sorted_by_platform(members) {
-            let mut layers = Vec::new();
-            for chain in &img.record.layers {
-                layers.push(self.archive_layer(chain, compression)?);
-            }
-            let manifest = archive::archive_manifest(&ArchiveImage {
-                config: Descriptor::new(
-                    media::OCI_CONFIG,
-                    img.id().clone(),
-                    img.config_bytes.len() as u64,
-                ),
-                layers,
-                tags: Vec::new(),
-            });
-            let mut d = Descriptor::new(
-                media::OCI_MANIFEST,
-                Digest::of(&manifest),
-                manifest.len() as u64,
-            );
+            let (manifest, _) = self.archive_entry(img, compression)?;
+            let mut d = manifest_descriptor(&manifest);
             d.platform = Some(platform.clone());
             manifests.push(d);
         }
-        let bytes = spec::to_canonical_json(&Index::new(media::OCI_INDEX, manifests));
-        Ok(Descriptor::new(
-            media::OCI_INDEX,
-            Digest::of(&bytes),
-            bytes.len() as u64,
-        ))
+        Ok(platform_index_of(manifests).1)
+    }
+
+    /// An image as an archive lists it, layers compressed as `compression` says: its OCI
+    /// manifest and the image as `manifest.json` names it (no tags yet).
+    fn archive_entry(
+        &self,
+        img: &Image,
+        compression: Compression,
+    ) -> Result<(Vec<u8>, ArchiveImage)> {
+        let layers = img
+            .record
+            .layers
+            .iter()
+            .map(|chain| self.archive_layer(chain, compression))
+            .collect::<Result<Vec<_>>>()?;
+        let ai = ArchiveImage {
+            config: Descriptor::new(
+                media::OCI_CONFIG,
+                img.id().clone(),
+                img.config_bytes.len() as u64,
+            ),
+            layers,
+            tags: Vec::new(),
+        };
+        Ok((archive::archive_manifest(&ai), ai))
     }
 
     /// A layer's descriptor in an archive: its compressed blob (made once and kept), or its
@@ -444,6 +446,19 @@ impl Store {
     }
 }
 
+/// The descriptor of an OCI manifest written as `bytes`.
+fn manifest_descriptor(bytes: &[u8]) -> Descriptor {
+    Descriptor::new(media::OCI_MANIFEST, Digest::of(bytes), bytes.len() as u64)
+}
+
+/// The OCI index of one image per platform (`manifests`, each with its `platform`): its
+/// bytes and descriptor.
+fn platform_index_of(manifests: Vec<Descriptor>) -> (Vec<u8>, Descriptor) {
+    let bytes = spec::to_canonical_json(&Index::new(media::OCI_INDEX, manifests));
+    let desc = Descriptor::new(media::OCI_INDEX, Digest::of(&bytes), bytes.len() as u64);
+    (bytes, desc)
+}
+
 /// Members in the order an index lists them: by platform name.
 fn sorted_by_platform(members: &[(Platform, Image)]) -> Vec<&(Platform, Image)> {
     let mut v: Vec<&(Platform, Image)> = members.iter().collect();
@@ -483,37 +498,20 @@ impl<W: Write> ArchiveBlobs<W> {
     /// Adds an image's config, layers and OCI manifest; the manifest's descriptor and the
     /// image as `manifest.json` names it (no tags yet).
     fn image(&mut self, store: &Store, img: &Image) -> Result<(Descriptor, ArchiveImage)> {
-        let config = Descriptor::new(
-            media::OCI_CONFIG,
-            img.id().clone(),
-            img.config_bytes.len() as u64,
-        );
+        let (manifest, ai) = store.archive_entry(img, self.compression)?;
         self.bytes(&img.config_bytes)?;
-        let mut layers = Vec::new();
-        for chain in &img.record.layers {
-            layers.push(self.layer(store, chain)?);
+        for (chain, desc) in img.record.layers.iter().zip(&ai.layers) {
+            self.layer(store, chain, desc)?;
         }
-        let ai = ArchiveImage {
-            config,
-            layers,
-            tags: Vec::new(),
-        };
-        let manifest = archive::archive_manifest(&ai);
         self.bytes(&manifest)?;
-        let mdesc = Descriptor::new(
-            media::OCI_MANIFEST,
-            Digest::of(&manifest),
-            manifest.len() as u64,
-        );
-        Ok((mdesc, ai))
+        Ok((manifest_descriptor(&manifest), ai))
     }
 
-    /// Adds one layer, compressed as asked (a blob made once and kept in the store) or as its
-    /// uncompressed tar (whose digest is its diffID).
-    fn layer(&mut self, store: &Store, chain: &Digest) -> Result<Descriptor> {
-        let desc = store.archive_layer(chain, self.compression)?;
+    /// Adds one layer (`desc`: its blob, compressed as asked, or its uncompressed tar, whose
+    /// digest is its diffID) unless it is there.
+    fn layer(&mut self, store: &Store, chain: &Digest, desc: &Descriptor) -> Result<()> {
         if !self.written.insert(desc.digest.clone()) {
-            return Ok(desc);
+            return Ok(());
         }
         if self.compression != Compression::None {
             let mut f = store.open_blob(&desc.digest)?;
@@ -532,7 +530,7 @@ impl<W: Write> ArchiveBlobs<W> {
                 })
                 .map_err(|e| failure.take().unwrap_or_else(|| archive_write_error(e)))?;
         }
-        Ok(desc)
+        Ok(())
     }
 }
 

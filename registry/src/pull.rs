@@ -134,12 +134,13 @@ fn same_index_members(
     id: &Digest,
 ) -> Result<BTreeMap<String, Digest>, RegistryError> {
     let key = by_digest.to_string();
-    let mut members = match store.platforms_of(&key)? {
-        Some(m) => m,
+    let refs = store.refs()?;
+    let mut members = match refs.platforms.get(&key) {
+        Some(m) => m.clone(),
         None => {
             let mut m = BTreeMap::new();
             // One image pulled from this index before: its entry names its platform.
-            if let Some(old) = store.refs()?.digests.get(&key) {
+            if let Some(old) = refs.digests.get(&key) {
                 let record = store.image_record(old)?;
                 let entry = index
                     .manifests

@@ -347,7 +347,7 @@ fn build_platforms(flag: Option<&str>) -> Result<Vec<Platform>> {
     };
     let mut out: Vec<Platform> = Vec::new();
     for one in text.split(',').map(str::trim) {
-        let p = Platform::parse(one).map_err(|e| anyhow!("--platform: {e}"))?;
+        let p = super::images::platform_flag(one)?;
         strata_runtime::emulation::check_runnable(&p)
             .map_err(|e| anyhow!("--platform {p}: {e}"))?;
         if out.contains(&p) {
@@ -547,7 +547,7 @@ fn export(
 
 /// Writes the images of a several-platform build as one multi-platform image: in the store,
 /// every tag names them all; an archive holds their index; a directory holds one
-/// subdirectory per platform. The index's digest (the image's ID, as `images` shows it).
+/// subdirectory per platform. The index's digest (what `--iidfile` and `-q` report).
 fn export_platforms(
     store: &Store,
     output: &Output,
@@ -581,11 +581,11 @@ fn export_platforms(
         }
     }
     v.done();
+    let name = tags
+        .first()
+        .map(|t| t.to_string())
+        .unwrap_or(index.digest.to_string());
     for (_, img) in members {
-        let name = tags
-            .first()
-            .map(|t| t.to_string())
-            .unwrap_or(index.digest.to_string());
         super::image_event(store, "build", &img.id().to_string(), &name);
     }
     Ok(index.digest)

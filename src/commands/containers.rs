@@ -92,7 +92,7 @@ fn new_record(store: &Store, a: &CreateArgs, image: Option<&Digest>) -> Result<C
         // must be able to run.
         Some(wanted) => {
             let id = super::images::resolve_for_platform(store, a.image(), Some(wanted))?;
-            let want = strata_image::spec::Platform::parse(wanted).map_err(|e| anyhow!(e))?;
+            let want = super::images::platform_flag(wanted)?;
             strata_runtime::emulation::check_runnable(&want)
                 .map_err(|e| anyhow!("--platform {want}: {e}"))?;
             id

@@ -34,12 +34,7 @@ pub fn import(store: &Store, a: &ImportArgs) -> Result<()> {
     } else {
         Box::new(File::open(&a.file).with_context(|| format!("open {}", a.file))?)
     };
-    let platform = a
-        .platform
-        .as_deref()
-        .map(Platform::parse)
-        .transpose()
-        .map_err(|e| anyhow!("--platform: {e}"))?;
+    let platform = a.platform.as_deref().map(platform_flag).transpose()?;
     let img = store.import_rootfs(input, &a.file, cfg, a.message.clone(), platform.as_ref())?;
     let id = img.id().to_string();
     let name = reference
@@ -444,13 +439,18 @@ pub fn print_inspect(values: &[Value], format: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// A `--platform` value (os/arch[/variant]); an error names the flag.
+pub fn platform_flag(text: &str) -> Result<Platform> {
+    Platform::parse(text).map_err(|e| anyhow!("--platform: {e}"))
+}
+
 /// The image `name` names for `platform` (`--platform`): a multi-platform tag's member for
 /// it, or a single image that is for it; one line listing what there is otherwise.
 pub fn resolve_for_platform(store: &Store, name: &str, platform: Option<&str>) -> Result<Digest> {
     let Some(text) = platform else {
         return Ok(store.resolve_image(name)?);
     };
-    let want = Platform::parse(text).map_err(|e| anyhow!("--platform: {e}"))?;
+    let want = platform_flag(text)?;
     let id = store.resolve_image_for(name, &want)?;
     let has = Platform::of_config(&store.image(&id)?.config);
     if !want.is_met_by(&has) {
@@ -880,12 +880,7 @@ pub fn load(store: &Store, a: &LoadArgs) -> Result<()> {
             (Box::new(io::stdin()), "stdin".into())
         }
     };
-    let platform = a
-        .platform
-        .as_deref()
-        .map(Platform::parse)
-        .transpose()
-        .map_err(|e| anyhow!("--platform: {e}"))?;
+    let platform = a.platform.as_deref().map(platform_flag).transpose()?;
     let loaded = store.load(input, &what, platform.as_ref())?;
     for entry in &loaded {
         for (_, img) in &entry.images {

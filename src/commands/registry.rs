@@ -25,7 +25,7 @@ fn parse_reference(s: &str) -> Result<Reference> {
 /// The platform to pull: `--platform`, else the host's.
 pub fn wanted_platform(flag: Option<&str>) -> Result<Platform> {
     match flag {
-        Some(p) => strata_registry::parse_platform(p).map_err(|e| anyhow!("--platform: {e}")),
+        Some(p) => super::images::platform_flag(p),
         None => Ok(strata_cache::transfer::host_platform()),
     }
 }

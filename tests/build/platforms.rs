@@ -276,19 +276,7 @@ fn a_multi_platform_tag_gives_each_platform_its_image() {
     // One row in `images`; a plain run takes the host's, --platform the other.
     let rows = s.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}", "multi"]);
     assert_eq!(rows, "multi:1\n");
-    assert_eq!(s.ok(&["run", "--rm", "multi:1", "uname", "-m"]), "x86_64\n");
-    assert_eq!(
-        s.ok(&[
-            "run",
-            "--rm",
-            "--platform",
-            "linux/arm64",
-            "multi:1",
-            "uname",
-            "-m"
-        ]),
-        "aarch64\n"
-    );
+    assert_eq!(unames(&s, "multi:1"), ["x86_64\n", "aarch64\n"]);
     // image inspect and history take --platform.
     let arch_of = |p: &str| {
         s.ok(&[
@@ -347,18 +335,7 @@ fn a_multi_platform_tag_gives_each_platform_its_image() {
     );
     // A second name names both platforms; rmi of a name leaves images other names hold.
     s.ok(&["tag", "multi:1", "multi:2"]);
-    assert_eq!(
-        s.ok(&[
-            "run",
-            "--rm",
-            "--platform",
-            "linux/arm64",
-            "multi:2",
-            "uname",
-            "-m"
-        ]),
-        "aarch64\n"
-    );
+    assert_eq!(uname(&s, Some("linux/arm64"), "multi:2"), "aarch64\n");
     assert_eq!(s.ok(&["rmi", "multi:1"]), "Untagged: multi:1\n");
     // manifest add replaces a platform's image: the amd64 slot now holds from-multi:amd64.
     s.ok(&["manifest", "add", "multi:2", "from-multi:amd64"]);
@@ -375,18 +352,7 @@ fn a_multi_platform_tag_gives_each_platform_its_image() {
         ]),
         built
     );
-    assert_eq!(
-        s.ok(&[
-            "run",
-            "--rm",
-            "--platform",
-            "linux/arm64",
-            "multi:2",
-            "uname",
-            "-m"
-        ]),
-        "aarch64\n"
-    );
+    assert_eq!(uname(&s, Some("linux/arm64"), "multi:2"), "aarch64\n");
     s.ok(&["manifest", "rm", "multi:2"]);
     assert_eq!(
         s.fails(&["manifest", "add", "multi:2", "busybox:amd64"]),
@@ -527,10 +493,7 @@ fn a_multi_platform_tag_is_pushed_as_an_index() {
     let fresh = Strata::new();
     let remote = format!("{}/both:1", registry.addr());
     fresh.ok(&["pull", "-q", "--platform", "linux/arm64", &remote]);
-    assert_eq!(
-        fresh.ok(&["run", "--rm", &remote, "uname", "-m"]),
-        "aarch64\n"
-    );
+    assert_eq!(uname(&fresh, None, &remote), "aarch64\n");
     // A pull of the host's platform from the same index keeps arm64 under the tag too.
     fresh.ok(&["pull", "-q", &remote]);
     assert_eq!(unames(&fresh, &remote), ["x86_64\n", "aarch64\n"]);
@@ -561,15 +524,19 @@ fn a_multi_platform_tag_is_pushed_as_an_index() {
     other.assert_check();
 }
 
+/// What `uname -m` prints in `image` run (with `--platform` when given).
+fn uname(s: &Strata, platform: Option<&str>, image: &str) -> String {
+    let mut args = vec!["run", "--rm"];
+    if let Some(p) = platform {
+        args.extend_from_slice(&["--platform", p]);
+    }
+    args.extend_from_slice(&[image, "uname", "-m"]);
+    s.ok(&args)
+}
+
 /// What `uname -m` prints in `image` run for the host and with `--platform linux/arm64`.
 fn unames(s: &Strata, image: &str) -> [String; 2] {
-    let run = |extra: &[&str]| {
-        let mut args = vec!["run", "--rm"];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&[image, "uname", "-m"]);
-        s.ok(&args)
-    };
-    [run(&[]), run(&["--platform", "linux/arm64"])]
+    [uname(s, None, image), uname(s, Some("linux/arm64"), image)]
 }
 
 /// The bases of `two_bases` saved once, so other stores get the very same images (an import
