@@ -424,10 +424,19 @@ fn a_build_for_two_platforms_tags_both() {
 
     let ctx = context(&s, PER_PLATFORM);
     let platforms = "linux/amd64,linux/arm64";
-    build(&s, &ctx, &["--platform", platforms, "-t", "both"]);
+    build(&s, &ctx, &["--platform", platforms, "--load", "-t", "both"]);
     assert_runs_per_platform(&s, "both", "both");
     let (_, again) = build(&s, &ctx, &["--platform", platforms, "-t", "both"]);
     assert_eq!(cached_steps(&again), 4, "{again}");
+    // --dry-run shows each platform's plan under its name.
+    let dry = s.ok(&["build", "--dry-run", "--platform", platforms, &ctx]);
+    let headers: Vec<&str> = dry.lines().filter(|l| l.starts_with("platform ")).collect();
+    assert_eq!(
+        headers,
+        ["platform linux/amd64", "platform linux/arm64"],
+        "{dry}"
+    );
+    assert_eq!(dry.matches(" CACHED ").count(), 4, "{dry}");
     let out = s.ok(&["rmi", "both"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "Untagged: both:latest");
